@@ -1,0 +1,169 @@
+"""Typed settings, read from environment variables (and CLI flags), validated up front.
+
+Environment variables (all optional):
+
+  OPAL_VERSION         PyPI release of opal-server to test (default 0.9.9)
+  OPAL_SOURCE          path to an OPAL source checkout (packages/opal-common, packages/opal-server)
+  OPAL_IMAGE           prebuilt server image (compose backend only)
+  OPAL_<ANYTHING>      any other OPAL_ variable is passed to the server unchanged (recorded in reports)
+  BACKEND              local (default here) | compose | auto
+  HARNESS_WORKERS      gunicorn workers for the server (default 1)
+  HARNESS_SEED_REPOS   policy repos to seed (default 60)
+  HARNESS_RUN_ROOT     where run directories live (default /tmp/policy-harness)
+  HARNESS_CACHE_DIR    per-version virtualenvs (default ~/.cache/policy-harness)
+  HARNESS_REPORTS_DIR  gate reports (default ./reports)
+  HARNESS_KEEP_STACK   1 = leave the stack running after a gate run, for debugging
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from harness import STACKS_DIR
+from harness.errors import ConfigError
+
+DEFAULT_OPAL_VERSION = "0.9.9"
+BACKENDS = ("local", "compose", "auto")
+# Variables the harness itself reads; every other OPAL_* is forwarded to the server.
+_HARNESS_OPAL_VARS = {"OPAL_VERSION", "OPAL_SOURCE", "OPAL_IMAGE"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def supported_versions() -> list[str]:
+    """Releases with a pinned constraints file under stacks/constraints/."""
+    files = (STACKS_DIR / "constraints").glob("opal-server-*.txt")
+    names = [f.name.removeprefix("opal-server-").removesuffix(".txt") for f in files]
+    return sorted(names, key=lambda v: tuple(int(p) for p in v.split(".")))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which server build to run: a PyPI release, a source tree, or (compose) an image."""
+
+    version: str = DEFAULT_OPAL_VERSION
+    source: Path | None = None
+    image: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.source:
+            return f"source:{self.source}"
+        if self.image:
+            return f"image:{self.image}"
+        return f"opal-server=={self.version}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    target: Target = field(default_factory=Target)
+    backend: str = "local"
+    workers: int = 1
+    seed_repos: int = 60
+    run_root: Path = Path("/tmp/policy-harness")
+    cache_dir: Path = Path.home() / ".cache" / "policy-harness"
+    reports_dir: Path = Path("reports")
+    keep_stack: bool = False
+    server_env: Mapping[str, str] = field(default_factory=dict)
+
+    def with_target(self, **changes) -> "Settings":
+        return replace(self, target=replace(self.target, **changes))
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; set e.g. {name}={default}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={value} is out of range; use a value from {minimum} to {maximum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a switch; use {name}=1 or {name}=0")
+
+
+def validate_target(target: Target, backend: str) -> Target:
+    """Check the target selection; return it with the source path made absolute."""
+    if target.source is not None:
+        return replace(target, source=validate_source_tree(target.source))
+    if target.image is not None:
+        if backend == "local":
+            raise ConfigError(
+                "OPAL_IMAGE needs the compose backend; unset OPAL_IMAGE or set BACKEND=compose"
+            )
+        return target
+    versions = supported_versions()
+    if target.version not in versions:
+        raise ConfigError(
+            f"OPAL_VERSION={target.version} is not a supported release; supported: "
+            f"{', '.join(versions)} (add stacks/constraints/opal-server-<version>.txt to support another)"
+        )
+    return target
+
+
+def validate_source_tree(path: Path) -> Path:
+    """An OPAL checkout: packages/__packaging__.py plus the two package dirs with setup.py."""
+    path = path.expanduser().resolve()
+    expected = [
+        path / "packages" / "__packaging__.py",
+        path / "packages" / "opal-common" / "setup.py",
+        path / "packages" / "opal-server" / "setup.py",
+    ]
+    missing = [str(p.relative_to(path)) for p in expected if not p.is_file()]
+    if not path.is_dir() or missing:
+        raise ConfigError(
+            f"OPAL_SOURCE={path} is not an OPAL source tree: expected "
+            f"{', '.join(str(p.relative_to(path)) for p in expected)}"
+            + (f" (missing: {', '.join(missing)})" if path.is_dir() else " (no such directory)")
+            + ". Point OPAL_SOURCE at the root of an OPAL checkout."
+        )
+    return path
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides) -> Settings:
+    """Settings from the environment; keyword overrides (from CLI flags) win."""
+    env = dict(os.environ if env is None else env)
+    version = overrides.pop("version", None) or env.get("OPAL_VERSION") or None
+    source = overrides.pop("source", None) or env.get("OPAL_SOURCE") or None
+    image = env.get("OPAL_IMAGE") or None
+    if sum(x is not None for x in (version, source, image)) > 1:
+        raise ConfigError("set only one of OPAL_VERSION, OPAL_SOURCE, OPAL_IMAGE")
+    target = Target(
+        version=version or DEFAULT_OPAL_VERSION,
+        source=Path(source) if source else None,
+        image=image,
+    )
+    backend = (overrides.pop("backend", None) or env.get("BACKEND") or "local").lower()
+    if backend not in BACKENDS:
+        raise ConfigError(f"BACKEND={backend} is not known; use one of {', '.join(BACKENDS)}")
+    server_env = {
+        k: v for k, v in env.items() if k.startswith("OPAL_") and k not in _HARNESS_OPAL_VARS
+    }
+    settings = Settings(
+        target=validate_target(target, backend),
+        backend=backend,
+        workers=_int(env, "HARNESS_WORKERS", 1, 1, 16),
+        seed_repos=_int(env, "HARNESS_SEED_REPOS", 60, 1, 5000),
+        run_root=Path(env.get("HARNESS_RUN_ROOT") or "/tmp/policy-harness"),
+        cache_dir=Path(env.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "policy-harness"),
+        reports_dir=Path(env.get("HARNESS_REPORTS_DIR") or "reports"),
+        keep_stack=_bool(env, "HARNESS_KEEP_STACK"),
+        server_env=server_env,
+    )
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if not 1 <= settings.workers <= 16:
+        raise ConfigError(f"workers={settings.workers} is out of range; use 1 to 16")
+    return settings

@@ -1,0 +1,1 @@
+"""Git hosts serving the seeded policy repositories."""

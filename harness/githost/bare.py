@@ -1,0 +1,27 @@
+"""The `bare` git host: bare repositories served by a real `git daemon` on 127.0.0.1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.services.base import LocalService
+from harness.sysdeps import require
+
+
+@dataclass
+class BareGitHost(LocalService):
+    @property
+    def repos_dir(self):
+        return self.run_dir / "repos"
+
+    def prepare(self) -> None:
+        self.repos_dir.mkdir(parents=True, exist_ok=True)
+
+    def argv(self) -> list[str]:
+        return [str(require("git")), "daemon", "--reuseaddr", "--export-all", "--informative-errors",
+                "--listen=127.0.0.1", f"--port={self.port}", f"--base-path={self.repos_dir}",
+                "--max-connections=256", str(self.repos_dir)]
+
+    def url(self, repo: str, port: int | None = None) -> str:
+        """git:// URL of a repo, optionally through another port (the latency proxy)."""
+        return f"git://127.0.0.1:{port or self.port}/{repo}.git"

@@ -1,0 +1,84 @@
+"""A service run as one local process: start, wait until ready, stop/kill/pause by PID."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import procs
+from harness.errors import ServiceFailed
+from harness.waiting import port_open, wait_for
+
+
+@dataclass
+class LocalService:
+    name: str
+    run_dir: Path
+    port: int
+    start_timeout: float = 30.0
+    stop_signal: int = signal.SIGTERM
+    stop_grace: float = 10.0
+    process: procs.ManagedProcess | None = field(default=None, init=False)
+
+    # -- what a concrete service defines -------------------------------------------
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    def user(self) -> str | None:
+        return None
+
+    def prepare(self) -> None:
+        """One-time setup before the first start (e.g. initdb)."""
+
+    def ready(self) -> bool:
+        return port_open(self.port)
+
+    # -- lifecycle --------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "logs" / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process and self.process.alive() else None
+
+    def start(self) -> None:
+        if self.process and self.process.alive():
+            return
+        self.prepare()
+        self.process = procs.start(self.name, self.argv(), self.run_dir, self.log_path,
+                                   env=self.env(), user=self.user())
+        wait_for(self._ready_or_died, self.start_timeout, f"{self.name} did not become ready",
+                 interval=0.05, error=ServiceFailed)
+
+    def _ready_or_died(self) -> bool:
+        assert self.process is not None
+        if not self.process.alive():
+            raise ServiceFailed(
+                f"{self.name} exited with code {self.process.exit_code()} while starting; "
+                f"log {self.log_path}:\n{self.process.log_tail()}"
+            )
+        return self.ready()
+
+    def stop(self) -> None:
+        if self.process:
+            self.resume()  # a paused process cannot act on SIGTERM
+            self.process.stop(grace=self.stop_grace, first_signal=self.stop_signal)
+
+    def kill(self) -> None:
+        if self.process:
+            self.process.stop(grace=0, first_signal=signal.SIGKILL)
+
+    def pause(self) -> None:
+        if self.process:
+            for proc in procs.descendants_of(self.process.pid):
+                proc.suspend()
+
+    def resume(self) -> None:
+        if self.process:
+            for proc in procs.descendants_of(self.process.pid):
+                proc.resume()

@@ -1,0 +1,87 @@
+"""Postgres for the server's broadcaster: a cluster made with initdb in the run directory.
+
+The postmaster runs in the foreground (not via `pg_ctl start`, which daemonizes) so it is
+a child the harness stops by PID. Postgres refuses to run as root: when the harness is
+root it runs initdb and postgres as the `postgres` system user (or `nobody`).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+from dataclasses import dataclass, field
+
+from harness.errors import ServiceFailed
+from harness.services.base import LocalService
+from harness.sysdeps import find_binary, require
+
+DB_USER = "opal"
+DB_PASSWORD = "opal"  # trust auth on loopback: the password is only there for URL shape
+DB_NAME = "postgres"
+
+
+def _unprivileged_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise ServiceFailed("running as root but no 'postgres' or 'nobody' user exists to run Postgres")
+
+
+@dataclass
+class PostgresService(LocalService):
+    # SIGINT is Postgres's "fast shutdown": it disconnects clients instead of waiting for them.
+    stop_signal: int = signal.SIGINT
+    _run_as: str | None = field(default_factory=_unprivileged_user, init=False)
+
+    @property
+    def data_dir(self):
+        return self.run_dir / "postgres" / "data"
+
+    @property
+    def socket_dir(self):
+        return self.run_dir / "postgres" / "sock"
+
+    @property
+    def url(self) -> str:
+        return f"postgres://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{self.port}/{DB_NAME}"
+
+    def user(self) -> str | None:
+        return self._run_as
+
+    def prepare(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as:
+            record = pwd.getpwnam(self._run_as)
+            for path in (self.data_dir.parent, self.socket_dir):
+                os.chown(path, record.pw_uid, record.pw_gid)
+        log = open(self.log_path, "ab")
+        with log:
+            result = subprocess.run(
+                [str(require("initdb")), "-D", str(self.data_dir), "-U", DB_USER,
+                 "--auth=trust", "--no-sync", "-E", "UTF8"],
+                stdout=log, stderr=subprocess.STDOUT, user=self._run_as, timeout=120,
+            )
+        if result.returncode != 0:
+            raise ServiceFailed(f"initdb failed (exit {result.returncode}); see {self.log_path}")
+
+    def argv(self) -> list[str]:
+        return [str(require("postgres")), "-D", str(self.data_dir), "-p", str(self.port),
+                "-h", "127.0.0.1", "-k", str(self.socket_dir), "-c", "fsync=off",
+                "-c", "max_connections=200"]
+
+    def ready(self) -> bool:
+        pg_isready = find_binary("pg_isready")
+        if pg_isready is None:
+            return super().ready()
+        result = subprocess.run([str(pg_isready), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
+                                timeout=10)
+        return result.returncode == 0

@@ -1,0 +1,133 @@
+"""The Stack contract: one interface, one topology, whatever runs it underneath.
+
+Topology: server, redis, postgres (the broadcaster), githost, blackhole, slowfail,
+latency (a proxy in front of the git host). A Stack is a context manager that always
+tears down — on success, failure and Ctrl-C — unless it was asked to keep the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Mapping
+
+from harness.config import Settings
+from harness.servers.opal import OpalClient
+
+SERVICES = ("server", "redis", "postgres", "githost", "blackhole", "slowfail", "latency")
+STATE_FILE = "stack.json"
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+class Stack(ABC):
+    backend = "abstract"
+
+    def __init__(self, settings: Settings, progress=print):
+        self.settings = settings
+        self.progress = progress
+        self.run_id = new_run_id()
+        self.run_dir: Path = settings.run_root / self.run_id
+        self.keep = settings.keep_stack
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @abstractmethod
+    def up(self) -> None: ...
+
+    @abstractmethod
+    def down(self) -> None: ...
+
+    def __enter__(self) -> "Stack":
+        # SIGTERM (CI cancelling a job, `harness down`) unwinds like Ctrl-C does.
+        self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            if self.keep:
+                self.progress(f"keeping stack {self.run_id} up; stop it with: harness down {self.run_id}")
+            else:
+                self.down()
+        finally:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+    # -- services -----------------------------------------------------------------------
+    @abstractmethod
+    def endpoint(self, service: str) -> str:
+        """URL of a service on 127.0.0.1."""
+
+    @abstractmethod
+    def stop(self, service: str) -> None: ...
+
+    @abstractmethod
+    def start(self, service: str) -> None: ...
+
+    @abstractmethod
+    def kill(self, service: str) -> None: ...
+
+    @abstractmethod
+    def pause(self, service: str) -> None: ...
+
+    @abstractmethod
+    def resume(self, service: str) -> None: ...
+
+    @abstractmethod
+    def logs(self, service: str) -> Path: ...
+
+    @abstractmethod
+    def server_pids(self) -> tuple[int | None, list[int]]:
+        """(master PID, worker PIDs) as seen on this machine."""
+
+    @abstractmethod
+    def restart_server(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
+                       wait_healthy: bool = True) -> None:
+        """Stop the server (SIGKILL after a bounded grace) and start it again. With
+        `fresh_state`, Redis is flushed and the server's clones are removed first."""
+
+    # -- what gates use -------------------------------------------------------------------
+    @abstractmethod
+    def repo_url(self, repo: str, via_latency: bool = False) -> str:
+        """URL of a seeded repo as the server reaches it."""
+
+    @abstractmethod
+    def dead_url(self, index: int, kind: str = "blackhole") -> str:
+        """A distinct URL per index on a listener that never answers (or closes late)."""
+
+    @abstractmethod
+    def stage_scopes(self, scopes: Mapping[str, str]) -> None:
+        """Store scopes (id -> repo URL) directly where the server keeps them."""
+
+    @abstractmethod
+    def clone_dirs(self) -> list[str]: ...
+
+    @abstractmethod
+    def server_settings(self) -> dict[str, str]:
+        """The OPAL_* settings the server runs with now."""
+
+    @abstractmethod
+    def accepted_connections(self, service: str) -> int:
+        """Connections a fault listener has accepted (proof the fault took effect)."""
+
+    @property
+    def client(self) -> OpalClient:
+        return OpalClient(self.endpoint("server"))
+
+    def write_state(self, **extra) -> None:
+        state = {"run_id": self.run_id, "backend": self.backend,
+                 "target": self.settings.target.label, **extra}
+        (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -1,0 +1,59 @@
+"""Bounded waiting with tenacity: every wait has a budget and a message on give-up."""
+
+from __future__ import annotations
+
+import socket
+from typing import Callable, TypeVar
+
+from tenacity import RetryError, retry_if_result, Retrying, stop_after_delay, wait_fixed
+
+from harness.errors import ServiceFailed
+
+T = TypeVar("T")
+
+
+class GaveUp(Exception):
+    """The condition did not hold within the budget."""
+
+
+def wait_for(
+    condition: Callable[[], T],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    error: type[Exception] = GaveUp,
+) -> T:
+    """Poll `condition` until it returns a truthy value; raise `error` after `timeout` s.
+
+    Exceptions raised by `condition` propagate at once (use them for "the process died").
+    """
+    retrying = Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(interval),
+        retry=retry_if_result(lambda value: not value),
+        reraise=False,
+    )
+    try:
+        return retrying(condition)
+    except RetryError:
+        raise error(f"{what}: not within {timeout:g} s") from None
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    """An ephemeral port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float, what: str) -> None:
+    wait_for(lambda: port_open(port), timeout, f"{what} did not listen on 127.0.0.1:{port}",
+             error=ServiceFailed)
