@@ -70,7 +70,7 @@ def head_sha(repo: Path) -> str | None:
     ref = repo / "refs" / "heads" / "main"
     if ref.is_file():
         return ref.read_text().strip() or None
-    result = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", "refs/heads/main"],
+    result = subprocess.run(["git", f"--git-dir={repo}", "rev-parse", "--verify", "-q", "refs/heads/main"],
                             capture_output=True, text=True, timeout=30)
     return result.stdout.strip() or None
 

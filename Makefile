@@ -1,0 +1,55 @@
+# Two commands on a fresh machine: `make leak-test` (the main job) and `make test`.
+# Both bootstrap the project virtualenv (.venv) and the system packages they need.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup sysdeps test unit leak-test gates up down status clean logs distclean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+setup: $(STAMP) sysdeps
+
+# Installs redis-server, postgresql, git with apt when run as root; otherwise prints the command.
+sysdeps: $(STAMP)
+	$(BIN)/python -m harness.sysdeps ensure
+
+## The project's tests: unit, integration (real stacks on 0.9.6 and 0.9.9), gate self-test.
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+## The main job: the leak and repeat-sync gates against OPAL_VERSION / OPAL_SOURCE.
+leak-test: setup
+	$(BIN)/pytest tests/gates -m "leak or repeat_sync" $(PYTEST_ARGS)
+
+## Every gate.
+gates: setup
+	$(BIN)/pytest tests/gates $(PYTEST_ARGS)
+
+up: setup
+	$(BIN)/harness up
+
+down: $(STAMP)
+	$(BIN)/harness down
+
+status: $(STAMP)
+	$(BIN)/harness status
+
+clean: $(STAMP)
+	$(BIN)/harness clean
+
+logs:
+	@ls -1 reports/latest/logs 2>/dev/null || echo "no report yet: run make leak-test or make gates"
+
+distclean: clean
+	rm -rf $(VENV) reports .pytest_cache

@@ -1,0 +1,1 @@
+"""pytest fixtures for the gate suite (filled in with the gates)."""

@@ -1,0 +1,64 @@
+"""The harness's pytest plugin (registered through the `pytest11` entry point).
+
+- `--harness-require` (or HARNESS_REQUIRE=1, set by CI) turns every skip into a failure,
+  so a test that needs something missing (a binary, a Docker engine) cannot pass quietly.
+- Fixtures: `harness_settings`, `stack_factory` (stacks torn down after the test), and the
+  gate fixtures in `harness.gates.fixtures`.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from dataclasses import replace
+from typing import Callable, Iterator
+
+import pytest
+
+from harness import config
+from harness.errors import HarnessError
+from harness.stack import make_stack
+from harness.stack.base import Stack
+
+pytest_plugins = ["harness.gates.fixtures"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("policy-harness")
+    group.addoption("--harness-require", action="store_true",
+                    default=os.environ.get("HARNESS_REQUIRE", "").lower() in ("1", "true", "yes"),
+                    help="fail instead of skip when something a test needs is missing (CI sets this)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and item.config.getoption("harness_require"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but --harness-require / HARNESS_REQUIRE=1 forbids skips: {reason}"
+
+
+@pytest.fixture(scope="session")
+def harness_settings() -> config.Settings:
+    try:
+        return config.from_env()
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture
+def stack_factory(harness_settings: config.Settings) -> Iterator[Callable[..., Stack]]:
+    """make(version=..., source=..., **settings) -> a running stack, torn down after the test."""
+    with ExitStack() as stacks:
+        def make(version: str | None = None, source=None, **changes) -> Stack:
+            settings = harness_settings
+            if version or source:
+                target = config.validate_target(
+                    config.Target(version=version or config.DEFAULT_OPAL_VERSION, source=source), "local")
+                settings = replace(settings, target=target)
+            if changes:
+                settings = replace(settings, **changes)
+            return stacks.enter_context(make_stack(settings))
+        yield make

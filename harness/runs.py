@@ -1,0 +1,72 @@
+"""Run directories under the run root: find them, tell live from stale, remove them.
+
+A run directory holds `stack.json` (owner PID, endpoints) and `pids.jsonl` (every process
+the run started). `harness status/down/clean` work from these alone, so they also find
+what a crashed or killed run left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from harness import procs
+from harness.stack.base import STATE_FILE
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    path: Path
+    state: dict
+    owner_alive: bool
+    live_processes: list[str]
+
+    @property
+    def stale(self) -> bool:
+        return not self.owner_alive
+
+
+def _owner_alive(state: dict) -> bool:
+    entry = {"pid": state.get("owner_pid", -1), "create_time": state.get("owner_create_time", 0)}
+    return entry["pid"] > 0 and procs.still_running(entry) is not None
+
+
+def list_runs(run_root: Path) -> list[RunInfo]:
+    if not run_root.is_dir():
+        return []
+    runs = []
+    for path in sorted(p for p in run_root.iterdir() if p.is_dir()):
+        try:
+            state = json.loads((path / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            state = {}
+        live = [f"{e['name']}:{e['pid']}" for e in procs.registered(path) if procs.still_running(e)]
+        runs.append(RunInfo(path.name, path, state, _owner_alive(state), live))
+    return runs
+
+
+def remove_run(run: RunInfo, owner_grace: float = 30.0) -> list[str]:
+    """Ask a live owner to tear down (SIGTERM), then stop whatever is left, then rm the dir."""
+    if run.owner_alive:
+        try:
+            owner = psutil.Process(run.state["owner_pid"])
+            owner.send_signal(signal.SIGTERM)
+            owner.wait(timeout=owner_grace)
+        except psutil.TimeoutExpired:
+            pass
+        except psutil.NoSuchProcess:
+            pass
+    stopped = procs.stop_registered(run.path) if run.path.exists() else []
+    shutil.rmtree(run.path, ignore_errors=True)
+    return stopped
+
+
+def is_run_root_empty(run_root: Path) -> bool:
+    return not run_root.exists() or not any(os.scandir(run_root))

@@ -1,0 +1,31 @@
+import os
+
+import pytest
+
+from harness.probes import CacheStats, clone_dirs, sample_server
+
+NATIVE_099 = {"pid": 7, "repo_locks": 2, "repos": 1, "repos_last_fetched": 0, "rss_kb": 900,
+              "repo_locks_keys": ["a", "b"], "repos_keys": ["/x/a"], "repos_last_fetched_keys": []}
+
+
+def test_stats_contract_parses_sizes_and_keys():
+    stats = CacheStats.from_json(NATIVE_099)
+    assert stats.sizes() == {"repo_locks": 2, "repos": 1, "repos_last_fetched": 0}
+    assert stats.keys["repo_locks"] == ["a", "b"] and not stats.wrapper
+
+
+def test_a_response_without_the_contract_fields_is_an_error_naming_them():
+    with pytest.raises(ValueError, match="repos_last_fetched"):
+        CacheStats.from_json({"pid": 1, "repo_locks": 0, "repos": 0, "rss_kb": 1})
+
+
+def test_process_samples_read_real_metrics_of_a_pid():
+    [sample] = sample_server(os.getpid(), [])
+    assert sample.role == "master" and sample.rss_kb > 0 and sample.open_fds > 0 and sample.threads >= 1
+
+
+def test_clone_dirs_lists_directories_only(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "file").write_text("")
+    assert clone_dirs(tmp_path) == ["one"]
+    assert clone_dirs(tmp_path / "missing") == []

@@ -1,0 +1,45 @@
+import subprocess
+
+from harness import seed
+
+
+def test_every_repo_has_a_distinct_commit_and_reseeding_changes_nothing(tmp_path):
+    first = seed.seed(tmp_path, 30, progress=lambda _: None)
+    shas = {p.name: seed.head_sha(p) for p in tmp_path.iterdir()}
+    again = seed.seed(tmp_path, 30, progress=lambda _: None)
+
+    assert len(first.created) == 30 + seed.PROBE_REPOS and not first.failed
+    assert len(set(shas.values())) == len(shas) == 30 + seed.PROBE_REPOS
+    assert again.created == [] and len(again.existing) == len(shas)
+    assert {p.name: seed.head_sha(p) for p in tmp_path.iterdir()} == shas
+
+
+def test_probe_repos_are_separate_from_bulk_repos(tmp_path):
+    seed.seed(tmp_path, 3, progress=lambda _: None)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["policy-0000.git", "policy-0001.git", "policy-0002.git",
+                     "probe-0.git", "probe-1.git", "probe-2.git", "probe-3.git"]
+
+
+def test_a_seeded_repo_clones_with_its_policy(tmp_path):
+    seed.seed(tmp_path / "repos", 1, probes=0, progress=lambda _: None)
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "repos" / "policy-0000.git"), str(tmp_path / "wc")],
+                   check=True, timeout=60)
+    assert "package harness.policy_0000" in (tmp_path / "wc" / "policy.rego").read_text()
+
+
+def test_a_half_made_repo_is_recreated(tmp_path):
+    broken = tmp_path / "policy-0000.git"
+    broken.mkdir()
+    result = seed.seed(tmp_path, 1, probes=0, progress=lambda _: None)
+    assert result.created == ["policy-0000"]
+    assert seed.head_sha(broken)
+
+
+def test_sidecar_entry_point_exits_nonzero_with_the_failure_count(tmp_path, capsys):
+    root = tmp_path / "repos"
+    root.mkdir()
+    (root / "policy-0001.git").write_text("a file where a repo should be")
+    assert seed.main(["--root", str(root), "--count", "3", "--probes", "0"]) == 1
+    assert "1 of 3 repos failed" in capsys.readouterr().err
+    assert seed.main(["--root", str(tmp_path / "ok"), "--count", "3"]) == 0
