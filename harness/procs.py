@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import IO, Mapping, Sequence
 import psutil
 
 PID_REGISTRY = "pids.jsonl"
+DIR_REGISTRY = "dirs.txt"  # directories a run made outside its run dir
 
 
 @dataclass
@@ -150,3 +152,16 @@ def stop_registered(run_dir: Path, grace: float = 5.0) -> list[str]:
             stop_tree(entry["pid"], grace=grace)
             stopped.append(f"{entry['name']} (pid {entry['pid']})")
     return stopped
+
+
+def register_dir(run_dir: Path, path: Path) -> None:
+    with open(run_dir / DIR_REGISTRY, "a") as registry:
+        registry.write(f"{path}\n")
+
+
+def remove_registered_dirs(run_dir: Path) -> None:
+    path = run_dir / DIR_REGISTRY
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                shutil.rmtree(line.strip(), ignore_errors=True)

@@ -64,6 +64,7 @@ def remove_run(run: RunInfo, owner_grace: float = 30.0) -> list[str]:
         except psutil.NoSuchProcess:
             pass
     stopped = procs.stop_registered(run.path) if run.path.exists() else []
+    procs.remove_registered_dirs(run.path)
     shutil.rmtree(run.path, ignore_errors=True)
     return stopped
 

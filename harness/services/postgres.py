@@ -2,7 +2,9 @@
 
 The postmaster runs in the foreground (not via `pg_ctl start`, which daemonizes) so it is
 a child the harness stops by PID. Postgres refuses to run as root: when the harness is
-root it runs initdb and postgres as the `postgres` system user (or `nobody`).
+root it runs initdb and postgres as the `postgres` system user (or `nobody`), with the
+cluster in a temp dir of its own under /tmp (that user may not be able to traverse the
+run root, e.g. under /root); the dir is registered with the run and removed with it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import os
 import pwd
 import signal
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import procs
 
 from harness.errors import ServiceFailed
 from harness.services.base import LocalService
@@ -39,14 +45,25 @@ class PostgresService(LocalService):
     # SIGINT is Postgres's "fast shutdown": it disconnects clients instead of waiting for them.
     stop_signal: int = signal.SIGINT
     _run_as: str | None = field(default_factory=_unprivileged_user, init=False)
+    _cluster_dir: Path | None = field(default=None, init=False)
 
     @property
-    def data_dir(self):
-        return self.run_dir / "postgres" / "data"
+    def cluster_dir(self) -> Path:
+        if self._cluster_dir is None:
+            if self._run_as:
+                self._cluster_dir = Path(tempfile.mkdtemp(prefix=f"harness-pg-{self.run_dir.name}-"))
+                procs.register_dir(self.run_dir, self._cluster_dir)
+            else:
+                self._cluster_dir = self.run_dir / "postgres"
+        return self._cluster_dir
 
     @property
-    def socket_dir(self):
-        return self.run_dir / "postgres" / "sock"
+    def data_dir(self) -> Path:
+        return self.cluster_dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.cluster_dir / "sock"
 
     @property
     def url(self) -> str:
@@ -61,7 +78,7 @@ class PostgresService(LocalService):
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         if self._run_as:
             record = pwd.getpwnam(self._run_as)
-            for path in (self.data_dir.parent, self.socket_dir):
+            for path in (self.cluster_dir, self.socket_dir):
                 os.chown(path, record.pw_uid, record.pw_gid)
         log = open(self.log_path, "ab")
         with log:

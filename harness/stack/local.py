@@ -92,6 +92,7 @@ class LocalStack(Stack):
             leftovers = procs.stop_registered(self.run_dir)
             if leftovers:
                 self._say(f"stopped leftover processes: {', '.join(leftovers)}")
+            procs.remove_registered_dirs(self.run_dir)
             shutil.rmtree(self.run_dir, ignore_errors=True)
         self.services = {}
 

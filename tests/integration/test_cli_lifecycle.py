@@ -1,0 +1,82 @@
+"""`harness up` as a user runs it: Ctrl-C tears everything down; a crashed run is cleaned."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import procs
+from harness.waiting import port_open, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _start_up(run_root: Path) -> subprocess.Popen:
+    env = dict(os.environ, HARNESS_RUN_ROOT=str(run_root), HARNESS_SEED_REPOS="3")
+    return subprocess.Popen([sys.executable, "-m", "harness", "up"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait_up(proc: subprocess.Popen, run_root: Path) -> Path:
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "is up; Ctrl-C" in line:
+            [run_dir] = list(run_root.iterdir())
+            return run_dir
+    proc.kill()
+    raise AssertionError("harness up did not come up:\n" + "".join(lines))
+
+
+def _ports(run_dir: Path) -> list[int]:
+    endpoints = json.loads((run_dir / "stack.json").read_text())["endpoints"]
+    return [int(url.rsplit(":", 1)[1].split("/")[0]) for url in endpoints.values()]
+
+
+def test_ctrl_c_stops_every_process_and_removes_the_run_dir(tmp_path):
+    proc = _start_up(tmp_path)
+    run_dir = _wait_up(proc, tmp_path)
+    entries, ports = procs.registered(run_dir), _ports(run_dir)
+    assert len(entries) >= 7 and all(port_open(p) for p in ports)
+
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+
+    assert proc.returncode == 0, out
+    assert "stack stopped" in out
+    assert [e for e in entries if procs.still_running(e)] == []
+    assert [p for p in ports if port_open(p)] == []
+    assert not run_dir.exists()
+
+
+def test_clean_removes_what_a_killed_run_left(tmp_path):
+    proc = _start_up(tmp_path)
+    run_dir = _wait_up(proc, tmp_path)
+    entries, ports = procs.registered(run_dir), _ports(run_dir)
+    proc.kill()  # no teardown at all: SIGKILL
+    proc.wait(timeout=10)
+    assert any(procs.still_running(e) for e in entries)
+
+    env = dict(os.environ, HARNESS_RUN_ROOT=str(tmp_path))
+    status = subprocess.run([sys.executable, "-m", "harness", "status"], env=env, text=True,
+                            capture_output=True, timeout=60)
+    assert "STALE" in status.stdout
+    clean = subprocess.run([sys.executable, "-m", "harness", "clean"], env=env, text=True,
+                           capture_output=True, timeout=120)
+
+    assert clean.returncode == 0, clean.stderr
+    assert f"removed run {run_dir.name}" in clean.stdout
+    wait_for(lambda: not any(procs.still_running(e) for e in entries), 10, "leftovers stopped")
+    assert [p for p in ports if port_open(p)] == []
+    assert not run_dir.exists()

@@ -1,0 +1,80 @@
+"""The local stack on real OPAL releases: served policy, stats contract, blackhole, teardown."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness import procs
+from harness.waiting import port_open, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _listening_ports(stack) -> dict[str, int]:
+    ports = {}
+    for name in ("server", "redis", "postgres", "githost", "blackhole", "slowfail", "latency"):
+        ports[name] = int(stack.endpoint(name).rsplit(":", 1)[1].split("/")[0])
+    return ports
+
+
+def _assert_nothing_left(run_dir, entries, ports):
+    alive = [e for e in entries if procs.still_running(e)]
+    assert alive == [], f"processes left behind: {alive}"
+    open_ports = {name: p for name, p in ports.items() if port_open(p)}
+    assert open_ports == {}, f"ports still listening: {open_ports}"
+    assert not run_dir.exists(), f"run dir left behind: {run_dir}"
+    outside = list(Path(tempfile.gettempdir()).glob(f"harness-pg-{run_dir.name}-*"))
+    assert outside == [], f"temp dirs left behind: {outside}"
+
+
+def _served(client, scope_id, budget=30.0):
+    return wait_for(lambda: client.get_policy(scope_id, timeout=10).served, budget,
+                    f"scope {scope_id} served")
+
+
+@pytest.mark.parametrize("version", ["0.9.6", "0.9.9"])
+def test_stack_serves_a_scope_exposes_stats_and_tears_down_clean(stack_factory, version, tmp_path):
+    stack = stack_factory(version=version, seed_repos=10)
+    client = stack.client
+
+    assert client.put_scope("smoke", stack.repo_url("policy-0003")) == 201
+    assert _served(client, "smoke")
+    stats = client.cache_stats()
+    assert stats.repo_locks >= 1
+    assert stats.wrapper is (version == "0.9.6")  # 0.9.9 has the route natively
+    master, workers = stack.server_pids()
+    assert stats.pid in workers and master not in workers
+    assert len(stack.clone_dirs()) == 1
+
+    # A clone of a blackholed URL hangs: the listener accepted it and never answered.
+    clone = subprocess.Popen(["git", "clone", "-q", stack.dead_url(1), str(tmp_path / "dead")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: stack.accepted_connections("blackhole") >= 1, 10, "blackhole accepted")
+        time.sleep(3)
+        assert clone.poll() is None, "git clone of a blackhole URL returned instead of hanging"
+    finally:
+        clone.kill()
+        clone.wait(timeout=10)
+
+    run_dir, entries, ports = stack.run_dir, procs.registered(stack.run_dir), _listening_ports(stack)
+    stack.down()  # idempotent: the fixture's teardown calls it again harmlessly
+    _assert_nothing_left(run_dir, entries, ports)
+
+
+def test_a_source_tree_is_installed_and_launched(stack_factory, opal_source_tree):
+    stack = stack_factory(source=opal_source_tree, seed_repos=4)
+    venv_python = stack.server.venv.python
+    marker = subprocess.run([str(venv_python), "-c",
+                             "import opal_server.harness_tree_marker as m; print(m.BUILT_FROM)"],
+                            capture_output=True, text=True, timeout=60)
+    assert marker.stdout.strip() == "harness test source tree", marker.stderr
+    assert stack.client.put_scope("src", stack.repo_url("policy-0001")) == 201
+    assert _served(stack.client, "src")
+    assert stack.client.cache_stats().wrapper  # the tree is 0.9.6: no native stats route
