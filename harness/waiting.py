@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import Callable, TypeVar
 
 from tenacity import RetryError, retry_if_result, Retrying, stop_after_delay, wait_fixed
@@ -37,6 +38,22 @@ def wait_for(
         return retrying(condition)
     except RetryError:
         raise error(f"{what}: not within {timeout:g} s") from None
+
+
+def poll_until(condition: Callable[[], bool], budget: float, interval: float = 0.5) -> float | None:
+    """Seconds until `condition` held, or None when the budget was spent first.
+
+    For gates: a stalled server is judged when its budget is spent, never by a generic
+    timeout. `condition` must bound its own calls (HTTP timeouts shorter than `budget`).
+    """
+    started = time.monotonic()
+    retrying = Retrying(stop=stop_after_delay(budget), wait=wait_fixed(interval),
+                        retry=retry_if_result(lambda value: not value))
+    try:
+        retrying(condition)
+    except RetryError:
+        return None
+    return time.monotonic() - started
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:

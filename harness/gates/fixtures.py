@@ -1,1 +1,76 @@
-"""pytest fixtures for the gate suite (filled in with the gates)."""
+"""pytest fixtures for the gate suite (tests/gates): one stack and one report per session."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import pytest
+
+from harness import config
+from harness.errors import HarnessError
+from harness.gates.base import PROFILES, GateResult
+from harness.gates.runner import run_gate
+from harness.report import RunReport
+from harness.stack import make_stack
+from harness.stack.base import Stack
+
+REPORT_KEY = pytest.StashKey[RunReport]()
+
+
+def terminal_progress(pytest_config: pytest.Config):
+    """Progress lines straight to the terminal, also while pytest captures output."""
+    reporter = pytest_config.pluginmanager.getplugin("terminalreporter")
+    if reporter is None:
+        return print
+    return lambda message: reporter.write_line(message)
+
+
+@dataclass
+class GateSession:
+    stack: Stack
+    report: RunReport
+    profile: str
+    progress: object
+
+    def run(self, gate_id: str) -> GateResult:
+        result = run_gate(gate_id, self.stack, self.profile, progress=self.progress)
+        self.report.add(result)
+        return result
+
+
+@pytest.fixture(scope="session")
+def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settings) -> Iterator[GateSession]:
+    profile = os.environ.get("HARNESS_SERVER_PROFILE", "quick")
+    if profile not in PROFILES:
+        raise pytest.UsageError(f"HARNESS_SERVER_PROFILE={profile} is not known; use one of {', '.join(PROFILES)}")
+    progress = terminal_progress(request.config)
+    try:
+        stack = make_stack(harness_settings, progress=progress).__enter__()
+    except HarnessError as exc:
+        pytest.fail(f"the stack did not come up: {exc}", pytrace=False)
+    report = RunReport(harness_settings.reports_dir, stack.run_id, harness_settings.target.label,
+                       stack.backend, profile)
+    request.config.stash[REPORT_KEY] = report
+    try:
+        yield GateSession(stack, report, profile, progress)
+    finally:
+        report.collect_logs(stack.run_dir / "logs")
+        report.write()
+        stack.__exit__(None, None, None)
+
+
+def assert_gate_passed(result: GateResult) -> None:
+    if result.verdict != "pass":
+        pytest.fail(f"gate {result.id} {result.verdict.upper()}: {result.reason}", pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    report = config.stash.get(REPORT_KEY, None)
+    if report is None or not report.results:
+        return
+    terminalreporter.section(f"gate verdicts: {report.target} ({report.backend}, profile {report.profile})")
+    for line in report.table().splitlines():
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"report: {report.dir}/summary.md")

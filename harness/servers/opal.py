@@ -146,6 +146,10 @@ class OpalClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        # One connection per request: 0.9.6 drops a keep-alive connection after an
+        # unhandled error (e.g. GET policy of a deleted scope), and reusing it would turn
+        # the next, unrelated request into a "connection reset".
+        self.session.headers["Connection"] = "close"
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"

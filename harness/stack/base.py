@@ -119,6 +119,14 @@ class Stack(ABC):
     def accepted_connections(self, service: str) -> int:
         """Connections a fault listener has accepted (proof the fault took effect)."""
 
+    @abstractmethod
+    def server_cpu_count(self) -> int:
+        """CPUs the server sees (pre-fix releases size their git thread pool from it)."""
+
+    @abstractmethod
+    def clone_seconds(self, url: str) -> float:
+        """Time one clone of `url` from the server's environment with its git library."""
+
     @property
     def client(self) -> OpalClient:
         return OpalClient(self.endpoint("server"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Mapping
@@ -24,6 +26,11 @@ from harness.sysdeps import ensure
 from harness.venvs import ensure_server_venv
 from harness.waiting import free_port
 
+# Times one clone with the server's own pygit2 (same libgit2), excluding interpreter start.
+CLONE_TIMER = (
+    "import sys, time, pygit2; t = time.monotonic(); "
+    "pygit2.clone_repository(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)"
+)
 LATENCY_DELAY_MS = float(os.environ.get("HARNESS_LATENCY_MS", "150"))
 SLOWFAIL_CLOSE_AFTER_S = 5.0
 
@@ -162,7 +169,8 @@ class LocalStack(Stack):
             self.redis.flush()
             shutil.rmtree(self.server.base_dir, ignore_errors=True)
         if overrides is not None:
-            self.server.overrides = {**self.settings.server_env, **overrides}
+            # The user's own OPAL_* variables win over a gate's profile.
+            self.server.overrides = {**overrides, **self.settings.server_env}
         if wait_healthy:
             self.server.start()
         else:
@@ -183,6 +191,17 @@ class LocalStack(Stack):
 
     def server_settings(self) -> dict[str, str]:
         return self.server.server_env()
+
+    def server_cpu_count(self) -> int:
+        return os.cpu_count() or 1
+
+    def clone_seconds(self, url: str) -> float:
+        with tempfile.TemporaryDirectory(prefix="harness-clone-") as dest:
+            result = subprocess.run([str(self.server.venv.python), "-c", CLONE_TIMER, url, dest + "/repo"],
+                                    capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise HarnessError(f"timing a clone of {url} failed: {result.stderr.strip()[-400:]}")
+        return float(result.stdout.strip())
 
     def accepted_connections(self, service: str) -> int:
         listener = self._service(service)

@@ -1,0 +1,99 @@
+"""Gate `broker-bounce`: the Postgres broadcaster goes down for D ≥ 5 s, then comes back.
+
+Passes when the server is healthy again, a scope PUT after the bounce is served, and a
+scope PUT during the outage is served after it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from harness.errors import ConfigError
+from harness.gates.base import ERROR, FAIL, PASS, Gate, GateContext, Verdict
+from harness.seed import policy_repo_name
+from harness.timeline import FAULT_END, FAULT_START, Timeline
+from harness.waiting import poll_until, port_open
+
+MIN_OUTAGE_S = 5.0
+
+
+@dataclass
+class Params:
+    outage_s: float = 5.0
+    budget_s: float = 30.0
+
+
+@dataclass
+class Thresholds:
+    pass  # judged against budget_s
+
+
+class BrokerBounceGate(Gate):
+    id = "broker-bounce"
+    marker = "broker_bounce"
+    title = "the server recovers from a broadcaster outage"
+    Params = Params
+    Thresholds = Thresholds
+
+    def scenario(self, ctx: GateContext) -> None:
+        p: Params = ctx.params
+        if p.outage_s < MIN_OUTAGE_S:
+            raise ConfigError(f"broker-bounce outage_s={p.outage_s:g} is too short; use ≥ {MIN_OUTAGE_S:g} s "
+                              "(a sub-second restart races the respawn and hides the bug)")
+        tl, stack, client = ctx.timeline, ctx.stack, ctx.client
+        client.put_scope("before", stack.repo_url(policy_repo_name(30)))
+        if ctx.served_within("before", p.budget_s, "before the outage") is None:
+            tl.fact("load_failure", f"a scope was not served within {p.budget_s:g} s before any fault")
+            return
+        ctx.observe("before")
+        pg_port = int(stack.endpoint("postgres").rsplit(":", 1)[1].split("/")[0])
+        outage_started = time.monotonic()
+        tl.mark(FAULT_START, fault="postgres stopped", outage_s=p.outage_s)
+        stack.stop("postgres")
+        tl.fact("postgres_down_confirmed", not port_open(pg_port))
+        time.sleep(1.0)
+        tl.fact("put_during_status", self._put(client, "during", stack.repo_url(policy_repo_name(31))))
+        time.sleep(max(0.0, p.outage_s - (time.monotonic() - outage_started)))
+        stack.start("postgres")
+        tl.mark(FAULT_END, fault="postgres started", down_s=round(time.monotonic() - outage_started, 2))
+        tl.fact("healthy_after_s", poll_until(lambda: client.healthy(timeout=2), p.budget_s))
+        tl.fact("put_after_status", self._put(client, "after", stack.repo_url(policy_repo_name(32))))
+        tl.fact("after_served_s", ctx.served_within("after", p.budget_s, "scope PUT after the bounce"))
+        tl.fact("during_served_s", ctx.served_within("during", p.budget_s, "scope PUT during the outage"))
+        ctx.observe("end")
+
+    @staticmethod
+    def _put(client, scope: str, url: str) -> int | None:
+        try:
+            return client.put_scope(scope, url)
+        except Exception:  # the server may refuse or drop the request mid-outage: recorded
+            return None
+
+    def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
+        f = timeline.facts
+        if "load_failure" in f:
+            return Verdict(ERROR, f"load phase failed, nothing to judge: {f['load_failure']}", "error.load")
+        if not f.get("postgres_down_confirmed"):
+            return Verdict(ERROR, "Postgres still listened after stop: the fault did not take effect",
+                           "error.fault")
+        budget = timeline.facts.get("params", {}).get("budget_s", 30)
+        metrics = {k: f.get(k) for k in ("healthy_after_s", "put_after_status", "after_served_s",
+                                         "put_during_status", "during_served_s")}
+        problems, category = [], ""
+        if f.get("healthy_after_s") is None:
+            category = "bounce.unhealthy"
+            problems.append(f"/healthcheck did not return to 200 within {budget:g} s after Postgres came back")
+        if f.get("after_served_s") is None:
+            category = category or "bounce.put_after_not_served"
+            problems.append(f"a scope PUT after the bounce (answered {f.get('put_after_status')}) was not served "
+                            f"within {budget:g} s: the server stopped syncing")
+        if f.get("during_served_s") is None:
+            category = category or "bounce.put_during_not_served"
+            problems.append(f"a scope PUT during the outage (answered {f.get('put_during_status')}) was not "
+                            f"served within {budget:g} s after it")
+        if problems:
+            return Verdict(FAIL, "; ".join(problems), category, metrics)
+        return Verdict(PASS, f"healthy {f['healthy_after_s']:.1f} s after the bounce; scope PUT after it served "
+                             f"in {f['after_served_s']:.1f} s, scope PUT during it in "
+                             f"{f['during_served_s']:.1f} s", "", metrics)

@@ -1,0 +1,99 @@
+"""Gate `offline-repo`: more distinct dead remotes than the server's git thread pool,
+then a never-cloned healthy scope.
+
+Passes when an already-loaded scope keeps serving throughout (success ratio) and the new
+scope is served within a budget derived from the server's git timeout and concurrency:
+(ceil(dead / git workers) + 1) × git timeout + slack.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from harness.gates.base import (ERROR, FAIL, PASS, Gate, GateContext, Poller, Verdict, batches,
+                                pre_fix_executor_size)
+from harness.seed import policy_repo_name
+from harness.timeline import FAULT_START, Timeline
+
+
+@dataclass
+class Params:
+    extra_dead: int = 2  # dead remotes beyond the pre-fix thread pool size
+    slack_s: float = 10.0
+    poll_interval_s: float = 1.0
+    poll_timeout_s: float = 3.0
+    serve_budget_s: float = 30.0  # for loading the first scope, before any fault
+
+
+@dataclass
+class Thresholds:
+    min_loaded_success: float = 0.9
+
+
+class OfflineRepoGate(Gate):
+    id = "offline-repo"
+    marker = "offline_repo"
+    title = "dead remotes do not stall loaded or new scopes"
+    Params = Params
+    Thresholds = Thresholds
+
+    def scenario(self, ctx: GateContext) -> None:
+        p: Params = ctx.params
+        tl, client, knobs = ctx.timeline, ctx.client, ctx.knobs
+        pool = pre_fix_executor_size(ctx.stack.server_cpu_count())
+        dead = pool + p.extra_dead
+        budget = (batches(dead, knobs.git_workers) + 1) * knobs.git_timeout_s + p.slack_s
+        tl.fact("derived", {"executor_pool": pool, "dead_remotes": dead, "new_scope_budget_s": budget,
+                            "git_timeout_s": knobs.git_timeout_s, "git_workers": knobs.git_workers})
+
+        client.put_scope("loaded", ctx.stack.repo_url(policy_repo_name(0)))
+        if ctx.served_within("loaded", p.serve_budget_s, "before the fault") is None:
+            tl.fact("load_failure", f"the first scope was not served within {p.serve_budget_s:g} s")
+            return
+        ctx.observe("before")
+        accepted_before = ctx.stack.accepted_connections("blackhole")
+        with Poller(ctx, "loaded", p.poll_interval_s, p.poll_timeout_s):
+            tl.mark(FAULT_START, fault="blackhole", dead_remotes=dead)
+            statuses = [client.put_scope(f"dead-{i}", ctx.stack.dead_url(i)) for i in range(dead)]
+            tl.record("dead_puts", statuses=statuses)
+            time.sleep(2.0)  # let the dead clones take their threads
+            tl.fact("blackhole_connections", ctx.stack.accepted_connections("blackhole") - accepted_before)
+            client.put_scope("new", ctx.stack.repo_url(policy_repo_name(1)))
+            tl.mark("new_scope_put")
+            tl.fact("new_scope_served_s", ctx.served_within("new", budget, "new scope while remotes are dead"))
+            ctx.observe("end")
+
+    def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
+        facts = timeline.facts
+        if "load_failure" in facts:
+            return Verdict(ERROR, f"load phase failed, nothing to judge: {facts['load_failure']}", "error.load")
+        derived = facts["derived"]
+        if not facts.get("blackhole_connections"):
+            return Verdict(ERROR, "the blackhole accepted no connection: the fault did not take effect",
+                           "error.fault")
+        polls = timeline.of_kind("poll")
+        ok = sum(1 for s in polls if s["ok"])
+        ratio = ok / len(polls) if polls else 0.0
+        healthy = sum(1 for s in polls if s["healthy"])
+        served_s = facts.get("new_scope_served_s")
+        metrics = {"loaded_success_ratio": round(ratio, 3), "loaded_polls": len(polls),
+                   "healthcheck_ok": healthy, "new_scope_served_s": served_s, **derived,
+                   "blackhole_connections": facts["blackhole_connections"]}
+        problems, category = [], ""
+        if ratio < thresholds.min_loaded_success:
+            category = "offline.loaded_scope_stalled"
+            problems.append(f"an already-loaded scope answered {ok} of {len(polls)} policy requests "
+                            f"({ratio:.0%}, need {thresholds.min_loaded_success:.0%}) while "
+                            f"{derived['dead_remotes']} dead remotes hung; /healthcheck said 200 in "
+                            f"{healthy} of {len(polls)} checks")
+        if served_s is None:
+            category = category or "offline.new_scope_not_served"
+            problems.append(f"a new healthy scope was not served within its {derived['new_scope_budget_s']:g} s "
+                            f"budget ((ceil({derived['dead_remotes']}/{derived['git_workers']}) + 1) × "
+                            f"{derived['git_timeout_s']:g} s git timeout + slack)")
+        if problems:
+            return Verdict(FAIL, "; ".join(problems), category, metrics)
+        return Verdict(PASS, f"loaded scope served {ratio:.0%} of {len(polls)} requests; new scope served "
+                             f"in {served_s:.1f} s (budget {derived['new_scope_budget_s']:g} s) with "
+                             f"{derived['dead_remotes']} dead remotes", "", metrics)

@@ -1,0 +1,18 @@
+"""The gates by stable id, in the order a full run executes them."""
+
+from __future__ import annotations
+
+from harness.gates.base import Gate
+from harness.gates.boot_dead_scope import BootDeadScopeGate
+from harness.gates.boot_timing import BootTimingGate
+from harness.gates.broker_bounce import BrokerBounceGate
+from harness.gates.leak import LeakGate
+from harness.gates.offline_repo import OfflineRepoGate
+from harness.gates.repeat_sync import RepeatSyncGate
+from harness.gates.zombie_cap import ZombieCapGate
+
+GATES: dict[str, Gate] = {gate.id: gate for gate in (
+    LeakGate(), RepeatSyncGate(), OfflineRepoGate(), ZombieCapGate(),
+    BootTimingGate(), BootDeadScopeGate(), BrokerBounceGate(),
+)}
+MAIN_JOB = ("leak", "repeat-sync")

@@ -1,0 +1,81 @@
+"""Run one gate on a stack: fresh server, scenario, check, and the server stopped by PID."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, fields
+from typing import Any, Mapping
+
+from harness.errors import ConfigError, HarnessError
+from harness.gates.base import ERROR, PROFILES, Gate, GateContext, GateResult, Verdict, env_overrides
+from harness.gates.registry import GATES
+from harness.stack.base import Stack
+from harness.timeline import Timeline
+
+
+def gate(gate_id: str) -> Gate:
+    if gate_id not in GATES:
+        raise ConfigError(f"unknown gate {gate_id!r}; gates: {', '.join(GATES)}")
+    return GATES[gate_id]
+
+
+def configure(g: Gate, overrides: Mapping[str, str]) -> tuple[Any, Any]:
+    """Params and thresholds of a gate from defaults plus overrides (names of either)."""
+    params_names = {f.name for f in fields(g.Params)}
+    threshold_names = {f.name for f in fields(g.Thresholds)}
+    unknown = sorted(set(overrides) - params_names - threshold_names)
+    if unknown:
+        raise ConfigError(f"gate {g.id} has no setting {', '.join(unknown)}; settings: "
+                          f"{', '.join(sorted(params_names | threshold_names))}")
+    return (_build(g.Params, {k: v for k, v in overrides.items() if k in params_names}, g.id),
+            _build(g.Thresholds, {k: v for k, v in overrides.items() if k in threshold_names}, g.id))
+
+
+def _build(cls: type, values: Mapping[str, Any], gate_id: str) -> Any:
+    defaults = cls()
+    converted = {}
+    for name, raw in values.items():
+        kind = type(getattr(defaults, name))
+        try:
+            converted[name] = kind(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"gate {gate_id}: {name}={raw!r} is not a {kind.__name__}") from None
+    return cls(**converted)
+
+
+def profile_env(g: Gate, profile: str) -> dict[str, str]:
+    if profile not in PROFILES:
+        raise ConfigError(f"HARNESS_SERVER_PROFILE={profile} is not known; use one of {', '.join(PROFILES)}")
+    return {**PROFILES[profile], **g.server_profile(profile)}
+
+
+def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
+             overrides: Mapping[str, str] | None = None, progress=print) -> GateResult:
+    g = gate(gate_id)
+    params, thresholds = configure(g, env_overrides(g.id) if overrides is None else overrides)
+    timeline = Timeline(g.id)
+    timeline.fact("params", asdict(params))
+    timeline.fact("profile", profile)
+    started = time.monotonic()
+    progress(f"[gate {g.id}] {g.title} ...")
+    server_settings: dict[str, str] = {}
+    try:
+        stack.restart_server(fresh_state=True, overrides=profile_env(g, profile))
+        server_settings = stack.server_settings()
+        timeline.fact("server_settings", server_settings)
+        g.scenario(GateContext(stack, timeline, params))
+        verdict = g.check(timeline, thresholds)
+    except HarnessError as exc:
+        verdict = Verdict(ERROR, f"the scenario could not run: {exc}", "error.scenario")
+    except Exception as exc:  # a bug in a gate must still yield a verdict and a report
+        verdict = Verdict(ERROR, f"the scenario crashed: {type(exc).__name__}: {exc}", "error.crash")
+    finally:
+        # A jammed server ignores graceful stop: stop() SIGKILLs it by PID after a bounded grace.
+        stop_started = time.monotonic()
+        stack.stop("server")
+        timeline.mark("server_stopped", seconds=round(time.monotonic() - stop_started, 2))
+    duration = time.monotonic() - started
+    progress(f"[gate {g.id}] {verdict.verdict.upper()} in {duration:.0f} s: {verdict.reason}")
+    return GateResult(id=g.id, verdict=verdict.verdict, reason=verdict.reason, category=verdict.category,
+                      duration_s=round(duration, 1), metrics=verdict.metrics, thresholds=asdict(thresholds),
+                      params=asdict(params), server_settings=server_settings, timeline=timeline)

@@ -1,0 +1,181 @@
+"""Run reports: reports/<run-id>/ with report.json, summary.md, plots, timelines and logs.
+
+`harness report <run dir>` re-judges the saved timelines with the same or new
+thresholds, without running the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from harness.errors import HarnessError
+from harness.gates.base import GateResult
+from harness.timeline import Timeline
+
+SYMBOL = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+class RunReport:
+    """Collects gate results of one run and writes them out."""
+
+    def __init__(self, reports_dir: Path, run_id: str, target: str, backend: str, profile: str):
+        self.dir = reports_dir / run_id
+        self.run_id, self.target, self.backend, self.profile = run_id, target, backend, profile
+        self.started_at = time.time()
+        self.results: list[GateResult] = []
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _point_latest(reports_dir, self.dir)
+
+    def add(self, result: GateResult) -> None:
+        self.results.append(result)
+        if result.timeline is not None:
+            result.timeline.save(self.dir / "timelines" / f"{result.id}.json")
+            try:
+                plot_timeline(result.timeline, self.dir / "plots" / f"{result.id}.png", result)
+            except Exception as exc:  # a plot is a convenience; never lose a verdict over it
+                (self.dir / "plots").mkdir(exist_ok=True)
+                (self.dir / "plots" / f"{result.id}.error.txt").write_text(f"plot failed: {exc}\n")
+        self.write()
+
+    def collect_logs(self, logs_dir: Path) -> None:
+        if logs_dir.is_dir():
+            shutil.copytree(logs_dir, self.dir / "logs", dirs_exist_ok=True)
+
+    def to_json(self) -> dict[str, Any]:
+        settings = next((r.server_settings for r in self.results if r.server_settings), {})
+        return {"run_id": self.run_id, "target": self.target, "backend": self.backend,
+                "server_profile": self.profile, "server_settings": settings,
+                "started_at": _iso(self.started_at), "ended_at": _iso(time.time()),
+                "gates": [dict(r.to_json(), timeline=f"timelines/{r.id}.json", plot=f"plots/{r.id}.png")
+                          for r in self.results]}
+
+    def write(self) -> None:
+        (self.dir / "report.json").write_text(json.dumps(self.to_json(), indent=2, default=str))
+        (self.dir / "summary.md").write_text(summary_markdown(self.to_json()))
+
+    def table(self) -> str:
+        return verdict_table(self.to_json()["gates"])
+
+
+def _point_latest(reports_dir: Path, run_dir: Path) -> None:
+    latest = reports_dir / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(run_dir.name)
+
+
+def verdict_table(gates: Iterable[dict[str, Any]]) -> str:
+    rows = [f"{'gate':<16} {'verdict':<7} {'time':>6}  reason"]
+    for g in gates:
+        rows.append(f"{g['id']:<16} {SYMBOL[g['verdict']]:<7} {g['duration_s']:>5.0f}s  {g['reason']}")
+    return "\n".join(rows)
+
+
+def summary_markdown(report: dict[str, Any]) -> str:
+    settings = report.get("server_settings", {})
+    knobs = {k: v for k, v in settings.items() if k.startswith("OPAL_SCOPES_GIT") or k == "OPAL_SCOPES"}
+    lines = [f"# Gate run {report['run_id']}", "",
+             f"- target: `{report['target']}`", f"- backend: {report['backend']}",
+             f"- server profile: {report['server_profile']} "
+             f"({', '.join(f'{k}={v}' for k, v in sorted(knobs.items())) or 'server defaults'})",
+             f"- started {report['started_at']}, ended {report['ended_at']}", "",
+             "| gate | verdict | time | reason |", "|---|---|---|---|"]
+    for g in report["gates"]:
+        reason = g["reason"].replace("|", "\\|")
+        lines.append(f"| `{g['id']}` | **{SYMBOL[g['verdict']]}** | {g['duration_s']:.0f} s | {reason} |")
+    lines += ["", "Plots: `plots/<gate>.png`; recordings: `timelines/<gate>.json`; logs: `logs/`.",
+              "Re-judge without the stack: `harness report <this dir> --threshold GATE.NAME=VALUE`.", ""]
+    return "\n".join(lines)
+
+
+def plot_timeline(timeline: Timeline, path: Path, result: GateResult | None = None) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    snaps = [s for s in timeline.of_kind("snapshot") if "stats_error" not in s]
+    polls = timeline.of_kind("poll")
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    t = [s["t"] for s in snaps]
+    for cache in ("repo_locks", "repos", "repos_last_fetched", "clone_dirs"):
+        axes[0].plot(t, [s.get(cache) for s in snaps], marker=".", label=cache)
+    if polls:
+        axes[0].scatter([p["t"] for p in polls], [0 if p["ok"] else -1 for p in polls], s=8,
+                        c=["tab:green" if p["ok"] else "tab:red" for p in polls], label="policy poll ok / failed")
+    axes[0].set_ylabel("entries")
+    axes[0].legend(loc="upper left", fontsize=7)
+    axes[1].plot(t, [(s.get("worker_rss_kb") or 0) / 1024 for s in snaps], marker=".", color="tab:purple")
+    axes[1].set_ylabel("worker RSS (MB)")
+    axes[2].plot(t, [s.get("worker_fds") for s in snaps], marker=".", label="open fds")
+    axes[2].plot(t, [s.get("worker_threads") for s in snaps], marker=".", label="threads")
+    axes[2].set_ylabel("worker")
+    axes[2].set_xlabel("seconds since gate start")
+    axes[2].legend(loc="upper left", fontsize=7)
+    for ax in axes:
+        for start, end in timeline.fault_windows():
+            ax.axvspan(start, end, color="tab:red", alpha=0.12)
+    title = f"gate {timeline.gate}"
+    if result is not None:
+        title += f": {SYMBOL[result.verdict]}"
+    fig.suptitle(title + "  (shaded: fault windows)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """Verdicts of a recorded run under (possibly new) thresholds."""
+    from harness.gates.runner import _build, gate
+
+    report_path = run_dir / "report.json"
+    if not report_path.is_file():
+        raise HarnessError(f"{run_dir} holds no report.json; pass a directory under reports/")
+    report = json.loads(report_path.read_text())
+    unknown = set(overrides) - {g["id"] for g in report["gates"]}
+    if unknown:
+        raise HarnessError(f"this run has no gate {', '.join(sorted(unknown))}; "
+                           f"it has {', '.join(g['id'] for g in report['gates'])}")
+    judged = []
+    for entry in report["gates"]:
+        g = gate(entry["id"])
+        timeline = Timeline.load(run_dir / entry["timeline"])
+        thresholds = _build(g.Thresholds, {**entry["thresholds"], **overrides.get(entry["id"], {})}, g.id)
+        verdict = g.check(timeline, thresholds)
+        judged.append({"id": g.id, "verdict": verdict.verdict, "reason": verdict.reason,
+                       "category": verdict.category, "duration_s": entry["duration_s"],
+                       "recorded_verdict": entry["verdict"], "thresholds": asdict(thresholds),
+                       "metrics": verdict.metrics})
+    return judged
+
+
+def parse_threshold_args(args: list[str]) -> dict[str, dict[str, str]]:
+    overrides: dict[str, dict[str, str]] = {}
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        gate_id, dot, key = name.partition(".")
+        if not sep or not dot:
+            raise HarnessError(f"--threshold {arg!r}: use GATE.NAME=VALUE, e.g. leak.fd_tolerance=8")
+        overrides.setdefault(gate_id, {})[key] = value
+    return overrides
+
+
+def rejudge_command(run_dir: str, threshold_args: list[str]) -> int:
+    path = Path(run_dir)
+    judged = rejudge(path, parse_threshold_args(threshold_args))
+    print(verdict_table(judged))
+    changed = [j for j in judged if j["verdict"] != j["recorded_verdict"]]
+    for j in changed:
+        print(f"  {j['id']}: recorded {j['recorded_verdict']}, now {j['verdict']}")
+    (path / "rejudged.json").write_text(json.dumps(judged, indent=2, default=str))
+    print(f"written: {path / 'rejudged.json'}")
+    return 0 if all(j["verdict"] == "pass" for j in judged) else 1
