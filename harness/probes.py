@@ -42,6 +42,7 @@ class ProcessSample:
     role: str  # "master" or "worker"
     rss_kb: int
     open_fds: int
+    open_files: int  # regular files only: sockets churn with connection pools, files do not
     threads: int
 
 
@@ -50,7 +51,8 @@ def sample_process(pid: int, role: str) -> ProcessSample | None:
         proc = psutil.Process(pid)
         with proc.oneshot():
             return ProcessSample(pid=pid, role=role, rss_kb=proc.memory_info().rss // 1024,
-                                 open_fds=proc.num_fds(), threads=proc.num_threads())
+                                 open_fds=proc.num_fds(), open_files=len(proc.open_files()),
+                                 threads=proc.num_threads())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 

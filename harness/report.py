@@ -116,6 +116,7 @@ def plot_timeline(timeline: Timeline, path: Path, result: GateResult | None = No
     axes[1].plot(t, [(s.get("worker_rss_kb") or 0) / 1024 for s in snaps], marker=".", color="tab:purple")
     axes[1].set_ylabel("worker RSS (MB)")
     axes[2].plot(t, [s.get("worker_fds") for s in snaps], marker=".", label="open fds")
+    axes[2].plot(t, [s.get("worker_files") for s in snaps], marker=".", label="open files")
     axes[2].plot(t, [s.get("worker_threads") for s in snaps], marker=".", label="threads")
     axes[2].set_ylabel("worker")
     axes[2].set_xlabel("seconds since gate start")

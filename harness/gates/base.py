@@ -116,7 +116,7 @@ class GateContext:
         worker = next((p for p in processes if p.role == "worker"), None)
         if worker:
             snapshot.update(worker_rss_kb=worker.rss_kb, worker_fds=worker.open_fds,
-                            worker_threads=worker.threads)
+                            worker_files=worker.open_files, worker_threads=worker.threads)
         snapshot["clone_dirs"] = len(self.stack.clone_dirs())
         return self.timeline.record("snapshot", **snapshot)
 

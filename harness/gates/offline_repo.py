@@ -44,8 +44,11 @@ class OfflineRepoGate(Gate):
         pool = pre_fix_executor_size(ctx.stack.server_cpu_count())
         dead = pool + p.extra_dead
         budget = (batches(dead, knobs.git_workers) + 1) * knobs.git_timeout_s + p.slack_s
+        # "Throughout" covers at least the first round of dead clones timing out.
+        observe_s = knobs.git_timeout_s + p.slack_s
         tl.fact("derived", {"executor_pool": pool, "dead_remotes": dead, "new_scope_budget_s": budget,
-                            "git_timeout_s": knobs.git_timeout_s, "git_workers": knobs.git_workers})
+                            "observe_s": observe_s, "git_timeout_s": knobs.git_timeout_s,
+                            "git_workers": knobs.git_workers})
 
         client.put_scope("loaded", ctx.stack.repo_url(policy_repo_name(0)))
         if ctx.served_within("loaded", p.serve_budget_s, "before the fault") is None:
@@ -54,6 +57,7 @@ class OfflineRepoGate(Gate):
         ctx.observe("before")
         accepted_before = ctx.stack.accepted_connections("blackhole")
         with Poller(ctx, "loaded", p.poll_interval_s, p.poll_timeout_s):
+            fault_started = time.monotonic()
             tl.mark(FAULT_START, fault="blackhole", dead_remotes=dead)
             statuses = [client.put_scope(f"dead-{i}", ctx.stack.dead_url(i)) for i in range(dead)]
             tl.record("dead_puts", statuses=statuses)
@@ -62,6 +66,7 @@ class OfflineRepoGate(Gate):
             client.put_scope("new", ctx.stack.repo_url(policy_repo_name(1)))
             tl.mark("new_scope_put")
             tl.fact("new_scope_served_s", ctx.served_within("new", budget, "new scope while remotes are dead"))
+            time.sleep(max(0.0, observe_s - (time.monotonic() - fault_started)))
             ctx.observe("end")
 
     def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:

@@ -33,6 +33,11 @@ def configure(g: Gate, overrides: Mapping[str, str]) -> tuple[Any, Any]:
 
 def _build(cls: type, values: Mapping[str, Any], gate_id: str) -> Any:
     defaults = cls()
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"gate {gate_id} has no setting {', '.join(unknown)}; "
+                          f"settings: {', '.join(sorted(known)) or 'none'}")
     converted = {}
     for name, raw in values.items():
         kind = type(getattr(defaults, name))

@@ -11,7 +11,7 @@ from harness.timeline import FAULT_END, FAULT_START, Timeline
 
 def _snap(tl, label, locks, fds=40, dirs=None, pid=7, **extra):
     tl.record("snapshot", label=label, repo_locks=locks, repos=locks, repos_last_fetched=locks,
-              clone_dirs=locks if dirs is None else dirs, worker_fds=fds, worker_pid=pid, **extra)
+              clone_dirs=locks if dirs is None else dirs, worker_files=fds, worker_pid=pid, **extra)
 
 
 def _leak_timeline(after_locks, fds=(40, 40, 40), pids=(7, 7, 7)):
@@ -26,17 +26,17 @@ def test_leak_fails_on_kept_cache_entries_and_names_them():
     verdict = LeakGate().check(_leak_timeline([11, 21, 31], fds=(58, 80, 66)), LeakThresholds())
     assert verdict.verdict == "fail" and verdict.category == "leak.caches_kept"
     assert "repo_locks 11/21/31" in verdict.reason and "42" not in verdict.reason
-    assert "fds 40→58→80→66" in verdict.reason
+    assert "files 40→58→80→66" in verdict.reason
 
 
 def test_leak_passes_when_everything_returns_to_baseline_within_tolerance():
-    verdict = LeakGate().check(_leak_timeline([1, 1, 1], fds=(41, 44, 40)), LeakThresholds(fd_tolerance=4))
+    verdict = LeakGate().check(_leak_timeline([1, 1, 1], fds=(41, 42, 40)), LeakThresholds())
     assert verdict.verdict == "pass", verdict.reason
 
 
-def test_leak_fd_growth_alone_is_its_own_category():
+def test_leak_open_file_growth_alone_is_its_own_category():
     verdict = LeakGate().check(_leak_timeline([1, 1, 1], fds=(50, 60, 70)), LeakThresholds())
-    assert (verdict.verdict, verdict.category) == ("fail", "leak.fds_grew")
+    assert (verdict.verdict, verdict.category) == ("fail", "leak.files_grew")
 
 
 def test_leak_is_an_error_not_a_failure_when_the_load_phase_failed():
