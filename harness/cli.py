@@ -79,10 +79,17 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     settings = config.from_env()
-    found = [r for r in runs.list_runs(settings.run_root) if args.all or r.stale]
-    if not found:
+    every = runs.list_runs(settings.run_root)
+    found = [r for r in every if args.all or r.stale]
+    _remove(found)
+    # Compose resources whose run dir is gone (or stale) are found by their label alone.
+    live = {r.run_id for r in every if r not in found}
+    orphans = runs.remove_compose_resources(keep=live)
+    if orphans:
+        print(f"removed stale compose resources: {', '.join(orphans)}")
+    if not found and not orphans:
         print(f"nothing to clean under {settings.run_root}")
-    return _remove(found)
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

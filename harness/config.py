@@ -6,7 +6,7 @@ Environment variables (all optional):
   OPAL_SOURCE          path to an OPAL source checkout (packages/opal-common, packages/opal-server)
   OPAL_IMAGE           prebuilt server image (compose backend only)
   OPAL_<ANYTHING>      any other OPAL_ variable is passed to the server unchanged (recorded in reports)
-  BACKEND              local (default here) | compose | auto
+  BACKEND              auto (default: compose when a Docker engine and the images are there) | local | compose
   HARNESS_WORKERS      gunicorn workers for the server (default 1)
   HARNESS_SEED_REPOS   policy repos to seed (default 60)
   HARNESS_RUN_ROOT     where run directories live (default /tmp/policy-harness)
@@ -60,7 +60,7 @@ class Target:
 @dataclass(frozen=True)
 class Settings:
     target: Target = field(default_factory=Target)
-    backend: str = "local"
+    backend: str = "auto"
     workers: int = 1
     seed_repos: int = 60
     run_root: Path = Path("/tmp/policy-harness")
@@ -146,7 +146,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides) -> Settings:
         source=Path(source) if source else None,
         image=image,
     )
-    backend = (overrides.pop("backend", None) or env.get("BACKEND") or "local").lower()
+    backend = (overrides.pop("backend", None) or env.get("BACKEND") or "auto").lower()
     if backend not in BACKENDS:
         raise ConfigError(f"BACKEND={backend} is not known; use one of {', '.join(BACKENDS)}")
     server_env = {

@@ -50,13 +50,14 @@ def harness_settings() -> config.Settings:
 
 @pytest.fixture
 def stack_factory(harness_settings: config.Settings) -> Iterator[Callable[..., Stack]]:
-    """make(version=..., source=..., **settings) -> a running stack, torn down after the test."""
+    """make(version=..., source=..., backend="local", **settings) -> a running stack,
+    torn down after the test. Tests name their backend: the default is local."""
     with ExitStack() as stacks:
-        def make(version: str | None = None, source=None, **changes) -> Stack:
-            settings = harness_settings
+        def make(version: str | None = None, source=None, backend: str = "local", **changes) -> Stack:
+            settings = replace(harness_settings, backend=backend)
             if version or source:
                 target = config.validate_target(
-                    config.Target(version=version or config.DEFAULT_OPAL_VERSION, source=source), "local")
+                    config.Target(version=version or config.DEFAULT_OPAL_VERSION, source=source), backend)
                 settings = replace(settings, target=target)
             if changes:
                 settings = replace(settings, **changes)

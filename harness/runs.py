@@ -65,9 +65,31 @@ def remove_run(run: RunInfo, owner_grace: float = 30.0) -> list[str]:
             pass
     stopped = procs.stop_registered(run.path) if run.path.exists() else []
     procs.remove_registered_dirs(run.path)
+    if run.state.get("backend") == "compose":
+        stopped += remove_compose_resources(run.run_id)
     shutil.rmtree(run.path, ignore_errors=True)
     return stopped
 
 
 def is_run_root_empty(run_root: Path) -> bool:
     return not run_root.exists() or not any(os.scandir(run_root))
+
+
+def remove_compose_resources(run_id: str | None = None, keep: set[str] = frozenset()) -> list[str]:
+    """Containers, networks and volumes labelled by the harness: one run's, or (run_id None)
+    every run's except those in `keep`. Nothing to do when no Docker engine answers."""
+    from harness.errors import HarnessError
+    from harness.stack.compose import RUN_LABEL, docker_client, remove_labelled
+    try:
+        client = docker_client(timeout=10)
+    except HarnessError:
+        return []
+    if run_id is not None:
+        return remove_labelled(client, run_id)
+    run_ids = {c.labels.get(RUN_LABEL) for c in client.containers.list(all=True, filters={"label": RUN_LABEL})}
+    run_ids |= {n.attrs.get("Labels", {}).get(RUN_LABEL) for n in client.networks.list(filters={"label": RUN_LABEL})}
+    run_ids |= {v.attrs.get("Labels", {}).get(RUN_LABEL) for v in client.volumes.list(filters={"label": RUN_LABEL})}
+    removed = []
+    for orphan in sorted(r for r in run_ids if r and r not in keep):
+        removed += remove_labelled(client, orphan)
+    return removed

@@ -4,8 +4,8 @@
   slowfail   accepts, answers nothing, closes after --close-after seconds
   latency    proxies to --upstream, delaying every chunk by --delay-ms in each direction
 
-Each binds 127.0.0.1 on an ephemeral port and writes the port to --port-file once it
-listens. Every accepted connection is logged as a line "accepted N" on stdout, which is
+Each binds 127.0.0.1 (or --bind, e.g. 0.0.0.0 inside the stack's own container) on an
+ephemeral port (or --port) and writes the port to --port-file once it listens. Every accepted connection is logged as a line "accepted N" on stdout, which is
 how the harness proves that a fault took effect.
 """
 
@@ -63,11 +63,11 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay
         writer.close()
 
 
-def latency(upstream_port: int, delay: float):
+def latency(upstream_host: str, upstream_port: int, delay: float):
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         log_accept()
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+            up_reader, up_writer = await asyncio.open_connection(upstream_host, upstream_port)
         except OSError:
             writer.close()
             return
@@ -81,13 +81,13 @@ async def serve(args: argparse.Namespace) -> None:
     elif args.mode == "slowfail":
         handler = slowfail(args.close_after)
     else:
-        handler = latency(args.upstream, args.delay_ms / 1000.0)
-    server = await asyncio.start_server(handler, "127.0.0.1", args.port, backlog=1024)
+        handler = latency(args.upstream_host, args.upstream, args.delay_ms / 1000.0)
+    server = await asyncio.start_server(handler, args.bind, args.port, backlog=1024)
     port = server.sockets[0].getsockname()[1]
     tmp = Path(f"{args.port_file}.tmp")
     tmp.write_text(str(port))
     os.replace(tmp, args.port_file)
-    print(f"{args.mode} listening on 127.0.0.1:{port}", flush=True)
+    print(f"{args.mode} listening on {args.bind}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -101,8 +101,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("mode", choices=["blackhole", "slowfail", "latency"])
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--bind", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    parser.add_argument("--upstream-host", default="127.0.0.1", help="upstream host (latency)")
     parser.add_argument("--close-after", type=float, default=5.0)
-    parser.add_argument("--upstream", type=int, help="upstream port on 127.0.0.1 (latency)")
+    parser.add_argument("--upstream", type=int, help="upstream port (latency)")
     parser.add_argument("--delay-ms", type=float, default=150.0)
     args = parser.parse_args(argv)
     if args.mode == "latency" and not args.upstream:

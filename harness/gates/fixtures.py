@@ -56,7 +56,7 @@ def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settin
     try:
         yield GateSession(stack, report, profile, progress)
     finally:
-        report.collect_logs(stack.run_dir / "logs")
+        report.collect_logs(stack.logs_dir())
         report.write()
         stack.__exit__(None, None, None)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
+from harness import resp
 from harness.services.base import LocalService
 from harness.sysdeps import require
 
@@ -22,23 +22,11 @@ class RedisService(LocalService):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
 
-    def command(self, *args: str) -> bytes:
-        """One RESP command over a plain socket (the harness keeps no redis client dep)."""
-        payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
-            sock.sendall(payload.encode())
-            return sock.recv(65536)
-
     def ready(self) -> bool:
-        try:
-            return self.command("PING").startswith(b"+PONG")
-        except OSError:
-            return False
+        return resp.ping(self.port)
 
     def flush(self) -> None:
-        self.command("FLUSHALL")
+        resp.flush_all(self.port)
 
     def set(self, key: str, value: str) -> None:
-        reply = self.command("SET", key, value)
-        if not reply.startswith(b"+OK"):
-            raise RuntimeError(f"redis SET {key} failed: {reply!r}")
+        resp.set_key(self.port, key, value)

@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from harness.config import Settings
-from harness.errors import ConfigError
+from harness.errors import HarnessError
 from harness.stack.base import Stack
 
 
+def choose_backend(settings: Settings) -> tuple[str, str]:
+    """(backend, why) for BACKEND=auto: compose when a Docker engine answers and the
+    server image exists, else local."""
+    if settings.backend != "auto":
+        return settings.backend, f"BACKEND={settings.backend}"
+    if settings.target.source is not None:
+        return "local", "OPAL_SOURCE is run by the local backend"
+    from harness.stack.compose import docker_client, server_image_ref
+    try:
+        client = docker_client(timeout=10)
+    except HarnessError:
+        if settings.target.image:
+            raise
+        return "local", "no Docker engine answers"
+    ref = server_image_ref(settings)
+    if settings.target.image:
+        return "compose", f"OPAL_IMAGE={ref}"
+    try:
+        client.images.get(ref)
+    except Exception:
+        return "local", f"a Docker engine answers but image {ref} is missing (`make images-offline` builds it)"
+    return "compose", f"a Docker engine answers and image {ref} exists"
+
+
 def make_stack(settings: Settings, progress=print) -> Stack:
-    """The stack for the configured backend."""
-    if settings.backend in ("local", "auto"):
-        # `auto` settles on local until the compose backend lands (see README).
-        from harness.stack.local import LocalStack
-        return LocalStack(settings, progress=progress)
-    raise ConfigError(f"BACKEND={settings.backend} is not available yet; use BACKEND=local")
+    """The stack for the configured backend (BACKEND=auto decides and says why)."""
+    backend, why = choose_backend(settings)
+    progress(f"[harness] backend: {backend} ({why})")
+    settings = replace(settings, backend=backend)
+    if backend == "compose":
+        from harness.stack.compose import ComposeStack
+        return ComposeStack(settings, progress=progress)
+    from harness.stack.local import LocalStack
+    return LocalStack(settings, progress=progress)

@@ -86,6 +86,10 @@ class Stack(ABC):
     def logs(self, service: str) -> Path: ...
 
     @abstractmethod
+    def logs_dir(self) -> Path:
+        """A directory holding every service's log, current as of this call."""
+
+    @abstractmethod
     def server_pids(self) -> tuple[int | None, list[int]]:
         """(master PID, worker PIDs) as seen on this machine."""
 

@@ -159,6 +159,9 @@ class LocalStack(Stack):
     def logs(self, service: str) -> Path:
         return self._service(service).log_path
 
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
     def server_pids(self) -> tuple[int | None, list[int]]:
         return self.server.pid, self.server.worker_pids()
 

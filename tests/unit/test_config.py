@@ -6,11 +6,11 @@ from harness import config
 from harness.errors import ConfigError
 
 
-def test_defaults_select_the_fixed_release_on_the_local_backend():
+def test_defaults_select_the_fixed_release_and_let_the_backend_be_chosen():
     settings = config.from_env({})
     assert settings.target.version == "0.9.9"
     assert settings.target.source is None
-    assert settings.backend == "local"
+    assert settings.backend == "auto"
     assert settings.workers == 1
 
 

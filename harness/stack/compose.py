@@ -1,0 +1,348 @@
+"""The compose backend: the same topology as local, as a docker-compose project.
+
+Lifecycle goes through the compose CLI (v2 or v1); control (stop/kill/pause/start, exec,
+logs, the server's PIDs) through the Python docker SDK. Each run is its own project with
+a unique name; every published port is on 127.0.0.1; every container, network and volume
+carries the label io.policy-harness.run-id, which `harness clean` uses to find stale stacks.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import time
+from pathlib import Path
+from typing import Mapping
+
+import psutil
+
+from harness import STACKS_DIR, images, resp
+from harness.errors import ConfigError, HarnessError, ServiceFailed
+from harness.servers.opal import FIXED_ENV, SCOPE_KEY_PREFIX, stored_scope_json
+from harness.stack.base import SERVICES, Stack
+from harness.stack.compose_cli import ComposeCli, detect
+from harness.waiting import free_port, poll_until
+
+COMPOSE_DIR = STACKS_DIR / "compose"
+RUN_LABEL = "io.policy-harness.run-id"
+CONTAINER_BASE_DIR = "/data/opal"
+CLONE_TIMER = ("import sys, time, pygit2; t = time.monotonic(); "
+               "pygit2.clone_repository(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)")
+GITHOST_PROFILES = ("bare", "gitea")
+LATENCY_MS = os.environ.get("HARNESS_LATENCY_MS", "150")
+
+
+def server_image_ref(settings) -> str:
+    """The server image a compose stack runs for these settings."""
+    return settings.target.image or images.choose_image_set().server(settings.target.version)
+
+
+def docker_client(timeout: int = 60):
+    """A docker SDK client for an engine that answers, or one clear error."""
+    import docker
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except Exception as exc:
+        raise HarnessError(f"no Docker engine answers ({type(exc).__name__}); start it (e.g. "
+                           "`sudo dockerd --storage-driver=vfs &` or `sudo systemctl start docker`), "
+                           "or use BACKEND=local") from None
+
+
+class ComposeStack(Stack):
+    backend = "compose"
+
+    def __init__(self, settings, progress=print, githost: str | None = None):
+        super().__init__(settings, progress)
+        self.githost = githost or os.environ.get("HARNESS_GITHOST", "bare")
+        if self.githost not in GITHOST_PROFILES:
+            raise ConfigError(f"HARNESS_GITHOST={self.githost} is not known; use one of {', '.join(GITHOST_PROFILES)}")
+        if settings.target.source is not None:
+            raise ConfigError("OPAL_SOURCE is not supported by the compose backend yet; use BACKEND=local "
+                              "(or build an image from the tree and pass OPAL_IMAGE)")
+        self.project = "ph" + self.run_id.replace("-", "")
+        self.ports: dict[str, int] = {}
+        self.overrides: dict[str, str] = dict(settings.server_env)
+        self._docker = None
+        self._cli: ComposeCli | None = None
+        self._image_set: images.ImageSet | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def up(self) -> None:
+        started = time.monotonic()
+        self._docker = docker_client()
+        self._cli = detect()
+        self._image_set = images.choose_image_set()
+        self._ensure_server_image()
+        self.run_dir.mkdir(parents=True, exist_ok=False)
+        (self.run_dir / "logs").mkdir()
+        self.ports = {name: free_port() for name in ("server", "redis", "postgres", "githost")}
+        self.write_state(owner_pid=os.getpid(), owner_create_time=psutil.Process().create_time(),
+                         compose_project=self.project)
+        self._write_server_env()
+        self._say(f"compose {self._cli.version} ({' '.join(self._cli.argv)}), images: {self._image_set.name}, "
+                  f"project {self.project}: starting ...")
+        self._compose(["up", "-d"], timeout=900)
+        self._check_ready()
+        if self.githost == "gitea":
+            self._bootstrap_gitea()
+        self._say(f"stack {self.run_id} up in {time.monotonic() - started:.1f} s (run dir {self.run_dir})")
+        self.write_state(owner_pid=os.getpid(), owner_create_time=psutil.Process().create_time(),
+                         compose_project=self.project,
+                         endpoints={name: self.endpoint(name) for name in SERVICES})
+
+    def down(self) -> None:
+        if self._cli is not None and self.run_dir.exists():
+            try:
+                self.dump_logs()
+                self._compose(["down", "-v", "--remove-orphans", "-t", "10"], timeout=300)
+            except HarnessError as exc:
+                self._say(f"compose down failed, removing by label instead: {exc}")
+        if self._docker is not None:
+            remove_labelled(self._docker, self.run_id)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._cli = None
+
+    def _say(self, message: str) -> None:
+        self.progress(f"[harness] {message}")
+
+    def _files(self) -> list[Path]:
+        files = [COMPOSE_DIR / "base.yml", COMPOSE_DIR / f"githost-{self.githost}.yml"]
+        if self.settings.target.image:
+            files.append(COMPOSE_DIR / "server-prebuilt.yml")
+        return files
+
+    def _env(self) -> dict[str, str]:
+        image_set = self._image_set
+        assert image_set is not None
+        upstream = ("githost", "9418") if self.githost == "bare" else ("githost", "3000")
+        return {
+            **os.environ,
+            "HARNESS_RUN_ID": self.run_id,
+            "HARNESS_REDIS_IMAGE": image_set.redis,
+            "HARNESS_POSTGRES_IMAGE": image_set.postgres,
+            "HARNESS_SOCAT_IMAGE": image_set.socat,
+            "HARNESS_TOOLS_IMAGE": image_set.tools,
+            "HARNESS_GITEA_IMAGE": os.environ.get("HARNESS_GITEA_IMAGE", "gitea/gitea:1.22.3"),
+            "HARNESS_SERVER_IMAGE": self._server_image(),
+            "HARNESS_SERVER_ENV_FILE": str(self.run_dir / "server.env"),
+            "HARNESS_RECIPE_DIR": str(STACKS_DIR / "opal"),
+            "HARNESS_SEED_REPOS": str(self.settings.seed_repos),
+            "HARNESS_GIT_UPSTREAM_HOST": upstream[0],
+            "HARNESS_GIT_UPSTREAM_PORT": upstream[1],
+            "HARNESS_LATENCY_MS": LATENCY_MS,
+            **{f"HARNESS_{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
+        }
+
+    def _compose(self, args: list[str], timeout: float = 600) -> str:
+        assert self._cli is not None
+        return self._cli.run(self.project, self._files(), args, self._env(), timeout=timeout,
+                             log=self.run_dir / "logs" / "compose.log")
+
+    def _server_image(self) -> str:
+        return server_image_ref(self.settings)
+
+    def _ensure_server_image(self) -> None:
+        if self.settings.target.image:
+            return  # a prebuilt image: compose pulls it or finds it
+        import docker.errors
+        try:
+            self._docker.images.get(self._server_image())
+        except docker.errors.ImageNotFound:
+            raise HarnessError(f"image {self._server_image()} does not exist; build it with "
+                               "`make images-offline` (no registry) or `python -m harness.images build-public`"
+                               ) from None
+
+    def _check_ready(self) -> None:
+        ready = self._container("ready")
+        code = ready.wait(timeout=60).get("StatusCode")
+        if code != 0:
+            raise ServiceFailed(f"the stack's `ready` service exited {code}; see {self.run_dir / 'logs'}")
+
+    def _bootstrap_gitea(self) -> None:
+        """Admin user (gitea CLI in the container), token, then repos through the REST API."""
+        from harness.githost import gitea
+        from harness.seed import PROBE_REPOS, policy_repo_name, probe_repo_name
+        admin = gitea.GiteaAdmin()
+        created = self._container("githost").exec_run(gitea.admin_create_command(admin), user="git")
+        if created.exit_code != 0 and b"already exists" not in created.output:
+            raise HarnessError(f"creating the Gitea admin failed: {created.output.decode(errors='replace')[-300:]}")
+        client = gitea.GiteaClient(f"http://127.0.0.1:{self.ports['githost']}")
+        client.wait_ready(60)
+        token = client.create_token(admin)
+        client.use_token(token)
+        names = ([policy_repo_name(i) for i in range(self.settings.seed_repos)]
+                 + [probe_repo_name(i) for i in range(PROBE_REPOS)])
+        result = gitea.seed_gitea(client, admin, token, names, self.run_dir / "gitea-seed")
+        if result.failed:
+            raise HarnessError(f"seeding Gitea failed for {len(result.failed)} of {result.total} repos; "
+                               f"first: {next(iter(result.failed.items()))}")
+        self._say(f"gitea seeded {result.total} repos in {result.seconds:.1f} s")
+
+    # -- containers ---------------------------------------------------------------------
+    def _container(self, service: str):
+        assert self._docker is not None
+        found = self._docker.containers.list(all=True, filters={"label": [
+            f"com.docker.compose.project={self.project}", f"com.docker.compose.service={service}"]})
+        if not found:
+            raise ConfigError(f"no container for service {service!r} in project {self.project}")
+        return found[0]
+
+    def _exec(self, service: str, argv: list[str], timeout: float = 120) -> str:
+        # The SDK's exec has no timeout; `timeout` (coreutils) bounds the command itself.
+        result = self._container(service).exec_run(["timeout", str(int(timeout)), *argv], demux=False)
+        if result.exit_code != 0:
+            raise HarnessError(f"`{shlex.join(argv)}` in {service} exited {result.exit_code}: "
+                               f"{result.output.decode(errors='replace')[-400:]}")
+        return result.output.decode(errors="replace")
+
+    # -- Stack contract -------------------------------------------------------------------
+    def endpoint(self, service: str) -> str:
+        if service not in SERVICES:
+            raise ConfigError(f"unknown service {service!r}; services: {', '.join(SERVICES)}")
+        if service == "server":
+            return f"http://127.0.0.1:{self.ports['server']}"
+        if service == "redis":
+            return f"redis://127.0.0.1:{self.ports['redis']}"
+        if service == "postgres":
+            return f"postgres://opal:opal@127.0.0.1:{self.ports['postgres']}/postgres"
+        if service == "githost":
+            scheme = "git" if self.githost == "bare" else "http"
+            return f"{scheme}://127.0.0.1:{self.ports['githost']}/"
+        return f"tcp://{service}:9418 (inside the stack's network)"
+
+    def stop(self, service: str) -> None:
+        self._container(service).stop(timeout=10)
+
+    def start(self, service: str) -> None:
+        self._container(service).start()
+        if service in ("postgres", "redis"):
+            poll_until(lambda: self._healthy(service), 60)
+
+    def _healthy(self, service: str) -> bool:
+        container = self._container(service)
+        container.reload()
+        return container.attrs.get("State", {}).get("Health", {}).get("Status") == "healthy"
+
+    def kill(self, service: str) -> None:
+        self._container(service).kill()
+
+    def pause(self, service: str) -> None:
+        self._container(service).pause()
+
+    def resume(self, service: str) -> None:
+        self._container(service).unpause()
+
+    def logs(self, service: str) -> Path:
+        path = self.run_dir / "logs" / f"{service}.log"
+        path.write_bytes(self._container(service).logs(timestamps=True))
+        return path
+
+    def dump_logs(self) -> Path:
+        for service in (*SERVICES, "seed"):
+            try:
+                self.logs(service)
+            except (ConfigError, Exception):
+                continue
+        return self.run_dir / "logs"
+
+    def logs_dir(self) -> Path:
+        return self.dump_logs()
+
+    def server_pids(self) -> tuple[int | None, list[int]]:
+        """Host PIDs of gunicorn's master and workers (from `docker top`)."""
+        container = self._container("server")
+        container.reload()
+        if container.status != "running":
+            return None, []
+        top = container.top(ps_args="-o pid,ppid,args")
+        rows = [dict(zip(top["Titles"], row)) for row in top["Processes"]]
+        gunicorn = [r for r in rows if "gunicorn" in (r.get("COMMAND") or r.get("CMD") or "")]
+        pids = {int(r["PID"]) for r in gunicorn}
+        master = next((int(r["PID"]) for r in gunicorn if int(r["PPID"]) not in pids), None)
+        workers = [int(r["PID"]) for r in gunicorn if int(r["PPID"]) == master]
+        return master, workers
+
+    def _write_server_env(self) -> None:
+        env = {**FIXED_ENV,
+               "OPAL_REDIS_URL": "redis://redis:6379",
+               "OPAL_BROADCAST_URI": "postgres://opal:opal@postgres:5432/postgres",
+               "OPAL_BASE_DIR": CONTAINER_BASE_DIR,
+               "OPAL_LEADER_LOCK_FILE_PATH": f"{CONTAINER_BASE_DIR}/leader.lock",
+               "OPAL_AUTH_JWKS_STATIC_DIR": f"{CONTAINER_BASE_DIR}/jwks",
+               "HARNESS_WORKERS": str(self.settings.workers),
+               **self.overrides}
+        (self.run_dir / "server.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+
+    def server_settings(self) -> dict[str, str]:
+        lines = (self.run_dir / "server.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    def restart_server(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
+                       wait_healthy: bool = True) -> None:
+        self.stop("server")
+        if fresh_state:
+            resp.flush_all(self.ports["redis"])
+        if overrides is not None:
+            self.overrides = {**overrides, **self.settings.server_env}  # the user's OPAL_* win
+            self._write_server_env()
+        if fresh_state or overrides is not None:
+            # A new container: new settings, and no clones left from before.
+            self._compose(["up", "-d", "--no-deps", "--force-recreate", "server"], timeout=300)
+        else:
+            self._container("server").start()
+        if wait_healthy and poll_until(self.client.healthy, 90, interval=0.3) is None:
+            raise ServiceFailed(f"server not healthy 90 s after restart; logs: {self.logs('server')}")
+
+    def repo_url(self, repo: str, via_latency: bool = False) -> str:
+        if self.githost == "bare":
+            return f"git://{'latency' if via_latency else 'githost'}:9418/{repo}.git"
+        host = "latency:9418" if via_latency else "githost:3000"
+        return f"http://{host}/harness/{repo}.git"
+
+    def dead_url(self, index: int, kind: str = "blackhole") -> str:
+        return f"git://{kind}:9418/dead-{index:04d}.git"
+
+    def stage_scopes(self, scopes: Mapping[str, str]) -> None:
+        for scope_id, url in scopes.items():
+            resp.set_key(self.ports["redis"], f"{SCOPE_KEY_PREFIX}{scope_id}", stored_scope_json(scope_id, url))
+
+    def clone_dirs(self) -> list[str]:
+        try:
+            out = self._exec("server", ["sh", "-c", f"ls -1 {CONTAINER_BASE_DIR}/git_sources 2>/dev/null || true"])
+        except (HarnessError, ConfigError):
+            return []
+        return sorted(line for line in out.splitlines() if line.strip())
+
+    def server_cpu_count(self) -> int:
+        return int(self._exec("server", ["python", "-c", "import os; print(os.cpu_count())"]).strip())
+
+    def clone_seconds(self, url: str) -> float:
+        dest = f"/tmp/harness-clone-{time.monotonic_ns()}"
+        try:
+            return float(self._exec("server", ["python", "-c", CLONE_TIMER, url, dest], timeout=300).strip())
+        finally:
+            self._exec("server", ["rm", "-rf", dest])
+
+    def accepted_connections(self, service: str) -> int:
+        marker = "accepting connection" if service == "blackhole" else "accepted "
+        text = self._container(service).logs().decode(errors="replace")
+        return sum(1 for line in text.splitlines() if marker in line)
+
+
+def remove_labelled(client, run_id: str | None = None) -> list[str]:
+    """Remove containers, networks and volumes labelled by the harness (one run, or all)."""
+    label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True, v=True)
+        removed.append(f"container {container.name}")
+    for network in client.networks.list(filters={"label": label}):
+        network.remove()
+        removed.append(f"network {network.name}")
+    for volume in client.volumes.list(filters={"label": label}):
+        volume.remove(force=True)
+        removed.append(f"volume {volume.name}")
+    return removed

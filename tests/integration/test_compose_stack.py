@@ -1,0 +1,92 @@
+"""The compose backend on a real Docker engine (bare git host profile)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from harness.waiting import wait_for
+from tests.integration.compose_support import labelled_resources, require_compose
+
+pytestmark = [pytest.mark.integration, pytest.mark.compose]
+
+
+@pytest.fixture(autouse=True)
+def _needs_compose():
+    require_compose(["0.9.9"])
+
+
+def _served(client, scope_id, budget=60.0):
+    return wait_for(lambda: client.get_policy(scope_id, timeout=10).served, budget, f"{scope_id} served")
+
+
+def _repo_shas(stack) -> dict[str, str]:
+    out = stack._exec("githost", ["sh", "-c", "for r in /repos/*.git; do echo $r $(cat $r/refs/heads/main); done"])
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def test_compose_stack_serves_a_scope_and_leaves_nothing_labelled(stack_factory):
+    stack = stack_factory(version="0.9.9", backend="compose", seed_repos=6)
+    client = stack.client
+    assert client.put_scope("c1", stack.repo_url("policy-0002")) == 201
+    assert _served(client, "c1")
+    assert client.cache_stats().repo_locks >= 1
+    master, workers = stack.server_pids()
+    assert master and workers and client.cache_stats().pid not in (master,)
+
+    # A dead remote reaches the stack's own blackhole container and hangs there.
+    assert client.put_scope("dead", stack.dead_url(1)) == 201
+    wait_for(lambda: stack.accepted_connections("blackhole") >= 1, 20, "blackhole accepted")
+
+    run_id = stack.run_id
+    stack.down()
+    assert labelled_resources(run_id) == []
+    assert not stack.run_dir.exists()
+
+
+def test_seed_sidecar_is_idempotent(stack_factory):
+    stack = stack_factory(version="0.9.9", backend="compose", seed_repos=8)
+    before = _repo_shas(stack)
+    assert len(before) == 8 + 4 and len(set(before.values())) == len(before)
+    # compose v1 re-runs the one-shot sidecar on every `up`: run it again explicitly.
+    stack._compose(["run", "--rm", "seed"], timeout=300)
+    assert _repo_shas(stack) == before
+
+
+def test_two_stacks_run_side_by_side(stack_factory):
+    first = stack_factory(version="0.9.9", backend="compose", seed_repos=3)
+    second = stack_factory(version="0.9.9", backend="compose", seed_repos=3)
+    assert first.project != second.project
+    assert set(first.ports.values()).isdisjoint(second.ports.values())
+    for stack, scope in ((first, "a"), (second, "b")):
+        assert stack.client.put_scope(scope, stack.repo_url("policy-0001")) == 201
+    assert _served(first.client, "a") and _served(second.client, "b")
+    assert [s["scope_id"] for s in first.client.list_scopes()] == ["a"]
+    assert [s["scope_id"] for s in second.client.list_scopes()] == ["b"]
+
+
+def test_clean_removes_a_crashed_runs_containers(tmp_path):
+    env = dict(os.environ, HARNESS_RUN_ROOT=str(tmp_path), HARNESS_SEED_REPOS="3", BACKEND="compose")
+    up = subprocess.Popen([sys.executable, "-m", "harness", "up"], env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    try:
+        for line in up.stdout:
+            lines.append(line)
+            if "is up; Ctrl-C" in line:
+                break
+        [run_dir] = list(tmp_path.iterdir())
+        run_id = json.loads((run_dir / "stack.json").read_text())["run_id"]
+        assert labelled_resources(run_id), "".join(lines)
+    finally:
+        up.kill()  # a crash: no teardown at all
+        up.wait(timeout=30)
+    clean = subprocess.run([sys.executable, "-m", "harness", "clean"], env=env, text=True,
+                           capture_output=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    assert labelled_resources(run_id) == []
+    assert not run_dir.exists()
