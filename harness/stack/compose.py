@@ -56,8 +56,10 @@ class ComposeStack(Stack):
 
     def __init__(self, settings, progress=print, githost: str | None = None):
         super().__init__(settings, progress)
-        self.githost = githost or os.environ.get("HARNESS_GITHOST", "bare")
-        if self.githost not in GITHOST_PROFILES:
+        # None until up(): the default follows the image set (gitea with the public images,
+        # bare with the offline set, which has no Gitea image).
+        self.githost = githost or os.environ.get("HARNESS_GITHOST") or None
+        if self.githost is not None and self.githost not in GITHOST_PROFILES:
             raise ConfigError(f"HARNESS_GITHOST={self.githost} is not known; use one of {', '.join(GITHOST_PROFILES)}")
         if settings.target.source is not None:
             raise ConfigError("OPAL_SOURCE is not supported by the compose backend yet; use BACKEND=local "
@@ -75,6 +77,7 @@ class ComposeStack(Stack):
         self._docker = docker_client()
         self._cli = detect()
         self._image_set = images.choose_image_set()
+        self.githost = self.githost or ("bare" if self._image_set.name == "offline" else "gitea")
         self._ensure_server_image()
         self.run_dir.mkdir(parents=True, exist_ok=False)
         (self.run_dir / "logs").mkdir()
@@ -83,7 +86,7 @@ class ComposeStack(Stack):
                          compose_project=self.project)
         self._write_server_env()
         self._say(f"compose {self._cli.version} ({' '.join(self._cli.argv)}), images: {self._image_set.name}, "
-                  f"project {self.project}: starting ...")
+                  f"git host: {self.githost}, project {self.project}: starting ...")
         self._compose(["up", "-d"], timeout=900)
         self._check_ready()
         if self.githost == "gitea":
@@ -282,14 +285,16 @@ class ComposeStack(Stack):
 
     def restart_server(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
                        wait_healthy: bool = True) -> None:
+        """Stop, then start the server container. Its OPAL_BASE_DIR is a tmpfs, so every start
+        is cold (no clones) either way; `fresh_state` also empties Redis. New settings need
+        a new container (env_file is read at create time)."""
         self.stop("server")
         if fresh_state:
             resp.flush_all(self.ports["redis"])
-        if overrides is not None:
-            self.overrides = {**overrides, **self.settings.server_env}  # the user's OPAL_* win
+        wanted = {**overrides, **self.settings.server_env} if overrides is not None else self.overrides
+        if wanted != self.overrides:
+            self.overrides = wanted  # the user's own OPAL_* win over a gate's profile
             self._write_server_env()
-        if fresh_state or overrides is not None:
-            # A new container: new settings, and no clones left from before.
             self._compose(["up", "-d", "--no-deps", "--force-recreate", "server"], timeout=300)
         else:
             self._container("server").start()
