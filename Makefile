@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup sysdeps test unit leak-test gates up down status clean logs distclean
+.PHONY: setup sysdeps test unit leak-test gates up down status clean logs distclean images-offline
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ leak-test: setup
 ## Every gate.
 gates: setup
 	$(BIN)/pytest tests/gates $(PYTEST_ARGS)
+
+## The compose backend's offline image set (debootstrap'd base, no container registry; needs root).
+images-offline: $(STAMP)
+	$(BIN)/python -m harness.images build-offline
 
 up: setup
 	$(BIN)/harness up

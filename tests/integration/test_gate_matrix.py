@@ -4,6 +4,7 @@ to the failure category, so a gate that cannot tell the two apart fails here."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import pytest
@@ -35,9 +36,11 @@ EXPECTED = {
     ("broker-bounce", "0.9.9"): ("pass", ""),
 }
 RELEASES = ("0.9.6", "0.9.9")
-# The compose backend runs the gates whose faults differ most between backends (a
-# blackholed remote container, a stopped broker container, the server's container fs).
-COMPOSE_GATES = ("leak", "offline-repo", "broker-bounce")
+# On compose, `make test` runs the gates whose faults differ most between backends (a
+# blackholed remote container, a stopped broker container, the server's container fs),
+# which keeps CI well under its time limit; HARNESS_SELFTEST_COMPOSE_GATES=all runs all seven.
+COMPOSE_GATES = (tuple(GATES) if os.environ.get("HARNESS_SELFTEST_COMPOSE_GATES") == "all"
+                 else ("leak", "offline-repo", "broker-bounce"))
 CELLS = ([("local", r, g) for r in RELEASES for g in GATES]
          + [("compose", r, g) for r in RELEASES for g in COMPOSE_GATES])
 
