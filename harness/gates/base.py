@@ -46,6 +46,14 @@ class Verdict:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def load_failure(timeline: Timeline) -> Verdict | None:
+    """An error verdict when the scenario recorded that its load phase failed: the server
+    was never put under the condition the gate judges, so there is nothing to judge."""
+    if "load_failure" not in timeline.facts:
+        return None
+    return Verdict(ERROR, f"load phase failed, nothing to judge: {timeline.facts['load_failure']}", "error.load")
+
+
 @dataclass
 class GateResult:
     id: str

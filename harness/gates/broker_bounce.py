@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from harness.errors import ConfigError
-from harness.gates.base import ERROR, FAIL, PASS, Gate, GateContext, Verdict
+from harness.gates.base import ERROR, FAIL, PASS, Gate, GateContext, Verdict, load_failure
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_END, FAULT_START, Timeline
 from harness.waiting import poll_until, port_open
@@ -72,8 +72,8 @@ class BrokerBounceGate(Gate):
 
     def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
         f = timeline.facts
-        if "load_failure" in f:
-            return Verdict(ERROR, f"load phase failed, nothing to judge: {f['load_failure']}", "error.load")
+        if (failed := load_failure(timeline)) is not None:
+            return failed
         if not f.get("postgres_down_confirmed"):
             return Verdict(ERROR, "Postgres still listened after stop: the fault did not take effect",
                            "error.fault")

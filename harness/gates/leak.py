@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.gates.base import ERROR, FAIL, PASS, Gate, GateContext, Verdict
+from harness.gates.base import ERROR, FAIL, PASS, Gate, GateContext, Verdict, load_failure
 from harness.probes import CACHES
 from harness.seed import policy_repo_name, probe_repo_name
 from harness.timeline import Timeline
@@ -94,9 +94,8 @@ class LeakGate(Gate):
         client.delete_scope("leak-warmup")
 
     def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
-        if "load_failure" in timeline.facts:
-            return Verdict(ERROR, f"load phase failed, nothing to judge: {timeline.facts['load_failure']}",
-                           "error.load")
+        if (failed := load_failure(timeline)) is not None:
+            return failed
         snaps = {s["label"]: s for s in timeline.of_kind("snapshot")}
         if "baseline" not in snaps:
             return Verdict(ERROR, "no baseline snapshot was recorded", "error.no_data")

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from harness.gates.base import (ERROR, FAIL, PASS, Gate, GateContext, Poller, Verdict, batches,
-                                pre_fix_executor_size)
+                                load_failure, pre_fix_executor_size)
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_START, Timeline
 
@@ -71,8 +71,8 @@ class OfflineRepoGate(Gate):
 
     def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
         facts = timeline.facts
-        if "load_failure" in facts:
-            return Verdict(ERROR, f"load phase failed, nothing to judge: {facts['load_failure']}", "error.load")
+        if (failed := load_failure(timeline)) is not None:
+            return failed
         derived = facts["derived"]
         if not facts.get("blackhole_connections"):
             return Verdict(ERROR, "the blackhole accepted no connection: the fault did not take effect",

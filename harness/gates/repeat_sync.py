@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 from itertools import combinations
 
-from harness.gates.base import ERROR, FAIL, PASS, Gate, GateContext, Verdict
+from harness.gates.base import ERROR, FAIL, PASS, Gate, GateContext, Verdict, load_failure
 from harness.probes import CACHES
 from harness.seed import policy_repo_name
 from harness.timeline import Timeline
@@ -63,9 +63,8 @@ class RepeatSyncGate(Gate):
                 return
 
     def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
-        if "load_failure" in timeline.facts:
-            return Verdict(ERROR, f"load phase failed, nothing to judge: {timeline.facts['load_failure']}",
-                           "error.load")
+        if (failed := load_failure(timeline)) is not None:
+            return failed
         warmup = timeline.facts.get("params", {}).get("warmup_cycles", 3)
         measured = [s for s in timeline.of_kind("snapshot") if s.get("cycle", 0) > warmup]
         if len(measured) < 3 or any("stats_error" in s for s in measured):

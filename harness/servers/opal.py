@@ -14,6 +14,7 @@ import psutil
 import requests
 
 from harness import STACKS_DIR, procs
+from harness.probes import CacheStats
 from harness.services.base import LocalService
 from harness.venvs import ServerVenv
 
@@ -35,6 +36,14 @@ FIXED_ENV = {
     "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
     "DD_REMOTE_CONFIGURATION_ENABLED": "false",
 }
+
+
+# Times one clone with the server's own pygit2 (same libgit2), excluding interpreter start;
+# run with the server's python: argv = [url, destination].
+CLONE_TIMER = (
+    "import sys, time, pygit2; t = time.monotonic(); "
+    "pygit2.clone_repository(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)"
+)
 
 
 def scope_body(scope_id: str, repo_url: str, branch: str = "main") -> dict:
@@ -186,8 +195,7 @@ class OpalClient:
         except requests.RequestException as exc:
             return PolicyResult(None, time.monotonic() - started, type(exc).__name__)
 
-    def cache_stats(self) -> "CacheStats":
-        from harness.probes import CacheStats
+    def cache_stats(self) -> CacheStats:
         response = self.session.get(self._url(STATS_PATH), timeout=self.timeout)
         response.raise_for_status()
         return CacheStats.from_json(response.json(), wrapper=response.headers.get("X-Harness-Stats") == "wrapper")

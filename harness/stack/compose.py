@@ -19,7 +19,7 @@ import psutil
 
 from harness import STACKS_DIR, images, resp
 from harness.errors import ConfigError, HarnessError, ServiceFailed
-from harness.servers.opal import FIXED_ENV, SCOPE_KEY_PREFIX, stored_scope_json
+from harness.servers.opal import CLONE_TIMER, FIXED_ENV, SCOPE_KEY_PREFIX, stored_scope_json
 from harness.stack.base import SERVICES, Stack
 from harness.stack.compose_cli import ComposeCli, detect
 from harness.waiting import free_port, poll_until
@@ -27,8 +27,6 @@ from harness.waiting import free_port, poll_until
 COMPOSE_DIR = STACKS_DIR / "compose"
 RUN_LABEL = "io.policy-harness.run-id"
 CONTAINER_BASE_DIR = "/data/opal"
-CLONE_TIMER = ("import sys, time, pygit2; t = time.monotonic(); "
-               "pygit2.clone_repository(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)")
 GITHOST_PROFILES = ("bare", "gitea")
 LATENCY_MS = os.environ.get("HARNESS_LATENCY_MS", "150")
 

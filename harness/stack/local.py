@@ -16,7 +16,7 @@ from harness import procs, seed
 from harness.errors import ConfigError, HarnessError
 from harness.githost.bare import BareGitHost
 from harness.probes import clone_dirs
-from harness.servers.opal import OpalServerProcess, SCOPE_KEY_PREFIX, stored_scope_json
+from harness.servers.opal import CLONE_TIMER, SCOPE_KEY_PREFIX, OpalServerProcess, stored_scope_json
 from harness.services.base import LocalService
 from harness.services.listeners import ListenerService
 from harness.services.postgres import PostgresService
@@ -26,11 +26,6 @@ from harness.sysdeps import ensure
 from harness.venvs import ensure_server_venv
 from harness.waiting import free_port
 
-# Times one clone with the server's own pygit2 (same libgit2), excluding interpreter start.
-CLONE_TIMER = (
-    "import sys, time, pygit2; t = time.monotonic(); "
-    "pygit2.clone_repository(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)"
-)
 LATENCY_DELAY_MS = float(os.environ.get("HARNESS_LATENCY_MS", "150"))
 SLOWFAIL_CLOSE_AFTER_S = 5.0
 

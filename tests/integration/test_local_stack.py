@@ -7,7 +7,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from harness import procs

@@ -1,7 +1,6 @@
 """The fault listeners, run as the real processes the stacks use."""
 
 import socket
-import sys
 import time
 
 import pytest
