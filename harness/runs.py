@@ -79,7 +79,8 @@ def remove_compose_resources(run_id: str | None = None, keep: set[str] = frozens
     """Containers, networks and volumes labelled by the harness: one run's, or (run_id None)
     every run's except those in `keep`. Nothing to do when no Docker engine answers."""
     from harness.errors import HarnessError
-    from harness.stack.compose import RUN_LABEL, docker_client, remove_labelled
+    from harness.images import docker_client
+    from harness.stack.compose import RUN_LABEL, remove_labelled
     try:
         client = docker_client(timeout=10)
     except HarnessError:

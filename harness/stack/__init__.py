@@ -16,7 +16,8 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
         return settings.backend, f"BACKEND={settings.backend}"
     if settings.target.source is not None:
         return "local", "OPAL_SOURCE is run by the local backend"
-    from harness.stack.compose import docker_client, server_image_ref
+    from harness.images import docker_client
+    from harness.stack.compose import server_image_ref
     try:
         client = docker_client(timeout=10)
     except HarnessError:

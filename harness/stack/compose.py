@@ -18,6 +18,7 @@ from typing import Mapping
 import psutil
 
 from harness import STACKS_DIR, images, resp
+from harness.images import docker_client
 from harness.errors import ConfigError, HarnessError, ServiceFailed
 from harness.servers.opal import CLONE_TIMER, FIXED_ENV, SCOPE_KEY_PREFIX, stored_scope_json
 from harness.stack.base import SERVICES, Stack
@@ -34,19 +35,6 @@ LATENCY_MS = os.environ.get("HARNESS_LATENCY_MS", "150")
 def server_image_ref(settings) -> str:
     """The server image a compose stack runs for these settings."""
     return settings.target.image or images.choose_image_set().server(settings.target.version)
-
-
-def docker_client(timeout: int = 60):
-    """A docker SDK client for an engine that answers, or one clear error."""
-    import docker
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-        return client
-    except Exception as exc:
-        raise HarnessError(f"no Docker engine answers ({type(exc).__name__}); start it (e.g. "
-                           "`sudo dockerd --storage-driver=vfs &` or `sudo systemctl start docker`), "
-                           "or use BACKEND=local") from None
 
 
 class ComposeStack(Stack):
@@ -72,7 +60,10 @@ class ComposeStack(Stack):
     # -- lifecycle ----------------------------------------------------------------------
     def up(self) -> None:
         started = time.monotonic()
-        self._docker = docker_client()
+        try:
+            self._docker = docker_client()
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}; or use BACKEND=local, which needs no Docker") from None
         self._cli = detect()
         self._image_set = images.choose_image_set()
         self.githost = self.githost or ("bare" if self._image_set.name == "offline" else "gitea")

@@ -11,7 +11,7 @@ from harness.errors import HarnessError
 
 
 def require_compose(versions=None) -> None:
-    from harness.stack.compose import docker_client
+    from harness.images import docker_client
     from harness.stack.compose_cli import detect
     try:
         client = docker_client(timeout=10)
@@ -31,7 +31,8 @@ def require_compose(versions=None) -> None:
 
 
 def labelled_resources(run_id: str) -> list[str]:
-    from harness.stack.compose import RUN_LABEL, docker_client
+    from harness.images import docker_client
+    from harness.stack.compose import RUN_LABEL
     client = docker_client()
     label = f"{RUN_LABEL}={run_id}"
     return ([f"container {c.name}" for c in client.containers.list(all=True, filters={"label": label})]
