@@ -79,12 +79,16 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     settings = config.from_env()
-    every = runs.list_runs(settings.run_root)
-    found = [r for r in every if args.all or r.stale]
+    found = [r for r in runs.list_runs(settings.run_root) if args.all or r.stale]
     _remove(found)
-    # Compose resources whose run dir is gone (or stale) are found by their label alone.
-    live = {r.run_id for r in every if r not in found}
-    orphans = runs.remove_compose_resources(keep=live)
+    # Compose resources whose owner process is gone are found by their labels alone,
+    # also when their run dir is gone or lives under another run root.
+    try:
+        orphans = runs.remove_compose_resources(everything=args.all)
+    except Exception as exc:  # the engine answered ping but not the listing (busy, vfs)
+        print(f"warning: could not sweep compose resources ({type(exc).__name__}: {exc}); "
+              "run `harness clean` again when the Docker engine answers")
+        orphans = []
     if orphans:
         print(f"removed stale compose resources: {', '.join(orphans)}")
     if not found and not orphans:
@@ -116,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=cmd_down)
 
     clean = sub.add_parser("clean", help="remove what crashed runs left: processes, run dirs")
-    clean.add_argument("--all", action="store_true", help="also stop runs whose owner is alive")
+    clean.add_argument("--all", action="store_true",
+                       help="also stop runs (and compose stacks) whose owner is alive")
     clean.set_defaults(func=cmd_clean)
 
     rep = sub.add_parser("report", help="re-judge a recorded run without running the stack")

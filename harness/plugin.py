@@ -50,15 +50,15 @@ def harness_settings() -> config.Settings:
 
 @pytest.fixture
 def stack_factory(harness_settings: config.Settings) -> Iterator[Callable[..., Stack]]:
-    """make(version=..., source=..., backend="local", **settings) -> a running stack,
+    """make(version=..., source=..., image=..., backend="local", **settings) -> a running stack,
     torn down after the test. Tests name their backend: the default is local."""
     with ExitStack() as stacks:
-        def make(version: str | None = None, source=None, backend: str = "local", **changes) -> Stack:
+        def make(version: str | None = None, source=None, image: str | None = None,
+                 backend: str = "local", **changes) -> Stack:
             settings = replace(harness_settings, backend=backend)
-            if version or source:
-                target = config.validate_target(
-                    config.Target(version=version or config.DEFAULT_OPAL_VERSION, source=source), backend)
-                settings = replace(settings, target=target)
+            if version or source or image:
+                target = config.Target(version=version or config.DEFAULT_OPAL_VERSION, source=source, image=image)
+                settings = replace(settings, target=config.validate_target(target, backend))
             if changes:
                 settings = replace(settings, **changes)
             return stacks.enter_context(make_stack(settings))

@@ -75,22 +75,28 @@ def is_run_root_empty(run_root: Path) -> bool:
     return not run_root.exists() or not any(os.scandir(run_root))
 
 
-def remove_compose_resources(run_id: str | None = None, keep: set[str] = frozenset()) -> list[str]:
-    """Containers, networks and volumes labelled by the harness: one run's, or (run_id None)
-    every run's except those in `keep`. Nothing to do when no Docker engine answers."""
+def remove_compose_resources(run_id: str | None = None, everything: bool = False) -> list[str]:
+    """Containers, networks and volumes labelled by the harness: one run's; or (run_id None)
+    those whose owner process is gone — every run's with `everything`. Nothing to do when no
+    Docker engine answers."""
     from harness.errors import HarnessError
     from harness.images import docker_client
-    from harness.stack.compose import RUN_LABEL, remove_labelled
+    from harness.stack.compose import OWNER_LABEL, RUN_LABEL, owner_alive, remove_labelled
     try:
-        client = docker_client(timeout=10)
+        client = docker_client(timeout=30)
     except HarnessError:
         return []
     if run_id is not None:
         return remove_labelled(client, run_id)
-    run_ids = {c.labels.get(RUN_LABEL) for c in client.containers.list(all=True, filters={"label": RUN_LABEL})}
-    run_ids |= {n.attrs.get("Labels", {}).get(RUN_LABEL) for n in client.networks.list(filters={"label": RUN_LABEL})}
-    run_ids |= {v.attrs.get("Labels", {}).get(RUN_LABEL) for v in client.volumes.list(filters={"label": RUN_LABEL})}
+    owners: dict[str, str | None] = {}
+    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+        owners[container.labels[RUN_LABEL]] = container.labels.get(OWNER_LABEL)
+    for resource in [*client.networks.list(filters={"label": RUN_LABEL}),
+                     *client.volumes.list(filters={"label": RUN_LABEL})]:
+        labels = resource.attrs.get("Labels") or {}
+        owners.setdefault(labels[RUN_LABEL], labels.get(OWNER_LABEL))
     removed = []
-    for orphan in sorted(r for r in run_ids if r and r not in keep):
-        removed += remove_labelled(client, orphan)
+    for orphan, owner in sorted(owners.items()):
+        if everything or not owner_alive(owner):
+            removed += remove_labelled(client, orphan)
     return removed

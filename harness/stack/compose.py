@@ -27,6 +27,9 @@ from harness.waiting import free_port, poll_until
 
 COMPOSE_DIR = STACKS_DIR / "compose"
 RUN_LABEL = "io.policy-harness.run-id"
+# "<pid>:<start time>" of the process that owns the stack: `harness clean` removes only
+# resources whose owner is gone, whichever run root that owner used.
+OWNER_LABEL = "io.policy-harness.owner"
 CONTAINER_BASE_DIR = "/data/opal"
 GITHOST_PROFILES = ("bare", "gitea")
 LATENCY_MS = os.environ.get("HARNESS_LATENCY_MS", "150")
@@ -113,6 +116,7 @@ class ComposeStack(Stack):
         return {
             **os.environ,
             "HARNESS_RUN_ID": self.run_id,
+            "HARNESS_OWNER": f"{os.getpid()}:{psutil.Process().create_time()}",
             "HARNESS_REDIS_IMAGE": image_set.redis,
             "HARNESS_POSTGRES_IMAGE": image_set.postgres,
             "HARNESS_SOCAT_IMAGE": image_set.socat,
@@ -340,3 +344,13 @@ def remove_labelled(client, run_id: str | None = None) -> list[str]:
         volume.remove(force=True)
         removed.append(f"volume {volume.name}")
     return removed
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process named by an owner label still runs (same PID and start time)."""
+    from harness import procs
+    try:
+        pid, start = (owner or "").split(":", 1)
+        return procs.still_running({"pid": int(pid), "create_time": float(start)}) is not None
+    except ValueError:
+        return False

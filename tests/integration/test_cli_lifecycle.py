@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 
 
 def _start_up(run_root: Path) -> subprocess.Popen:
-    env = dict(os.environ, HARNESS_RUN_ROOT=str(run_root), HARNESS_SEED_REPOS="3")
+    # The local backend: these tests follow its processes by PID (compose has its own test).
+    env = dict(os.environ, HARNESS_RUN_ROOT=str(run_root), HARNESS_SEED_REPOS="3", BACKEND="local")
     return subprocess.Popen([sys.executable, "-m", "harness", "up"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

@@ -90,3 +90,17 @@ def test_clean_removes_a_crashed_runs_containers(tmp_path):
     assert clean.returncode == 0, clean.stderr
     assert labelled_resources(run_id) == []
     assert not run_dir.exists()
+
+
+def test_a_prebuilt_image_runs_with_the_mounted_recipe(stack_factory):
+    """OPAL_IMAGE: the harness mounts its gunicorn config and stats wrapper into an image it
+    did not build and overrides the command. The offline 0.9.9 image stands in for one."""
+    from harness import images
+    prebuilt = images.choose_image_set().server("0.9.9")
+    stack = stack_factory(image=prebuilt, backend="compose", seed_repos=3)
+    container = stack._container("server")
+    mounts = {m["Destination"]: m["Source"] for m in container.attrs["Mounts"]}
+    assert mounts.get("/opt/harness-recipe", "").endswith("stacks/opal")
+    assert stack.client.put_scope("p", stack.repo_url("policy-0001")) == 201
+    assert _served(stack.client, "p")
+    assert "harness: scope preload finished" in stack.logs("server").read_text()

@@ -13,6 +13,8 @@ def test_unknown_release_is_one_line_and_exit_2(capsys, monkeypatch, tmp_path):
 
 def test_clean_stops_processes_of_a_run_whose_owner_is_gone(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HARNESS_RUN_ROOT", str(tmp_path))
+    # The compose sweep has its own integration test; this one is about local processes.
+    monkeypatch.setattr("harness.runs.remove_compose_resources", lambda **_: [])
     run = tmp_path / "20260101-000000-abcdef"
     run.mkdir()
     (run / "stack.json").write_text(json.dumps({"run_id": run.name, "owner_pid": 999999999,
