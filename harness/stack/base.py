@@ -8,12 +8,15 @@ tears down — on success, failure and Ctrl-C — unless it was asked to keep th
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Mapping
+
+import psutil
 
 from harness.config import Settings
 from harness.servers.opal import OpalClient
@@ -136,8 +139,10 @@ class Stack(ABC):
         return OpalClient(self.endpoint("server"))
 
     def write_state(self, **extra) -> None:
-        state = {"run_id": self.run_id, "backend": self.backend,
-                 "target": self.settings.target.label, **extra}
+        """stack.json: what `harness status/down/clean` know of this run, including the
+        owner process (PID and start time, so a recycled PID is not mistaken for it)."""
+        state = {"run_id": self.run_id, "backend": self.backend, "target": self.settings.target.label,
+                 "owner_pid": os.getpid(), "owner_create_time": psutil.Process().create_time(), **extra}
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 

@@ -74,8 +74,7 @@ class ComposeStack(Stack):
         self.run_dir.mkdir(parents=True, exist_ok=False)
         (self.run_dir / "logs").mkdir()
         self.ports = {name: free_port() for name in ("server", "redis", "postgres", "githost")}
-        self.write_state(owner_pid=os.getpid(), owner_create_time=psutil.Process().create_time(),
-                         compose_project=self.project)
+        self.write_state(compose_project=self.project)
         self._write_server_env()
         self._say(f"compose {self._cli.version} ({' '.join(self._cli.argv)}), images: {self._image_set.name}, "
                   f"git host: {self.githost}, project {self.project}: starting ...")
@@ -84,8 +83,7 @@ class ComposeStack(Stack):
         if self.githost == "gitea":
             self._bootstrap_gitea()
         self._say(f"stack {self.run_id} up in {time.monotonic() - started:.1f} s (run dir {self.run_dir})")
-        self.write_state(owner_pid=os.getpid(), owner_create_time=psutil.Process().create_time(),
-                         compose_project=self.project,
+        self.write_state(compose_project=self.project,
                          endpoints={name: self.endpoint(name) for name in SERVICES})
 
     def down(self) -> None:

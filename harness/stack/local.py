@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-import psutil
 
 from harness import procs, seed
 from harness.errors import ConfigError, HarnessError
@@ -44,7 +43,7 @@ class LocalStack(Stack):
         venv = ensure_server_venv(self.settings.target, self.settings.cache_dir, self._say)
         self.run_dir.mkdir(parents=True, exist_ok=False)
         os.chmod(self.run_dir, 0o755)  # postgres runs as another user when we are root
-        self.write_state(owner_pid=os.getpid(), owner_create_time=psutil.Process().create_time())
+        self.write_state()
         self._build_services(venv)
         for name in ("redis", "postgres", "githost", "blackhole", "slowfail", "latency"):
             step = time.monotonic()
@@ -58,18 +57,15 @@ class LocalStack(Stack):
         self.server.start()
         self._say(f"server {self.settings.target.label} healthy on {self.endpoint('server')} "
                   f"({time.monotonic() - step:.1f} s)")
-        self.write_state(owner_pid=os.getpid(), owner_create_time=psutil.Process().create_time(),
-                         endpoints={name: self.endpoint(name) for name in SERVICES})
+        self.write_state(endpoints={name: self.endpoint(name) for name in SERVICES})
         self._say(f"stack {self.run_id} up in {time.monotonic() - started:.1f} s (run dir {self.run_dir})")
 
     def _build_services(self, venv) -> None:
-        def port() -> int:
-            return free_port()
         rd = self.run_dir
-        githost = BareGitHost("githost", rd, port())
+        githost = BareGitHost("githost", rd, free_port())
         self.services = {
-            "redis": RedisService("redis", rd, port()),
-            "postgres": PostgresService("postgres", rd, port()),
+            "redis": RedisService("redis", rd, free_port()),
+            "postgres": PostgresService("postgres", rd, free_port()),
             "githost": githost,
             "blackhole": ListenerService("blackhole", rd, 0, mode="blackhole"),
             "slowfail": ListenerService("slowfail", rd, 0, mode="slowfail",
@@ -80,7 +76,7 @@ class LocalStack(Stack):
             "latency", rd, 0, mode="latency",
             extra_args=("--upstream", str(githost.port), "--delay-ms", str(LATENCY_DELAY_MS)))
         self.services["server"] = OpalServerProcess(
-            "server", rd, port(), venv=venv, instance_dir=rd / "opal",
+            "server", rd, free_port(), venv=venv, instance_dir=rd / "opal",
             redis_url=self.redis.url, broadcast_uri=self.postgres.url,
             workers=self.settings.workers, overrides=dict(self.settings.server_env))
 
