@@ -28,6 +28,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-require", action="store_true",
                     default=os.environ.get("HARNESS_REQUIRE", "").lower() in ("1", "true", "yes"),
                     help="fail instead of skip when something a test needs is missing (CI sets this)")
+    group.addoption("--keep-stack", action="store_true", default=False,
+                    help="leave the gate stack up after the run for debugging (or HARNESS_KEEP_STACK=1)")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -41,11 +43,14 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 
 
 @pytest.fixture(scope="session")
-def harness_settings() -> config.Settings:
+def harness_settings(pytestconfig: pytest.Config) -> config.Settings:
     try:
-        return config.from_env()
+        settings = config.from_env()
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if pytestconfig.getoption("keep_stack"):
+        settings = replace(settings, keep_stack=True)
+    return settings
 
 
 @pytest.fixture

@@ -20,11 +20,17 @@ REPORT_KEY = pytest.StashKey[RunReport]()
 
 
 def terminal_progress(pytest_config: pytest.Config):
-    """Progress lines straight to the terminal, also while pytest captures output."""
+    """Progress lines straight to the terminal, also while pytest captures output (a gate
+    run takes minutes; silence would look like a hang)."""
     reporter = pytest_config.pluginmanager.getplugin("terminalreporter")
-    if reporter is None:
+    capture = pytest_config.pluginmanager.getplugin("capturemanager")
+    if reporter is None or capture is None:
         return print
-    return lambda message: reporter.write_line(message)
+
+    def progress(message: str) -> None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(message)
+    return progress
 
 
 @dataclass

@@ -75,10 +75,12 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
     except Exception as exc:  # a bug in a gate must still yield a verdict and a report
         verdict = Verdict(ERROR, f"the scenario crashed: {type(exc).__name__}: {exc}", "error.crash")
     finally:
-        # A jammed server ignores graceful stop: stop() SIGKILLs it by PID after a bounded grace.
-        stop_started = time.monotonic()
-        stack.stop("server")
-        timeline.mark("server_stopped", seconds=round(time.monotonic() - stop_started, 2))
+        # A jammed server ignores graceful stop: stop() SIGKILLs it by PID after a bounded
+        # grace. A kept stack (--keep-stack) keeps its server as the gate left it, to inspect.
+        if not stack.keep:
+            stop_started = time.monotonic()
+            stack.stop("server")
+            timeline.mark("server_stopped", seconds=round(time.monotonic() - stop_started, 2))
     duration = time.monotonic() - started
     progress(f"[gate {g.id}] {verdict.verdict.upper()} in {duration:.0f} s: {verdict.reason}")
     return GateResult(id=g.id, verdict=verdict.verdict, reason=verdict.reason, category=verdict.category,

@@ -59,7 +59,10 @@ class Stack(ABC):
     def __exit__(self, *exc_info) -> None:
         try:
             if self.keep:
-                self.progress(f"keeping stack {self.run_id} up; stop it with: harness down {self.run_id}")
+                self.progress(f"[harness] keeping stack {self.run_id} ({self.backend}) up:")
+                for service in SERVICES:
+                    self.progress(f"[harness]   {service:<10} {self.endpoint(service)}")
+                self.progress(f"[harness] stop it with: harness down {self.run_id}")
             else:
                 self.down()
         finally:
