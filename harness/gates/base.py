@@ -139,14 +139,21 @@ class GateContext:
         return seconds
 
     def all_served_within(self, scope_ids: list[str], budget: float, label: str) -> list[str]:
-        """Scopes still not served when `budget` is spent (empty: all served)."""
+        """Scopes still not served when `budget` is spent (empty: all served). Each request
+        is bounded by what is left of the budget, so a stalled server cannot stretch it."""
         deadline = time.monotonic() + budget
         pending = list(scope_ids)
-        while pending and time.monotonic() < deadline:
-            pending = [s for s in pending
-                       if not self.client.get_policy(s, timeout=5).served]
-            if pending:
-                time.sleep(0.3)
+
+        def all_served() -> bool:
+            nonlocal pending
+            still = []
+            for scope in pending:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.client.get_policy(scope, timeout=max(0.5, min(5.0, left))).served:
+                    still.append(scope)
+            pending = still
+            return not pending
+        poll_until(all_served, budget, interval=0.3)
         self.timeline.mark("all_served" if not pending else "not_all_served", label=label,
                            pending=len(pending), total=len(scope_ids))
         return pending
