@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,14 +47,32 @@ class ProcessSample:
     threads: int
 
 
+def open_file_count(pid: int) -> int:
+    """fds whose target is a file path (not a socket, pipe, anon inode or /dev node).
+
+    Not psutil's open_files(): it keeps only paths that are regular files *on this host*,
+    which hides every file of a process in a container (its paths are in another mount
+    namespace)."""
+    count = 0
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("/") and not target.startswith("/dev/"):
+            count += 1
+    return count
+
+
 def sample_process(pid: int, role: str) -> ProcessSample | None:
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
             return ProcessSample(pid=pid, role=role, rss_kb=proc.memory_info().rss // 1024,
-                                 open_fds=proc.num_fds(), open_files=len(proc.open_files()),
+                                 open_fds=proc.num_fds(), open_files=open_file_count(pid),
                                  threads=proc.num_threads())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
+    except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError):
         return None
 
 

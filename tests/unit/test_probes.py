@@ -1,4 +1,5 @@
 import os
+import socket
 
 import pytest
 
@@ -19,9 +20,14 @@ def test_a_response_without_the_contract_fields_is_an_error_naming_them():
         CacheStats.from_json({"pid": 1, "repo_locks": 0, "repos": 0, "rss_kb": 1})
 
 
-def test_process_samples_read_real_metrics_of_a_pid():
-    [sample] = sample_server(os.getpid(), [])
-    assert sample.role == "master" and sample.rss_kb > 0 and sample.open_fds > 0 and sample.threads >= 1
+def test_process_samples_read_real_metrics_of_a_pid(tmp_path):
+    [before] = sample_server(os.getpid(), [])
+    assert before.role == "master" and before.rss_kb > 0 and before.open_fds > 0 and before.threads >= 1
+    with open(tmp_path / "held", "w"), socket.socket():
+        [during] = sample_server(os.getpid(), [])
+    # A held file counts as an open file; a socket counts only among all fds.
+    assert during.open_files == before.open_files + 1
+    assert during.open_fds == before.open_fds + 2
 
 
 def test_clone_dirs_lists_directories_only(tmp_path):
