@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--source", help="OPAL source tree (default: OPAL_SOURCE)")
     up.add_argument("--workers", type=int, help="gunicorn workers (default 1)")
     up.add_argument("--repos", type=int, help="policy repos to seed (default 60)")
-    up.add_argument("--backend", help="local (default) | compose | auto")
+    up.add_argument("--backend", help="auto (default: BACKEND or auto) | local | compose")
     up.set_defaults(func=cmd_up)
 
     sub.add_parser("status", help="list runs, their endpoints and processes").set_defaults(func=cmd_status)

@@ -136,7 +136,7 @@ def plot_timeline(timeline: Timeline, path: Path, result: GateResult | None = No
 
 def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     """Verdicts of a recorded run under (possibly new) thresholds."""
-    from harness.gates.runner import _build, gate
+    from harness.gates.runner import build_settings, gate
 
     report_path = run_dir / "report.json"
     if not report_path.is_file():
@@ -150,7 +150,7 @@ def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[st
     for entry in report["gates"]:
         g = gate(entry["id"])
         timeline = Timeline.load(run_dir / entry["timeline"])
-        thresholds = _build(g.Thresholds, {**entry["thresholds"], **overrides.get(entry["id"], {})}, g.id)
+        thresholds = build_settings(g.Thresholds, {**entry["thresholds"], **overrides.get(entry["id"], {})}, g.id)
         verdict = g.check(timeline, thresholds)
         judged.append({"id": g.id, "verdict": verdict.verdict, "reason": verdict.reason,
                        "category": verdict.category, "duration_s": entry["duration_s"],
@@ -165,7 +165,7 @@ def parse_threshold_args(args: list[str]) -> dict[str, dict[str, str]]:
         name, sep, value = arg.partition("=")
         gate_id, dot, key = name.partition(".")
         if not sep or not dot:
-            raise HarnessError(f"--threshold {arg!r}: use GATE.NAME=VALUE, e.g. leak.fd_tolerance=8")
+            raise HarnessError(f"--threshold {arg!r}: use GATE.NAME=VALUE, e.g. leak.open_file_tolerance=8")
         overrides.setdefault(gate_id, {})[key] = value
     return overrides
 

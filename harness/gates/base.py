@@ -12,10 +12,9 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from harness.errors import ConfigError
 from harness.probes import sample_server
 from harness.servers.opal import OpalClient
 from harness.stack.base import Stack
@@ -204,22 +203,6 @@ class Gate(ABC):
     @abstractmethod
     def check(self, timeline: Timeline, thresholds: Any) -> Verdict:
         """Judge a recorded timeline. Pure: no stack, no clock."""
-
-
-def parse_overrides(cls: type, values: Mapping[str, str], where: str) -> Any:
-    """A Params/Thresholds dataclass from defaults plus string overrides (env or CLI)."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown {where} {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    converted = {}
-    for name, raw in values.items():
-        kind = type(getattr(cls(), name))
-        try:
-            converted[name] = kind(raw)
-        except ValueError:
-            raise ConfigError(f"{where} {name}={raw!r} is not a {kind.__name__}") from None
-    return cls(**converted)
 
 
 def env_overrides(gate_id: str, env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -27,11 +27,11 @@ def configure(g: Gate, overrides: Mapping[str, str]) -> tuple[Any, Any]:
     if unknown:
         raise ConfigError(f"gate {g.id} has no setting {', '.join(unknown)}; settings: "
                           f"{', '.join(sorted(params_names | threshold_names))}")
-    return (_build(g.Params, {k: v for k, v in overrides.items() if k in params_names}, g.id),
-            _build(g.Thresholds, {k: v for k, v in overrides.items() if k in threshold_names}, g.id))
+    return (build_settings(g.Params, {k: v for k, v in overrides.items() if k in params_names}, g.id),
+            build_settings(g.Thresholds, {k: v for k, v in overrides.items() if k in threshold_names}, g.id))
 
 
-def _build(cls: type, values: Mapping[str, Any], gate_id: str) -> Any:
+def build_settings(cls: type, values: Mapping[str, Any], gate_id: str) -> Any:
     defaults = cls()
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
