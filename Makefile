@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup sysdeps test unit leak-test gates up down status clean logs distclean images-offline
+.PHONY: setup sysdeps test unit leak-test gates bench up down status clean logs distclean images-offline
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ leak-test: setup
 ## Every gate.
 gates: setup
 	$(BIN)/pytest tests/gates $(PYTEST_ARGS)
+
+## Setup costs: server venv (cached; BENCH_ARGS=--cold adds a cold install), seeding 200 repos, stack up/down.
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/python -m harness.bench $(BENCH_ARGS)
 
 ## The compose backend's offline image set (debootstrap'd base, no container registry; needs root).
 images-offline: $(STAMP)
