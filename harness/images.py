@@ -4,7 +4,8 @@ Two image sets:
 
   public   redis:7.0.15-bookworm, postgres:15.8-bookworm, alpine/socat:1.7.4.4 from Docker Hub;
            the tools and server images built here from stacks/images/*.Dockerfile on their
-           public bases (debian:bookworm-slim, python:3.11-slim-bookworm).
+           public bases (debian:bookworm-slim, python:3.11-slim-bookworm), and the seed
+           sidecar from seed/Dockerfile on the tools image.
   offline  everything built here from policy-harness/debian:bookworm, a debootstrap'd base
            made by stacks/images/build-offline-base.sh: for machines that reach the package
            registries (PyPI, Debian) but no container registry.
@@ -63,13 +64,15 @@ class ImageSet:
     postgres: str
     socat: str
     tools: str
+    seed: str  # the seed sidecar (seed/Dockerfile): the tools image plus its entry point
     server_repo: str
 
     def server(self, version: str) -> str:
         return f"{self.server_repo}:{version}"
 
     def all_images(self, versions: Iterable[str]) -> list[str]:
-        refs = [self.redis, self.postgres, self.socat, self.tools, *(self.server(v) for v in versions)]
+        refs = [self.redis, self.postgres, self.socat, self.tools, self.seed,
+                *(self.server(v) for v in versions)]
         return list(dict.fromkeys(refs))  # the offline socat is the tools image
 
 
@@ -80,6 +83,7 @@ PUBLIC = ImageSet(
     postgres="postgres:15.8-bookworm",
     socat="alpine/socat:1.7.4.4",
     tools="policy-harness/tools:public",
+    seed="policy-harness/seed:public",
     server_repo="policy-harness/opal-server",
 )
 # The offline set: all built here from the debootstrap'd base; socat is the tools image.
@@ -91,6 +95,7 @@ OFFLINE = ImageSet(
     postgres="policy-harness/postgres:15",
     socat="policy-harness/tools:offline",
     tools="policy-harness/tools:offline",
+    seed="policy-harness/seed:offline",
     server_repo="policy-harness/opal-server-offline",
 )
 PUBLIC_TOOLS_BASE = "debian:bookworm-slim"
@@ -340,19 +345,23 @@ def _remove_superseded(previous: str | None, image_ref: str, progress: Progress,
 
 
 def build(image_ref: str, dockerfile: Path, build_args: Mapping[str, str], inputs: Sequence[Path],
-          progress: Progress = print, client=None) -> BuildResult:
-    """`docker build` one image from the project root, unless it is already up to date.
+          progress: Progress = print, client=None, context: Path = PROJECT_ROOT) -> BuildResult:
+    """`docker build` one image from `context` (the project root unless given), unless it
+    is already up to date.
 
     Up to date = an image `image_ref` exists with label io.policy-harness.inputs equal to
     the digest of the Dockerfile, `inputs`, the build arguments and a local base's id.
+    Inputs are named relative to `context`, so a digest does not depend on where the
+    checkout lives.
     """
     started = time.monotonic()
     client = client or docker_client()
     dockerfile = Path(dockerfile)
     extra = {f"arg {k}": v for k, v in build_args.items()}
     extra.update(_local_base_id(build_args, dockerfile, client))
-    inputs = [dockerfile, PROJECT_ROOT / ".dockerignore", *inputs]
-    digest = inputs_digest(inputs, extra)
+    ignore_file = [PROJECT_ROOT / ".dockerignore"] if context == PROJECT_ROOT else []
+    inputs = [dockerfile, *ignore_file, *inputs]
+    digest = inputs_digest(inputs, extra, root=context)
     with _BuildLock(image_ref):
         labels = image_labels(image_ref, client)
         if labels is not None and labels.get(INPUTS_LABEL) == digest:
@@ -365,7 +374,7 @@ def build(image_ref: str, dockerfile: Path, build_args: Mapping[str, str], input
                    "--label", f"{INPUTS_LABEL}={digest}"]
         for key, value in build_args.items():
             command += ["--build-arg", f"{key}={value}"]
-        command.append(str(PROJECT_ROOT))
+        command.append(str(context))
         previous = image_id(image_ref, client)
         _run_logged(command, log_path, BUILD_TIMEOUT_S, progress, f"build {image_ref}")
         _remove_superseded(previous, image_ref, progress, client)
@@ -439,16 +448,21 @@ def _server_inputs(version: str) -> list[Path]:
 # The only harness modules the tools image runs (standard library only): edits elsewhere
 # in harness/ must not rebuild it.
 TOOLS_MODULES = [PROJECT_ROOT / "harness" / name for name in ("__init__.py", "seed.py", "tcplisteners.py")]
+SEED_DIR = PROJECT_ROOT / "seed"
+SEED_DOCKERFILE = SEED_DIR / "Dockerfile"
+SEED_INPUTS = [SEED_DIR / "entrypoint.sh"]
 
 
 def build_offline(versions: Iterable[str] | None = None, progress: Progress = print) -> list[BuildResult]:
-    """The whole offline set: base, tools (= socat), redis, postgres, one server per release."""
+    """The whole offline set: base, tools (= socat), seed, redis, postgres, one server per release."""
     chosen = _versions(versions)
     client = docker_client()
     results = [build_offline_base(progress, client)]
     base = {"BASE_IMAGE": OFFLINE_BASE}
     results.append(build(OFFLINE.tools, IMAGES_DIR / "tools.Dockerfile", base,
                          TOOLS_MODULES, progress, client))
+    results.append(build(OFFLINE.seed, SEED_DOCKERFILE, {"BASE_IMAGE": OFFLINE.tools},
+                         SEED_INPUTS, progress, client))
     results.append(build(OFFLINE.redis, IMAGES_DIR / "redis.Dockerfile", {}, [], progress, client))
     results.append(build(OFFLINE.postgres, IMAGES_DIR / "postgres.Dockerfile", {},
                          [IMAGES_DIR / "postgres-entrypoint.sh"], progress, client))
@@ -461,7 +475,8 @@ def build_offline(versions: Iterable[str] | None = None, progress: Progress = pr
 def public_plan(versions: Iterable[str] | None = None) -> list[tuple[str, Path, dict[str, str], list[Path]]]:
     """(image, Dockerfile, build args, inputs) for the images the public set builds here."""
     plan = [(PUBLIC.tools, IMAGES_DIR / "tools.Dockerfile", {"BASE_IMAGE": PUBLIC_TOOLS_BASE},
-             TOOLS_MODULES)]
+             TOOLS_MODULES),
+            (PUBLIC.seed, SEED_DOCKERFILE, {"BASE_IMAGE": PUBLIC.tools}, SEED_INPUTS)]
     for version in _versions(versions):
         plan.append((PUBLIC.server(version), IMAGES_DIR / "opal-server.Dockerfile",
                      {"BASE_IMAGE": PUBLIC_SERVER_BASE, "OPAL_VERSION": version}, _server_inputs(version)))

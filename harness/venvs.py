@@ -60,14 +60,22 @@ def _digest(*parts: bytes) -> str:
     return sha.hexdigest()[:12]
 
 
-def source_tree_digest(tree: Path) -> str:
-    """Content hash of packages/ (sources and packaging files; caches and builds skipped)."""
-    sha = hashlib.sha256()
+def source_tree_files(tree: Path) -> list[Path]:
+    """The files of packages/ that make the server (caches, builds and egg-info left out)."""
+    files = []
     for path in sorted((tree / "packages").rglob("*")):
         if not path.is_file() or {"__pycache__", "build", ".eggs"} & set(path.parts):
             continue
         if path.suffix == ".pyc" or ".egg-info" in str(path):
             continue
+        files.append(path)
+    return files
+
+
+def source_tree_digest(tree: Path) -> str:
+    """Content hash of packages/ (sources and packaging files; caches and builds skipped)."""
+    sha = hashlib.sha256()
+    for path in source_tree_files(tree):
         sha.update(str(path.relative_to(tree)).encode() + b"\0" + path.read_bytes() + b"\0")
     return sha.hexdigest()[:12]
 
@@ -107,12 +115,17 @@ def _pip_install(venv: Path, args: list[str], log_path: Path) -> None:
         raise HarnessError(f"pip install failed ({' '.join(args)}); full log: {log_path}\n{tail}")
 
 
-def _source_install_args(tree: Path, work: Path) -> list[str]:
-    """Constraints minus the opal-* pins (the tree provides those packages itself)."""
+def source_constraints(tree: Path) -> str:
+    """Constraints for a source tree: its release's pins minus the opal-* ones (the tree
+    provides those packages itself)."""
     pins = constraints_for_source(tree).read_text().splitlines()
     own = [line for line in pins if not line.lower().startswith(("opal-common==", "opal-server=="))]
+    return "\n".join(own) + "\n"
+
+
+def _source_install_args(tree: Path, work: Path) -> list[str]:
     trimmed = work / "constraints-source.txt"
-    trimmed.write_text("\n".join(own) + "\n")
+    trimmed.write_text(source_constraints(tree))
     packages = tree / "packages"
     return ["-c", str(trimmed), str(packages / "opal-common"), str(packages / "opal-server"),
             *UNDECLARED_DEPENDENCIES]

@@ -15,7 +15,8 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
     if settings.backend != "auto":
         return settings.backend, f"BACKEND={settings.backend}"
     if settings.target.source is not None:
-        return "local", "OPAL_SOURCE is run by the local backend"
+        # A source tree needs no image to exist first; BACKEND=compose builds one at `up`.
+        return "local", "OPAL_SOURCE runs on the local backend unless BACKEND=compose"
     from harness.images import docker_client
     from harness.stack.compose import server_image_ref
     try:

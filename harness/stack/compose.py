@@ -36,8 +36,15 @@ LATENCY_MS = os.environ.get("HARNESS_LATENCY_MS", "150")
 
 
 def server_image_ref(settings) -> str:
-    """The server image a compose stack runs for these settings."""
-    return settings.target.image or images.choose_image_set().server(settings.target.version)
+    """The server image a compose stack runs for these settings: OPAL_IMAGE, the image of
+    the OPAL_SOURCE tree (built at `up`), or the release's image of the chosen set."""
+    if settings.target.image:
+        return settings.target.image
+    image_set = images.choose_image_set()
+    if settings.target.source is not None:
+        from harness.source_image import source_image_ref
+        return source_image_ref(image_set, settings.target.source)
+    return image_set.server(settings.target.version)
 
 
 class ComposeStack(Stack):
@@ -50,15 +57,13 @@ class ComposeStack(Stack):
         self.githost = githost or os.environ.get("HARNESS_GITHOST") or None
         if self.githost is not None and self.githost not in GITHOST_PROFILES:
             raise ConfigError(f"HARNESS_GITHOST={self.githost} is not known; use one of {', '.join(GITHOST_PROFILES)}")
-        if settings.target.source is not None:
-            raise ConfigError("OPAL_SOURCE is not supported by the compose backend yet; use BACKEND=local "
-                              "(or build an image from the tree and pass OPAL_IMAGE)")
         self.project = "ph" + self.run_id.replace("-", "")
         self.ports: dict[str, int] = {}
         self.overrides: dict[str, str] = dict(settings.server_env)
         self._docker = None
         self._cli: ComposeCli | None = None
         self._image_set: images.ImageSet | None = None
+        self._server_ref = ""
 
     # -- lifecycle ----------------------------------------------------------------------
     def up(self) -> None:
@@ -119,6 +124,7 @@ class ComposeStack(Stack):
             "HARNESS_POSTGRES_IMAGE": image_set.postgres,
             "HARNESS_SOCAT_IMAGE": image_set.socat,
             "HARNESS_TOOLS_IMAGE": image_set.tools,
+            "HARNESS_SEED_IMAGE": image_set.seed,
             "HARNESS_GITEA_IMAGE": os.environ.get("HARNESS_GITEA_IMAGE", "gitea/gitea:1.22.3"),
             "HARNESS_SERVER_IMAGE": self._server_image(),
             "HARNESS_SERVER_ENV_FILE": str(self.run_dir / "server.env"),
@@ -136,11 +142,21 @@ class ComposeStack(Stack):
                              log=self.run_dir / "logs" / "compose.log")
 
     def _server_image(self) -> str:
-        return server_image_ref(self.settings)
+        if not self._server_ref:
+            self._server_ref = server_image_ref(self.settings)
+        return self._server_ref
 
     def _ensure_server_image(self) -> None:
         if self.settings.target.image:
             return  # a prebuilt image: compose pulls it or finds it
+        if self.settings.target.source is not None:
+            from harness.source_image import build_source_image
+            assert self._image_set is not None
+            self._say(f"server image from {self.settings.target.source} ({self._server_image()}) ...")
+            result = build_source_image(self._image_set, self.settings.target.source,
+                                        progress=lambda line: self._say(f"  {line}"), client=self._docker)
+            self._say(f"server image {result.action} in {result.seconds:.1f} s")
+            return
         import docker.errors
         try:
             self._docker.images.get(self._server_image())

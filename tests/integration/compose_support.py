@@ -19,7 +19,7 @@ def require_compose(versions=None) -> None:
     except HarnessError as exc:
         pytest.skip(f"compose backend unavailable: {exc}")
     image_set = images.choose_image_set()
-    wanted = [image_set.server(v) for v in (versions or supported_versions())] + [image_set.tools]
+    wanted = [image_set.server(v) for v in (versions or supported_versions())] + [image_set.tools, image_set.seed]
     missing = []
     for ref in wanted:
         try:

@@ -104,3 +104,21 @@ def test_a_prebuilt_image_runs_with_the_mounted_recipe(stack_factory):
     assert stack.client.put_scope("p", stack.repo_url("policy-0001")) == 201
     assert _served(stack.client, "p")
     assert "harness: scope preload finished" in stack.logs("server").read_text()
+
+
+def test_a_source_tree_runs_as_an_image_built_from_it(stack_factory, opal_source_tree):
+    """OPAL_SOURCE with BACKEND=compose: the harness builds a server image from the tree
+    (tagged by its content) and runs it; an unchanged tree reuses the image."""
+    from harness import images
+    from harness.source_image import build_source_image, source_image_ref
+    stack = stack_factory(source=opal_source_tree, backend="compose", seed_repos=3)
+    ref = source_image_ref(images.choose_image_set(), opal_source_tree)
+    assert stack._container("server").image.tags == [ref]
+    marker = stack._exec("server", ["python", "-c",
+                                    "import opal_server.harness_tree_marker as m; print(m.BUILT_FROM)"])
+    assert marker.strip() == "harness test source tree"
+    assert stack.client.put_scope("src", stack.repo_url("policy-0001")) == 201
+    assert _served(stack.client, "src")
+    assert stack.client.cache_stats().wrapper  # the tree is 0.9.6: no native stats route
+    # An unchanged tree is not built again.
+    assert build_source_image(images.choose_image_set(), opal_source_tree, progress=lambda _: None).action == "reused"

@@ -167,6 +167,28 @@ def test_tools_seeds_serves_git_and_has_socat(offline_set, docker_run):
     assert images.OFFLINE.socat == images.OFFLINE.tools
 
 
+def test_seed_sidecar_is_idempotent_and_counts_failures(offline_set, docker_run):
+    """The seed image (seed/Dockerfile) seeds, re-seeds without change, and exits non-zero
+    with the number of repos it could not make (here: a file squatting on a repo's path)."""
+    script = (
+        "set -u; /usr/local/bin/seed-entrypoint && "
+        "sha1=$(cat /repos/policy-0001.git/refs/heads/main); "
+        "/usr/local/bin/seed-entrypoint && "
+        "sha2=$(cat /repos/policy-0001.git/refs/heads/main); "
+        "[ \"$sha1\" = \"$sha2\" ] && echo same-sha; "
+        "rm -rf /repos/policy-0002.git; echo squat > /repos/policy-0002.git; "
+        "/usr/local/bin/seed-entrypoint; echo exit=$?; "
+        "SEED_COUNT=many /usr/local/bin/seed-entrypoint; echo bad-exit=$?"
+    )
+    container = docker_run(images.OFFLINE.seed, environment={"SEED_COUNT": "3"}, entrypoint=["bash", "-c", script])
+    code, out = _finished(container, 120)
+    assert code == 0, out
+    assert "3 policy repos + 4 probe repos" in out and "(7 new, 0 already there, 0 failed)" in out, out
+    assert "(0 new, 7 already there, 0 failed)" in out and "same-sha" in out, out
+    assert "1 of 7 repos failed to seed" in out and "exit=1" in out, out
+    assert "SEED_COUNT=many is not a whole number" in out and "bad-exit=2" in out, out
+
+
 @pytest.mark.parametrize("version", SERVER_VERSIONS)
 def test_server_image_has_the_release_and_the_recipe(offline_set, docker_run, version):
     check = ("import importlib.metadata as m, opal_server, gunicorn, aiofiles, uvicorn; "

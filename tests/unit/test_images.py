@@ -95,13 +95,17 @@ def test_image_sets():
     assert images.OFFLINE.socat == images.OFFLINE.tools
     assert images.OFFLINE.server("0.9.6") != images.PUBLIC.server("0.9.6")
     assert images.OFFLINE.all_images(["0.9.9"]).count(images.OFFLINE.tools) == 1
+    assert images.OFFLINE.seed in images.OFFLINE.all_images(["0.9.9"])
 
 
-def test_public_plan_builds_tools_and_one_server_per_release():
+def test_public_plan_builds_tools_seed_and_one_server_per_release():
     plan = images.public_plan(["0.9.6", "0.9.9"])
-    assert [ref for ref, *_ in plan] == [images.PUBLIC.tools, "policy-harness/opal-server:0.9.6",
+    assert [ref for ref, *_ in plan] == [images.PUBLIC.tools, images.PUBLIC.seed,
+                                         "policy-harness/opal-server:0.9.6",
                                          "policy-harness/opal-server:0.9.9"]
-    assert plan[1][2] == {"BASE_IMAGE": "python:3.11-slim-bookworm", "OPAL_VERSION": "0.9.6"}
+    # The seed sidecar is built on the tools image, so it follows the tools image's inputs.
+    assert plan[1][1] == images.SEED_DOCKERFILE and plan[1][2] == {"BASE_IMAGE": images.PUBLIC.tools}
+    assert plan[2][2] == {"BASE_IMAGE": "python:3.11-slim-bookworm", "OPAL_VERSION": "0.9.6"}
     with pytest.raises(ConfigError, match="1.2.3"):
         images.public_plan(["1.2.3"])
 
