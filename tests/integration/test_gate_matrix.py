@@ -36,11 +36,13 @@ EXPECTED = {
     ("broker-bounce", "0.9.9"): ("pass", ""),
 }
 RELEASES = ("0.9.6", "0.9.9")
-# On compose, `make test` runs the gates whose faults differ most between backends (a
-# blackholed remote container, a stopped broker container, the server's container fs),
-# which keeps CI well under its time limit; HARNESS_SELFTEST_COMPOSE_GATES=all runs all seven.
-COMPOSE_GATES = (tuple(GATES) if os.environ.get("HARNESS_SELFTEST_COMPOSE_GATES") == "all"
-                 else ("leak", "offline-repo", "broker-bounce"))
+# On compose, `make test` runs all seven gates too (about 8 minutes for both releases here).
+# HARNESS_SELFTEST_COMPOSE_GATES=core runs only the three whose faults differ most between
+# backends (a blackholed remote container, a stopped broker container, the server's
+# container fs), for a quicker local run.
+CORE_COMPOSE_GATES = ("leak", "offline-repo", "broker-bounce")
+COMPOSE_GATES = (CORE_COMPOSE_GATES if os.environ.get("HARNESS_SELFTEST_COMPOSE_GATES") == "core"
+                 else tuple(GATES))
 CELLS = ([("local", r, g) for r in RELEASES for g in GATES]
          + [("compose", r, g) for r in RELEASES for g in COMPOSE_GATES])
 
