@@ -6,7 +6,9 @@ also given as a rate, which travels better between machines than seconds do.
 
   --cold       also install the server virtualenv into an empty cache (tens of seconds;
                pip's own download cache, if warm, still helps)
-  --backend B  local (default) or compose (needs the images: make images-offline)
+  --backend B  local (default) or compose (needs the images: make images-offline); on
+               compose the seeding is the sidecar's, inside the stack-up time, so it is
+               not timed on its own
   --repos N    repos to seed (default 200)
 """
 
@@ -26,6 +28,10 @@ from harness.stack import make_stack
 from harness.venvs import ensure_server_venv
 
 
+def _quiet(_line: str) -> None:
+    """Progress sink: the bench prints its own figures, not the steps inside them."""
+
+
 @dataclass
 class Bench:
     target: str
@@ -41,18 +47,17 @@ class Bench:
 
 
 def measure_venv(bench: Bench, settings: config.Settings, cold: bool) -> None:
-    quiet = lambda _line: None  # noqa: E731
     if cold:
         with tempfile.TemporaryDirectory(prefix="harness-bench-cache-") as empty:
-            bench.time("venv_install_cold_s", lambda: ensure_server_venv(settings.target, Path(empty), quiet))
-    ensure_server_venv(settings.target, settings.cache_dir, quiet)  # make sure the cache is filled
-    bench.time("venv_cached_s", lambda: ensure_server_venv(settings.target, settings.cache_dir, quiet))
+            bench.time("venv_install_cold_s", lambda: ensure_server_venv(settings.target, Path(empty), _quiet))
+    ensure_server_venv(settings.target, settings.cache_dir, _quiet)  # make sure the cache is filled
+    bench.time("venv_cached_s", lambda: ensure_server_venv(settings.target, settings.cache_dir, _quiet))
 
 
 def measure_seed(bench: Bench, repos: int) -> None:
     with tempfile.TemporaryDirectory(prefix="harness-bench-seed-") as root:
-        first = bench.time(f"seed_{repos}_repos_s", lambda: seed.seed(Path(root), repos, progress=lambda _: None))
-        bench.time(f"reseed_{repos}_repos_s", lambda: seed.seed(Path(root), repos, progress=lambda _: None))
+        first = bench.time(f"seed_{repos}_repos_s", lambda: seed.seed(Path(root), repos, progress=_quiet))
+        bench.time(f"reseed_{repos}_repos_s", lambda: seed.seed(Path(root), repos, progress=_quiet))
     if first.failed:
         raise HarnessError(f"seeding failed for {len(first.failed)} repos: {next(iter(first.failed.items()))}")
     bench.figures["seed_repos_per_s"] = round(first.total / max(first.seconds, 1e-3), 1)
@@ -62,7 +67,7 @@ def measure_stack(bench: Bench, settings: config.Settings, runs: int = 2) -> Non
     """Up and down `runs` times: the first up may include one-time work (a venv, an image
     check); the later ones are what a user waits for every time."""
     for run in range(1, runs + 1):
-        stack = make_stack(settings, progress=lambda _: None)
+        stack = make_stack(settings, progress=_quiet)
         try:
             bench.time(f"stack_up_{run}_s", stack.up)
         finally:
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(settings.target.label, args.backend)
         if args.backend == "local":
             measure_venv(bench, settings, args.cold)
-        measure_seed(bench, args.repos)
+            measure_seed(bench, args.repos)
         measure_stack(bench, settings)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
