@@ -2,7 +2,7 @@
 
 Environment variables (all optional):
 
-  OPAL_VERSION         PyPI release of opal-server to test (default 0.9.9)
+  OPAL_VERSION         PyPI release of opal-server to test (default 0.9.9); any release on the index
   OPAL_SOURCE          path to an OPAL source checkout (packages/opal-common, packages/opal-server)
   OPAL_IMAGE           prebuilt server image (compose backend only)
   OPAL_<ANYTHING>      any other OPAL_ variable is passed to the server unchanged (recorded in reports)
@@ -13,6 +13,8 @@ Environment variables (all optional):
   HARNESS_CACHE_DIR    per-version virtualenvs (default ~/.cache/policy-harness)
   HARNESS_REPORTS_DIR  gate reports (default ./reports)
   HARNESS_KEEP_STACK   1 = leave the stack running after a gate run, for debugging
+  HARNESS_CONSTRAINTS  pins for the server's install: a pip constraints file, or `none` (unpinned);
+                       unset = chosen by the target's requirements (see harness/venvs.py)
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
+
+from packaging.version import InvalidVersion, Version
 
 from harness import STACKS_DIR
 from harness.errors import ConfigError
@@ -31,6 +35,9 @@ BACKENDS = ("local", "compose", "auto")
 _HARNESS_OPAL_VARS = {"OPAL_VERSION", "OPAL_SOURCE", "OPAL_IMAGE"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+CONSTRAINTS_VAR = "HARNESS_CONSTRAINTS"
+CONSTRAINTS_AUTO = "auto"  # chosen by the target's own requirements (harness/venvs.py)
+CONSTRAINTS_NONE = "none"  # unpinned: pip resolves
 
 
 def supported_versions() -> list[str]:
@@ -68,6 +75,8 @@ class Settings:
     reports_dir: Path = Path("reports")
     keep_stack: bool = False
     server_env: Mapping[str, str] = field(default_factory=dict)
+    # HARNESS_CONSTRAINTS: "auto", "none" or an absolute path (see constraints_setting)
+    constraints: str = CONSTRAINTS_AUTO
 
     def with_target(self, **changes) -> "Settings":
         return replace(self, target=replace(self.target, **changes))
@@ -105,13 +114,39 @@ def validate_target(target: Target, backend: str) -> Target:
                 "OPAL_IMAGE needs the compose backend; unset OPAL_IMAGE or set BACKEND=compose"
             )
         return target
+    try:
+        Version(target.version)
+    except InvalidVersion:
+        raise ConfigError(f"OPAL_VERSION={target.version!r} is not a version number; "
+                          f"set e.g. OPAL_VERSION={DEFAULT_OPAL_VERSION}") from None
+    # Any release on the index installs locally (harness/venvs.py checks the index and picks
+    # its pins); compose images are built only for releases with a committed pin set.
     versions = supported_versions()
-    if target.version not in versions:
+    if backend == "compose" and target.version not in versions:
         raise ConfigError(
-            f"OPAL_VERSION={target.version} is not a supported release; supported: "
-            f"{', '.join(versions)} (add stacks/constraints/opal-server-<version>.txt to support another)"
+            f"OPAL_VERSION={target.version} has no compose image: images are built for the releases "
+            f"with a committed pin set ({', '.join(versions)}). Run it with BACKEND=local, or add "
+            f"stacks/constraints/opal-server-{target.version}.txt and run `make images-offline`"
         )
     return target
+
+
+def constraints_setting(env: Mapping[str, str]) -> str:
+    """HARNESS_CONSTRAINTS: unset/"auto" (choose by the target's requirements), "none"
+    (unpinned) or an existing constraints file (returned as an absolute path)."""
+    raw = (env.get(CONSTRAINTS_VAR) or "").strip()
+    if raw.lower() in ("", CONSTRAINTS_AUTO):
+        return CONSTRAINTS_AUTO
+    if raw.lower() == CONSTRAINTS_NONE:
+        return CONSTRAINTS_NONE
+    path = Path(raw).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(
+            f"{CONSTRAINTS_VAR}={raw} is neither a file nor `none`: point it at a pip constraints file "
+            f"(name==version lines), set {CONSTRAINTS_VAR}=none for an unpinned install, or unset it "
+            "to let the harness choose the pins"
+        )
+    return str(path)
 
 
 def validate_source_tree(path: Path) -> Path:
@@ -162,6 +197,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides) -> Settings:
         reports_dir=Path(env.get("HARNESS_REPORTS_DIR") or "reports"),
         keep_stack=_bool(env, "HARNESS_KEEP_STACK"),
         server_env=server_env,
+        constraints=constraints_setting(env),
     )
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if not 1 <= settings.workers <= 16:

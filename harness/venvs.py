@@ -1,25 +1,62 @@
 """Per-target virtualenvs for the server, cached and keyed by what goes into them.
 
-A release is keyed by its pinned constraints file (and the Python version); a source
-tree by the content of its packages/ directory. The server's dependencies (pydantic<2,
-starlette, ...) never enter the harness's own environment.
+The server's dependencies (pydantic<2, starlette, ...) never enter the harness's own
+environment: each target gets a virtualenv under <cache_dir>/venvs, keyed by the
+constraints it was installed with, the Python version and, for a source tree, the tree's
+content (packages/ and the root README.md its setup.py files read).
+
+Which pins (decisions):
+
+- A release with a committed pin set (stacks/constraints/opal-server-<v>.txt) installs with
+  its own set: it *is* that release's resolved environment.
+- Any other target is judged by its own requirements, never by its version: OPAL's
+  repository keeps `VERSION = (0, 0, 0)` as a placeholder, so a checkout's version says
+  nothing. A source tree's requirements are packages/requires.txt plus
+  packages/opal-{common,server}/requires.txt; another release's are the Requires-Dist of its
+  two wheels (downloaded once into <cache_dir>/wheels). The newest committed set that
+  "fits" is used: no pinned version contradicts a requirement (opal-* requirements are
+  ignored: the tree or the release provides those packages).
+- When no committed set fits, pip resolves unpinned once (a few minutes) and the result is
+  frozen into <cache_dir>/locks/opal-<digest of the requirements>.txt; later builds and the
+  compose source image reuse that lock. The venv key of such a target is the requirements
+  digest, so it is the same before and after the lock exists.
+- HARNESS_CONSTRAINTS=<file>|none overrides the choice (validated by harness.config).
+- opal-* pins are always dropped from the constraints: the target provides those
+  packages (a checkout is opal-common==0.0.0, which no pin set names).
+
+A checkout is installed "as it is": both packages from the tree in place in one pip command
+(opal-server's setup.py requires opal-common==<its own placeholder version>), so pip builds
+them in-tree and their setup.py read ../__packaging__.py and ../../README.md.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from email.parser import HeaderParser
 from pathlib import Path
-from typing import Callable
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from harness import STACKS_DIR
-from harness.config import Target, supported_versions
+from harness.config import (
+    CONSTRAINTS_AUTO,
+    CONSTRAINTS_NONE,
+    CONSTRAINTS_VAR,
+    Target,
+    constraints_setting,
+)
 from harness.errors import HarnessError
 
 # Neither the 0.9.6 nor the 0.9.9 wheel declares aiofiles, yet opal_server.git_fetcher
@@ -27,6 +64,10 @@ from harness.errors import HarnessError
 UNDECLARED_DEPENDENCIES = ("aiofiles",)
 COMPLETE_MARKER = ".harness-complete"
 PIP_TIMEOUT_S = 1200
+OPAL_DISTS = ("opal-common", "opal-server")
+# The requirement files of a checkout, relative to its root (a missing one counts as empty).
+SOURCE_REQUIRES = ("packages/requires.txt", "packages/opal-common/requires.txt",
+                   "packages/opal-server/requires.txt")
 
 Progress = Callable[[str], None]
 
@@ -52,7 +93,7 @@ def constraints_file(version: str) -> Path:
     return STACKS_DIR / "constraints" / f"opal-server-{version}.txt"
 
 
-def _digest(*parts: bytes) -> str:
+def content_digest(*parts: bytes) -> str:
     sha = hashlib.sha256()
     for part in parts:
         sha.update(part)
@@ -60,9 +101,22 @@ def _digest(*parts: bytes) -> str:
     return sha.hexdigest()[:12]
 
 
+def _python_tag() -> str:
+    return f"py{sys.version_info.major}{sys.version_info.minor}"
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """HARNESS_CACHE_DIR or ~/.cache/policy-harness (for callers without Settings)."""
+    env = os.environ if env is None else env
+    return Path(env.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "policy-harness")
+
+
+# --- source trees --------------------------------------------------------------------------
+
 def source_tree_files(tree: Path) -> list[Path]:
-    """The files of packages/ that make the server (caches, builds and egg-info left out)."""
-    files = []
+    """What makes the server in a checkout: the files of packages/ (caches, builds and
+    egg-info left out) and the root README.md, which each setup.py reads."""
+    files = [tree / "README.md"] if (tree / "README.md").is_file() else []
     for path in sorted((tree / "packages").rglob("*")):
         if not path.is_file() or {"__pycache__", "build", ".eggs"} & set(path.parts):
             continue
@@ -73,7 +127,7 @@ def source_tree_files(tree: Path) -> list[Path]:
 
 
 def source_tree_digest(tree: Path) -> str:
-    """Content hash of packages/ (sources and packaging files; caches and builds skipped)."""
+    """Content hash of the files source_tree_files() names."""
     sha = hashlib.sha256()
     for path in source_tree_files(tree):
         sha.update(str(path.relative_to(tree)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -81,81 +135,415 @@ def source_tree_digest(tree: Path) -> str:
 
 
 def source_tree_version(tree: Path) -> str | None:
+    """VERSION of packages/__packaging__.py: "0.0.0" on every OPAL branch (a placeholder)."""
     text = (tree / "packages" / "__packaging__.py").read_text()
-    match = re.search(r"^VERSION\s*=\s*\(([\d\s,]+)\)", text, re.M)
+    match = re.search(r"^VERSION\s*=\s*\(([\d\s,]+)\)", text, re.MULTILINE)
     if not match:
         return None
     return ".".join(p.strip() for p in match.group(1).split(",") if p.strip())
 
 
-def constraints_for_source(tree: Path) -> Path:
-    """The tree's own release pins if we have them, else the newest supported release's."""
-    versions = supported_versions()
-    version = source_tree_version(tree)
-    return constraints_file(version if version in versions else versions[-1])
+# --- requirements --------------------------------------------------------------------------
+
+def requirement_lines(text: str) -> list[str]:
+    """Requirement lines of a requires.txt: comments, blank lines and trailing ` # notes`
+    dropped (as __packaging__.get_install_requires skips comment lines)."""
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()
+        if line:
+            lines.append(line)
+    return lines
 
 
-def venv_dir(target: Target, cache_dir: Path) -> Path:
-    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+def source_requirements(tree: Path) -> list[str]:
+    """The checkout's requirements: shared packages/requires.txt plus each package's own."""
+    lines: list[str] = []
+    for rel in SOURCE_REQUIRES:
+        path = tree / rel
+        if path.is_file():
+            lines += requirement_lines(path.read_text())
+    return lines
+
+
+def metadata_requirements(metadata: str) -> list[str]:
+    """Requires-Dist of a wheel's METADATA, in order."""
+    headers = HeaderParser().parsestr(metadata)
+    return [value.strip() for value in headers.get_all("Requires-Dist") or []]
+
+
+def wheel_requirements(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        names = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        if len(names) != 1:
+            raise HarnessError(f"{wheel} has {len(names)} METADATA files; delete it to download it again")
+        return metadata_requirements(archive.read(names[0]).decode("utf-8", errors="replace"))
+
+
+def index_versions(pip_output: str) -> list[str]:
+    """The versions pip's "(from versions: ...)" lists, as printed (oldest first)."""
+    match = re.search(r"\(from versions: ([^)]*)\)", pip_output)
+    if not match or match.group(1).strip() == "none":
+        return []
+    return [v.strip() for v in match.group(1).split(",") if v.strip()]
+
+
+def unknown_release_message(version: str, available: list[str]) -> str:
+    releases, previews = [], []
+    for raw in available:
+        try:
+            parsed = Version(raw)
+        except InvalidVersion:
+            continue
+        (previews if parsed.is_prerelease or parsed.is_devrelease else releases).append(parsed)
+    releases.sort(reverse=True)
+    previews.sort(reverse=True)
+    shown = 20  # the newest; old release lines are rarely what was meant
+    listed = ", ".join(map(str, releases[:shown])) or "none"
+    if len(releases) > shown:
+        listed += f" and {len(releases) - shown} older"
+    message = f"OPAL_VERSION={version} is not on the package index; releases there, newest first: {listed}"
+    if previews:
+        message += f" (pre-releases: {', '.join(map(str, previews[:6]))}{', ...' if len(previews) > 6 else ''})"
+    return message + ". Set OPAL_VERSION to one of those releases."
+
+
+def release_wheels(version: str, cache_dir: Path) -> dict[str, Path]:
+    """{dist: wheel} of opal-common and opal-server `version`, downloaded once into
+    <cache_dir>/wheels (--no-deps: only their metadata is read)."""
+    wheels_dir = cache_dir / "wheels"
+
+    def found() -> dict[str, Path]:
+        hits = {dist: sorted(wheels_dir.glob(f"{dist.replace('-', '_')}-{version}-*.whl")) for dist in OPAL_DISTS}
+        return {dist: paths[0] for dist, paths in hits.items() if paths}
+
+    wheels = found()
+    if len(wheels) == len(OPAL_DISTS):
+        return wheels
+    wheels_dir.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--no-deps",
+         "--only-binary=:all:", "-d", str(wheels_dir), *(f"{dist}=={version}" for dist in OPAL_DISTS)],
+        capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0:
+        output = result.stdout + result.stderr
+        if "Could not find a version that satisfies the requirement" in output:
+            raise HarnessError(unknown_release_message(version, index_versions(output)))
+        tail = "\n".join(output.splitlines()[-8:])
+        raise HarnessError(f"downloading the opal {version} wheels failed (is the package index reachable?):\n{tail}")
+    wheels = found()
+    if len(wheels) != len(OPAL_DISTS):
+        raise HarnessError(f"pip downloaded no wheel of opal {version} into {wheels_dir}; "
+                           "the index may carry only source distributions of it")
+    return wheels
+
+
+def release_requirements(version: str, cache_dir: Path) -> list[str]:
+    """Requires-Dist of the opal-server and opal-common wheels of `version`."""
+    wheels = release_wheels(version, cache_dir)
+    return [line for dist in OPAL_DISTS for line in wheel_requirements(wheels[dist])]
+
+
+def target_requirements(target: Target, cache_dir: Path) -> list[str]:
     if target.source is not None:
-        key = _digest(source_tree_digest(target.source).encode(),
-                      constraints_for_source(target.source).read_bytes(), py.encode())
+        return source_requirements(target.source)
+    return release_requirements(target.version, cache_dir)
+
+
+def requirements_digest(requirements: Iterable[str]) -> str:
+    """Names the lock of a requirement set (order-insensitive; per Python version, because
+    a resolved set is only valid for the Python it was resolved on)."""
+    text = "\n".join(sorted(set(requirements)))
+    return content_digest(text.encode(), _python_tag().encode())
+
+
+# --- pin sets ------------------------------------------------------------------------------
+
+def is_opal(name: str) -> bool:
+    return canonicalize_name(name).startswith("opal-")
+
+
+def read_pins(text: str) -> dict[str, str]:
+    """{canonical name: version} of the `name==version` lines of a constraints file."""
+    pins = {}
+    for line in requirement_lines(text):
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        specs = list(requirement.specifier)
+        if len(specs) == 1 and specs[0].operator in ("==", "==="):
+            pins[canonicalize_name(requirement.name)] = specs[0].version
+    return pins
+
+
+def without_opal(text: str) -> str:
+    """A constraints text minus the opal-* lines (the target provides those packages)."""
+    kept = []
+    for line in text.splitlines():
+        name = re.split(r"[\s=<>!~;\[@]", line.strip(), maxsplit=1)[0]
+        if line.strip() and not line.lstrip().startswith("#") and is_opal(name):
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def pin_conflicts(pins: Mapping[str, str], requirements: Iterable[str]) -> list[str]:
+    """"pin vs requirement" for each applicable requirement a pinned version contradicts.
+
+    Markers are evaluated for this Python with no extra selected; unparsable lines are
+    left to pip."""
+    conflicts = []
+    for line in requirements:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        name = canonicalize_name(requirement.name)
+        if is_opal(name) or name not in pins:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        try:
+            fits = requirement.specifier.contains(Version(pins[name]), prereleases=True)
+        except InvalidVersion:
+            continue
+        if not fits:
+            conflicts.append(f"{name}=={pins[name]} vs {line}")
+    return conflicts
+
+
+@dataclass(frozen=True)
+class PinSet:
+    """A committed pin set: the resolved environment of one release."""
+
+    release: str
+    path: Path
+
+    def pins(self) -> dict[str, str]:
+        return read_pins(self.path.read_text())
+
+
+def committed_pin_sets() -> list[PinSet]:
+    """Every stacks/constraints/opal-server-<release>.txt, newest release first."""
+    sets = []
+    for path in (STACKS_DIR / "constraints").glob("opal-server-*.txt"):
+        release = path.name.removeprefix("opal-server-").removesuffix(".txt")
+        try:
+            Version(release)
+        except InvalidVersion:
+            continue
+        sets.append(PinSet(release, path))
+    return sorted(sets, key=lambda s: Version(s.release), reverse=True)
+
+
+def choose_pin_set(requirements: list[str], pin_sets: list[PinSet]) -> tuple[PinSet | None, list[str]]:
+    """(the newest set that fits or None, why each newer set was passed over)."""
+    passed_over = []
+    for pin_set in pin_sets:
+        conflicts = pin_conflicts(pin_set.pins(), requirements)
+        if not conflicts:
+            return pin_set, passed_over
+        more = f" (+{len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        passed_over.append(f"pins of {pin_set.release} do not fit: {conflicts[0]}{more}")
+    return None, passed_over
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What pip gets with -c for one install, and why.
+
+    kind: committed (a file under stacks/constraints), lock (resolved once earlier),
+    resolve (no set fits and no lock yet: install unpinned, then freeze into `lock`),
+    file (HARNESS_CONSTRAINTS=<file>), none (HARNESS_CONSTRAINTS=none).
+    """
+
+    kind: str
+    reason: str
+    path: Path | None = None  # the pin file used (committed, lock, file)
+    lock: Path | None = None  # lock / resolve: the lock file of these requirements
+    requirements_key: str = ""  # lock / resolve: the digest naming that lock
+
+    def text(self) -> str:
+        """The constraints pip gets, opal-* pins dropped; empty when unpinned."""
+        if self.path is None:
+            return ""
+        return without_opal(self.path.read_text())
+
+    def key(self) -> bytes:
+        """What a venv or image built with these constraints is keyed by."""
+        if self.kind in ("lock", "resolve"):
+            return f"lock:{self.requirements_key}".encode()
+        if self.path is None:
+            return b"unpinned"
+        # The file as it is: a committed release keeps the key its venvs always had.
+        return self.path.read_bytes()
+
+    @property
+    def pinned(self) -> bool:
+        return self.path is not None
+
+
+def lock_file(cache_dir: Path, key: str) -> Path:
+    return cache_dir / "locks" / f"opal-{key}.txt"
+
+
+def choose_constraints(target: Target, cache_dir: Path, setting: str | None = None) -> Constraints:
+    """The constraints for `target`. `setting` is HARNESS_CONSTRAINTS as harness.config
+    validates it ("auto", "none" or a file); None reads it from the environment."""
+    setting = constraints_setting(os.environ) if setting is None else setting
+    if setting == CONSTRAINTS_NONE:
+        return Constraints("none", f"{CONSTRAINTS_VAR}=none: unpinned, pip resolves (a few minutes)")
+    if setting != CONSTRAINTS_AUTO:
+        return Constraints("file", f"{CONSTRAINTS_VAR}={setting}", path=Path(setting))
+    if target.source is None and constraints_file(target.version).is_file():
+        return Constraints("committed", f"pins of {target.version} (its own committed set)",
+                           path=constraints_file(target.version))
+    requirements = target_requirements(target, cache_dir)
+    chosen, passed_over = choose_pin_set(requirements, committed_pin_sets())
+    why = "; ".join(passed_over)
+    if chosen is not None:
+        reason = f"{why}; using {chosen.release}'s" if why else f"pins of {chosen.release} (the newest that fit)"
+        return Constraints("committed", reason, path=chosen.path)
+    key = requirements_digest(requirements)
+    lock = lock_file(cache_dir, key)
+    if lock.is_file():
+        return Constraints("lock", f"{why or 'no committed pin set'}; using the set resolved once earlier: {lock}",
+                           path=lock, lock=lock, requirements_key=key)
+    return Constraints("resolve", f"{why or 'no committed pin set'}; no committed set fits, so pip resolves "
+                       f"unpinned once (a few minutes) and keeps the result as {lock}",
+                       lock=lock, requirements_key=key)
+
+
+def venv_dir(target: Target, cache_dir: Path, constraints: Constraints | None = None) -> Path:
+    constraints = constraints or choose_constraints(target, cache_dir)
+    py = _python_tag().encode()
+    if target.source is not None:
+        key = content_digest(source_tree_digest(target.source).encode(), constraints.key(), py)
         return cache_dir / "venvs" / f"opal-source-{key}"
-    key = _digest(constraints_file(target.version).read_bytes(), py.encode())
-    return cache_dir / "venvs" / f"opal-server-{target.version}-{key}"
+    return cache_dir / "venvs" / f"opal-server-{target.version}-{content_digest(constraints.key(), py)}"
 
 
-def _pip_install(venv: Path, args: list[str], log_path: Path) -> None:
+# --- installing ----------------------------------------------------------------------------
+
+def pip_conflicts(log: str, pins: Mapping[str, str] | None = None) -> list[str]:
+    """The conflicting requirements pip names in a failed install's output.
+
+    pip words it two ways: "The conflict is caused by:" followed by indented lines (two
+    requirements that exclude each other), or "Could not find a version that satisfies the
+    requirement X (from P)" (when a constraint leaves X no candidate; `pins` then names the
+    constraint)."""
+    found: list[str] = []
+    cannot_install: list[str] = []  # named only when pip gave no detail
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "The conflict is caused by:":
+            for follow in lines[i + 1:]:
+                if not follow.startswith((" ", "\t")) or not follow.strip():
+                    break
+                found.append(follow.strip())
+        cannot = re.search(r"Cannot install (.+?) because these package versions have conflicting", line)
+        if cannot:
+            cannot_install.append(cannot.group(1))
+        match = re.search(r"Could not find a version that satisfies the requirement (\S+)( \(from (?!versions:)[^)]*\))?", line)
+        if match:
+            wanted = match.group(1) + (match.group(2) or "")
+            try:
+                name = canonicalize_name(Requirement(match.group(1)).name)
+            except InvalidRequirement:
+                name = ""
+            if pins and name in pins:
+                wanted += f" vs the constraint {name}=={pins[name]}"
+            found.append(wanted)
+    if not found:
+        found = [f"cannot install {what}" for what in cannot_install]
+    return list(dict.fromkeys(found))
+
+
+def _pip_install(venv: Path, args: list[str], log_path: Path, constraints: Constraints, label: str) -> None:
     command = [str(venv / "bin" / "python"), "-m", "pip", "install",
                "--disable-pip-version-check", "--no-input", *args]
     with open(log_path, "ab") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=PIP_TIMEOUT_S)
-    if result.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-12:])
-        raise HarnessError(f"pip install failed ({' '.join(args)}); full log: {log_path}\n{tail}")
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=PIP_TIMEOUT_S,
+                                check=False)
+    if result.returncode == 0:
+        return
+    text = log_path.read_text(errors="replace")
+    pins = read_pins(constraints.text()) if constraints.pinned else {}
+    conflicts = pip_conflicts(text, pins)
+    if conflicts:
+        used = f"with {constraints.path}" if constraints.pinned else "unpinned"
+        raise HarnessError(
+            f"pip cannot install {label} {used}: " + "; ".join(conflicts)
+            + f". Choose the pins yourself: {CONSTRAINTS_VAR}=none (resolve unpinned) or "
+            f"{CONSTRAINTS_VAR}=<file> (a pip constraints file). Full log: {log_path}")
+    tail = "\n".join(text.splitlines()[-12:])
+    raise HarnessError(f"pip install failed ({' '.join(args)}); full log: {log_path}\n{tail}")
 
 
-def source_constraints(tree: Path) -> str:
-    """Constraints for a source tree: its release's pins minus the opal-* ones (the tree
-    provides those packages itself)."""
-    pins = constraints_for_source(tree).read_text().splitlines()
-    own = [line for line in pins if not line.lower().startswith(("opal-common==", "opal-server=="))]
-    return "\n".join(own) + "\n"
+def install_specs(target: Target) -> list[str]:
+    """What pip installs: the release, or both packages of the tree in place."""
+    if target.source is not None:
+        packages = target.source / "packages"
+        return [str(packages / "opal-common"), str(packages / "opal-server"), *UNDECLARED_DEPENDENCIES]
+    return [f"opal-server=={target.version}", *UNDECLARED_DEPENDENCIES]
 
 
-def _source_install_args(tree: Path, work: Path) -> list[str]:
-    trimmed = work / "constraints-source.txt"
-    trimmed.write_text(source_constraints(tree))
-    packages = tree / "packages"
-    return ["-c", str(trimmed), str(packages / "opal-common"), str(packages / "opal-server"),
-            *UNDECLARED_DEPENDENCIES]
+def write_lock(python: Path, lock: Path, note: str) -> None:
+    """pip freeze of a resolved venv into `lock`, opal-* lines dropped (written atomically:
+    another process may be resolving the same requirements)."""
+    frozen = subprocess.run([str(python), "-m", "pip", "freeze", "--disable-pip-version-check"],
+                            capture_output=True, text=True, timeout=120, check=True).stdout
+    pins = [line for line in without_opal(frozen).splitlines()
+            if line.strip() and " @ " not in line and not line.startswith("-e ")]
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    partial = lock.with_name(f"{lock.name}.{os.getpid()}.tmp")
+    partial.write_text(f"# {note}\n" + "\n".join(sorted(pins, key=str.lower)) + "\n")
+    partial.replace(lock)
 
 
-def _build(path: Path, target: Target, progress: Progress) -> None:
+def _build(path: Path, target: Target, constraints: Constraints, progress: Progress) -> None:
     if path.exists():
         shutil.rmtree(path)  # an incomplete earlier attempt
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
     log_path = path / "install.log"
-    if target.source is not None:
-        args = _source_install_args(target.source, path)
-    else:
-        args = ["-c", str(constraints_file(target.version)),
-                f"opal-server=={target.version}", *UNDECLARED_DEPENDENCIES]
+    args = []
+    if constraints.pinned:
+        trimmed = path / "constraints.txt"
+        trimmed.write_text(constraints.text())
+        args += ["-c", str(trimmed)]
     progress(f"installing {target.label} into {path} (log: {log_path})")
-    _pip_install(path, args, log_path)
+    if not constraints.pinned:
+        progress("warning: an unpinned install makes pip resolve every dependency: expect a few minutes")
+    _pip_install(path, args + install_specs(target), log_path, constraints, target.label)
+    if constraints.kind == "resolve":
+        assert constraints.lock is not None
+        write_lock(path / "bin" / "python", constraints.lock,
+                   f"Resolved once by policy-harness for {target.label} on Python "
+                   f"{sys.version_info.major}.{sys.version_info.minor} ({time.strftime('%Y-%m-%d')}); "
+                   f"requirements digest {constraints.requirements_key}")
+        progress(f"resolved set kept as {constraints.lock} (later builds of these requirements reuse it)")
 
 
-def ensure_server_venv(target: Target, cache_dir: Path, progress: Progress = print) -> ServerVenv:
+def ensure_server_venv(target: Target, cache_dir: Path, progress: Progress = print,
+                       constraints: Constraints | None = None) -> ServerVenv:
     """The cached virtualenv for `target`, built first if needed (safe across processes)."""
-    path = venv_dir(target, cache_dir)
+    constraints = constraints or choose_constraints(target, cache_dir)
+    path = venv_dir(target, cache_dir, constraints)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f"{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (path / COMPLETE_MARKER).exists():
             progress(f"using cached virtualenv for {target.label}: {path}")
+            if constraints.kind == "resolve" and constraints.lock is not None:
+                # The lock was deleted since: the venv is that resolve, freeze it again.
+                write_lock(path / "bin" / "python", constraints.lock,
+                           f"Frozen again by policy-harness from {path}; requirements digest "
+                           f"{constraints.requirements_key}")
             return ServerVenv(path, target)
+        progress(f"constraints for {target.label}: {constraints.reason}")
         started = time.monotonic()
-        _build(path, target, progress)
-        (path / COMPLETE_MARKER).write_text(f"{target.label}\n")
+        _build(path, target, constraints, progress)
+        (path / COMPLETE_MARKER).write_text(f"{target.label}\n{constraints.reason}\n")
         progress(f"installed {target.label} in {time.monotonic() - started:.1f} s")
     return ServerVenv(path, target)

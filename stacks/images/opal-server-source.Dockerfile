@@ -3,8 +3,9 @@
 # the harness's recipe. The two files differ only in what pip installs.
 #
 # Build context: a staging directory that harness/source_image.py assembles (the tree's
-# packages/, the trimmed constraints, the recipe, this file), not the project root, so
-# the image is keyed by the tree's content and rebuilt only when it changes.
+# root README.md and packages/, the chosen constraints minus opal-* pins — empty for
+# HARNESS_CONSTRAINTS=none —, the recipe, this file), not the project root, so the image is
+# keyed by the tree's content and its pins and rebuilt only when they change.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
@@ -20,10 +21,13 @@ HEALTHCHECK --interval=5s --timeout=4s --start-period=60s --retries=3 \
 WORKDIR /data
 CMD ["python", "-m", "gunicorn", "-c", "/opt/harness-recipe/gunicorn_conf.py", "--pythonpath", "/opt/harness-recipe", "--no-control-socket", "harness_opal_app:app"]
 COPY constraints.txt /opt/harness-recipe/constraints.txt
+COPY README.md /opt/opal-src/README.md
 COPY packages/ /opt/opal-src/packages/
 # git: GitPython (imported by opal_server) needs the binary at import time.
 # aiofiles: opal_server.git_fetcher imports it without declaring it.
-# The packages' setup.py read ../__packaging__.py, so they are installed from the copied tree.
+# The packages' setup.py read ../__packaging__.py, ../requires.txt and ../../README.md, so
+# both are installed from the copied tree, in one command: opal-server requires
+# opal-common==<the tree's version>, a placeholder 0.0.0 on OPAL's branches.
 RUN set -eux; \
     packages=git; \
     command -v python3 >/dev/null || packages="$packages python3 python3-venv"; \

@@ -108,17 +108,25 @@ def test_a_prebuilt_image_runs_with_the_mounted_recipe(stack_factory):
 
 def test_a_source_tree_runs_as_an_image_built_from_it(stack_factory, opal_source_tree):
     """OPAL_SOURCE with BACKEND=compose: the harness builds a server image from the tree
-    (tagged by its content) and runs it; an unchanged tree reuses the image."""
+    (tagged by its content and pins) and runs it; an unchanged tree reuses the image."""
+    import requests
+
     from harness import images
     from harness.source_image import build_source_image, source_image_ref
     stack = stack_factory(source=opal_source_tree, backend="compose", seed_repos=3)
     ref = source_image_ref(images.choose_image_set(), opal_source_tree)
     assert stack._container("server").image.tags == [ref]
-    marker = stack._exec("server", ["python", "-c",
-                                    "import opal_server.harness_tree_marker as m; print(m.BUILT_FROM)"])
-    assert marker.strip() == "harness test source tree"
+    code = ("import importlib.metadata as m, opal_server.harness_tree_marker as k; "
+            "print(k.BUILT_FROM, m.version('opal-server'), m.version('permit-broadcaster'))")
+    marker = stack._exec("server", ["python", "-c", code])
+    # Installed from the tree as it is (placeholder 0.0.0) with the pins that fit it (0.9.6's).
+    assert marker.split() == ["harness", "test", "source", "tree", "0.0.0", "0.2.6"]
     assert stack.client.put_scope("src", stack.repo_url("policy-0001")) == 201
     assert _served(stack.client, "src")
-    assert stack.client.cache_stats().wrapper  # the tree is 0.9.6: no native stats route
+    response = requests.get(f"{stack.client.base_url}/internal/git-fetcher-cache-stats", timeout=10,
+                            headers={"Connection": "close"})
+    assert set(response.json()) == {"repo_locks", "repos", "repos_last_fetched", "rss_kb"}
+    assert "X-Harness-Stats" not in response.headers  # the tree's native route, not the wrapper
+    assert not stack.client.cache_stats().wrapper
     # An unchanged tree is not built again.
     assert build_source_image(images.choose_image_set(), opal_source_tree, progress=lambda _: None).action == "reused"

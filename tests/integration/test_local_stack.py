@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from harness import procs
 from harness.waiting import port_open, wait_for
@@ -67,13 +68,41 @@ def test_stack_serves_a_scope_exposes_stats_and_tears_down_clean(stack_factory, 
     _assert_nothing_left(run_dir, entries, ports)
 
 
+def _native_stats_answer(stack) -> tuple[dict, dict]:
+    """(body, headers) of the stats route, read raw: the tree's own route, not the wrapper's."""
+    response = requests.get(f"{stack.client.base_url}/internal/git-fetcher-cache-stats", timeout=10,
+                            headers={"Connection": "close"})
+    response.raise_for_status()
+    return response.json(), dict(response.headers)
+
+
 def test_a_source_tree_is_installed_and_launched(stack_factory, opal_source_tree):
+    """A checkout in OPAL's real layout (placeholder version 0.0.0, requires.txt files, root
+    README read by setup.py) installs from the tree in place with the pins that fit its
+    requirements (0.9.6's: 0.9.9's permit-broadcaster does not), and its native stats route
+    answers instead of the harness's wrapper."""
     stack = stack_factory(source=opal_source_tree, seed_repos=4)
     venv_python = stack.server.venv.python
-    marker = subprocess.run([str(venv_python), "-c",
-                             "import opal_server.harness_tree_marker as m; print(m.BUILT_FROM)"],
-                            capture_output=True, text=True, timeout=60)
-    assert marker.stdout.strip() == "harness test source tree", marker.stderr
+    code = ("import importlib.metadata as m, opal_server.harness_tree_marker as k; "
+            "print(k.BUILT_FROM, m.version('opal-server'), m.version('opal-common'), m.version('permit-broadcaster'))")
+    probe = subprocess.run([str(venv_python), "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert probe.stdout.split() == ["harness", "test", "source", "tree", "0.0.0", "0.0.0", "0.2.6"], probe.stderr
     assert stack.client.put_scope("src", stack.repo_url("policy-0001")) == 201
     assert _served(stack.client, "src")
-    assert stack.client.cache_stats().wrapper  # the tree is 0.9.6: no native stats route
+    body, headers = _native_stats_answer(stack)
+    assert set(body) == {"repo_locks", "repos", "repos_last_fetched", "rss_kb"}
+    assert "X-Harness-Stats" not in headers  # the tree's route, not the wrapper
+    assert body["repo_locks"] >= 1 and body["rss_kb"] > 0
+    stats = stack.client.cache_stats()
+    assert not stats.wrapper and stats.pid is None
+
+
+def test_a_release_without_committed_pins_installs_and_serves(stack_factory):
+    """OPAL_VERSION=0.9.5: no stacks/constraints file, so its wheels' requirements pick the
+    pins (0.9.6's fit, 0.9.9's permit-broadcaster does not)."""
+    stack = stack_factory(version="0.9.5", seed_repos=4)
+    assert stack.server.venv.installed_version() == "0.9.5"
+    assert (stack.server.venv.path / "constraints.txt").read_text().count("permit-broadcaster==0.2.6") == 1
+    assert stack.client.put_scope("old", stack.repo_url("policy-0002")) == 201
+    assert _served(stack.client, "old")
+    assert stack.client.cache_stats().wrapper  # 0.9.5 has no native stats route

@@ -8,7 +8,7 @@ def test_unknown_release_is_one_line_and_exit_2(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HARNESS_RUN_ROOT", str(tmp_path))
     assert cli.main(["up", "--opal-version", "9.9.9"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: OPAL_VERSION=9.9.9 is not a supported release") and "Traceback" not in err
+    assert err.startswith("error: OPAL_VERSION=9.9.9 is not on the package index") and "Traceback" not in err
 
 
 def test_clean_stops_processes_of_a_run_whose_owner_is_gone(capsys, monkeypatch, tmp_path):

@@ -17,11 +17,38 @@ def test_supported_versions_come_from_the_constraints_files():
     assert {"0.9.6", "0.9.9"} <= set(config.supported_versions())
 
 
-def test_unknown_release_lists_the_supported_ones():
+def test_any_release_number_is_accepted_locally():
+    # Whether the index has it is checked when its virtualenv is built (harness/venvs.py).
+    assert config.from_env({"OPAL_VERSION": "0.9.5", "BACKEND": "local"}).target.version == "0.9.5"
+    assert config.from_env({"OPAL_VERSION": "0.9.5"}).target.version == "0.9.5"  # auto picks local
+
+
+def test_a_release_without_committed_pins_on_compose_names_the_fix():
     with pytest.raises(ConfigError) as err:
-        config.from_env({"OPAL_VERSION": "0.9.7"})
-    assert "0.9.6, 0.9.9" in str(err.value)
-    assert "stacks/constraints" in str(err.value)
+        config.from_env({"OPAL_VERSION": "0.9.5", "BACKEND": "compose"})
+    message = str(err.value)
+    assert "BACKEND=local" in message and "0.9.6, 0.9.9" in message
+    assert "stacks/constraints/opal-server-0.9.5.txt" in message
+    assert config.from_env({"OPAL_VERSION": "0.9.6", "BACKEND": "compose"}).backend == "compose"
+
+
+def test_a_version_that_is_no_version_number_is_refused():
+    with pytest.raises(ConfigError, match="not a version number"):
+        config.from_env({"OPAL_VERSION": "latest"})
+
+
+def test_harness_constraints_is_a_file_none_or_unset(tmp_path, monkeypatch):
+    assert config.from_env({}).constraints == "auto"
+    assert config.from_env({"HARNESS_CONSTRAINTS": "None"}).constraints == "none"
+    pins = tmp_path / "pins.txt"
+    pins.write_text("fastapi==0.125.0\n")
+    monkeypatch.chdir(tmp_path)
+    assert config.from_env({"HARNESS_CONSTRAINTS": "pins.txt"}).constraints == str(pins)  # made absolute
+    with pytest.raises(ConfigError) as err:
+        config.from_env({"HARNESS_CONSTRAINTS": str(tmp_path / "missing.txt")})
+    assert "HARNESS_CONSTRAINTS=none" in str(err.value) and "constraints file" in str(err.value)
+    with pytest.raises(ConfigError):
+        config.from_env({"HARNESS_CONSTRAINTS": str(tmp_path)})  # a directory is no file
 
 
 def test_a_directory_that_is_not_a_source_tree_says_what_was_expected(tmp_path):
