@@ -11,27 +11,51 @@ import psutil
 CACHES = ("repo_locks", "repos", "repos_last_fetched")
 
 
+class StatsContractError(ValueError):
+    """The stats endpoint answered, but without a field the gates need (named in the message)."""
+
+
 @dataclass(frozen=True)
 class CacheStats:
-    """One answer of GET /internal/git-fetcher-cache-stats (native on 0.9.9, wrapper before)."""
+    """One answer of GET /internal/git-fetcher-cache-stats.
 
-    pid: int
+    Three shapes answer on that path: 0.9.9's native route (pid, sizes, rss_kb, key lists),
+    the harness's wrapper on releases without one (the same shape, marked by a header), and
+    OPAL's own `debug_stats` module on its test-bed and fix branches, which answers only the
+    three sizes and rss_kb. `pid` is None for the last: the caller identifies the answering
+    worker from the server's process tree instead (see GateContext.observe).
+    """
+
     repo_locks: int
     repos: int
     repos_last_fetched: int
-    rss_kb: int
+    rss_kb: int | None = None
+    pid: int | None = None
     keys: dict[str, list[str]] = field(default_factory=dict)
     wrapper: bool = False
 
     @classmethod
-    def from_json(cls, body: dict, wrapper: bool = False) -> "CacheStats":
-        missing = [k for k in ("pid", *CACHES, "rss_kb") if k not in body]
+    def from_json(cls, body: object, wrapper: bool = False) -> "CacheStats":
+        if not isinstance(body, dict):
+            raise StatsContractError(f"stats endpoint answered {type(body).__name__}, not an object: "
+                                     f"{str(body)[:200]}")
+        missing = [k for k in CACHES if k not in body]
         if missing:
-            raise ValueError(f"stats contract broken: response lacks {', '.join(missing)}: {body}")
-        keys = {name: list(body.get(f"{name}_keys", [])) for name in CACHES}
-        return cls(pid=int(body["pid"]), repo_locks=int(body["repo_locks"]), repos=int(body["repos"]),
-                   repos_last_fetched=int(body["repos_last_fetched"]), rss_kb=int(body["rss_kb"]),
+            raise StatsContractError(
+                f"stats endpoint lacks the field(s) {', '.join(missing)} (it answered "
+                f"{', '.join(sorted(body)) or 'nothing'}): the gates cannot see those caches")
+        keys = {name: list(body[f"{name}_keys"]) for name in CACHES if f"{name}_keys" in body}
+        return cls(repo_locks=int(body["repo_locks"]), repos=int(body["repos"]),
+                   repos_last_fetched=int(body["repos_last_fetched"]),
+                   rss_kb=int(body["rss_kb"]) if body.get("rss_kb") is not None else None,
+                   pid=int(body["pid"]) if body.get("pid") is not None else None,
                    keys=keys, wrapper=wrapper)
+
+    @property
+    def missing_fields(self) -> list[str]:
+        """Optional contract fields this answer did not carry (recorded, not fatal)."""
+        missing = [name for name in ("pid", "rss_kb") if getattr(self, name) is None]
+        return missing + ([] if self.keys else ["key lists"])
 
     def sizes(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in CACHES}
@@ -87,3 +111,32 @@ def clone_dirs(clones_dir: Path) -> list[str]:
     if not clones_dir.is_dir():
         return []
     return sorted(p.name for p in clones_dir.iterdir() if p.is_dir())
+
+
+PACK_SUFFIXES = (".pack", ".idx")
+DELETED = " (deleted)"
+
+
+def mapped_pack_files(pid: int) -> int | None:
+    """Distinct git pack and pack-index files (`*.pack`, `*.idx`) the process has mapped,
+    from /proc/<pid>/maps; None when the process is gone or not readable.
+
+    libgit2 maps a pack's index whole and its data in windows, and keeps both for as long
+    as the Repository object lives: a server that caches Repository objects while every
+    fetch adds a pack shows here. A deleted file that is still mapped counts (the process
+    still holds it). Works for a container's processes too: /proc of the host PID."""
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+            lines = maps.readlines()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    paths = set()
+    for line in lines:
+        # address perms offset dev inode path — the path may contain spaces
+        fields = line.rstrip("\n").split(maxsplit=5)
+        if len(fields) < 6:
+            continue
+        path = fields[5].removesuffix(DELETED)
+        if path.startswith("/") and path.endswith(PACK_SUFFIXES):
+            paths.add(path)
+    return len(paths)

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping
 
+from harness.errors import HarnessError
 from harness.probes import sample_server
 from harness.servers.opal import OpalClient
 from harness.stack.base import Stack
@@ -27,14 +28,6 @@ PASS, FAIL, ERROR = "pass", "fail", "error"
 # HARNESS_SERVER_PROFILE=defaults runs with the server's own defaults instead.
 QUICK_PROFILE = {"OPAL_SCOPES_GIT_FETCH_TIMEOUT": "10"}
 PROFILES = {"quick": QUICK_PROFILE, "defaults": {}}
-
-# The server's own defaults (0.9.9), used to derive budgets when a knob is not set.
-OPAL_DEFAULTS = {
-    "OPAL_SCOPES_GIT_FETCH_TIMEOUT": 120.0,
-    "OPAL_SCOPES_GIT_MAX_WORKERS": 10,
-    "OPAL_SCOPES_GIT_MAX_ZOMBIES": 40,
-    "OPAL_SCOPES_GIT_PRELOAD_DRAIN_TIMEOUT": 10.0,
-}
 
 
 @dataclass
@@ -74,20 +67,27 @@ class GateResult:
 
 @dataclass(frozen=True)
 class ServerKnobs:
-    """The settings a gate's budgets derive from (what a correct server promises)."""
+    """The settings a gate's budgets derive from, as the server itself reads them (its
+    config object with the settings it runs with). None: this server has no such knob —
+    a pre-fix tree has no git timeout, no git worker pool, no zombie cap, no preload drain
+    — and a budget that would rest on it says so instead of citing a missing mechanism."""
 
-    git_timeout_s: float
-    git_workers: int
-    max_zombies: int
-    preload_drain_s: float
+    git_timeout_s: float | None = None
+    git_workers: int | None = None
+    max_zombies: int | None = None
+    preload_drain_s: float | None = None
+    clone_wait_s: float | None = None
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, str]) -> "ServerKnobs":
-        def get(name: str, kind: type):
-            return kind(settings.get(name, OPAL_DEFAULTS[name]))
-        return cls(get("OPAL_SCOPES_GIT_FETCH_TIMEOUT", float), get("OPAL_SCOPES_GIT_MAX_WORKERS", int),
-                   get("OPAL_SCOPES_GIT_MAX_ZOMBIES", int),
-                   get("OPAL_SCOPES_GIT_PRELOAD_DRAIN_TIMEOUT", float))
+    def from_config(cls, values: Mapping[str, Any]) -> "ServerKnobs":
+        def get(name: str, kind: type) -> Any:
+            value = values.get(name)
+            return None if value is None else kind(value)
+        return cls(git_timeout_s=get("SCOPES_GIT_FETCH_TIMEOUT", float),
+                   git_workers=get("SCOPES_GIT_MAX_WORKERS", int),
+                   max_zombies=get("SCOPES_GIT_MAX_ZOMBIES", int),
+                   preload_drain_s=get("SCOPES_GIT_PRELOAD_DRAIN_TIMEOUT", float),
+                   clone_wait_s=get("SCOPES_POLICY_CLONE_WAIT_SECONDS", float))
 
 
 def pre_fix_executor_size(cpus: int) -> int:
@@ -100,27 +100,48 @@ def batches(count: int, concurrency: int) -> int:
 
 
 class GateContext:
-    """What a scenario works with: the stack, a client, the timeline, its parameters."""
+    """What a scenario works with: the stack, a client, the timeline, its parameters, and
+    the server's own settings (read once, recorded as the fact `server_knobs`)."""
 
     def __init__(self, stack: Stack, timeline: Timeline, params: Any):
         self.stack = stack
         self.timeline = timeline
         self.params = params
         self.client: OpalClient = stack.client
-        self.knobs = ServerKnobs.from_settings(stack.server_settings())
+        knob_values = stack.server_knobs()
+        timeline.fact("server_knobs", knob_values)
+        self.knobs = ServerKnobs.from_config(knob_values)
+
+    def require_one_worker(self) -> None:
+        """Cache gates read per-process caches through an endpoint that any worker may
+        answer: with more than one, sizes of different processes would be compared."""
+        _, workers = self.stack.server_pids()
+        if len(workers) != 1:
+            raise HarnessError(
+                f"gate {self.timeline.gate} judges per-process caches, but the server runs "
+                f"{len(workers)} workers (PIDs {workers}): the stats endpoint answers from whichever "
+                "worker takes the request. Run it with HARNESS_WORKERS=1")
 
     def observe(self, label: str, **extra: Any) -> dict[str, Any]:
-        """One snapshot: cache stats, server processes, clone dirs."""
+        """One snapshot: cache stats, server processes, clone dirs. The answering worker is
+        the stats' own `pid`, or — for a stats route without one (OPAL's debug_stats) — the
+        server's only worker."""
         snapshot: dict[str, Any] = {"label": label, **extra}
+        master, workers = self.stack.server_pids()
+        snapshot["worker_pids"] = workers
+        worker_pid = None
         try:
             stats = self.client.cache_stats()
-            snapshot.update(stats.sizes(), worker_pid=stats.pid, stats_rss_kb=stats.rss_kb)
+            worker_pid = stats.pid if stats.pid is not None else (workers[0] if len(workers) == 1 else None)
+            snapshot.update(stats.sizes(), worker_pid=worker_pid, stats_rss_kb=stats.rss_kb)
+            if stats.missing_fields:
+                snapshot["stats_missing"] = stats.missing_fields
         except Exception as exc:  # a jammed or dead server is something to record
-            snapshot["stats_error"] = f"{type(exc).__name__}: {exc}"[:200]
-        master, workers = self.stack.server_pids()
+            snapshot["stats_error"] = f"{type(exc).__name__}: {exc}"[:300]
         processes = sample_server(master, workers)
         snapshot["processes"] = [asdict(p) for p in processes]
-        worker = next((p for p in processes if p.role == "worker"), None)
+        worker = next((p for p in processes if p.pid == worker_pid), None) or next(
+            (p for p in processes if p.role == "worker"), None)
         if worker:
             snapshot.update(worker_rss_kb=worker.rss_kb, worker_fds=worker.open_fds,
                             worker_files=worker.open_files, worker_threads=worker.threads)
@@ -158,6 +179,32 @@ class GateContext:
         return pending
 
 
+@dataclass
+class BootResult:
+    """A cold boot, timed from launch: until /healthcheck answered, and until every staged
+    scope was served (GET policy 200) — "healthy" alone does not mean the boot is done."""
+
+    healthy_s: float | None
+    served_s: float | None
+    not_served: int
+
+
+def cold_boot(ctx: GateContext, scopes: list[str], budget: float, label: str) -> BootResult:
+    """Stop the server, launch it cold with whatever Redis holds, and time the boot."""
+    ctx.stack.stop("server")
+    ctx.timeline.mark("server_launch", label=label, scopes=len(scopes))
+    started = time.monotonic()
+    ctx.stack.restart_server(fresh_state=False, wait_healthy=False)
+    healthy_s = poll_until(lambda: ctx.client.healthy(timeout=2), budget, interval=0.1)
+    ctx.timeline.mark("server_healthy" if healthy_s is not None else "server_not_healthy", label=label,
+                      seconds=None if healthy_s is None else round(healthy_s, 2))
+    if healthy_s is None:
+        return BootResult(None, None, len(scopes))
+    pending = ctx.all_served_within(scopes, max(1.0, budget - (time.monotonic() - started)), label)
+    served_s = None if pending else time.monotonic() - started
+    return BootResult(round(healthy_s, 3), None if served_s is None else round(served_s, 3), len(pending))
+
+
 class Poller:
     """Polls a scope's policy (and health) on its own thread while a fault is on."""
 
@@ -191,6 +238,8 @@ class Gate(ABC):
     title: ClassVar[str]
     Params: ClassVar[type]
     Thresholds: ClassVar[type]
+    # gunicorn workers this gate needs (None: the stack's HARNESS_WORKERS).
+    workers: ClassVar[int | None] = None
 
     def server_profile(self, profile: str) -> dict[str, str]:
         """OPAL_* settings this gate adds to the profile (quick profile only by default)."""

@@ -1,7 +1,10 @@
 """Gate `broker-bounce`: the Postgres broadcaster goes down for D ≥ 5 s, then comes back.
 
-Passes when the server is healthy again, a scope PUT after the bounce is served, and a
-scope PUT during the outage is served after it.
+The server runs two workers, so a scope PUT that one worker takes reaches the syncing
+one only through the broadcaster: delivery needs the backbone. Passes when the server is
+healthy again, a scope PUT after the bounce is served, and a scope PUT during the outage
+is served after it. The worker PIDs before and after are recorded, and whether recovery
+happened in place (same workers) or by respawn.
 """
 
 from __future__ import annotations
@@ -29,12 +32,23 @@ class Thresholds:
     pass  # judged against budget_s
 
 
+WORKERS = 2
+
+
+def recovery_kind(before: list[int], after: list[int]) -> str:
+    """'in place' when the same workers serve after the bounce, else 'respawn'."""
+    if not after:
+        return "no workers"
+    return "in place" if set(after) == set(before) else "respawn"
+
+
 class BrokerBounceGate(Gate):
     id = "broker-bounce"
     marker = "broker_bounce"
     title = "the server recovers from a broadcaster outage"
     Params = Params
     Thresholds = Thresholds
+    workers = WORKERS
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
@@ -46,6 +60,8 @@ class BrokerBounceGate(Gate):
         if ctx.served_within("before", p.budget_s, "before the outage") is None:
             tl.fact("load_failure", f"a scope was not served within {p.budget_s:g} s before any fault")
             return
+        workers_before = stack.server_pids()[1]
+        tl.fact("worker_pids_before", workers_before)
         ctx.observe("before")
         pg_port = int(stack.endpoint("postgres").rsplit(":", 1)[1].split("/")[0])
         outage_started = time.monotonic()
@@ -61,6 +77,9 @@ class BrokerBounceGate(Gate):
         tl.fact("put_after_status", self._put(client, "after", stack.repo_url(policy_repo_name(32))))
         tl.fact("after_served_s", ctx.served_within("after", p.budget_s, "scope PUT after the bounce"))
         tl.fact("during_served_s", ctx.served_within("during", p.budget_s, "scope PUT during the outage"))
+        workers_after = stack.server_pids()[1]
+        tl.fact("worker_pids_after", workers_after)
+        tl.fact("recovery", recovery_kind(workers_before, workers_after))
         ctx.observe("end")
 
     @staticmethod
@@ -79,7 +98,10 @@ class BrokerBounceGate(Gate):
                            "error.fault")
         budget = timeline.facts.get("params", {}).get("budget_s", 30)
         metrics = {k: f.get(k) for k in ("healthy_after_s", "put_after_status", "after_served_s",
-                                         "put_during_status", "during_served_s")}
+                                         "put_during_status", "during_served_s", "worker_pids_before",
+                                         "worker_pids_after", "recovery")}
+        workers = (f"workers {f.get('worker_pids_before')} → {f.get('worker_pids_after')} "
+                   f"({f.get('recovery', 'not recorded')})")
         problems, category = [], ""
         if f.get("healthy_after_s") is None:
             category = "bounce.unhealthy"
@@ -93,7 +115,7 @@ class BrokerBounceGate(Gate):
             problems.append(f"a scope PUT during the outage (answered {f.get('put_during_status')}) was not "
                             f"served within {budget:g} s after it")
         if problems:
-            return Verdict(FAIL, "; ".join(problems), category, metrics)
+            return Verdict(FAIL, "; ".join(problems) + f"; {workers}", category, metrics)
         return Verdict(PASS, f"healthy {f['healthy_after_s']:.1f} s after the bounce; scope PUT after it served "
                              f"in {f['after_served_s']:.1f} s, scope PUT during it in "
-                             f"{f['during_served_s']:.1f} s", "", metrics)
+                             f"{f['during_served_s']:.1f} s; {workers}", "", metrics)

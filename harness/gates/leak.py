@@ -1,7 +1,10 @@
 """Gate `leak`: cycles of PUT S scopes on distinct repos -> served -> refreshed -> DELETE.
 
 Passes when all three git-fetcher caches, the clone dirs and the worker's open files are
-back to their baseline after every cycle. Open files, not all fds: a leaked cache entry
+back to their baseline after every cycle. Before any DELETE the caches must have reached
+the load (each ≥ baseline + the scopes just loaded: a clone, the first GET policy and a
+refresh fill them on every release measured) — a stats endpoint that does not see the
+caches the server fills would otherwise pass every cycle for nothing: that is an ERROR. Open files, not all fds: a leaked cache entry
 holds its clone's pack files open, while sockets come and go with connection pools on
 every release (all fds are recorded and plotted). RSS is recorded, not judged
 (allocator churn makes it grow on fixed servers too).
@@ -23,7 +26,9 @@ class Params:
     cycles: int = 3
     scopes: int = 10
     serve_budget_s: float = 60.0
-    settle_s: float = 5.0  # how long a correct server may take to drop a deleted scope
+    fill_budget_s: float = 30.0  # how long the caches may take to show the load (refresh is async)
+    settle_s: float = 10.0  # how long a correct server may take to drop a deleted scope
+    settle_file_slack: int = 2  # open files above baseline that still count as settled
 
 
 @dataclass
@@ -39,8 +44,9 @@ def _counts(snapshot: dict) -> dict[str, int]:
 
 
 def _settle(ctx: GateContext, label: str, budget: float, target: dict[str, int] | None = None) -> dict:
-    """Observe until the counts reach `target` (or, without one, stop changing), at most
-    `budget` s — a correct server may drop entries a moment after answering DELETE."""
+    """Observe until every count is at most its `target` (or, without one, the counts stop
+    changing), at most `budget` s — a correct server may drop entries, remove clone dirs
+    and close files a moment after answering DELETE."""
     previous: list[dict[str, int]] = []
 
     def settled() -> bool:
@@ -53,6 +59,49 @@ def _settle(ctx: GateContext, label: str, budget: float, target: dict[str, int] 
     return ctx.observe(label)
 
 
+def _fill(ctx: GateContext, label: str, budget: float, floor: dict[str, int]) -> dict:
+    """Observe until every cache holds at least `floor` entries, at most `budget` s."""
+    def filled() -> bool:
+        counts = _counts(ctx.observe(f"filling {label}"))
+        return all(counts[c] >= floor[c] for c in floor)
+    poll_until(filled, budget, interval=0.5)
+    return ctx.observe(label)
+
+
+def _after_labels(snaps: dict[str, dict]) -> list[str]:
+    return sorted((label for label in snaps if label.startswith("after ")), key=lambda l: int(l.split()[1]))
+
+
+def _unfilled(timeline: Timeline, snaps: dict[str, dict], base: dict[str, int]) -> Verdict | None:
+    """ERROR when a cycle's caches never showed its load: a stats endpoint that does not see
+    the caches the server fills would pass every cycle without having judged anything."""
+    scopes = timeline.facts.get("params", {}).get("scopes", 0)
+    for after in _after_labels(snaps):
+        label = after.replace("after", "loaded")
+        if label not in snaps:
+            return Verdict(ERROR, f"no snapshot of the caches under load before {after}: nothing shows the "
+                                  "gate loaded them", "error.caches_not_filled")
+        short = {c: snaps[label].get(c, -1) for c in CACHES if snaps[label].get(c, -1) < base[c] + scopes}
+        if short:
+            seen = ", ".join(f"{c} {v} (baseline {base[c]})" for c, v in short.items())
+            return Verdict(ERROR, f"{label.replace('loaded', 'cycle')}: after {scopes} scopes were served and "
+                                  f"refreshed the stats showed {seen}, not baseline + {scopes}: the stats endpoint "
+                                  "does not see the caches the server fills, so their return to baseline "
+                                  "would prove nothing", "error.caches_not_filled")
+    return None
+
+
+def _failed_deletes(timeline: Timeline) -> Verdict | None:
+    """ERROR when DELETEs failed: what the server kept is then not a leak verdict."""
+    for record in timeline.of_kind("deletes"):
+        bad = [s for s in record["statuses"] if s not in (200, 202, 204)]
+        if bad:
+            return Verdict(ERROR, f"cycle {record['cycle']}: {len(bad)} of {len(record['statuses'])} DELETEs "
+                                  f"failed (statuses {sorted(set(bad))}): the scopes were not deleted, so what "
+                                  "the server kept says nothing about a leak", "error.delete_failed")
+    return None
+
+
 class LeakGate(Gate):
     id = "leak"
     marker = "leak"
@@ -63,8 +112,11 @@ class LeakGate(Gate):
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
         tl, client = ctx.timeline, ctx.client
+        ctx.require_one_worker()
         self._warm_up(ctx)
         baseline = _counts(_settle(ctx, "baseline", p.settle_s))
+        settled = {**{c: baseline[c] for c in CACHES}, "clone_dirs": baseline["clone_dirs"],
+                   "worker_files": baseline["worker_files"] + p.settle_file_slack}
         for cycle in range(1, p.cycles + 1):
             tl.mark("cycle_start", cycle=cycle)
             scopes = {f"leak-{cycle}-{i}": ctx.stack.repo_url(policy_repo_name((cycle - 1) * p.scopes + i))
@@ -78,10 +130,10 @@ class LeakGate(Gate):
                 return
             refreshes = [client.refresh(scope) for scope in scopes]
             tl.record("refreshes", cycle=cycle, statuses=refreshes)
-            ctx.observe(f"loaded {cycle}")
+            _fill(ctx, f"loaded {cycle}", p.fill_budget_s, {c: baseline[c] + p.scopes for c in CACHES})
             deletes = [client.delete_scope(scope) for scope in scopes]
             tl.record("deletes", cycle=cycle, statuses=deletes)
-            _settle(ctx, f"after {cycle}", p.settle_s, target={k: baseline[k] for k in CACHES})
+            _settle(ctx, f"after {cycle}", p.settle_s, target=settled)
             tl.mark("cycle_end", cycle=cycle)
 
     def _warm_up(self, ctx: GateContext) -> None:
@@ -100,13 +152,20 @@ class LeakGate(Gate):
         if "baseline" not in snaps:
             return Verdict(ERROR, "no baseline snapshot was recorded", "error.no_data")
         base = _counts(snaps["baseline"])
-        after = [_counts(snaps[label]) for label in sorted(l for l in snaps if l.startswith("after "))]
+        after = [_counts(snaps[label]) for label in _after_labels(snaps)]
         pids = {s.get("worker_pid") for s in snaps.values() if s.get("worker_pid")}
-        if any("stats_error" in s for s in snaps.values()) or -1 in base.values():
-            return Verdict(ERROR, "the stats contract did not answer during the gate", "error.no_stats")
+        if (stats_error := next((s["stats_error"] for s in snaps.values() if "stats_error" in s), None)):
+            return Verdict(ERROR, f"the stats endpoint failed during the gate: {stats_error}", "error.no_stats")
+        if -1 in base.values():
+            missing = ", ".join(k for k, v in base.items() if v == -1)
+            return Verdict(ERROR, f"the baseline lacks {missing}: nothing to compare against", "error.no_stats")
         if len(pids) > 1:
             return Verdict(ERROR, f"the worker restarted during the gate (pids {sorted(pids)}): "
                                   "cache sizes of different processes cannot be compared", "error.restart")
+        if (unfilled := _unfilled(timeline, snaps, base)) is not None:
+            return unfilled
+        if (failed_deletes := _failed_deletes(timeline)) is not None:
+            return failed_deletes
         series = {key: [a[key] for a in after] for key in base}
         metrics = {"baseline": base, "after_each_cycle": series,
                    "worker_rss_kb": [s.get("worker_rss_kb") for s in snaps.values()]}

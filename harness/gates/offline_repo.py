@@ -1,9 +1,12 @@
-"""Gate `offline-repo`: more distinct dead remotes than the server's git thread pool,
-then a never-cloned healthy scope.
+"""Gate `offline-repo`: more distinct dead remotes than both the pre-fix default executor
+(min(32, cpus + 4)) and the server's own git workers, then a never-cloned healthy scope.
 
-Passes when an already-loaded scope keeps serving throughout (success ratio) and the new
-scope is served within a budget derived from the server's git timeout and concurrency:
-(ceil(dead / git workers) + 1) × git timeout + slack.
+With more dead remotes than git workers, every worker hangs on a dead clone, so a fixed
+server can only serve the new scope by timing those out: that is what the budget is made
+of, (ceil(dead / git workers) + 1) × git timeout + slack. A server without a git timeout
+(pre-fix) gets the harness's fallback budget, and the reason says so. Passes when an
+already-loaded scope keeps serving throughout (success ratio) and the new scope is served
+within budget. The connections the blackhole and the git host accepted are recorded.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from harness.gates.base import (ERROR, FAIL, PASS, Gate, GateContext, Poller, Verdict, batches,
+from harness.gates.base import (ERROR, FAIL, PASS, Gate, GateContext, Poller, ServerKnobs, Verdict, batches,
                                 load_failure, pre_fix_executor_size)
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_START, Timeline
@@ -24,11 +27,25 @@ class Params:
     poll_interval_s: float = 1.0
     poll_timeout_s: float = 3.0
     serve_budget_s: float = 30.0  # for loading the first scope, before any fault
+    # For a server without a git fetch timeout: nothing of its own bounds a dead clone.
+    fallback_budget_s: float = 30.0
 
 
 @dataclass
 class Thresholds:
     min_loaded_success: float = 0.9
+
+
+def new_scope_budget(knobs: ServerKnobs, dead: int, pool: int, p: Params) -> tuple[float, str]:
+    """(seconds, how they were derived) for the new healthy scope to be served."""
+    if knobs.git_timeout_s is None:
+        return p.fallback_budget_s, (f"{p.fallback_budget_s:g} s (the harness's fallback: this server has no git "
+                                     "fetch timeout, so nothing of its own bounds a dead clone)")
+    workers = knobs.git_workers or pool
+    rounds = batches(dead, workers) + 1
+    budget = rounds * knobs.git_timeout_s + p.slack_s
+    return budget, (f"{budget:g} s ((ceil({dead}/{workers}) + 1) × {knobs.git_timeout_s:g} s git timeout + "
+                    f"{p.slack_s:g} s slack)")
 
 
 class OfflineRepoGate(Gate):
@@ -42,12 +59,12 @@ class OfflineRepoGate(Gate):
         p: Params = ctx.params
         tl, client, knobs = ctx.timeline, ctx.client, ctx.knobs
         pool = pre_fix_executor_size(ctx.stack.server_cpu_count())
-        dead = pool + p.extra_dead
-        budget = (batches(dead, knobs.git_workers) + 1) * knobs.git_timeout_s + p.slack_s
+        dead = max(pool, knobs.git_workers or 0) + p.extra_dead
+        budget, how = new_scope_budget(knobs, dead, pool, p)
         # "Throughout" covers at least the first round of dead clones timing out.
-        observe_s = knobs.git_timeout_s + p.slack_s
+        observe_s = (knobs.git_timeout_s or p.fallback_budget_s) + p.slack_s
         tl.fact("derived", {"executor_pool": pool, "dead_remotes": dead, "new_scope_budget_s": budget,
-                            "observe_s": observe_s, "git_timeout_s": knobs.git_timeout_s,
+                            "budget_how": how, "observe_s": observe_s, "git_timeout_s": knobs.git_timeout_s,
                             "git_workers": knobs.git_workers})
 
         client.put_scope("loaded", ctx.stack.repo_url(policy_repo_name(0)))
@@ -56,6 +73,7 @@ class OfflineRepoGate(Gate):
             return
         ctx.observe("before")
         accepted_before = ctx.stack.accepted_connections("blackhole")
+        git_before = ctx.stack.accepted_connections("githost")
         with Poller(ctx, "loaded", p.poll_interval_s, p.poll_timeout_s):
             fault_started = time.monotonic()
             tl.mark(FAULT_START, fault="blackhole", dead_remotes=dead)
@@ -68,6 +86,8 @@ class OfflineRepoGate(Gate):
             tl.fact("new_scope_served_s", ctx.served_within("new", budget, "new scope while remotes are dead"))
             time.sleep(max(0.0, observe_s - (time.monotonic() - fault_started)))
             ctx.observe("end")
+        tl.fact("githost_connections", ctx.stack.accepted_connections("githost") - git_before)
+        tl.fact("blackhole_connections_total", ctx.stack.accepted_connections("blackhole") - accepted_before)
 
     def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
         facts = timeline.facts
@@ -84,7 +104,9 @@ class OfflineRepoGate(Gate):
         served_s = facts.get("new_scope_served_s")
         metrics = {"loaded_success_ratio": round(ratio, 3), "loaded_polls": len(polls),
                    "healthcheck_ok": healthy, "new_scope_served_s": served_s, **derived,
-                   "blackhole_connections": facts["blackhole_connections"]}
+                   "blackhole_connections": facts["blackhole_connections"],
+                   "blackhole_connections_total": facts.get("blackhole_connections_total"),
+                   "githost_connections": facts.get("githost_connections")}
         problems, category = [], ""
         if ratio < thresholds.min_loaded_success:
             category = "offline.loaded_scope_stalled"
@@ -94,9 +116,8 @@ class OfflineRepoGate(Gate):
                             f"{healthy} of {len(polls)} checks")
         if served_s is None:
             category = category or "offline.new_scope_not_served"
-            problems.append(f"a new healthy scope was not served within its {derived['new_scope_budget_s']:g} s "
-                            f"budget ((ceil({derived['dead_remotes']}/{derived['git_workers']}) + 1) × "
-                            f"{derived['git_timeout_s']:g} s git timeout + slack)")
+            problems.append(f"a new healthy scope was not served within its budget of "
+                            f"{derived.get('budget_how', derived['new_scope_budget_s'])}")
         if problems:
             return Verdict(FAIL, "; ".join(problems), category, metrics)
         return Verdict(PASS, f"loaded scope served {ratio:.0%} of {len(polls)} requests; new scope served "

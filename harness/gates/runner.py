@@ -54,8 +54,18 @@ def profile_env(g: Gate, profile: str) -> dict[str, str]:
     return {**PROFILES[profile], **g.server_profile(profile)}
 
 
+def server_env_for(g: Gate, profile: str, user_env: Mapping[str, str],
+                   run_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The one place that decides which OPAL_* settings a gate's server runs with, later
+    winning: the profile, the gate's own additions to it, the user's OPAL_* variables, then
+    settings given for this run alone (e.g. a self-test control such as
+    OPAL_SCOPES_GIT_MAX_ZOMBIES=0)."""
+    return {**profile_env(g, profile), **user_env, **(run_env or {})}
+
+
 def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
-             overrides: Mapping[str, str] | None = None, progress=print) -> GateResult:
+             overrides: Mapping[str, str] | None = None, progress=print,
+             server_env: Mapping[str, str] | None = None) -> GateResult:
     g = gate(gate_id)
     params, thresholds = configure(g, env_overrides(g.id) if overrides is None else overrides)
     timeline = Timeline(g.id)
@@ -65,7 +75,8 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
     progress(f"[gate {g.id}] {g.title} ...")
     server_settings: dict[str, str] = {}
     try:
-        stack.restart_server(fresh_state=True, overrides=profile_env(g, profile))
+        stack.restart_server(fresh_state=True, workers=g.workers or stack.settings.workers,
+                             overrides=server_env_for(g, profile, stack.settings.server_env, server_env))
         server_settings = stack.server_settings()
         timeline.fact("server_settings", server_settings)
         g.scenario(GateContext(stack, timeline, params))

@@ -38,11 +38,25 @@ FIXED_ENV = {
 }
 
 
-# Times one clone with the server's own pygit2 (same libgit2), excluding interpreter start;
-# run with the server's python: argv = [url, destination].
+# Times one clone with the server's own pygit2 (same libgit2), excluding interpreter start,
+# into a temp dir it removes; run with the server's python: argv = [url].
 CLONE_TIMER = (
-    "import sys, time, pygit2; t = time.monotonic(); "
-    "pygit2.clone_repository(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)"
+    "import sys, tempfile, time, pygit2\n"
+    "with tempfile.TemporaryDirectory(prefix='harness-clone-') as d:\n"
+    "    t = time.monotonic(); pygit2.clone_repository(sys.argv[1], d + '/repo')\n"
+    "    print(time.monotonic() - t)\n"
+)
+
+
+# The server settings gate budgets derive from, read from the server's own config object
+# (opal_server.config.opal_server_config) with the environment the server runs with: the
+# values a fix branch or a release really uses, and None where a tree has no such knob
+# (a pre-fix tree has no git timeout, no zombie cap, no preload drain).
+KNOB_NAMES = ("SCOPES_GIT_FETCH_TIMEOUT", "SCOPES_GIT_MAX_WORKERS", "SCOPES_GIT_MAX_ZOMBIES",
+              "SCOPES_GIT_PRELOAD_DRAIN_TIMEOUT", "SCOPES_POLICY_CLONE_WAIT_SECONDS")
+KNOB_READER = (
+    "import json, sys; from opal_server.config import opal_server_config as c; "
+    "print(json.dumps({n: getattr(c, n, None) for n in sys.argv[1:]}))"
 )
 
 
@@ -142,6 +156,7 @@ class PolicyResult:
     status: int | None  # None: no answer within the client timeout
     seconds: float
     error: str = ""
+    hash: str | None = None  # the served bundle's commit (policy_hash only)
 
     @property
     def served(self) -> bool:
@@ -194,6 +209,28 @@ class OpalClient:
             return PolicyResult(response.status_code, time.monotonic() - started)
         except requests.RequestException as exc:
             return PolicyResult(None, time.monotonic() - started, type(exc).__name__)
+
+    def policy_hash(self, scope_id: str, timeout: float | None = None) -> PolicyResult:
+        """GET policy, keeping the commit the served bundle was built from.
+
+        OPAL's PolicyBundle carries it as `hash` (the commit SHA; `old_hash` is set only on
+        diff bundles). A 200 without a string `hash` keeps `hash` None and says so in `error`."""
+        started = time.monotonic()
+        try:
+            response = self.session.get(self._url(f"/scopes/{scope_id}/policy"),
+                                        timeout=timeout or self.timeout)
+        except requests.RequestException as exc:
+            return PolicyResult(None, time.monotonic() - started, type(exc).__name__)
+        seconds = time.monotonic() - started
+        if response.status_code != 200:
+            return PolicyResult(response.status_code, seconds)
+        try:
+            served = response.json().get("hash")
+        except (ValueError, AttributeError):
+            served = None
+        if not isinstance(served, str) or not served:
+            return PolicyResult(200, seconds, "the bundle has no `hash` field")
+        return PolicyResult(200, seconds, hash=served)
 
     def cache_stats(self) -> CacheStats:
         response = self.session.get(self._url(STATS_PATH), timeout=self.timeout)

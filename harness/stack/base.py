@@ -19,7 +19,8 @@ from typing import Mapping
 import psutil
 
 from harness.config import Settings
-from harness.servers.opal import OpalClient
+from harness.errors import HarnessError
+from harness.servers.opal import CLONE_TIMER, KNOB_NAMES, KNOB_READER, OpalClient
 
 SERVICES = ("server", "redis", "postgres", "githost", "blackhole", "slowfail", "latency")
 STATE_FILE = "stack.json"
@@ -101,9 +102,11 @@ class Stack(ABC):
 
     @abstractmethod
     def restart_server(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
-                       wait_healthy: bool = True) -> None:
+                       wait_healthy: bool = True, workers: int | None = None) -> None:
         """Stop the server (SIGKILL after a bounded grace) and start it again. With
-        `fresh_state`, Redis is flushed and the server's clones are removed first."""
+        `fresh_state`, Redis is flushed and the server's clones are removed first.
+        `overrides` are the complete OPAL_* settings to run with (the runner decides their
+        precedence); `workers` the gunicorn worker count (None: as it runs now)."""
 
     # -- what gates use -------------------------------------------------------------------
     @abstractmethod
@@ -134,8 +137,21 @@ class Stack(ABC):
         """CPUs the server sees (pre-fix releases size their git thread pool from it)."""
 
     @abstractmethod
+    def server_python(self, code: str, args: list[str], timeout: float = 300) -> str:
+        """Run `python -c code args...` in the server's environment (its virtualenv and
+        settings locally, its container on compose); stdout, or HarnessError on failure."""
+
     def clone_seconds(self, url: str) -> float:
         """Time one clone of `url` from the server's environment with its git library."""
+        return float(self.server_python(CLONE_TIMER, [url]).strip())
+
+    def server_knobs(self) -> dict[str, float | int | None]:
+        """The server's own values of the knobs gate budgets derive from (None: this server
+        has no such setting), read from its config object with the settings it runs with."""
+        try:
+            return json.loads(self.server_python(KNOB_READER, list(KNOB_NAMES), timeout=120))
+        except (ValueError, HarnessError) as exc:
+            raise HarnessError(f"could not read the server's settings from opal_server.config: {exc}") from None
 
     @property
     def client(self) -> OpalClient:

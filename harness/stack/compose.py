@@ -20,7 +20,8 @@ import psutil
 from harness import STACKS_DIR, images, resp
 from harness.images import docker_client
 from harness.errors import ConfigError, HarnessError, ServiceFailed
-from harness.servers.opal import CLONE_TIMER, FIXED_ENV, SCOPE_KEY_PREFIX, stored_scope_json
+from harness.githost.bare import CONNECTION_LINE
+from harness.servers.opal import FIXED_ENV, SCOPE_KEY_PREFIX, stored_scope_json
 from harness.stack.base import SERVICES, Stack
 from harness.stack.compose_cli import ComposeCli, detect
 from harness.waiting import free_port, poll_until
@@ -60,6 +61,7 @@ class ComposeStack(Stack):
         self.project = "ph" + self.run_id.replace("-", "")
         self.ports: dict[str, int] = {}
         self.overrides: dict[str, str] = dict(settings.server_env)
+        self.workers = settings.workers
         self._docker = None
         self._cli: ComposeCli | None = None
         self._image_set: images.ImageSet | None = None
@@ -282,7 +284,7 @@ class ComposeStack(Stack):
                "OPAL_BASE_DIR": CONTAINER_BASE_DIR,
                "OPAL_LEADER_LOCK_FILE_PATH": f"{CONTAINER_BASE_DIR}/leader.lock",
                "OPAL_AUTH_JWKS_STATIC_DIR": f"{CONTAINER_BASE_DIR}/jwks",
-               "HARNESS_WORKERS": str(self.settings.workers),
+               "HARNESS_WORKERS": str(self.workers),
                **self.overrides}
         (self.run_dir / "server.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
 
@@ -291,16 +293,17 @@ class ComposeStack(Stack):
         return dict(line.split("=", 1) for line in lines if "=" in line)
 
     def restart_server(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
-                       wait_healthy: bool = True) -> None:
+                       wait_healthy: bool = True, workers: int | None = None) -> None:
         """Stop, then start the server container. Its OPAL_BASE_DIR is a tmpfs, so every start
         is cold (no clones) either way; `fresh_state` also empties Redis. New settings need
         a new container (env_file is read at create time)."""
         self.stop("server")
         if fresh_state:
             resp.flush_all(self.ports["redis"])
-        wanted = {**overrides, **self.settings.server_env} if overrides is not None else self.overrides
-        if wanted != self.overrides:
-            self.overrides = wanted  # the user's own OPAL_* win over a gate's profile
+        wanted = dict(overrides) if overrides is not None else self.overrides
+        wanted_workers = workers or self.workers
+        if wanted != self.overrides or wanted_workers != self.workers:
+            self.overrides, self.workers = wanted, wanted_workers
             self._write_server_env()
             self._compose(["up", "-d", "--no-deps", "--force-recreate", "server"], timeout=300)
         else:
@@ -331,15 +334,18 @@ class ComposeStack(Stack):
     def server_cpu_count(self) -> int:
         return int(self._exec("server", ["python", "-c", "import os; print(os.cpu_count())"]).strip())
 
-    def clone_seconds(self, url: str) -> float:
-        dest = f"/tmp/harness-clone-{time.monotonic_ns()}"
-        try:
-            return float(self._exec("server", ["python", "-c", CLONE_TIMER, url, dest], timeout=300).strip())
-        finally:
-            self._exec("server", ["rm", "-rf", dest])
+    def server_python(self, code: str, args: list[str], timeout: float = 300) -> str:
+        # stdout only (demux): stderr carries the server's import-time warnings.
+        argv = ["timeout", str(int(timeout)), "python", "-c", code, *args]
+        result = self._container("server").exec_run(argv, demux=True)
+        stdout, stderr = (part.decode(errors="replace") if part else "" for part in result.output)
+        if result.exit_code != 0:
+            raise HarnessError(f"the server's python exited {result.exit_code}: {stderr.strip()[-400:]}")
+        return stdout
 
     def accepted_connections(self, service: str) -> int:
-        marker = "accepting connection" if service == "blackhole" else "accepted "
+        # socat -d -d (blackhole), git daemon --verbose (githost), harness.tcplisteners (others).
+        marker = {"blackhole": "accepting connection", "githost": CONNECTION_LINE}.get(service, "accepted ")
         text = self._container(service).logs().decode(errors="replace")
         return sum(1 for line in text.splitlines() if marker in line)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Mapping
@@ -15,7 +14,7 @@ from harness import procs, seed
 from harness.errors import ConfigError, HarnessError
 from harness.githost.bare import BareGitHost
 from harness.probes import clone_dirs
-from harness.servers.opal import CLONE_TIMER, SCOPE_KEY_PREFIX, OpalServerProcess, stored_scope_json
+from harness.servers.opal import SCOPE_KEY_PREFIX, OpalServerProcess, stored_scope_json
 from harness.services.base import LocalService
 from harness.services.listeners import ListenerService
 from harness.services.postgres import PostgresService
@@ -157,14 +156,15 @@ class LocalStack(Stack):
         return self.server.pid, self.server.worker_pids()
 
     def restart_server(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
-                       wait_healthy: bool = True) -> None:
+                       wait_healthy: bool = True, workers: int | None = None) -> None:
         self.server.stop()
         if fresh_state:
             self.redis.flush()
             shutil.rmtree(self.server.base_dir, ignore_errors=True)
         if overrides is not None:
-            # The user's own OPAL_* variables win over a gate's profile.
-            self.server.overrides = {**overrides, **self.settings.server_env}
+            self.server.overrides = dict(overrides)
+        if workers is not None:
+            self.server.workers = workers
         if wait_healthy:
             self.server.start()
         else:
@@ -189,16 +189,18 @@ class LocalStack(Stack):
     def server_cpu_count(self) -> int:
         return os.cpu_count() or 1
 
-    def clone_seconds(self, url: str) -> float:
-        with tempfile.TemporaryDirectory(prefix="harness-clone-") as dest:
-            result = subprocess.run([str(self.server.venv.python), "-c", CLONE_TIMER, url, dest + "/repo"],
-                                    capture_output=True, text=True, timeout=300)
+    def server_python(self, code: str, args: list[str], timeout: float = 300) -> str:
+        assert self.server.venv is not None
+        result = subprocess.run([str(self.server.venv.python), "-c", code, *args], capture_output=True,
+                                text=True, timeout=timeout, env=self.server.env())
         if result.returncode != 0:
-            raise HarnessError(f"timing a clone of {url} failed: {result.stderr.strip()[-400:]}")
-        return float(result.stdout.strip())
+            raise HarnessError(f"the server's python exited {result.returncode}: {result.stderr.strip()[-400:]}")
+        return result.stdout
 
     def accepted_connections(self, service: str) -> int:
+        if service == "githost":
+            return self.githost.connections()
         listener = self._service(service)
         if not isinstance(listener, ListenerService):
-            raise ConfigError(f"{service} is not a fault listener")
+            raise ConfigError(f"{service} is not a fault listener nor the git host")
         return listener.accepted_connections()

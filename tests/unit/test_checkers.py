@@ -1,5 +1,6 @@
 """The checkers' own logic on synthetic timelines (the real-server proof is the self-test)."""
 
+from harness.gates.boot_dead_scope import BootDeadScopeGate, Thresholds as BootDeadThresholds
 from harness.gates.boot_timing import BootTimingGate, Thresholds as BootThresholds
 from harness.gates.broker_bounce import BrokerBounceGate, Thresholds as BounceThresholds
 from harness.gates.leak import LeakGate, Thresholds as LeakThresholds
@@ -14,10 +15,13 @@ def _snap(tl, label, locks, fds=40, dirs=None, pid=7, **extra):
               clone_dirs=locks if dirs is None else dirs, worker_files=fds, worker_pid=pid, **extra)
 
 
-def _leak_timeline(after_locks, fds=(40, 40, 40), pids=(7, 7, 7)):
+def _leak_timeline(after_locks, fds=(40, 40, 40), pids=(7, 7, 7), loaded=11):
     tl = Timeline("leak")
+    tl.fact("params", {"scopes": 10})
     _snap(tl, "baseline", 1)
     for i, (locks, fd, pid) in enumerate(zip(after_locks, fds, pids), 1):
+        _snap(tl, f"loaded {i}", (locks if loaded is None else loaded + locks - 1), fds=fd + 10, pid=pid)
+        tl.record("deletes", cycle=i, statuses=[204] * 10)
         _snap(tl, f"after {i}", locks, fds=fd, pid=pid)
     return tl
 
@@ -44,6 +48,30 @@ def test_leak_is_an_error_not_a_failure_when_the_load_phase_failed():
     tl.fact("load_failure", "cycle 1: 3 of 10 scopes were not served within 60 s")
     verdict = LeakGate().check(tl, LeakThresholds())
     assert (verdict.verdict, verdict.category) == ("error", "error.load")
+
+
+def test_leak_is_an_error_when_the_stats_never_showed_the_load():
+    """A stats endpoint blind to the caches would pass every cycle: that is no verdict."""
+    tl = _leak_timeline([1, 1, 1], loaded=None)
+    verdict = LeakGate().check(tl, LeakThresholds())
+    assert (verdict.verdict, verdict.category) == ("error", "error.caches_not_filled")
+    assert "repo_locks 1 (baseline 1)" in verdict.reason and "baseline + 10" in verdict.reason
+
+
+def test_leak_is_an_error_when_deletes_failed():
+    tl = _leak_timeline([11])
+    tl.samples[-2]["statuses"] = [204] * 8 + [500, 500]
+    verdict = LeakGate().check(tl, LeakThresholds())
+    assert (verdict.verdict, verdict.category) == ("error", "error.delete_failed")
+    assert "2 of 10 DELETEs failed (statuses [500])" in verdict.reason
+
+
+def test_leak_names_a_missing_stats_field():
+    tl = _leak_timeline([1])
+    tl.record("snapshot", label="after 2", stats_error="StatsContractError: stats endpoint lacks the field(s) repos",
+              clone_dirs=1)
+    verdict = LeakGate().check(tl, LeakThresholds())
+    assert verdict.category == "error.no_stats" and "lacks the field(s) repos" in verdict.reason
 
 
 def test_leak_is_void_when_the_worker_restarted():
@@ -79,7 +107,8 @@ def test_repeat_sync_fails_on_cache_drift():
 
 def _offline_timeline(ok_polls, total, served_s):
     tl = Timeline("offline-repo")
-    tl.fact("derived", {"executor_pool": 6, "dead_remotes": 8, "new_scope_budget_s": 30.0,
+    tl.fact("derived", {"executor_pool": 6, "dead_remotes": 12, "new_scope_budget_s": 40.0,
+                        "budget_how": "40 s ((ceil(12/10) + 1) × 10 s git timeout + 10 s slack)",
                         "git_timeout_s": 10.0, "git_workers": 10})
     tl.fact("blackhole_connections", 6)
     tl.fact("new_scope_served_s", served_s)
@@ -92,7 +121,7 @@ def test_offline_fails_on_a_stalled_loaded_scope_even_if_healthcheck_says_200():
     verdict = OfflineRepoGate().check(_offline_timeline(1, 10, None), OfflineThresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "offline.loaded_scope_stalled")
     assert "1 of 10" in verdict.reason and "200 in 10 of 10" in verdict.reason
-    assert "not served within its 30 s budget" in verdict.reason
+    assert "not served within its budget of 40 s ((ceil(12/10) + 1) × 10 s" in verdict.reason
 
 
 def test_offline_passes_when_both_hold_and_errors_without_proof_of_the_fault():
@@ -113,20 +142,82 @@ def test_zombie_reason_tells_a_stalled_pool_from_a_reached_cap():
     assert "MAX_ZOMBIES" in ZombieCapGate().check(timeline(20), ZombieThresholds()).reason
 
 
-def _boot_timeline(boot_s, one_clone=0.76, scopes=20):
-    tl = Timeline("boot-timing")
-    tl.fact("derived", {"one_clone_s": one_clone, "scopes": scopes, "serial_estimate_s": one_clone * scopes,
-                        "boot_budget_s": 60})
-    tl.fact("boot_s", boot_s)
+def test_zombie_passes_when_the_healthy_scope_is_served_and_says_the_cap_was_off():
+    tl = Timeline("zombie-cap")
+    tl.fact("derived", {"dead_remotes": 30, "zombie_cap": 0, "new_scope_budget_s": 20.0})
+    tl.fact("blackhole_connections", 30)
+    tl.fact("new_scope_served_s", 2.5)
+    verdict = ZombieCapGate().check(tl, ZombieThresholds())
+    assert verdict.verdict == "pass" and "the cap off" in verdict.reason
+
+
+def test_budgets_of_a_pre_fix_server_say_which_settings_it_lacks():
+    from harness.gates.base import ServerKnobs
+    from harness.gates.boot_dead_scope import Params as DeadParams, boot_budget
+    from harness.gates.offline_repo import Params as OfflineParams, new_scope_budget
+    from harness.gates.zombie_cap import Params as ZombieParams, plan
+    pre_fix = ServerKnobs()
+    fixed = ServerKnobs(git_timeout_s=10, git_workers=10, max_zombies=20, preload_drain_s=10)
+    assert "no git fetch timeout and no preload drain" in boot_budget(pre_fix, DeadParams())[1]
+    assert boot_budget(fixed, DeadParams())[0] == 35.0
+    assert "no git fetch timeout" in new_scope_budget(pre_fix, 8, 6, OfflineParams())[1]
+    assert new_scope_budget(fixed, 12, 6, OfflineParams())[0] == 40.0
+    steps = plan(pre_fix, 6, ZombieParams())
+    assert steps.dead == 26 and "no zombie cap, no git worker pool, no git fetch timeout" in steps.how
+    assert plan(fixed, 6, ZombieParams()).dead == 30
+    # The control (cap off) faces the same pile as the capped cell.
+    assert plan(ServerKnobs(git_timeout_s=10, git_workers=10, max_zombies=0), 6, ZombieParams()).dead == 30
+
+
+def _dead_boot_timeline(healthy_s, served_s, new_scope_s):
+    tl = Timeline("boot-dead-scope")
+    tl.fact("derived", {"budget_s": 35.0, "budget_how": "35 s (git timeout 10 s + preload drain 10 s + slack 15 s)",
+                        "healthy_scopes": 5})
+    tl.fact("boot", {"healthy_s": healthy_s, "served_s": served_s, "not_served": 0 if served_s else 5})
+    tl.fact("new_scope_served_s", new_scope_s)
     return tl
 
 
-def test_boot_ratio_tells_serial_from_parallel():
-    serial = BootTimingGate().check(_boot_timeline(15.5), BootThresholds(max_ratio=0.5))
+def test_boot_dead_scope_both_ways():
+    gate, th = BootDeadScopeGate(), BootDeadThresholds()
+    assert gate.check(_dead_boot_timeline(11.0, 11.4, 0.8), th).verdict == "pass"
+    assert gate.check(_dead_boot_timeline(None, None, None), th).category == "boot_dead.never_healthy"
+    not_served = gate.check(_dead_boot_timeline(1.2, None, None), th)
+    assert not_served.category == "boot_dead.scopes_not_served" and "5 of 5" in not_served.reason
+    assert gate.check(_dead_boot_timeline(1.2, 1.5, None), th).category == "boot_dead.new_scope_not_served"
+
+
+def _boot_timeline(served_s, one_clone=0.76, scopes=20, empty_s=1.2, new_scope_s=1.0, healthy_s=1.0):
+    tl = Timeline("boot-timing")
+    tl.fact("derived", {"one_clone_s": one_clone, "scopes": scopes, "serial_estimate_s": one_clone * scopes,
+                        "boot_budget_s": 60, "new_scope_budget_s": 30})
+    tl.fact("empty_boot", {"healthy_s": empty_s, "served_s": empty_s, "not_served": 0})
+    tl.fact("boot", {"healthy_s": healthy_s, "served_s": served_s, "not_served": 0 if served_s else scopes})
+    tl.fact("new_scope_served_s", new_scope_s)
+    return tl
+
+
+def test_boot_ratio_subtracts_the_zero_scope_boot_and_tells_serial_from_parallel():
+    serial = BootTimingGate().check(_boot_timeline(16.7), BootThresholds(max_ratio=0.5))
     assert (serial.verdict, serial.category) == ("fail", "boot.serial")
-    assert "1.02 ×" in serial.reason
-    assert BootTimingGate().check(_boot_timeline(2.9), BootThresholds(max_ratio=0.5)).verdict == "pass"
-    assert BootTimingGate().check(_boot_timeline(None), BootThresholds()).category == "boot.never_healthy"
+    assert "16.7 s − 1.2 s zero-scope boot = 15.5 s = 1.02 ×" in serial.reason
+    assert BootTimingGate().check(_boot_timeline(4.1), BootThresholds(max_ratio=0.5)).verdict == "pass"
+
+
+def test_boot_is_not_done_when_merely_healthy():
+    verdict = BootTimingGate().check(_boot_timeline(None, healthy_s=1.3), BootThresholds())
+    assert (verdict.verdict, verdict.category) == ("fail", "boot.not_served")
+    assert "healthy after 1.3 s but 20 of 20 stored scopes were still not served" in verdict.reason
+
+
+def test_boot_fails_when_the_booted_worker_no_longer_runs_git():
+    verdict = BootTimingGate().check(_boot_timeline(4.1, new_scope_s=None), BootThresholds())
+    assert (verdict.verdict, verdict.category) == ("fail", "boot.new_scope_not_served")
+
+
+def test_boot_without_a_zero_scope_baseline_is_an_error():
+    verdict = BootTimingGate().check(_boot_timeline(4.1, empty_s=None), BootThresholds())
+    assert (verdict.verdict, verdict.category) == ("error", "error.no_baseline")
 
 
 def test_bounce_names_the_put_after_the_outage_first():
@@ -137,9 +228,24 @@ def test_bounce_names_the_put_after_the_outage_first():
     tl.fact("put_after_status", 201)
     tl.fact("after_served_s", None)
     tl.fact("during_served_s", None)
+    tl.fact("worker_pids_before", [11, 12])
+    tl.fact("worker_pids_after", [11, 13])
+    tl.fact("recovery", "respawn")
     verdict = BrokerBounceGate().check(tl, BounceThresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "bounce.put_after_not_served")
-    assert "answered 201" in verdict.reason
+    assert "answered 201" in verdict.reason and "workers [11, 12] → [11, 13] (respawn)" in verdict.reason
+    tl.fact("after_served_s", 1.1)
+    tl.fact("during_served_s", 1.3)
+    tl.fact("recovery", "in place")
+    passed = BrokerBounceGate().check(tl, BounceThresholds())
+    assert passed.verdict == "pass" and "(in place)" in passed.reason
+
+
+def test_recovery_kind_tells_in_place_from_respawn():
+    from harness.gates.broker_bounce import recovery_kind
+    assert recovery_kind([1, 2], [2, 1]) == "in place"
+    assert recovery_kind([1, 2], [1, 3]) == "respawn"
+    assert recovery_kind([1, 2], []) == "no workers"
 
 
 def test_fault_windows_close_at_heal_or_run_to_the_end():
