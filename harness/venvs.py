@@ -402,6 +402,9 @@ def choose_constraints(target: Target, cache_dir: Path, setting: str | None = No
     requirements = target_requirements(target, cache_dir)
     chosen, passed_over = choose_pin_set(requirements, committed_pin_sets())
     why = "; ".join(passed_over)
+    if chosen is not None and not requirements:
+        return Constraints("committed", f"no requirements found for {target.label} (requires.txt files missing or empty); "
+                           f"using the newest pins, {chosen.release}'s", path=chosen.path)
     if chosen is not None:
         reason = f"{why}; using {chosen.release}'s" if why else f"pins of {chosen.release} (the newest that fit)"
         return Constraints("committed", reason, path=chosen.path)

@@ -279,3 +279,11 @@ def test_a_resolve_is_frozen_into_the_lock_without_the_opal_packages(tmp_path, m
     lock = tmp_path / "locks" / "opal-abc.txt"
     venvs.write_lock(tmp_path / "python", lock, "note")
     assert lock.read_text() == "# note\naiofiles==25.1.0\nFastAPI==0.125.0\n"
+
+
+def test_a_tree_without_requires_files_gets_the_newest_pins_and_says_so(tmp_path):
+    tree = _tree(tmp_path / "src")
+    for rel in venvs.SOURCE_REQUIRES:
+        (tree / rel).unlink()
+    choice = venvs.choose_constraints(Target(source=tree), tmp_path, "auto")
+    assert choice.path == venvs.constraints_file("0.9.9") and "no requirements found" in choice.reason
