@@ -1,19 +1,52 @@
-"""Gate `repeat-sync`: re-sync the same scopes R times.
+"""Gate `repeat-sync`: R cycles of a new commit in each repo, fetched and served.
 
-Passes when the cache sizes stay constant after warm-up and the worker's RSS slope
-(a Theil–Sen fit over the measured cycles, robust to single outliers) is under a bound.
+Every cycle pushes a new commit to each scope's repo (over git:// to the git host), asks
+the server to refresh each scope, and counts only when GET /scopes/{id}/policy serves a
+bundle whose `hash` is the pushed commit, for every scope. After each served cycle it
+records the caches, the worker's RSS, open files and mapped pack files.
+
+Judged after `warmup_cycles` with a Theil–Sen slope per cycle (robust to one odd cycle).
+Each cycle is one fetch per scope, so a slope divided by the number of scopes is what the
+server keeps *per scope per fetch* — the unit in which a retention scales with a
+deployment (43,026 scopes in the production incident, see shared/OPAL.md). Passes when
+the caches are constant and every per-scope-per-fetch slope is under its bound.
+
+When a scope does not serve the new commit within `sync_budget_s`:
+- it answered 200 with another commit all along, after the server accepted the refresh:
+  FAIL `repeat_sync.stale_commit`. The push is on the git host and the server is up and
+  answering, so the only party not doing its job is the server: it never fetched (or
+  never served what it fetched). This is the defect the gate exists to catch, so it must
+  not read as "the harness could not judge".
+- it did not answer with a bundle at all (timeouts, 5xx), a refresh was refused, or a
+  push failed: ERROR (`load_failure`). The server is down or jammed, or the harness could
+  not drive the workload; other gates judge availability, this one has nothing to measure.
 """
 
 from __future__ import annotations
 
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Any
 
-from harness.gates.base import ERROR, FAIL, PASS, Gate, GateContext, Verdict, load_failure
-from harness.probes import CACHES
+from harness.gates.base import (
+    ERROR,
+    FAIL,
+    PASS,
+    Gate,
+    GateContext,
+    Verdict,
+    load_failure,
+)
+from harness.gitops import GitOpError, WorkingClones, push_base_url
+from harness.probes import CACHES, mapped_pack_files
 from harness.seed import policy_repo_name
+from harness.servers.opal import PolicyResult
 from harness.timeline import Timeline
+from harness.waiting import poll_until
+
+PUSH_PARALLEL = 4  # git pushes at once: the git daemon and 2 cores keep up with this
 
 
 @dataclass
@@ -21,13 +54,36 @@ class Params:
     scopes: int = 10
     cycles: int = 12
     warmup_cycles: int = 3
-    serve_budget_s: float = 60.0
+    serve_budget_s: float = 60.0  # initial load: every scope served once
+    sync_budget_s: float = 30.0  # per cycle: every scope serves its new commit
+    git_timeout_s: float = 30.0  # each clone, fetch, commit or push of the harness
 
 
 @dataclass
 class Thresholds:
-    cache_tolerance: int = 0
-    rss_slope_kb_per_cycle: float = 256.0
+    """Bounds per scope per fetch (slope per cycle / scopes), after warm-up.
+
+    A server that keeps one more pack file per fetch for each cached repository shows
+    1.0 (open files) or 2.0 (mapped .pack + .idx) per scope per fetch; a correct one 0.
+    The bounds sit well below 1 and above the noise of a flat series (a Theil–Sen slope
+    of a constant count is exactly 0). RSS: 0.9.6 and 0.9.9 both move by allocator churn
+    alone; 32 KB per scope per fetch is 1.3 GB per day for 43k scopes refreshed hourly,
+    and far above the few KB the releases show with the gate's tiny repos.
+    """
+
+    cache_tolerance: int = 0  # entries the caches may move by across measured cycles
+    files_per_scope_per_fetch: float = 0.1
+    packs_per_scope_per_fetch: float = 0.1
+    rss_kb_per_scope_per_fetch: float = 32.0
+
+
+# snapshot key -> (threshold name, failure category, what one unit is), in judging order:
+# the most specific first (mapped packs explain open files, both explain RSS).
+GROWTH = {
+    "mapped_packs": ("packs_per_scope_per_fetch", "repeat_sync.packs_grew", "mapped pack file"),
+    "worker_files": ("files_per_scope_per_fetch", "repeat_sync.files_grew", "open file"),
+    "worker_rss_kb": ("rss_kb_per_scope_per_fetch", "repeat_sync.rss_slope", "KB of RSS"),
+}
 
 
 def theil_sen_slope(xs: list[float], ys: list[float]) -> float:
@@ -36,52 +92,178 @@ def theil_sen_slope(xs: list[float], ys: list[float]) -> float:
     return statistics.median(slopes) if slopes else 0.0
 
 
+def _short(sha: str | None) -> str:
+    return sha[:10] if sha else "none"
+
+
 class RepeatSyncGate(Gate):
     id = "repeat-sync"
     marker = "repeat_sync"
-    title = "re-syncing the same scopes keeps caches and memory flat"
+    title = "new commits fetched and served over and over keep caches, files and memory flat"
     Params = Params
     Thresholds = Thresholds
 
+    # -- scenario ---------------------------------------------------------------------------
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
-        scopes = {f"sync-{i}": ctx.stack.repo_url(policy_repo_name(i)) for i in range(p.scopes)}
-        for scope, url in scopes.items():
-            ctx.client.put_scope(scope, url)
-        pending = ctx.all_served_within(list(scopes), p.serve_budget_s, "initial load")
+        tl = ctx.timeline
+        repos = {f"sync-{i}": policy_repo_name(i) for i in range(p.scopes)}
+        clones = WorkingClones(ctx.stack.run_dir / "gitops", push_base_url(ctx.stack.endpoint("githost")),
+                               timeout_s=p.git_timeout_s)
+        for scope, repo in repos.items():
+            ctx.client.put_scope(scope, ctx.stack.repo_url(repo))
+        pending = ctx.all_served_within(list(repos), p.serve_budget_s, "initial load")
         if pending:
-            ctx.timeline.fact("load_failure", f"{len(pending)} of {p.scopes} scopes were not served "
-                                              f"within {p.serve_budget_s:g} s")
+            tl.fact("load_failure", f"{len(pending)} of {p.scopes} scopes were not served "
+                                    f"within {p.serve_budget_s:g} s")
             return
+        served = {scope: ctx.client.policy_hash(scope).hash for scope in repos}
+        self._observe(ctx, "loaded", cycle=0)
         for cycle in range(1, p.cycles + 1):
-            statuses = [ctx.client.refresh(scope) for scope in scopes]
-            ctx.timeline.record("refreshes", cycle=cycle, statuses=statuses)
-            pending = ctx.all_served_within(list(scopes), p.serve_budget_s, f"cycle {cycle}")
-            ctx.observe(f"cycle {cycle}", cycle=cycle)
-            if pending:
-                ctx.timeline.fact("load_failure", f"cycle {cycle}: {len(pending)} scopes stopped being served")
+            tl.mark("cycle_start", cycle=cycle)
+            try:
+                pushed = self._push(clones, repos)
+            except GitOpError as exc:
+                tl.fact("load_failure", f"cycle {cycle}: pushing the new commits failed: {exc}")
                 return
+            refreshes = {scope: ctx.client.refresh(scope) for scope in repos}
+            unsynced, seconds = self._wait_synced(ctx, pushed, p.sync_budget_s)
+            tl.record("sync", cycle=cycle, pushed={s: _short(h) for s, h in pushed.items()},
+                      refreshes=refreshes, seconds=seconds,
+                      unsynced={s: {"status": r.status, "hash": _short(r.hash), "error": r.error}
+                                for s, r in unsynced.items()})
+            if unsynced:
+                self._record_unsynced(tl, cycle, p, pushed, served, refreshes, unsynced)
+                return
+            served = pushed
+            self._observe(ctx, f"cycle {cycle}", cycle=cycle)
+            tl.mark("cycle_end", cycle=cycle)
 
+    def _push(self, clones: WorkingClones, repos: dict[str, str]) -> dict[str, str]:
+        """A new commit in each scope's repo, pushed; scope -> pushed SHA."""
+        with ThreadPoolExecutor(max_workers=PUSH_PARALLEL) as pool:
+            shas = list(pool.map(clones.push_new_commit, repos.values()))
+        return dict(zip(repos, shas))
+
+    def _wait_synced(self, ctx: GateContext, pushed: dict[str, str],
+                     budget: float) -> tuple[dict[str, PolicyResult], float | None]:
+        """Poll until every scope serves its pushed commit; (the scopes that did not, with
+        their last answer; seconds it took or None). Each request is bounded by what is left."""
+        last: dict[str, PolicyResult] = {}
+        pending = list(pushed)
+
+        def synced() -> bool:
+            nonlocal pending
+            still = []
+            for scope in pending:
+                last[scope] = result = ctx.client.policy_hash(scope, timeout=5.0)
+                if result.hash != pushed[scope]:
+                    still.append(scope)
+            pending = still
+            return not pending
+        seconds = poll_until(synced, budget, interval=0.2)
+        return {scope: last[scope] for scope in pending}, seconds
+
+    def _record_unsynced(self, tl: Timeline, cycle: int, p: Params, pushed: dict[str, str],
+                         served_before: dict[str, str | None], refreshes: dict[str, int],
+                         unsynced: dict[str, PolicyResult]) -> None:
+        """Stale (FAIL) or no answer / refused refresh (ERROR): see the module docstring."""
+        refused = {s: code for s, code in refreshes.items() if not 200 <= code < 300}
+        stale = all(r.status == 200 and r.hash for r in unsynced.values())
+        if stale and not refused:
+            tl.fact("stale_commit", {
+                "cycle": cycle, "budget_s": p.sync_budget_s, "scopes": p.scopes,
+                "refresh_statuses": sorted(set(refreshes.values())),
+                "unsynced": {s: {"served": r.hash, "pushed": pushed[s], "before": served_before.get(s)}
+                             for s, r in unsynced.items()}})
+            return
+        answers = ", ".join(f"{s}: {r.status if r.status is not None else r.error}"
+                            + (f" {_short(r.hash)}" if r.hash else (f" ({r.error})" if r.error else ""))
+                            for s, r in list(unsynced.items())[:5])
+        why = (f"refresh refused ({', '.join(f'{s}: {c}' for s, c in list(refused.items())[:5])})"
+               if refused else "no bundle served")
+        tl.fact("load_failure", f"cycle {cycle}: {len(unsynced)} of {p.scopes} scopes did not serve the "
+                                f"new commit within {p.sync_budget_s:g} s, {why}; last answers: {answers}")
+
+    def _observe(self, ctx: GateContext, label: str, cycle: int) -> None:
+        """A snapshot plus the pack files the server's workers have mapped (summed: the
+        worker that fetches is the one that keeps them, whichever it is)."""
+        _, workers = ctx.stack.server_pids()
+        packs = {pid: mapped_pack_files(pid) for pid in workers}
+        total = None if not packs or None in packs.values() else sum(packs.values())
+        ctx.observe(label, cycle=cycle, mapped_packs=total, mapped_packs_by_pid=packs)
+
+    # -- checker ----------------------------------------------------------------------------
     def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
         if (failed := load_failure(timeline)) is not None:
             return failed
-        warmup = timeline.facts.get("params", {}).get("warmup_cycles", 3)
+        params = timeline.facts.get("params", {})
+        scopes = int(params.get("scopes", 10))
+        if (stale := timeline.facts.get("stale_commit")) is not None:
+            return _stale_verdict(stale)
+        warmup = int(params.get("warmup_cycles", 3))
         measured = [s for s in timeline.of_kind("snapshot") if s.get("cycle", 0) > warmup]
-        if len(measured) < 3 or any("stats_error" in s for s in measured):
-            return Verdict(ERROR, f"only {len(measured)} usable cycles after warm-up", "error.no_data")
-        sizes = {c: [s[c] for s in measured] for c in CACHES}
-        xs = [float(s["cycle"]) for s in measured]
-        rss = [float(s.get("worker_rss_kb", 0)) for s in measured]
-        slope = theil_sen_slope(xs, rss)
-        metrics = {"cache_sizes": sizes, "rss_kb": rss, "rss_slope_kb_per_cycle": round(slope, 1)}
-        drift = {c: v for c, v in sizes.items() if max(v) - min(v) > thresholds.cache_tolerance}
-        if drift:
-            detail = ", ".join(f"{c} {min(v)}→{max(v)}" for c, v in drift.items())
-            return Verdict(FAIL, f"cache sizes changed while re-syncing the same scopes: {detail}",
-                           "repeat_sync.caches_grew", metrics)
-        if slope > thresholds.rss_slope_kb_per_cycle:
-            return Verdict(FAIL, f"worker RSS grows {slope:.0f} KB per re-sync cycle (bound "
-                                 f"{thresholds.rss_slope_kb_per_cycle:g} KB) over {len(measured)} cycles",
-                           "repeat_sync.rss_slope", metrics)
-        return Verdict(PASS, f"caches constant ({', '.join(f'{c}={v[0]}' for c, v in sizes.items())}); "
-                             f"RSS slope {slope:.0f} KB/cycle over {len(measured)} cycles", "", metrics)
+        if len(measured) < 3:
+            return Verdict(ERROR, f"only {len(measured)} served cycles after {warmup} warm-up cycles "
+                                  "(at least 3 are needed for a slope)", "error.no_data")
+        if errors := [s["stats_error"] for s in measured if "stats_error" in s]:
+            return Verdict(ERROR, f"the stats contract did not answer during the gate: {errors[0]}",
+                           "error.no_stats")
+        pids = sorted({s.get("worker_pid") for s in measured if s.get("worker_pid")})
+        if len(pids) > 1:
+            return Verdict(ERROR, f"the worker restarted during the gate (pids {pids}): counts of "
+                                  "different processes cannot be fitted", "error.restart")
+        missing = [key for key in (*CACHES, *GROWTH) if any(s.get(key) is None for s in measured)]
+        if missing:
+            return Verdict(ERROR, f"{', '.join(missing)} not recorded for every cycle (mapped packs need "
+                                  "/proc/<worker pid>/maps: run as root or as the server's user)",
+                           "error.no_data")
+        sync_s = [s.get("seconds") for s in timeline.of_kind("sync")]
+        return _judge_growth(measured, scopes, thresholds, sync_s)
+
+
+def _stale_verdict(stale: dict[str, Any]) -> Verdict:
+    unsynced = stale["unsynced"]
+    scope, first = next(iter(unsynced.items()))
+    kept = ("the commit it served before the push" if first.get("served") == first.get("before")
+            else "another commit")
+    return Verdict(
+        FAIL, f"cycle {stale['cycle']}: {len(unsynced)} of {stale['scopes']} scopes never served the new "
+              f"commit: {scope} still served {_short(first.get('served'))} ({kept}) {stale['budget_s']:g} s "
+              f"after {_short(first.get('pushed'))} was pushed and the refresh was accepted "
+              f"({'/'.join(map(str, stale['refresh_statuses']))}): the server does not fetch on refresh",
+        "repeat_sync.stale_commit", {"stale_commit": stale})
+
+
+def _judge_growth(measured: list[dict[str, Any]], scopes: int, thresholds: Thresholds,
+                  sync_s: list[float | None]) -> Verdict:
+    xs = [float(s["cycle"]) for s in measured]
+    cycles = f"cycles {int(xs[0])}–{int(xs[-1])} of {scopes} scopes"
+    series = {key: [s[key] for s in measured] for key in (*CACHES, *GROWTH, "worker_fds", "worker_threads")
+              if all(s.get(key) is not None for s in measured)}
+    per_scope = {key: theil_sen_slope(xs, [float(v) for v in values]) / max(1, scopes)
+                 for key, values in series.items()}
+    metrics = {"series": series, "per_scope_per_fetch": {k: round(v, 3) for k, v in per_scope.items()},
+               "cycles": [int(x) for x in xs], "scopes": scopes,
+               "sync_seconds": [round(x, 2) if x is not None else None for x in sync_s]}
+    problems, category = [], ""
+    drift = {c: series[c] for c in CACHES if max(series[c]) - min(series[c]) > thresholds.cache_tolerance}
+    if drift:
+        category = "repeat_sync.caches_grew"
+        problems.append("caches changed while re-syncing the same scopes: " + ", ".join(
+            f"{c} {v[0]} → {v[-1]} ({per_scope[c]:+.2f} per scope per fetch)" for c, v in drift.items())
+            + f" over {cycles}")
+    for key, (bound_name, kind, unit) in GROWTH.items():
+        bound = getattr(thresholds, bound_name)
+        if per_scope[key] > bound:
+            category = category or kind
+            values = series[key]
+            problems.append(f"worker keeps {per_scope[key]:.1f} more {unit}{'' if unit.startswith('KB') else 's'} "
+                            f"per scope per fetch: {values[0]} → {values[-1]} over {cycles} "
+                            f"(bound {bound:g})")
+    if problems:
+        return Verdict(FAIL, "; ".join(problems), category, metrics)
+    flat = ", ".join(f"{c}={series[c][0]}" for c in CACHES)
+    return Verdict(PASS, f"every cycle's new commits served; caches constant ({flat}); per scope per fetch: "
+                         f"{per_scope['mapped_packs']:+.2f} mapped packs, {per_scope['worker_files']:+.2f} "
+                         f"open files, {per_scope['worker_rss_kb']:+.1f} KB RSS over {cycles}", "", metrics)

@@ -5,8 +5,9 @@ from harness.gates.boot_timing import BootTimingGate, Thresholds as BootThreshol
 from harness.gates.broker_bounce import BrokerBounceGate, Thresholds as BounceThresholds
 from harness.gates.leak import LeakGate, Thresholds as LeakThresholds
 from harness.gates.offline_repo import OfflineRepoGate, Thresholds as OfflineThresholds
-from harness.gates.repeat_sync import RepeatSyncGate, Thresholds as SyncThresholds, theil_sen_slope
+from harness.gates.repeat_sync import Params as RepeatSyncParams, RepeatSyncGate, Thresholds as SyncThresholds, theil_sen_slope
 from harness.gates.zombie_cap import ZombieCapGate, Thresholds as ZombieThresholds
+from harness.servers.opal import PolicyResult
 from harness.timeline import FAULT_END, FAULT_START, Timeline
 
 
@@ -83,26 +84,89 @@ def test_theil_sen_ignores_one_outlier():
     assert theil_sen_slope([1, 2, 3, 4, 5], [10, 20, 30, 1000, 50]) == 10
 
 
-def _sync_timeline(rss, locks=10):
+def _sync_timeline(cycles=9, packs=0.0, files=0.0, rss_kb=0.0, locks=10, scopes=10, warmup=1, **extra):
+    """Snapshots as the scenario records them: cycle 0 after the initial load, then one per
+    served cycle; each series grows by the given amount per cycle (one fetch per scope)."""
     tl = Timeline("repeat-sync")
-    tl.fact("params", {"warmup_cycles": 1})
-    for cycle, value in enumerate(rss, 1):
-        _snap(tl, f"cycle {cycle}", locks if isinstance(locks, int) else locks[cycle - 1],
-              cycle=cycle, worker_rss_kb=value)
+    tl.fact("params", {"warmup_cycles": warmup, "scopes": scopes})
+    for cycle in range(cycles + 1):
+        value = locks if isinstance(locks, int) else locks[cycle]
+        tl.record("sync", cycle=cycle, seconds=0.3)
+        _snap(tl, f"cycle {cycle}", value, fds=int(15 + files * cycle), cycle=cycle,
+              worker_rss_kb=int(90_000 + rss_kb * cycle), mapped_packs=int(20 + packs * cycle), **extra)
     return tl
 
 
-def test_repeat_sync_judges_rss_slope_after_warm_up():
-    flat = RepeatSyncGate().check(_sync_timeline([50_000] + [90_000 + i for i in range(8)]), SyncThresholds())
-    assert flat.verdict == "pass", flat.reason
-    growing = RepeatSyncGate().check(_sync_timeline([90_000 + 1000 * i for i in range(9)]), SyncThresholds())
-    assert (growing.verdict, growing.category) == ("fail", "repeat_sync.rss_slope")
-    assert "1000 KB per re-sync cycle" in growing.reason
+def test_repeat_sync_passes_when_files_packs_and_rss_stay_flat_per_fetch():
+    tl = _sync_timeline()
+    tl.samples[5]["worker_rss_kb"] += 50_000  # one odd cycle does not tilt a Theil–Sen fit
+    verdict = RepeatSyncGate().check(tl, SyncThresholds())
+    assert verdict.verdict == "pass", verdict.reason
+    assert "+0.00 mapped packs" in verdict.reason and "cycles 2–9 of 10 scopes" in verdict.reason
+
+
+def test_repeat_sync_names_the_mapped_packs_each_fetch_keeps_per_scope():
+    """What 0.9.6 and 0.9.9 do: 2 mapped pack files and 1 open file more per scope per fetch."""
+    verdict = RepeatSyncGate().check(_sync_timeline(packs=20, files=10, rss_kb=100), SyncThresholds())
+    assert (verdict.verdict, verdict.category) == ("fail", "repeat_sync.packs_grew")
+    assert "worker keeps 2.0 more mapped pack files per scope per fetch: 60 → 200 over cycles 2–9" in verdict.reason
+    assert "1.0 more open files per scope per fetch: 35 → 105" in verdict.reason
+    assert verdict.metrics["per_scope_per_fetch"]["mapped_packs"] == 2.0
+
+
+def test_repeat_sync_open_files_alone_are_their_own_category():
+    verdict = RepeatSyncGate().check(_sync_timeline(files=5), SyncThresholds())
+    assert (verdict.verdict, verdict.category) == ("fail", "repeat_sync.files_grew")
+    assert "0.5 more open files per scope per fetch" in verdict.reason
+
+
+def test_repeat_sync_rss_bound_is_per_scope_per_fetch():
+    # 400 KB per cycle is 40 KB per scope per fetch with 10 scopes, but 8 with 50
+    assert RepeatSyncGate().check(_sync_timeline(rss_kb=400), SyncThresholds()).category == "repeat_sync.rss_slope"
+    assert RepeatSyncGate().check(_sync_timeline(rss_kb=400, scopes=50), SyncThresholds()).verdict == "pass"
 
 
 def test_repeat_sync_fails_on_cache_drift():
-    verdict = RepeatSyncGate().check(_sync_timeline([1] * 6, locks=[10, 10, 10, 11, 12, 13]), SyncThresholds())
+    verdict = RepeatSyncGate().check(_sync_timeline(cycles=5, locks=[10, 10, 10, 11, 12, 13]), SyncThresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "repeat_sync.caches_grew")
+    assert "repo_locks 10 → 13" in verdict.reason
+
+
+def _unsynced(status, served_hash, refresh=200, error=""):
+    """The scenario's reading of a cycle whose new commits were not all served."""
+    tl = _sync_timeline(cycles=2)
+    p = RepeatSyncParams()
+    pushed = {"sync-0": "b" * 40, "sync-1": "d" * 40}
+    before = {"sync-0": "a" * 40, "sync-1": "c" * 40}
+    unsynced = {"sync-0": PolicyResult(status, 0.1, error, hash=served_hash)}
+    RepeatSyncGate()._record_unsynced(tl, 3, p, pushed, before, {"sync-0": refresh, "sync-1": 200}, unsynced)
+    return RepeatSyncGate().check(tl, SyncThresholds())
+
+
+def test_repeat_sync_fails_when_a_scope_keeps_serving_the_old_commit():
+    """The server answers, accepted the refresh, but never serves the pushed commit."""
+    verdict = _unsynced(200, "a" * 40)
+    assert (verdict.verdict, verdict.category) == ("fail", "repeat_sync.stale_commit")
+    assert "sync-0 still served aaaaaaaaaa (the commit it served before the push)" in verdict.reason
+    assert "after bbbbbbbbbb was pushed" in verdict.reason
+
+
+def test_repeat_sync_is_an_error_when_the_new_commit_is_never_served_at_all():
+    no_answer = _unsynced(None, None, error="ReadTimeout")
+    assert (no_answer.verdict, no_answer.category) == ("error", "error.load")
+    assert "1 of 10 scopes did not serve the new commit within 30 s, no bundle served" in no_answer.reason
+    assert "sync-0: ReadTimeout" in no_answer.reason
+    refused = _unsynced(200, "a" * 40, refresh=404)
+    assert (refused.verdict, refused.category) == ("error", "error.load")
+    assert "refresh refused (sync-0: 404)" in refused.reason
+
+
+def test_repeat_sync_without_mapped_pack_counts_is_no_verdict():
+    tl = _sync_timeline()
+    tl.samples[-1]["mapped_packs"] = None
+    verdict = RepeatSyncGate().check(tl, SyncThresholds())
+    assert (verdict.verdict, verdict.category) == ("error", "error.no_data")
+    assert "mapped_packs" in verdict.reason and "/proc/<worker pid>/maps" in verdict.reason
 
 
 def _offline_timeline(ok_polls, total, served_s):

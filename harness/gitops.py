@@ -1,0 +1,121 @@
+"""Changing the seeded repos while a gate runs: new commits and history rewrites, pushed
+over git:// to the git host's host-visible endpoint (git daemon with receive-pack).
+
+One working clone per repo, kept under a directory of the run and reused across cycles.
+Every commit carries the repo's name, a revision number and a nonce, so no two commits
+(across repos, cycles or runs) share a SHA. Every git operation is bounded by gitpython's
+`kill_after_timeout`: a hung git host costs a timeout, never a stuck gate.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from harness.errors import ConfigError, HarnessError
+
+BRANCH = "main"
+DATA_FILE = "data.json"
+# Fixed identity: the commits are the harness's, whatever the machine's git config says.
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "Policy Harness", "GIT_AUTHOR_EMAIL": "harness@localhost",
+    "GIT_COMMITTER_NAME": "Policy Harness", "GIT_COMMITTER_EMAIL": "harness@localhost",
+}
+
+
+class GitOpError(HarnessError):
+    """A clone, commit or push against the git host failed or timed out."""
+
+
+def push_base_url(githost_endpoint: str) -> str:
+    """The base URL pushes go to: the git host's endpoint as this machine reaches it.
+
+    Only the `bare` profile (git daemon with --enable=receive-pack) takes anonymous
+    pushes; Gitea wants credentials the gates do not carry."""
+    if not githost_endpoint.startswith("git://"):
+        raise ConfigError(f"pushing new commits needs the bare git host (git daemon with receive-pack), "
+                          f"but this stack's git host is {githost_endpoint}: run with HARNESS_GITHOST=bare")
+    return githost_endpoint.rstrip("/") + "/"
+
+
+@dataclass
+class WorkingClones:
+    """Working clones of the git host's repos under `root`, one per repo name."""
+
+    root: Path
+    base_url: str  # e.g. git://127.0.0.1:9418/ ; a repo is <base_url><name>.git
+    timeout_s: float = 30.0
+
+    def url(self, repo: str) -> str:
+        return f"{self.base_url}{repo}.git"
+
+    def clone(self, repo: str) -> git.Repo:
+        """The working clone of `repo`, made on first use and reused afterwards."""
+        path = self.root / repo
+        if (path / ".git").is_dir():
+            return git.Repo(path)
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Not Repo.clone_from: it runs git as a process handle, where kill_after_timeout
+        # does not apply.
+        self._run(git.Git(str(self.root)), repo, "clone", "-q", "-b", BRANCH, self.url(repo), str(path))
+        return git.Repo(path)
+
+    def head(self, repo: str) -> str:
+        """The SHA the git host has on the branch now (asks the host, not the clone)."""
+        out = self._run(git.Git(), repo, "ls-remote", self.url(repo), f"refs/heads/{BRANCH}")
+        if not out.strip():
+            raise GitOpError(f"{self.url(repo)} has no branch {BRANCH}: was the repo seeded?")
+        return out.split()[0]
+
+    def push_new_commit(self, repo: str) -> str:
+        """One new commit on top of the host's branch, pushed; its SHA."""
+        clone = self._synced(repo)
+        revision = int(self._run(clone.git, repo, "rev-list", "--count", "HEAD")) + 1
+        self._write_content(clone, repo, revision, kind="commit")
+        self._run(clone.git, repo, "commit", "-q", "-a", "-m", f"harness revision {revision} of {repo}")
+        self._run(clone.git, repo, "push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}")
+        return self._head_sha(clone, repo)
+
+    def force_push_rewrite(self, repo: str) -> str:
+        """Rewrite the branch's history: the last commit amended with new content and
+        force-pushed, so the old head is no longer an ancestor of the new one; its SHA."""
+        clone = self._synced(repo)
+        revision = int(self._run(clone.git, repo, "rev-list", "--count", "HEAD"))
+        self._write_content(clone, repo, revision, kind="rewrite")
+        self._run(clone.git, repo, "commit", "-q", "-a", "--amend", "-m",
+                  f"harness rewrite of revision {revision} of {repo}")
+        self._run(clone.git, repo, "push", "-q", "--force", "origin", f"HEAD:refs/heads/{BRANCH}")
+        return self._head_sha(clone, repo)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _synced(self, repo: str) -> git.Repo:
+        """The clone at exactly the host's branch head, whatever was pushed or rewritten
+        since (a reused clone may be behind; a force-push leaves it diverged)."""
+        clone = self.clone(repo)
+        self._run(clone.git, repo, "fetch", "-q", "--force", "origin",
+                  f"+refs/heads/{BRANCH}:refs/remotes/origin/{BRANCH}")
+        self._run(clone.git, repo, "reset", "-q", "--hard", f"origin/{BRANCH}")
+        return clone
+
+    def _write_content(self, clone: git.Repo, repo: str, revision: int, kind: str) -> None:
+        # Name, revision and a nonce: distinct across repos, cycles, rewrites and runs.
+        data = {"repo": repo, "revision": revision, "kind": kind, "nonce": f"{time.time_ns()}-{uuid.uuid4().hex}"}
+        Path(clone.working_tree_dir, DATA_FILE).write_text(json.dumps(data) + "\n")
+        self._run(clone.git, repo, "add", DATA_FILE)
+
+    def _head_sha(self, clone: git.Repo, repo: str) -> str:
+        return self._run(clone.git, repo, "rev-parse", "HEAD").strip()
+
+    def _run(self, runner: git.Git, repo: str, command: str, *args: str) -> str:
+        try:
+            return runner.execute(["git", command, *args], kill_after_timeout=self.timeout_s,
+                                  env=IDENTITY)
+        except git.GitCommandError as exc:
+            detail = str(exc.stderr or exc).strip()[-400:]
+            hint = (" (is receive-pack enabled on the git daemon?)" if command == "push" else "")
+            raise GitOpError(f"git {command} for {repo} at {self.url(repo)} failed{hint}: {detail}") from None
