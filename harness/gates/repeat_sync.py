@@ -57,6 +57,9 @@ class Params:
     serve_budget_s: float = 60.0  # initial load: every scope served once
     sync_budget_s: float = 30.0  # per cycle: every scope serves its new commit
     git_timeout_s: float = 30.0  # each clone, fetch, commit or push of the harness
+    # policy-0040.. by default: repos no other gate uses, so the commits pushed here never
+    # change what another gate clones (boot-timing times clones of policy-0000..)
+    first_repo: int = 40
 
 
 @dataclass
@@ -107,7 +110,13 @@ class RepeatSyncGate(Gate):
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
         tl = ctx.timeline
-        repos = {f"sync-{i}": policy_repo_name(i) for i in range(p.scopes)}
+        seeded = ctx.stack.settings.seed_repos
+        if p.first_repo + p.scopes > seeded:
+            tl.fact("load_failure", f"repeat-sync uses policy repos {p.first_repo}..{p.first_repo + p.scopes - 1} "
+                                    f"but the stack seeded {seeded}: set HARNESS_SEED_REPOS={p.first_repo + p.scopes} "
+                                    "or lower HARNESS_GATE_REPEAT_SYNC_FIRST_REPO")
+            return
+        repos = {f"sync-{i}": policy_repo_name(p.first_repo + i) for i in range(p.scopes)}
         clones = WorkingClones(ctx.stack.run_dir / "gitops", push_base_url(ctx.stack.endpoint("githost")),
                                timeout_s=p.git_timeout_s)
         for scope, repo in repos.items():
