@@ -41,3 +41,18 @@ def build(dest: Path, wheels_dir: Path) -> Path:
     """The control tree at `dest`: 0.9.9's own packages (its native stats route) plus the patch."""
     return source_tree.build(dest, wheels_dir, release=RELEASE, native_stats=False,
                              patches=[RELEASE_FETCH_HANDLE])
+
+
+# The stale-commit reading, on a real server: 0.9.9 whose fetcher never fetches a clone it
+# already has (what the old repeat-sync, refreshing unchanged repos, could not tell from a
+# correct server). The gate ends in cycle 1 with FAIL repeat_sync.stale_commit: every scope
+# keeps serving the commit from before the push although the refresh answered 200.
+NEVER_FETCH = source_tree.Patch(
+    "opal_server/git_fetcher.py",
+    "    ) -> bool:\n        if force_fetch:\n",
+    "    ) -> bool:\n        return False  # harness variant: never fetch an existing clone\n        if force_fetch:\n",
+)
+
+
+def build_never_fetch(dest: Path, wheels_dir: Path) -> Path:
+    return source_tree.build(dest, wheels_dir, release=RELEASE, native_stats=False, patches=[NEVER_FETCH])
