@@ -8,11 +8,12 @@ from harness.gates.boot_timing import BootTimingGate
 from harness.gates.broker_bounce import BrokerBounceGate
 from harness.gates.leak import LeakGate
 from harness.gates.offline_repo import OfflineRepoGate
+from harness.gates.orphan_clones import OrphanClonesGate
 from harness.gates.repeat_sync import RepeatSyncGate
 from harness.gates.zombie_cap import ZombieCapGate
 
 GATES: dict[str, Gate] = {gate.id: gate for gate in (
     LeakGate(), RepeatSyncGate(), OfflineRepoGate(), ZombieCapGate(),
-    BootTimingGate(), BootDeadScopeGate(), BrokerBounceGate(),
+    BootTimingGate(), BootDeadScopeGate(), BrokerBounceGate(), OrphanClonesGate(),
 )}
 MAIN_JOB = ("leak", "repeat-sync")

@@ -118,6 +118,15 @@ class Stack(ABC):
         """A distinct URL per index on a listener that never answers (or closes late)."""
 
     @abstractmethod
+    def ensure_repos(self, count: int) -> None:
+        """At least `count` policy repos seeded (idempotent): a gate whose load moves with
+        its scale seeds what it needs instead of failing on a stack seeded for less."""
+
+    @abstractmethod
+    def peer_ports(self) -> dict[int, str]:
+        """Port -> service, as the server's sockets see its peers (names its connections)."""
+
+    @abstractmethod
     def stage_scopes(self, scopes: Mapping[str, str]) -> None:
         """Store scopes (id -> repo URL) directly where the server keeps them."""
 

@@ -43,8 +43,9 @@ def server_image_ref(settings) -> str:
         return settings.target.image
     image_set = images.choose_image_set()
     if settings.target.source is not None:
-        from harness.source_image import source_image_ref
-        return source_image_ref(image_set, settings.target.source)
+        from harness.source_image import image_constraints, source_image_ref
+        tree = settings.target.source
+        return source_image_ref(image_set, tree, image_constraints(tree, settings.cache_dir, settings.constraints))
     return image_set.server(settings.target.version)
 
 
@@ -62,6 +63,7 @@ class ComposeStack(Stack):
         self.ports: dict[str, int] = {}
         self.overrides: dict[str, str] = dict(settings.server_env)
         self.workers = settings.workers
+        self.seeded = settings.seed_repos  # the seed sidecar seeds these at `up`
         self._docker = None
         self._cli: ComposeCli | None = None
         self._image_set: images.ImageSet | None = None
@@ -156,7 +158,8 @@ class ComposeStack(Stack):
             assert self._image_set is not None
             self._say(f"server image from {self.settings.target.source} ({self._server_image()}) ...")
             result = build_source_image(self._image_set, self.settings.target.source,
-                                        progress=lambda line: self._say(f"  {line}"), client=self._docker)
+                                        progress=lambda line: self._say(f"  {line}"), client=self._docker,
+                                        cache_dir=self.settings.cache_dir, setting=self.settings.constraints)
             self._say(f"server image {result.action} in {result.seconds:.1f} s")
             return
         import docker.errors
@@ -319,6 +322,21 @@ class ComposeStack(Stack):
 
     def dead_url(self, index: int, kind: str = "blackhole") -> str:
         return f"git://{kind}:9418/dead-{index:04d}.git"
+
+    def ensure_repos(self, count: int) -> None:
+        if count <= self.seeded:
+            return
+        if self.githost != "bare":
+            raise ConfigError(f"this gate needs {count} repos but the Gitea git host was seeded with "
+                              f"{self.seeded}: set HARNESS_SEED_REPOS={count}")
+        started = time.monotonic()
+        self._compose(["run", "--rm", "-e", f"SEED_COUNT={count}", "seed"], timeout=900)
+        self._say(f"seeded up to {count} repos in {time.monotonic() - started:.1f} s")
+        self.seeded = count
+
+    def peer_ports(self) -> dict[int, str]:
+        # Container-side ports: what the server's sockets see inside the stack's network.
+        return {6379: "redis", 5432: "postgres", 9418: "git (githost, latency or blackhole)", 3000: "githost"}
 
     def stage_scopes(self, scopes: Mapping[str, str]) -> None:
         for scope_id, url in scopes.items():

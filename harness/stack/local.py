@@ -21,7 +21,7 @@ from harness.services.postgres import PostgresService
 from harness.services.redis import RedisService
 from harness.stack.base import SERVICES, Stack
 from harness.sysdeps import ensure
-from harness.venvs import ensure_server_venv
+from harness.venvs import choose_constraints, ensure_server_venv
 from harness.waiting import free_port
 
 LATENCY_DELAY_MS = float(os.environ.get("HARNESS_LATENCY_MS", "150"))
@@ -34,12 +34,15 @@ class LocalStack(Stack):
     def __init__(self, settings, progress=print):
         super().__init__(settings, progress)
         self.services: dict[str, LocalService] = {}
+        self.seeded = 0
 
     # -- lifecycle ----------------------------------------------------------------------
     def up(self) -> None:
         started = time.monotonic()
         ensure()
-        venv = ensure_server_venv(self.settings.target, self.settings.cache_dir, self._say)
+        target, cache = self.settings.target, self.settings.cache_dir
+        venv = ensure_server_venv(target, cache, self._say,
+                                  choose_constraints(target, cache, self.settings.constraints))
         self.run_dir.mkdir(parents=True, exist_ok=False)
         os.chmod(self.run_dir, 0o755)  # postgres runs as another user when we are root
         self.write_state()
@@ -48,10 +51,7 @@ class LocalStack(Stack):
             step = time.monotonic()
             self.services[name].start()
             self._say(f"{name} up on {self.endpoint(name)} ({time.monotonic() - step:.1f} s)")
-        result = seed.seed(self.githost.repos_dir, self.settings.seed_repos, progress=self._say)
-        if result.failed:
-            raise HarnessError(f"seeding failed for {len(result.failed)} of {result.total} repos; "
-                               f"first: {next(iter(result.failed.items()))}")
+        self.ensure_repos(self.settings.seed_repos)
         step = time.monotonic()
         self.server.start()
         self._say(f"server {self.settings.target.label} healthy on {self.endpoint('server')} "
@@ -175,6 +175,18 @@ class LocalStack(Stack):
 
     def dead_url(self, index: int, kind: str = "blackhole") -> str:
         return f"git://127.0.0.1:{self._service(kind).port}/dead-{index:04d}.git"
+
+    def ensure_repos(self, count: int) -> None:
+        if count <= self.seeded:
+            return
+        result = seed.seed(self.githost.repos_dir, count, progress=self._say)
+        if result.failed:
+            raise HarnessError(f"seeding failed for {len(result.failed)} of {result.total} repos; "
+                               f"first: {next(iter(result.failed.items()))}")
+        self.seeded = count
+
+    def peer_ports(self) -> dict[int, str]:
+        return {service.port: name for name, service in self.services.items()}
 
     def stage_scopes(self, scopes: Mapping[str, str]) -> None:
         for scope_id, url in scopes.items():

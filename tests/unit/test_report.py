@@ -12,9 +12,13 @@ from harness.timeline import FAULT_START, Timeline
 
 def _leak_result():
     tl = Timeline("leak")
-    for label, fds in (("baseline", 40), ("after 1", 46), ("after 2", 47)):
-        tl.record("snapshot", label=label, repo_locks=1, repos=1, repos_last_fetched=1, clone_dirs=1,
-                  worker_files=fds, worker_pid=7, worker_rss_kb=90_000, worker_threads=20)
+    tl.fact("params", {"scopes": 10})
+    for label, fds, locks in (("baseline", 40, 1), ("loaded 1", 56, 11), ("after 1", 46, 1),
+                              ("loaded 2", 57, 11), ("after 2", 47, 1)):
+        tl.record("snapshot", label=label, repo_locks=locks, repos=locks, repos_last_fetched=locks,
+                  clone_dirs=locks, worker_files=fds, worker_pid=7, worker_rss_kb=90_000, worker_threads=20)
+        if label.startswith("after"):
+            tl.record("deletes", cycle=int(label.split()[1]), statuses=[204] * 10)
     tl.mark(FAULT_START)
     return GateResult(id="leak", verdict="fail", reason="fds grew", category="leak.files_grew", duration_s=3.0,
                       metrics={}, thresholds={"cache_tolerance": 0, "clone_dir_tolerance": 0, "open_file_tolerance": 4},

@@ -1,0 +1,304 @@
+"""Gate `orphan-clones`: what deleting scopes leaves behind, at a scale that shows it.
+
+Two phases, each judged against the state it started from:
+
+1. **burst** — N scopes on distinct repos PUT and served, then N DELETEs at once (a few
+   concurrent clients), then a bounded settle.
+2. **mid-sync** — M scopes on repos behind the latency proxy, a new commit pushed to each
+   repo and a refresh asked, then every scope DELETEd while those fetches run; the fetch
+   connections the proxy accepted during the deletes are recorded (0 = no overlap: ERROR).
+
+Passes when, after each phase's settle, the three git-fetcher caches, the clone dirs on
+disk, the worker's fds of every kind (files, sockets, pipes, anon inodes) and its threads
+are back to the phase's start, and its RSS within start × (1 + ratio) + floor. A failure
+names every kind of leftover with counts per phase, the peers of kept sockets, example
+clone dirs and fd targets, and quotes the server's own warnings of the phase counted by
+message — the code path to read.
+
+`leak` asks whether one clean cycle at a small load is clean; this gate asks what bulk
+deletes and deletes racing a sync leave behind at a load where timeouts and races happen.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.fds import fd_census
+from harness.gates.base import (ERROR, FAIL, PASS, Gate, GateContext, Verdict, batches, load_failure,
+                                pre_fix_executor_size)
+from harness.gitops import WorkingClones, push_base_url
+from harness.probes import CACHES
+from harness.seed import policy_repo_name
+from harness.servers.opal import OpalClient
+from harness.serverlog import size as log_size, read_slice, summarize
+from harness.timeline import Timeline
+from harness.waiting import poll_until
+
+PHASES = ("burst", "mid-sync")
+
+
+@dataclass
+class Params:
+    scopes: int = 500  # N, the burst
+    mid_sync_scopes: int = 50  # M, deleted while their fetches run
+    delete_clients: int = 8
+    settle_s: float = 30.0
+    serve_budget_s: float = 0.0  # 0: derived from the load and the server's git concurrency
+    one_clone_s: float = 0.05  # local git daemon; through the latency proxy it is measured
+
+
+@dataclass
+class Thresholds:
+    cache_tolerance: int = 0
+    clone_dir_tolerance: int = 0
+    fd_tolerance: int = 4  # per kind of fd
+    thread_tolerance: int = 4
+    rss_growth_ratio: float = 0.5
+    rss_floor_kb: int = 64 * 1024
+
+
+def _counts(snapshot: dict[str, Any]) -> dict[str, int]:
+    return {**{c: snapshot.get(c, -1) for c in CACHES}, "clone_dirs": snapshot["clone_dirs"],
+            "threads": snapshot.get("worker_threads", -1), "rss_kb": snapshot.get("worker_rss_kb", -1)}
+
+
+def serve_budget(scopes: int, one_clone_s: float, concurrency: int) -> float:
+    """Generous: every clone in rounds of the server's concurrency, twice over, plus HTTP."""
+    return 60.0 + 2 * batches(scopes, concurrency) * one_clone_s + 0.05 * scopes
+
+
+class OrphanClonesGate(Gate):
+    id = "orphan-clones"
+    marker = "orphan_clones"
+    title = "bulk deletes and deletes mid-sync leave nothing behind"
+    Params = Params
+    Thresholds = Thresholds
+
+    def scenario(self, ctx: GateContext) -> None:
+        p: Params = ctx.params
+        ctx.require_one_worker()
+        ctx.stack.ensure_repos(p.scopes + p.mid_sync_scopes)
+        concurrency = ctx.knobs.git_workers or pre_fix_executor_size(ctx.stack.server_cpu_count())
+        ctx.timeline.fact("derived", {"concurrency": concurrency, "scopes": p.scopes,
+                                      "mid_sync_scopes": p.mid_sync_scopes})
+        burst = {f"orphan-{i}": ctx.stack.repo_url(policy_repo_name(i)) for i in range(p.scopes)}
+        budget = p.serve_budget_s or serve_budget(p.scopes, p.one_clone_s, concurrency)
+        if not self._phase(ctx, "burst", burst, budget, lambda: self._delete_all(ctx, list(burst))):
+            return
+        repos = {f"sync-{i}": policy_repo_name(p.scopes + i) for i in range(p.mid_sync_scopes)}
+        racing = {scope: ctx.stack.repo_url(repo, via_latency=True) for scope, repo in repos.items()}
+        one_clone = ctx.stack.clone_seconds(racing[next(iter(racing))])
+        ctx.timeline.fact("one_fetch_via_proxy_s", round(one_clone, 3))
+        budget = p.serve_budget_s or serve_budget(p.mid_sync_scopes, one_clone, concurrency)
+        self._phase(ctx, "mid-sync", racing, budget, lambda: self._delete_mid_sync(ctx, repos))
+
+    # -- one phase ---------------------------------------------------------------------
+    def _phase(self, ctx: GateContext, name: str, scopes: dict[str, str], budget: float, delete) -> bool:
+        tl, p = ctx.timeline, ctx.params
+        start = self._observe(ctx, f"{name} start")
+        log_start = log_size(ctx.stack.logs("server"))
+        tl.mark("phase_start", phase=name, scopes=len(scopes))
+        statuses = [ctx.client.put_scope(scope, url) for scope, url in scopes.items()]
+        pending = ctx.all_served_within(list(scopes), budget, f"{name}: load")
+        if pending:
+            tl.fact("load_failure", f"{name}: {len(pending)} of {len(scopes)} scopes were not served within "
+                                    f"{budget:.0f} s (PUT statuses {sorted(set(statuses))})")
+            return False
+        ctx.observe(f"{name} loaded")
+        deletes = delete()
+        tl.record("deletes", phase=name, **deletes)
+        self._settle(ctx, name, start, p.settle_s)
+        self._observe(ctx, f"{name} after")
+        lines = read_slice(ctx.stack.logs("server"), log_start)
+        tl.fact(f"log {name}", [asdict(m) for m in summarize(lines)])
+        tl.mark("phase_end", phase=name)
+        return True
+
+    def _observe(self, ctx: GateContext, label: str) -> dict[str, Any]:
+        snapshot = ctx.observe(label)
+        census = fd_census(snapshot["worker_pid"]) if snapshot.get("worker_pid") else None
+        if census is not None:
+            ctx.timeline.record("fds", label=label, by_kind=census.by_kind, examples=census.examples,
+                                sockets_by_peer=census.sockets_by_peer, peer_ports=ctx.stack.peer_ports())
+        ctx.timeline.fact(f"clone dirs {label}", ctx.stack.clone_dirs())
+        return snapshot
+
+    def _settle(self, ctx: GateContext, name: str, start: dict[str, Any], budget: float) -> None:
+        """Until caches, clone dirs, fds and threads are back to the phase's start, at most
+        `budget` s: a correct server may finish its purge a moment after answering DELETE."""
+        target = _counts(start)
+        start_fds = start.get("worker_fds", 0)
+
+        def settled() -> bool:
+            counts = _counts(ctx.observe(f"{name} settling"))
+            snap = ctx.timeline.of_kind("snapshot")[-1]
+            return (all(counts[k] <= target[k] for k in (*CACHES, "clone_dirs", "threads"))
+                    and snap.get("worker_fds", 0) <= start_fds)
+        poll_until(settled, budget, interval=1.0)
+
+    # -- deleting ----------------------------------------------------------------------
+    def _delete_all(self, ctx: GateContext, scopes: list[str]) -> dict[str, Any]:
+        started = time.monotonic()
+        base_url, timeout = ctx.client.base_url, max(30.0, ctx.client.timeout)
+
+        def delete(scope: str) -> int | None:
+            try:
+                return OpalClient(base_url, timeout=timeout).delete_scope(scope)
+            except Exception:  # a refused or dropped request is a recorded outcome
+                return None
+        with ThreadPoolExecutor(max_workers=ctx.params.delete_clients) as pool:
+            statuses = list(pool.map(delete, scopes))
+        return {"statuses": statuses, "seconds": round(time.monotonic() - started, 2)}
+
+    def _delete_mid_sync(self, ctx: GateContext, repos: dict[str, str]) -> dict[str, Any]:
+        """New commits pushed, refreshes asked, then the deletes while those fetches run
+        (slowed by the latency proxy); the fetches the proxy accepted meanwhile are counted."""
+        clones = WorkingClones(ctx.stack.run_dir / "gitops", push_base_url(ctx.stack.endpoint("githost")))
+        for repo in repos.values():
+            clones.push_new_commit(repo)
+        before = ctx.stack.accepted_connections("latency")
+        ctx.timeline.mark("refresh_start")
+        refresh_started = time.monotonic()
+        refreshes = [ctx.client.refresh(scope) for scope in repos]
+        at_delete = ctx.stack.accepted_connections("latency")
+        ctx.timeline.mark("delete_start")
+        # A fetch through the proxy takes about one clone's time (measured by the phase): a
+        # fetch accepted less than that before the deletes began was still running then.
+        refresh_to_delete_s = round(time.monotonic() - refresh_started, 2)
+        deletes = self._delete_all(ctx, list(repos))
+        after = ctx.stack.accepted_connections("latency")
+        ctx.timeline.mark("delete_end")
+        return {**deletes, "refresh_statuses": sorted(set(refreshes)), "refresh_to_delete_s": refresh_to_delete_s,
+                "fetches_before_deletes": at_delete - before, "fetches_during_deletes": after - at_delete,
+                "fetches_in_window": after - before}
+
+    # -- judging -----------------------------------------------------------------------
+    def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
+        if (failed := load_failure(timeline)) is not None and not _phase_data(timeline, "burst"):
+            return failed
+        results, problems, category = {}, [], ""
+        for name in PHASES:
+            data = _phase_data(timeline, name)
+            if data is None:
+                continue
+            if (error := _phase_error(name, data)) is not None:
+                return error
+            left, kinds = _leftovers(data, thresholds)
+            results[name] = left
+            if kinds:
+                category = category or f"orphan.{kinds[0]}"
+                problems.append(_describe(name, data, left, timeline.facts.get(f"log {name}", []), thresholds))
+        if not results:
+            return load_failure(timeline) or Verdict(ERROR, "no phase was recorded", "error.no_data")
+        metrics = {"leftovers": results, **timeline.facts.get("derived", {}),
+                   "deletes": {r["phase"]: {k: v for k, v in r.items() if k not in ("kind", "t", "statuses")}
+                               for r in timeline.of_kind("deletes")}}
+        if problems:
+            return Verdict(FAIL, " | ".join(problems), category, metrics)
+        if (failed := load_failure(timeline)) is not None:
+            return failed
+        phases = ", ".join(f"{n} ({_size(timeline, n)} scopes)" for n in results)
+        return Verdict(PASS, f"caches, clone dirs, fds of every kind, threads and RSS back to each phase's "
+                             f"start after {phases}", "", metrics)
+
+
+def _size(timeline: Timeline, phase: str) -> int:
+    event = next((e for e in timeline.events if e["name"] == "phase_start" and e["phase"] == phase), {})
+    return event.get("scopes", 0)
+
+
+def _phase_data(timeline: Timeline, phase: str) -> dict[str, Any] | None:
+    snaps = {s["label"]: s for s in timeline.of_kind("snapshot")}
+    fds = {s["label"]: s for s in timeline.of_kind("fds")}
+    deletes = next((r for r in timeline.of_kind("deletes") if r["phase"] == phase), None)
+    start, after = snaps.get(f"{phase} start"), snaps.get(f"{phase} after")
+    if start is None or after is None or deletes is None:
+        return None
+    return {"start": start, "after": after, "loaded": snaps.get(f"{phase} loaded"), "deletes": deletes,
+            "fds_start": fds.get(f"{phase} start"), "fds_after": fds.get(f"{phase} after"),
+            "dirs_after": timeline.facts.get(f"clone dirs {phase} after", []),
+            "dirs_start": timeline.facts.get(f"clone dirs {phase} start", []), "size": _size(timeline, phase)}
+
+
+def _phase_error(name: str, data: dict[str, Any]) -> Verdict | None:
+    """ERROR when the phase did not put the server under the condition it judges."""
+    for label in ("start", "loaded", "after"):
+        if data[label] is None or "stats_error" in data[label]:
+            detail = (data[label] or {}).get("stats_error", "no snapshot")
+            return Verdict(ERROR, f"{name}: the stats endpoint failed at {label}: {detail}", "error.no_stats")
+    short = [c for c in ("repo_locks", "repos") if data["loaded"][c] < data["start"][c] + data["size"]]
+    if short:
+        seen = ", ".join(f"{c} {data['loaded'][c]} (start {data['start'][c]})" for c in short)
+        return Verdict(ERROR, f"{name}: with {data['size']} scopes served the stats showed {seen}: the stats "
+                              "endpoint does not see the caches the server fills", "error.caches_not_filled")
+    bad = [s for s in data["deletes"]["statuses"] if s not in (200, 202, 204)]
+    if bad:
+        return Verdict(ERROR, f"{name}: {len(bad)} of {len(data['deletes']['statuses'])} DELETEs failed "
+                              f"(statuses {sorted(set(bad), key=str)}): nothing to judge", "error.delete_failed")
+    if name == "mid-sync" and not data["deletes"].get("fetches_in_window"):
+        return Verdict(ERROR, "mid-sync: no fetch reached the git host between the refreshes and the end of "
+                              "the deletes: no delete raced a sync", "error.no_overlap")
+    if data["fds_start"] is None or data["fds_after"] is None:
+        return Verdict(ERROR, f"{name}: the worker's fds could not be read", "error.no_data")
+    return None
+
+
+def _leftovers(data: dict[str, Any], th: Thresholds) -> tuple[dict[str, Any], list[str]]:
+    """What the phase left above its start, and the failure kinds in order of weight."""
+    start, after = _counts(data["start"]), _counts(data["after"])
+    caches = {c: after[c] - start[c] for c in CACHES if after[c] - start[c] > th.cache_tolerance}
+    dirs = after["clone_dirs"] - start["clone_dirs"]
+    fd_start, fd_after = data["fds_start"]["by_kind"], data["fds_after"]["by_kind"]
+    fds = {k: fd_after.get(k, 0) - fd_start.get(k, 0) for k in set(fd_start) | set(fd_after)
+           if fd_after.get(k, 0) - fd_start.get(k, 0) > th.fd_tolerance}
+    threads = after["threads"] - start["threads"]
+    rss_bound = start["rss_kb"] * (1 + th.rss_growth_ratio) + th.rss_floor_kb
+    left = {"caches": caches, "clone_dirs": dirs, "fds": fds, "threads": threads,
+            "rss_kb": [start["rss_kb"], after["rss_kb"]], "rss_bound_kb": round(rss_bound)}
+    kinds = [kind for kind, bad in (
+        ("caches_kept", bool(caches)), ("clone_dirs_kept", dirs > th.clone_dir_tolerance), ("fds_kept", bool(fds)),
+        ("threads_kept", threads > th.thread_tolerance), ("rss_grew", after["rss_kb"] > rss_bound)) if bad]
+    return left, kinds
+
+
+def _describe(name: str, data: dict[str, Any], left: dict[str, Any], log: list[dict[str, Any]],
+              th: Thresholds) -> str:
+    """What the phase left, kind by kind (only what is over its tolerance), and what the
+    server logged about it."""
+    parts = []
+    if left["caches"]:
+        parts.append("caches kept " + ", ".join(f"{c} +{n}" for c, n in left["caches"].items()))
+    if left["clone_dirs"] > th.clone_dir_tolerance:
+        new_dirs = sorted(set(data["dirs_after"]) - set(data["dirs_start"]))[:2]
+        parts.append(f"{left['clone_dirs']} of {data['size']} clone dirs stayed on disk (e.g. {', '.join(new_dirs)})")
+    if left["fds"]:
+        parts.append("fds kept " + ", ".join(f"{kind} +{n}" for kind, n in sorted(left["fds"].items())) +
+                     _socket_peers(data))
+    if left["threads"] > th.thread_tolerance:
+        parts.append(f"threads +{left['threads']}")
+    start_rss, after_rss = left["rss_kb"]
+    if after_rss > left["rss_bound_kb"]:
+        parts.append(f"RSS {start_rss // 1024}→{after_rss // 1024} MB (bound {left['rss_bound_kb'] // 1024} MB)")
+    said = "; ".join(f"{m['count']}× {m['level']} {m['module']}: \"{m['example'][:160]}\"" for m in log[:2])
+    deletes = data["deletes"]
+    return (f"{name} ({data['size']} DELETEs in {deletes['seconds']:g} s): {', '.join(parts) or 'nothing'}"
+            + (f"; the server said: {said}" if said else ""))
+
+
+def _socket_peers(data: dict[str, Any]) -> str:
+    """' (sockets to 127.0.0.1:6379 redis ESTABLISHED +180)' — whom the kept sockets talk to."""
+    before = data["fds_start"].get("sockets_by_peer", {})
+    after = data["fds_after"].get("sockets_by_peer", {})
+    ports = {int(k): v for k, v in (data["fds_after"].get("peer_ports") or {}).items()}
+    grown = sorted(((after[p] - before.get(p, 0), p) for p in after if after[p] > before.get(p, 0)), reverse=True)
+    if not grown:
+        return ""
+    named = []
+    for count, peer in grown[:3]:
+        port = peer.split(" ")[0].rsplit(":", 1)[-1]
+        service = ports.get(int(port)) if port.isdigit() else None
+        named.append(f"{peer}{f' ({service})' if service else ''} +{count}")
+    return f" (sockets to {'; '.join(named)})"

@@ -1,0 +1,133 @@
+"""The orphan-clones checker on synthetic timelines, and the probes it reads (real fds,
+real log lines): both outcomes, each leftover kind named with counts and the server's words."""
+
+import os
+import socket
+
+from harness.fds import fd_census, fd_kind
+from harness.gates.orphan_clones import OrphanClonesGate, Thresholds
+from harness.serverlog import summarize, template
+from harness.timeline import Timeline
+
+SIBLING = ("Local sibling check for 0a1b2c3d4e5f60718293a4b5c6d7e8f9-0 failed after deleting scope orphan-3; "
+           "keeping this worker's clone (it stays until PER-15612's sweep lands): TimeoutError()")
+
+
+def _snap(tl, label, caches, dirs, threads=20, rss=90_000, fds=50):
+    tl.record("snapshot", label=label, repo_locks=caches, repos=caches, repos_last_fetched=caches,
+              clone_dirs=dirs, worker_threads=threads, worker_rss_kb=rss, worker_fds=fds, worker_pid=7)
+
+
+def _fds(tl, label, sockets=10, pipes=4, files=30, redis=5):
+    tl.record("fds", label=label, by_kind={"socket": sockets, "pipe": pipes, "file": files},
+              examples={"socket": ["socket:[1]"]}, peer_ports={"6379": "redis"},
+              sockets_by_peer={"127.0.0.1:6379 ESTABLISHED": redis, "listening LISTEN": 1})
+
+
+def _phase(tl, name, size, after_caches=0, after_dirs=0, after_sockets=10, after_redis=5, after_threads=20,
+           after_rss=95_000, statuses=None, fetches=10):
+    tl.mark("phase_start", phase=name, scopes=size)
+    _snap(tl, f"{name} start", 0, 0)
+    _fds(tl, f"{name} start")
+    tl.fact(f"clone dirs {name} start", [])
+    _snap(tl, f"{name} loaded", size, size)
+    deletes = {"statuses": statuses or [204] * size, "seconds": 12.5}
+    if name == "mid-sync":
+        deletes.update(fetches_in_window=fetches, fetches_before_deletes=fetches, fetches_during_deletes=0)
+    tl.record("deletes", phase=name, **deletes)
+    _snap(tl, f"{name} after", after_caches, after_dirs, threads=after_threads, rss=after_rss)
+    _fds(tl, f"{name} after", sockets=after_sockets, redis=after_redis)
+    tl.fact(f"clone dirs {name} after", [f"dir-{i}" for i in range(after_dirs)])
+    tl.fact(f"log {name}", [{"template": "Local sibling check for <hex> failed ...", "count": after_dirs,
+                             "level": "WARNING", "module": "opal_server.scopes.service", "example": SIBLING}]
+            if after_dirs else [])
+
+
+def test_passes_when_every_phase_returns_to_its_start():
+    tl = Timeline("orphan-clones")
+    _phase(tl, "burst", 500)
+    _phase(tl, "mid-sync", 50)
+    verdict = OrphanClonesGate().check(tl, Thresholds())
+    assert verdict.verdict == "pass", verdict.reason
+    assert "burst (500 scopes), mid-sync (50 scopes)" in verdict.reason
+
+
+def test_names_every_leftover_per_phase_with_the_servers_own_words():
+    tl = Timeline("orphan-clones")
+    _phase(tl, "burst", 500, after_dirs=328, after_sockets=346, after_redis=341, after_threads=24)
+    _phase(tl, "mid-sync", 50)
+    verdict = OrphanClonesGate().check(tl, Thresholds())
+    assert (verdict.verdict, verdict.category) == ("fail", "orphan.clone_dirs_kept")
+    assert "328 of 500 clone dirs stayed on disk (e.g. dir-0, dir-1)" in verdict.reason
+    assert "fds kept socket +336 (sockets to 127.0.0.1:6379 ESTABLISHED (redis) +336)" in verdict.reason
+    assert "threads" not in verdict.reason  # +4 is within the tolerance
+    assert '328× WARNING opal_server.scopes.service: "Local sibling check for' in verdict.reason
+    assert verdict.metrics["leftovers"]["burst"]["clone_dirs"] == 328
+
+
+def test_kept_cache_entries_weigh_first():
+    tl = Timeline("orphan-clones")
+    _phase(tl, "burst", 500, after_caches=500, after_dirs=500)
+    verdict = OrphanClonesGate().check(tl, Thresholds())
+    assert verdict.category == "orphan.caches_kept" and "repo_locks +500" in verdict.reason
+
+
+def test_rss_is_judged_against_a_bound_derived_from_the_start():
+    tl = Timeline("orphan-clones")
+    _phase(tl, "burst", 500, after_rss=90_000 * 3)
+    verdict = OrphanClonesGate().check(tl, Thresholds(rss_growth_ratio=0.5, rss_floor_kb=0))
+    assert verdict.category == "orphan.rss_grew" and "RSS 87→263 MB (bound 131 MB)" in verdict.reason
+
+
+def test_errors_when_nothing_raced_or_deletes_failed_or_caches_never_filled():
+    tl = Timeline("orphan-clones")
+    _phase(tl, "burst", 500)
+    _phase(tl, "mid-sync", 50, fetches=0)
+    assert OrphanClonesGate().check(tl, Thresholds()).category == "error.no_overlap"
+    tl = Timeline("orphan-clones")
+    _phase(tl, "burst", 5, statuses=[204, 204, 500, 204, None])
+    assert OrphanClonesGate().check(tl, Thresholds()).category == "error.delete_failed"
+    tl = Timeline("orphan-clones")
+    _phase(tl, "burst", 5)
+    tl.samples[2]["repos"] = 0  # "burst loaded"
+    assert OrphanClonesGate().check(tl, Thresholds()).category == "error.caches_not_filled"
+
+
+def test_a_failed_load_is_an_error():
+    tl = Timeline("orphan-clones")
+    tl.fact("load_failure", "burst: 12 of 500 scopes were not served within 110 s")
+    verdict = OrphanClonesGate().check(tl, Thresholds())
+    assert (verdict.verdict, verdict.category) == ("error", "error.load")
+
+
+def test_fd_census_counts_kinds_and_names_tcp_peers():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    client = socket.create_connection(server.getsockname())
+    read_end, write_end = os.pipe()
+    try:
+        census = fd_census(os.getpid())
+        port = server.getsockname()[1]
+        assert census.by_kind["socket"] >= 2 and census.by_kind["pipe"] >= 2
+        assert census.sockets_by_peer.get(f"127.0.0.1:{port} ESTABLISHED", 0) >= 1
+        assert census.sockets_by_peer.get("listening LISTEN", 0) >= 1
+    finally:
+        for fd in (read_end, write_end):
+            os.close(fd)
+        client.close()
+        server.close()
+    assert [fd_kind(t) for t in ("socket:[1]", "pipe:[2]", "anon_inode:[eventfd]", "/dev/null", "/x/y")] == [
+        "socket", "pipe", "anon_inode:eventfd", "dev", "file"]
+
+
+def test_server_log_lines_are_counted_by_message_with_ids_folded():
+    line = "2026-11-23T16:28:52.091959+0000 | 8011 | opal_server.scopes.service | WARNING | {}"
+    lines = [line.format(SIBLING.replace("orphan-3", f"orphan-{i}")) for i in range(3)]
+    lines.append(line.format("Could not clone repo at git://127.0.0.1:4242/dead-0001.git: TimeoutError()"))
+    lines.append(line.replace("WARNING", "INFO").format("fetched"))
+    [first, second] = summarize(lines)
+    assert (first.count, first.level, first.module) == (3, "WARNING", "opal_server.scopes.service")
+    assert "orphan-<id>" not in first.template and "<hex>" in first.template
+    assert second.template == "Could not clone repo at <url> TimeoutError()"
+    assert template("keeping clone /tmp/a/b/c for scope s-12") == "keeping clone <path> for scope <id>"
