@@ -6,8 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Test processes for `make test` (pytest-xdist): the self-test's stacks run side by side,
+# one per process, its cells grouped by stack. TEST_JOBS=0 runs everything in one process.
+TEST_JOBS ?= 2
 
-.PHONY: setup sysdeps test unit leak-test gates bench up down status clean logs distclean images-offline
+.PHONY: setup sysdeps lint test unit leak-test gates bench up down status clean logs distclean images-offline
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +26,13 @@ sysdeps: $(STAMP)
 
 ## The project's tests: unit, integration (real stacks on 0.9.6 and 0.9.9), gate self-test.
 test: setup
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
+
+## The linters CI runs before the tests: ruff (lint) and mypy (types) over the harness.
+lint: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/ruff check harness tests
+	$(BIN)/mypy
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

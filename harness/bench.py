@@ -19,13 +19,17 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from harness import config, seed
 from harness.errors import HarnessError
 from harness.stack import make_stack
 from harness.venvs import ensure_server_venv
+
+T = TypeVar("T")
 
 
 def _quiet(_line: str) -> None:
@@ -38,7 +42,7 @@ class Bench:
     backend: str
     figures: dict[str, float] = field(default_factory=dict)
 
-    def time(self, name: str, action) -> object:
+    def time(self, name: str, action: Callable[[], T]) -> T:
         started = time.monotonic()
         result = action()
         self.figures[name] = round(time.monotonic() - started, 2)

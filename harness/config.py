@@ -20,9 +20,9 @@ Environment variables (all optional):
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
 
 from packaging.version import InvalidVersion, Version
 
@@ -78,7 +78,7 @@ class Settings:
     # HARNESS_CONSTRAINTS: "auto", "none" or an absolute path (see constraints_setting)
     constraints: str = CONSTRAINTS_AUTO
 
-    def with_target(self, **changes) -> "Settings":
+    def with_target(self, **changes) -> Settings:
         return replace(self, target=replace(self.target, **changes))
 
 

@@ -105,7 +105,7 @@ class WorkingClones:
     def _write_content(self, clone: git.Repo, repo: str, revision: int, kind: str) -> None:
         # Name, revision and a nonce: distinct across repos, cycles, rewrites and runs.
         data = {"repo": repo, "revision": revision, "kind": kind, "nonce": f"{time.time_ns()}-{uuid.uuid4().hex}"}
-        Path(clone.working_tree_dir, DATA_FILE).write_text(json.dumps(data) + "\n")
+        Path(str(clone.working_tree_dir), DATA_FILE).write_text(json.dumps(data) + "\n")
         self._run(clone.git, repo, "add", DATA_FILE)
 
     def _head_sha(self, clone: git.Repo, repo: str) -> str:

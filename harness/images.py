@@ -34,9 +34,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 from harness import PROJECT_ROOT, STACKS_DIR
 from harness.config import supported_versions
@@ -173,7 +173,7 @@ def choose_image_set(env: Mapping[str, str] = os.environ,
 
 # --- inputs and building -------------------------------------------------------------------
 
-def _files(paths: Iterable[Path]) -> list[Path]:
+def _files(paths: Iterable[Path | str]) -> list[Path]:
     """Files of `paths`, directories expanded; caches and bytecode left out."""
     found: list[Path] = []
     for path in map(Path, paths):

@@ -35,7 +35,7 @@ class CacheStats:
     wrapper: bool = False
 
     @classmethod
-    def from_json(cls, body: object, wrapper: bool = False) -> "CacheStats":
+    def from_json(cls, body: object, wrapper: bool = False) -> CacheStats:
         if not isinstance(body, dict):
             raise StatsContractError(f"stats endpoint answered {type(body).__name__}, not an object: "
                                      f"{str(body)[:200]}")

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.gates.base import GateResult
@@ -150,7 +151,7 @@ def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[st
     for entry in report["gates"]:
         g = gate(entry["id"])
         timeline = Timeline.load(run_dir / entry["timeline"])
-        thresholds = build_settings(g.Thresholds, {**entry["thresholds"], **overrides.get(entry["id"], {})}, g.id)
+        thresholds = build_settings(g.thresholds_type, {**entry["thresholds"], **overrides.get(entry["id"], {})}, g.id)
         verdict = g.check(timeline, thresholds)
         judged.append({"id": g.id, "verdict": verdict.verdict, "reason": verdict.reason,
                        "category": verdict.category, "duration_s": entry["duration_s"],

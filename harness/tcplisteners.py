@@ -5,8 +5,9 @@
   latency    proxies to --upstream, delaying every chunk by --delay-ms in each direction
 
 Each binds 127.0.0.1 (or --bind, e.g. 0.0.0.0 inside the stack's own container) on an
-ephemeral port (or --port) and writes the port to --port-file once it listens. Every accepted connection is logged as a line "accepted N" on stdout, which is
-how the harness proves that a fault took effect.
+ephemeral port (or --port) and writes the port to --port-file once it listens. Every
+accepted connection is logged as a line "accepted N" on stdout, which is how the harness
+proves that a fault took effect.
 """
 
 from __future__ import annotations

@@ -78,12 +78,12 @@ class Timeline:
         path.write_text(json.dumps(self.to_dict(), indent=1, default=str))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Timeline":
+    def from_dict(cls, data: dict[str, Any]) -> Timeline:
         return cls(gate=data["gate"], started_at=data["started_at"], samples=data["samples"],
                    events=data["events"], facts=data["facts"])
 
     @classmethod
-    def load(cls, path: Path) -> "Timeline":
+    def load(cls, path: Path) -> Timeline:
         return cls.from_dict(json.loads(path.read_text()))
 
 

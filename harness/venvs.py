@@ -189,7 +189,8 @@ def index_versions(pip_output: str) -> list[str]:
 
 
 def unknown_release_message(version: str, available: list[str]) -> str:
-    releases, previews = [], []
+    releases: list[Version] = []
+    previews: list[Version] = []
     for raw in available:
         try:
             parsed = Version(raw)
@@ -273,7 +274,7 @@ def read_pins(text: str) -> dict[str, str]:
             continue
         specs = list(requirement.specifier)
         if len(specs) == 1 and specs[0].operator in ("==", "==="):
-            pins[canonicalize_name(requirement.name)] = specs[0].version
+            pins[str(canonicalize_name(requirement.name))] = specs[0].version
     return pins
 
 
@@ -339,7 +340,7 @@ def committed_pin_sets() -> list[PinSet]:
 
 def choose_pin_set(requirements: list[str], pin_sets: list[PinSet]) -> tuple[PinSet | None, list[str]]:
     """(the newest set that fits or None, why each newer set was passed over)."""
-    passed_over = []
+    passed_over: list[str] = []
     for pin_set in pin_sets:
         conflicts = pin_conflicts(pin_set.pins(), requirements)
         if not conflicts:
@@ -403,7 +404,8 @@ def choose_constraints(target: Target, cache_dir: Path, setting: str | None = No
     chosen, passed_over = choose_pin_set(requirements, committed_pin_sets())
     why = "; ".join(passed_over)
     if chosen is not None and not requirements:
-        return Constraints("committed", f"no requirements found for {target.label} (requires.txt files missing or empty); "
+        return Constraints("committed", f"no requirements found for {target.label} "
+                                        "(requires.txt files missing or empty); "
                            f"using the newest pins, {chosen.release}'s", path=chosen.path)
     if chosen is not None:
         reason = f"{why}; using {chosen.release}'s" if why else f"pins of {chosen.release} (the newest that fit)"
@@ -448,11 +450,12 @@ def pip_conflicts(log: str, pins: Mapping[str, str] | None = None) -> list[str]:
         cannot = re.search(r"Cannot install (.+?) because these package versions have conflicting", line)
         if cannot:
             cannot_install.append(cannot.group(1))
-        match = re.search(r"Could not find a version that satisfies the requirement (\S+)( \(from (?!versions:)[^)]*\))?", line)
+        match = re.search(r"Could not find a version that satisfies the requirement (\S+)"
+                          r"( \(from (?!versions:)[^)]*\))?", line)
         if match:
             wanted = match.group(1) + (match.group(2) or "")
             try:
-                name = canonicalize_name(Requirement(match.group(1)).name)
+                name: str = canonicalize_name(Requirement(match.group(1)).name)
             except InvalidRequirement:
                 name = ""
             if pins and name in pins:

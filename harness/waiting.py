@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-from tenacity import RetryError, retry_if_result, Retrying, stop_after_delay, wait_fixed
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from harness.errors import ServiceFailed
 

@@ -12,8 +12,9 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from harness.errors import HarnessError
 from harness.probes import sample_server
@@ -79,7 +80,7 @@ class ServerKnobs:
     clone_wait_s: float | None = None
 
     @classmethod
-    def from_config(cls, values: Mapping[str, Any]) -> "ServerKnobs":
+    def from_config(cls, values: Mapping[str, Any]) -> ServerKnobs:
         def get(name: str, kind: type) -> Any:
             value = values.get(name)
             return None if value is None else kind(value)
@@ -221,7 +222,7 @@ class Poller:
                                      seconds=round(result.seconds, 3), healthy=client.healthy(timeout=2))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "Poller":
+    def __enter__(self) -> Poller:
         self._thread.start()
         return self
 
@@ -236,8 +237,8 @@ class Gate(ABC):
     id: ClassVar[str]
     marker: ClassVar[str]
     title: ClassVar[str]
-    Params: ClassVar[type]
-    Thresholds: ClassVar[type]
+    params_type: ClassVar[type]
+    thresholds_type: ClassVar[type]
     # gunicorn workers this gate needs (None: the stack's HARNESS_WORKERS).
     workers: ClassVar[int | None] = None
 

@@ -45,8 +45,8 @@ class BootDeadScopeGate(Gate):
     id = "boot-dead-scope"
     marker = "boot_dead_scope"
     title = "one dead remote does not block boot"
-    Params = Params
-    Thresholds = Thresholds
+    params_type = Params
+    thresholds_type = Thresholds
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

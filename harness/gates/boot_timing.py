@@ -37,8 +37,8 @@ class BootTimingGate(Gate):
     id = "boot-timing"
     marker = "boot_timing"
     title = "boot with N stored scopes is not serial"
-    Params = Params
-    Thresholds = Thresholds
+    params_type = Params
+    thresholds_type = Thresholds
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

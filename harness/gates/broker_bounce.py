@@ -46,8 +46,8 @@ class BrokerBounceGate(Gate):
     id = "broker-bounce"
     marker = "broker_bounce"
     title = "the server recovers from a broadcaster outage"
-    Params = Params
-    Thresholds = Thresholds
+    params_type = Params
+    thresholds_type = Thresholds
     workers = WORKERS
 
     def scenario(self, ctx: GateContext) -> None:

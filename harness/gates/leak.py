@@ -4,10 +4,10 @@ Passes when all three git-fetcher caches, the clone dirs and the worker's open f
 back to their baseline after every cycle. Before any DELETE the caches must have reached
 the load (each ≥ baseline + the scopes just loaded: a clone, the first GET policy and a
 refresh fill them on every release measured) — a stats endpoint that does not see the
-caches the server fills would otherwise pass every cycle for nothing: that is an ERROR. Open files, not all fds: a leaked cache entry
-holds its clone's pack files open, while sockets come and go with connection pools on
-every release (all fds are recorded and plotted). RSS is recorded, not judged
-(allocator churn makes it grow on fixed servers too).
+caches the server fills would otherwise pass every cycle for nothing: that is an ERROR.
+Open files, not all fds: a leaked cache entry holds its clone's pack files open, while
+sockets come and go with connection pools on every release (all fds are recorded and
+plotted). RSS is recorded, not judged (allocator churn makes it grow on fixed servers too).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _fill(ctx: GateContext, label: str, budget: float, floor: dict[str, int]) ->
 
 
 def _after_labels(snaps: dict[str, dict]) -> list[str]:
-    return sorted((label for label in snaps if label.startswith("after ")), key=lambda l: int(l.split()[1]))
+    return sorted((label for label in snaps if label.startswith("after ")), key=lambda label: int(label.split()[1]))
 
 
 def _unfilled(timeline: Timeline, snaps: dict[str, dict], base: dict[str, int]) -> Verdict | None:
@@ -106,8 +106,8 @@ class LeakGate(Gate):
     id = "leak"
     marker = "leak"
     title = "memory leak under scope churn"
-    Params = Params
-    Thresholds = Thresholds
+    params_type = Params
+    thresholds_type = Thresholds
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
@@ -153,7 +153,7 @@ class LeakGate(Gate):
             return Verdict(ERROR, "no baseline snapshot was recorded", "error.no_data")
         base = _counts(snaps["baseline"])
         after = [_counts(snaps[label]) for label in _after_labels(snaps)]
-        pids = {s.get("worker_pid") for s in snaps.values() if s.get("worker_pid")}
+        pids = {int(s["worker_pid"]) for s in snaps.values() if s.get("worker_pid")}
         if (stats_error := next((s["stats_error"] for s in snaps.values() if "stats_error" in s), None)):
             return Verdict(ERROR, f"the stats endpoint failed during the gate: {stats_error}", "error.no_stats")
         if -1 in base.values():

@@ -14,8 +14,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from harness.gates.base import (ERROR, FAIL, PASS, Gate, GateContext, Poller, ServerKnobs, Verdict, batches,
-                                load_failure, pre_fix_executor_size)
+from harness.gates.base import (
+    ERROR,
+    FAIL,
+    PASS,
+    Gate,
+    GateContext,
+    Poller,
+    ServerKnobs,
+    Verdict,
+    batches,
+    load_failure,
+    pre_fix_executor_size,
+)
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_START, Timeline
 
@@ -52,8 +63,8 @@ class OfflineRepoGate(Gate):
     id = "offline-repo"
     marker = "offline_repo"
     title = "dead remotes do not stall loaded or new scopes"
-    Params = Params
-    Thresholds = Thresholds
+    params_type = Params
+    thresholds_type = Thresholds
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

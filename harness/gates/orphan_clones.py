@@ -10,7 +10,7 @@ Two phases, each judged against the state it started from:
 
 Passes when, after each phase's settle, the three git-fetcher caches, the clone dirs on
 disk, the worker's fds of every kind (files, sockets, pipes, anon inodes) and its threads
-are back to the phase's start, and its RSS within start × (1 + ratio) + floor. A failure
+are back to the phase's start, and its RSS within start + scopes × allowance + floor. A failure
 names every kind of leftover with counts per phase, the peers of kept sockets, example
 clone dirs and fd targets, and quotes the server's own warnings of the phase counted by
 message — the code path to read.
@@ -27,13 +27,23 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from harness.fds import fd_census
-from harness.gates.base import (ERROR, FAIL, PASS, Gate, GateContext, Verdict, batches, load_failure,
-                                pre_fix_executor_size)
+from harness.gates.base import (
+    ERROR,
+    FAIL,
+    PASS,
+    Gate,
+    GateContext,
+    Verdict,
+    batches,
+    load_failure,
+    pre_fix_executor_size,
+)
 from harness.gitops import WorkingClones, push_base_url
 from harness.probes import CACHES
 from harness.seed import policy_repo_name
+from harness.serverlog import read_slice, summarize
+from harness.serverlog import size as log_size
 from harness.servers.opal import OpalClient
-from harness.serverlog import size as log_size, read_slice, summarize
 from harness.timeline import Timeline
 from harness.waiting import poll_until
 
@@ -56,8 +66,10 @@ class Thresholds:
     clone_dir_tolerance: int = 0
     fd_tolerance: int = 4  # per kind of fd
     thread_tolerance: int = 4
-    rss_growth_ratio: float = 0.5
-    rss_floor_kb: int = 64 * 1024
+    # RSS after ≤ start + scopes × this + floor: what loading a scope may leave in the
+    # allocator after it is deleted (Python rarely hands freed memory back to the OS).
+    rss_kb_per_scope: int = 256
+    rss_floor_kb: int = 32 * 1024
 
 
 def _counts(snapshot: dict[str, Any]) -> dict[str, int]:
@@ -74,8 +86,8 @@ class OrphanClonesGate(Gate):
     id = "orphan-clones"
     marker = "orphan_clones"
     title = "bulk deletes and deletes mid-sync leave nothing behind"
-    Params = Params
-    Thresholds = Thresholds
+    params_type = Params
+    thresholds_type = Thresholds
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
@@ -255,7 +267,7 @@ def _leftovers(data: dict[str, Any], th: Thresholds) -> tuple[dict[str, Any], li
     fds = {k: fd_after.get(k, 0) - fd_start.get(k, 0) for k in set(fd_start) | set(fd_after)
            if fd_after.get(k, 0) - fd_start.get(k, 0) > th.fd_tolerance}
     threads = after["threads"] - start["threads"]
-    rss_bound = start["rss_kb"] * (1 + th.rss_growth_ratio) + th.rss_floor_kb
+    rss_bound = start["rss_kb"] + data["size"] * th.rss_kb_per_scope + th.rss_floor_kb
     left = {"caches": caches, "clone_dirs": dirs, "fds": fds, "threads": threads,
             "rss_kb": [start["rss_kb"], after["rss_kb"]], "rss_bound_kb": round(rss_bound)}
     kinds = [kind for kind, bad in (

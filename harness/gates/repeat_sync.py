@@ -91,7 +91,7 @@ GROWTH = {
 
 def theil_sen_slope(xs: list[float], ys: list[float]) -> float:
     """Median of pairwise slopes: one outlier cycle does not tilt the fit."""
-    slopes = [(y2 - y1) / (x2 - x1) for (x1, y1), (x2, y2) in combinations(zip(xs, ys), 2) if x2 != x1]
+    slopes = [(y2 - y1) / (x2 - x1) for (x1, y1), (x2, y2) in combinations(zip(xs, ys, strict=True), 2) if x2 != x1]
     return statistics.median(slopes) if slopes else 0.0
 
 
@@ -103,8 +103,8 @@ class RepeatSyncGate(Gate):
     id = "repeat-sync"
     marker = "repeat_sync"
     title = "new commits fetched and served over and over keep caches, files and memory flat"
-    Params = Params
-    Thresholds = Thresholds
+    params_type = Params
+    thresholds_type = Thresholds
 
     # -- scenario ---------------------------------------------------------------------------
     def scenario(self, ctx: GateContext) -> None:
@@ -126,7 +126,7 @@ class RepeatSyncGate(Gate):
             tl.fact("load_failure", f"{len(pending)} of {p.scopes} scopes were not served "
                                     f"within {p.serve_budget_s:g} s")
             return
-        served = {scope: ctx.client.policy_hash(scope).hash for scope in repos}
+        served: dict[str, str | None] = {scope: ctx.client.policy_hash(scope).hash for scope in repos}
         self._observe(ctx, "loaded", cycle=0)
         for cycle in range(1, p.cycles + 1):
             tl.mark("cycle_start", cycle=cycle)
@@ -144,7 +144,7 @@ class RepeatSyncGate(Gate):
             if unsynced:
                 self._record_unsynced(tl, cycle, p, pushed, served, refreshes, unsynced)
                 return
-            served = pushed
+            served = dict(pushed)
             self._observe(ctx, f"cycle {cycle}", cycle=cycle)
             tl.mark("cycle_end", cycle=cycle)
 
@@ -152,7 +152,7 @@ class RepeatSyncGate(Gate):
         """A new commit in each scope's repo, pushed; scope -> pushed SHA."""
         with ThreadPoolExecutor(max_workers=PUSH_PARALLEL) as pool:
             shas = list(pool.map(clones.push_new_commit, repos.values()))
-        return dict(zip(repos, shas))
+        return dict(zip(repos, shas, strict=True))
 
     def _wait_synced(self, ctx: GateContext, pushed: dict[str, str],
                      budget: float) -> tuple[dict[str, PolicyResult], float | None]:
@@ -199,7 +199,8 @@ class RepeatSyncGate(Gate):
         worker that fetches is the one that keeps them, whichever it is)."""
         _, workers = ctx.stack.server_pids()
         packs = {pid: mapped_pack_files(pid) for pid in workers}
-        total = None if not packs or None in packs.values() else sum(packs.values())
+        counts = [n for n in packs.values() if n is not None]
+        total = sum(counts) if packs and len(counts) == len(packs) else None
         ctx.observe(label, cycle=cycle, mapped_packs=total, mapped_packs_by_pid=packs)
 
     # -- checker ----------------------------------------------------------------------------
@@ -218,7 +219,7 @@ class RepeatSyncGate(Gate):
         if errors := [s["stats_error"] for s in measured if "stats_error" in s]:
             return Verdict(ERROR, f"the stats contract did not answer during the gate: {errors[0]}",
                            "error.no_stats")
-        pids = sorted({s.get("worker_pid") for s in measured if s.get("worker_pid")})
+        pids = sorted({int(s["worker_pid"]) for s in measured if s.get("worker_pid")})
         if len(pids) > 1:
             return Verdict(ERROR, f"the worker restarted during the gate (pids {pids}): counts of "
                                   "different processes cannot be fitted", "error.restart")

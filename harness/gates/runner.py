@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, fields
-from typing import Any, Mapping
+from typing import Any
 
 from harness.errors import ConfigError, HarnessError
 from harness.gates.base import ERROR, PROFILES, Gate, GateContext, GateResult, Verdict, env_overrides
@@ -21,14 +22,14 @@ def gate(gate_id: str) -> Gate:
 
 def configure(g: Gate, overrides: Mapping[str, str]) -> tuple[Any, Any]:
     """Params and thresholds of a gate from defaults plus overrides (names of either)."""
-    params_names = {f.name for f in fields(g.Params)}
-    threshold_names = {f.name for f in fields(g.Thresholds)}
+    params_names = {f.name for f in fields(g.params_type)}
+    threshold_names = {f.name for f in fields(g.thresholds_type)}
     unknown = sorted(set(overrides) - params_names - threshold_names)
     if unknown:
         raise ConfigError(f"gate {g.id} has no setting {', '.join(unknown)}; settings: "
                           f"{', '.join(sorted(params_names | threshold_names))}")
-    return (build_settings(g.Params, {k: v for k, v in overrides.items() if k in params_names}, g.id),
-            build_settings(g.Thresholds, {k: v for k, v in overrides.items() if k in threshold_names}, g.id))
+    return (build_settings(g.params_type, {k: v for k, v in overrides.items() if k in params_names}, g.id),
+            build_settings(g.thresholds_type, {k: v for k, v in overrides.items() if k in threshold_names}, g.id))
 
 
 def build_settings(cls: type, values: Mapping[str, Any], gate_id: str) -> Any:

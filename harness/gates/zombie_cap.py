@@ -13,8 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.gates.base import (ERROR, FAIL, PASS, Gate, GateContext, ServerKnobs, Verdict, batches,
-                                pre_fix_executor_size)
+from harness.gates.base import (
+    ERROR,
+    FAIL,
+    PASS,
+    Gate,
+    GateContext,
+    ServerKnobs,
+    Verdict,
+    batches,
+    pre_fix_executor_size,
+)
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_START, Timeline
 from harness.waiting import poll_until
@@ -72,8 +81,8 @@ class ZombieCapGate(Gate):
     id = "zombie-cap"
     marker = "zombie_cap"
     title = "timed-out git ops piling up do not block healthy scopes"
-    Params = Params
-    Thresholds = Thresholds
+    params_type = Params
+    thresholds_type = Thresholds
 
     def server_profile(self, profile: str) -> dict[str, str]:
         return {"OPAL_SCOPES_GIT_MAX_ZOMBIES": QUICK_ZOMBIE_CAP} if profile == "quick" else {}

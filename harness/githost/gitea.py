@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -139,7 +140,7 @@ class GiteaClient:
             return None
 
         try:
-            return wait_for(probe, budget_s, "gitea", interval=interval)
+            return str(wait_for(probe, budget_s, "gitea", interval=interval))
         except GaveUp:
             raise ServiceFailed(f"Gitea at {self.base_url} was not ready within {budget_s:g} s "
                                 f"(GET /api/v1/version, last: {last}); check that the gitea container "

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import procs
-
 from harness.errors import ServiceFailed
 from harness.services.base import LocalService
 from harness.sysdeps import find_binary, require

@@ -13,8 +13,8 @@ import secrets
 import signal
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import psutil
 
@@ -47,7 +47,7 @@ class Stack(ABC):
     @abstractmethod
     def down(self) -> None: ...
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         # SIGTERM (CI cancelling a job, `harness down`) unwinds like Ctrl-C does.
         self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         try:

@@ -12,15 +12,15 @@ import os
 import shlex
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import psutil
 
 from harness import STACKS_DIR, images, resp
-from harness.images import docker_client
 from harness.errors import ConfigError, HarnessError, ServiceFailed
 from harness.githost.bare import CONNECTION_LINE
+from harness.images import docker_client
 from harness.servers.opal import FIXED_ENV, SCOPE_KEY_PREFIX, stored_scope_json
 from harness.stack.base import SERVICES, Stack
 from harness.stack.compose_cli import ComposeCli, detect
@@ -163,6 +163,7 @@ class ComposeStack(Stack):
             self._say(f"server image {result.action} in {result.seconds:.1f} s")
             return
         import docker.errors
+        assert self._docker is not None
         try:
             self._docker.images.get(self._server_image())
         except docker.errors.ImageNotFound:
@@ -273,7 +274,7 @@ class ComposeStack(Stack):
         if container.status != "running":
             return None, []
         top = container.top(ps_args="-o pid,ppid,args")
-        rows = [dict(zip(top["Titles"], row)) for row in top["Processes"]]
+        rows = [dict(zip(top["Titles"], row, strict=False)) for row in top["Processes"]]
         gunicorn = [r for r in rows if "gunicorn" in (r.get("COMMAND") or r.get("CMD") or "")]
         pids = {int(r["PID"]) for r in gunicorn}
         master = next((int(r["PID"]) for r in gunicorn if int(r["PPID"]) not in pids), None)

@@ -6,9 +6,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
-
 
 from harness import procs, seed
 from harness.errors import ConfigError, HarnessError

@@ -139,8 +139,14 @@ def stacks(harness_settings, tmp_path_factory):
     holder.close()
 
 
-@pytest.mark.parametrize("backend,server,gate_id", CELLS,
-                         ids=[f"{b}-{s.name.replace(' ', '-')}-{g}" for b, s, g in CELLS])
+def _cell(backend: str, server: Server, gate_id: str):
+    # Cells of one stack form a group: pytest-xdist (--dist loadgroup) keeps a group in one
+    # worker, in order, so each stack comes up once while other stacks run beside it.
+    return pytest.param(backend, server, gate_id, id=f"{backend}-{server.name.replace(' ', '-')}-{gate_id}",
+                        marks=pytest.mark.xdist_group(f"{backend}-{server.stack_key}"))
+
+
+@pytest.mark.parametrize("backend,server,gate_id", [_cell(*cell) for cell in CELLS])
 def test_gate_verdict_matches_the_known_table(stacks, backend, server, gate_id):
     stack, report = stacks.get(backend, server)
     result = run_gate(gate_id, stack, profile="quick", overrides={}, server_env=dict(server.server_env))

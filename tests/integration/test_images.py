@@ -134,9 +134,9 @@ def test_postgres_has_the_official_images_interface(offline_set, docker_run):
     _until(db, ["pg_isready", "-U", "opal"], budget=90)
     _until(db, ["pg_isready", "-h", "127.0.0.1", "-U", "opal"], budget=30)
     # From another container, over the network, as the server connects.
-    query = ("pg_isready -h {ip} -U opal -d opal -t 30 && "
-             "psql -h {ip} -U opal -d opal -tAc \"select current_user, current_database(), "
-             "current_setting('port')\"").format(ip=_ip(db))
+    query = (f"pg_isready -h {_ip(db)} -U opal -d opal -t 30 && "
+             f"psql -h {_ip(db)} -U opal -d opal -tAc \"select current_user, current_database(), "
+             "current_setting('port')\"")
     client = docker_run(images.OFFLINE.postgres, ["bash", "-c", query])
     code, out = _finished(client, 60)
     assert code == 0, out

@@ -1,12 +1,20 @@
 """The checkers' own logic on synthetic timelines (the real-server proof is the self-test)."""
 
-from harness.gates.boot_dead_scope import BootDeadScopeGate, Thresholds as BootDeadThresholds
-from harness.gates.boot_timing import BootTimingGate, Thresholds as BootThresholds
-from harness.gates.broker_bounce import BrokerBounceGate, Thresholds as BounceThresholds
-from harness.gates.leak import LeakGate, Thresholds as LeakThresholds
-from harness.gates.offline_repo import OfflineRepoGate, Thresholds as OfflineThresholds
-from harness.gates.repeat_sync import Params as RepeatSyncParams, RepeatSyncGate, Thresholds as SyncThresholds, theil_sen_slope
-from harness.gates.zombie_cap import ZombieCapGate, Thresholds as ZombieThresholds
+from harness.gates.boot_dead_scope import BootDeadScopeGate
+from harness.gates.boot_dead_scope import Thresholds as BootDeadThresholds
+from harness.gates.boot_timing import BootTimingGate
+from harness.gates.boot_timing import Thresholds as BootThresholds
+from harness.gates.broker_bounce import BrokerBounceGate
+from harness.gates.broker_bounce import Thresholds as BounceThresholds
+from harness.gates.leak import LeakGate
+from harness.gates.leak import Thresholds as LeakThresholds
+from harness.gates.offline_repo import OfflineRepoGate
+from harness.gates.offline_repo import Thresholds as OfflineThresholds
+from harness.gates.repeat_sync import Params as RepeatSyncParams
+from harness.gates.repeat_sync import RepeatSyncGate, theil_sen_slope
+from harness.gates.repeat_sync import Thresholds as SyncThresholds
+from harness.gates.zombie_cap import Thresholds as ZombieThresholds
+from harness.gates.zombie_cap import ZombieCapGate
 from harness.servers.opal import PolicyResult
 from harness.timeline import FAULT_END, FAULT_START, Timeline
 
@@ -20,7 +28,7 @@ def _leak_timeline(after_locks, fds=(40, 40, 40), pids=(7, 7, 7), loaded=11):
     tl = Timeline("leak")
     tl.fact("params", {"scopes": 10})
     _snap(tl, "baseline", 1)
-    for i, (locks, fd, pid) in enumerate(zip(after_locks, fds, pids), 1):
+    for i, (locks, fd, pid) in enumerate(zip(after_locks, fds, pids, strict=False), 1):
         _snap(tl, f"loaded {i}", (locks if loaded is None else loaded + locks - 1), fds=fd + 10, pid=pid)
         tl.record("deletes", cycle=i, statuses=[204] * 10)
         _snap(tl, f"after {i}", locks, fds=fd, pid=pid)
@@ -217,9 +225,12 @@ def test_zombie_passes_when_the_healthy_scope_is_served_and_says_the_cap_was_off
 
 def test_budgets_of_a_pre_fix_server_say_which_settings_it_lacks():
     from harness.gates.base import ServerKnobs
-    from harness.gates.boot_dead_scope import Params as DeadParams, boot_budget
-    from harness.gates.offline_repo import Params as OfflineParams, new_scope_budget
-    from harness.gates.zombie_cap import Params as ZombieParams, plan
+    from harness.gates.boot_dead_scope import Params as DeadParams
+    from harness.gates.boot_dead_scope import boot_budget
+    from harness.gates.offline_repo import Params as OfflineParams
+    from harness.gates.offline_repo import new_scope_budget
+    from harness.gates.zombie_cap import Params as ZombieParams
+    from harness.gates.zombie_cap import plan
     pre_fix = ServerKnobs()
     fixed = ServerKnobs(git_timeout_s=10, git_workers=10, max_zombies=20, preload_drain_s=10)
     assert "no git fetch timeout and no preload drain" in boot_budget(pre_fix, DeadParams())[1]

@@ -14,10 +14,11 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -86,7 +87,7 @@ class FakeGitea:
             return 401, {"message": "auth required"}
         name, _, password = base64.b64decode(auth[6:]).decode().partition(":")
         if self.users.get(name) != password:
-            return 401, {"message": "user's password is invalid [name: %s]" % name}
+            return 401, {"message": f"user's password is invalid [name: {name}]"}
         return None if name == user else (403, {"message": "token is only for its user"})
 
     def _token_auth(self, rec: Recorded) -> tuple[int, Any] | None:

@@ -75,8 +75,8 @@ def test_kept_cache_entries_weigh_first():
 def test_rss_is_judged_against_a_bound_derived_from_the_start():
     tl = Timeline("orphan-clones")
     _phase(tl, "burst", 500, after_rss=90_000 * 3)
-    verdict = OrphanClonesGate().check(tl, Thresholds(rss_growth_ratio=0.5, rss_floor_kb=0))
-    assert verdict.category == "orphan.rss_grew" and "RSS 87→263 MB (bound 131 MB)" in verdict.reason
+    verdict = OrphanClonesGate().check(tl, Thresholds(rss_kb_per_scope=100, rss_floor_kb=0))
+    assert verdict.category == "orphan.rss_grew" and "RSS 87→263 MB (bound 136 MB)" in verdict.reason
 
 
 def test_errors_when_nothing_raced_or_deletes_failed_or_caches_never_filled():

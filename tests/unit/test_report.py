@@ -4,8 +4,8 @@ import pytest
 
 from harness import cli
 from harness.errors import HarnessError
-from harness.gates.runner import configure, gate
 from harness.gates.base import GateResult
+from harness.gates.runner import configure, gate
 from harness.report import RunReport, parse_threshold_args, rejudge
 from harness.timeline import FAULT_START, Timeline
 
