@@ -39,6 +39,7 @@ class FdCensus:
     by_kind: dict[str, int]
     examples: dict[str, list[str]] = field(default_factory=dict)
     sockets_by_peer: dict[str, int] = field(default_factory=dict)  # "127.0.0.1:6379 ESTABLISHED" -> n
+    pipes_by_peer: dict[str, int] = field(default_factory=dict)  # "git (pid 123)" / "none (own pipe)" -> n
 
     @property
     def total(self) -> int:
@@ -84,6 +85,42 @@ def tcp_sockets(pid: int) -> dict[str, str]:
     return sockets
 
 
+def _process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().split(b"\0")
+        return os.path.basename(argv[0].decode(errors="replace")) or "?"
+    except OSError:
+        return "?"
+
+
+def pipe_peers(pid: int, inodes: list[str]) -> dict[str, int]:
+    """For each of the process's pipes, which other process holds its other end (e.g. a
+    git child still running), or "none (own pipe)" — scans /proc/*/fd once."""
+    wanted = set(inodes)
+    holders: dict[str, set[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pid:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{entry}/fd/{fd}")
+            except OSError:
+                continue
+            inode = target.removeprefix("pipe:[").rstrip("]")
+            if target.startswith("pipe:") and inode in wanted:
+                holders.setdefault(inode, set()).add(int(entry))
+    peers: Counter[str] = Counter()
+    for inode in inodes:
+        others = sorted(holders.get(inode, ()))
+        peers[", ".join(f"{_process_name(p)} (pid {p})" for p in others[:2]) or "none (own pipe)"] += 1
+    return dict(peers)
+
+
 def fd_census(pid: int) -> FdCensus | None:
     """The process's fds by kind with a few example targets each, and its TCP sockets by
     peer and state; None when the process is gone or unreadable."""
@@ -93,7 +130,7 @@ def fd_census(pid: int) -> FdCensus | None:
         return None
     kinds: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
-    socket_inodes = []
+    socket_inodes, pipe_inodes = [], []
     for target in targets:
         kind = fd_kind(target)
         kinds[kind] += 1
@@ -101,6 +138,8 @@ def fd_census(pid: int) -> FdCensus | None:
             examples[kind].append(target)
         if kind == "socket":
             socket_inodes.append(target.removeprefix("socket:[").rstrip("]"))
+        elif kind == "pipe":
+            pipe_inodes.append(target.removeprefix("pipe:[").rstrip("]"))
     tcp = tcp_sockets(pid)
     peers = Counter(tcp.get(inode, "not tcp (unix or udp)") for inode in socket_inodes)
-    return FdCensus(dict(kinds), examples, dict(peers))
+    return FdCensus(dict(kinds), examples, dict(peers), pipe_peers(pid, pipe_inodes))

@@ -22,8 +22,10 @@ deletes and deletes racing a sync leave behind at a load where timeouts and race
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from harness.fds import fd_census
@@ -54,6 +56,11 @@ PHASES = ("burst", "mid-sync")
 class Params:
     scopes: int = 500  # N, the burst
     mid_sync_scopes: int = 50  # M, deleted while their fetches run
+    # A small round of both phases first, not judged: pools, connections and threads a
+    # server makes lazily belong to the baseline, not to what a phase left behind.
+    warmup_scopes: int = 20
+    warmup_mid_sync_scopes: int = 5
+    warmup_settle_s: float = 5.0
     delete_clients: int = 8
     settle_s: float = 30.0
     serve_budget_s: float = 0.0  # 0: derived from the load and the server's git concurrency
@@ -92,24 +99,34 @@ class OrphanClonesGate(Gate):
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
         ctx.require_one_worker()
-        ctx.stack.ensure_repos(p.scopes + p.mid_sync_scopes)
+        # (phase, scopes, first repo, settle): warm-up rounds first, then the judged phases.
+        # Every round has repos of its own, so no scope reuses another round's clone.
+        sizes = (("warm-up", p.warmup_scopes), ("warm-up mid-sync", p.warmup_mid_sync_scopes),
+                 ("burst", p.scopes), ("mid-sync", p.mid_sync_scopes))
+        firsts = [sum(n for _, n in sizes[:i]) for i in range(len(sizes))]
+        ctx.stack.ensure_repos(sum(n for _, n in sizes))
         concurrency = ctx.knobs.git_workers or pre_fix_executor_size(ctx.stack.server_cpu_count())
-        ctx.timeline.fact("derived", {"concurrency": concurrency, "scopes": p.scopes,
-                                      "mid_sync_scopes": p.mid_sync_scopes})
-        burst = {f"orphan-{i}": ctx.stack.repo_url(policy_repo_name(i)) for i in range(p.scopes)}
-        budget = p.serve_budget_s or serve_budget(p.scopes, p.one_clone_s, concurrency)
-        if not self._phase(ctx, "burst", burst, budget, lambda: self._delete_all(ctx, list(burst))):
-            return
-        repos = {f"sync-{i}": policy_repo_name(p.scopes + i) for i in range(p.mid_sync_scopes)}
-        racing = {scope: ctx.stack.repo_url(repo, via_latency=True) for scope, repo in repos.items()}
-        one_clone = ctx.stack.clone_seconds(racing[next(iter(racing))])
-        ctx.timeline.fact("one_fetch_via_proxy_s", round(one_clone, 3))
-        budget = p.serve_budget_s or serve_budget(p.mid_sync_scopes, one_clone, concurrency)
-        self._phase(ctx, "mid-sync", racing, budget, lambda: self._delete_mid_sync(ctx, repos))
+        one_fetch = ctx.stack.clone_seconds(ctx.stack.repo_url(policy_repo_name(firsts[1]), via_latency=True))
+        ctx.timeline.fact("derived", {"concurrency": concurrency, "scopes": p.scopes, "mid_sync_scopes":
+                                      p.mid_sync_scopes, "one_fetch_via_proxy_s": round(one_fetch, 3)})
+        for (name, count), first in zip(sizes, firsts, strict=True):
+            settle = p.warmup_settle_s if name.startswith("warm-up") else p.settle_s
+            repos = {f"{name.replace(' ', '-')}-{i}": policy_repo_name(first + i) for i in range(count)}
+            if name.endswith("mid-sync"):
+                urls = {scope: ctx.stack.repo_url(repo, via_latency=True) for scope, repo in repos.items()}
+                budget = p.serve_budget_s or serve_budget(count, one_fetch, concurrency)
+                delete = partial(self._delete_mid_sync, ctx, repos)
+            else:
+                urls = {scope: ctx.stack.repo_url(repo) for scope, repo in repos.items()}
+                budget = p.serve_budget_s or serve_budget(count, p.one_clone_s, concurrency)
+                delete = partial(self._delete_all, ctx, list(repos))
+            if not self._phase(ctx, name, urls, budget, settle, delete):
+                return
 
     # -- one phase ---------------------------------------------------------------------
-    def _phase(self, ctx: GateContext, name: str, scopes: dict[str, str], budget: float, delete) -> bool:
-        tl, p = ctx.timeline, ctx.params
+    def _phase(self, ctx: GateContext, name: str, scopes: dict[str, str], budget: float, settle_s: float,
+               delete: Callable[[], dict[str, Any]]) -> bool:
+        tl = ctx.timeline
         start = self._observe(ctx, f"{name} start")
         log_start = log_size(ctx.stack.logs("server"))
         tl.mark("phase_start", phase=name, scopes=len(scopes))
@@ -122,7 +139,7 @@ class OrphanClonesGate(Gate):
         ctx.observe(f"{name} loaded")
         deletes = delete()
         tl.record("deletes", phase=name, **deletes)
-        self._settle(ctx, name, start, p.settle_s)
+        self._settle(ctx, name, start, settle_s)
         self._observe(ctx, f"{name} after")
         lines = read_slice(ctx.stack.logs("server"), log_start)
         tl.fact(f"log {name}", [asdict(m) for m in summarize(lines)])
@@ -134,7 +151,8 @@ class OrphanClonesGate(Gate):
         census = fd_census(snapshot["worker_pid"]) if snapshot.get("worker_pid") else None
         if census is not None:
             ctx.timeline.record("fds", label=label, by_kind=census.by_kind, examples=census.examples,
-                                sockets_by_peer=census.sockets_by_peer, peer_ports=ctx.stack.peer_ports())
+                                sockets_by_peer=census.sockets_by_peer, pipes_by_peer=census.pipes_by_peer,
+                                peer_ports=ctx.stack.peer_ports())
         ctx.timeline.fact(f"clone dirs {label}", ctx.stack.clone_dirs())
         return snapshot
 
@@ -288,7 +306,7 @@ def _describe(name: str, data: dict[str, Any], left: dict[str, Any], log: list[d
         parts.append(f"{left['clone_dirs']} of {data['size']} clone dirs stayed on disk (e.g. {', '.join(new_dirs)})")
     if left["fds"]:
         parts.append("fds kept " + ", ".join(f"{kind} +{n}" for kind, n in sorted(left["fds"].items())) +
-                     _socket_peers(data))
+                     _socket_peers(data) + _pipe_peers(data))
     if left["threads"] > th.thread_tolerance:
         parts.append(f"threads +{left['threads']}")
     start_rss, after_rss = left["rss_kb"]
@@ -300,12 +318,20 @@ def _describe(name: str, data: dict[str, Any], left: dict[str, Any], log: list[d
             + (f"; the server said: {said}" if said else ""))
 
 
+def _grown(before: dict[str, int], after: dict[str, int]) -> list[tuple[int, str]]:
+    return sorted(((after[k] - before.get(k, 0), k) for k in after if after[k] > before.get(k, 0)), reverse=True)
+
+
+def _pipe_peers(data: dict[str, Any]) -> str:
+    """' (pipes to git (pid 4242) +2)' — which processes hold the other ends of kept pipes."""
+    grown = _grown(data["fds_start"].get("pipes_by_peer", {}), data["fds_after"].get("pipes_by_peer", {}))
+    return f" (pipes to {'; '.join(f'{peer} +{n}' for n, peer in grown[:3])})" if grown else ""
+
+
 def _socket_peers(data: dict[str, Any]) -> str:
     """' (sockets to 127.0.0.1:6379 redis ESTABLISHED +180)' — whom the kept sockets talk to."""
-    before = data["fds_start"].get("sockets_by_peer", {})
-    after = data["fds_after"].get("sockets_by_peer", {})
+    grown = _grown(data["fds_start"].get("sockets_by_peer", {}), data["fds_after"].get("sockets_by_peer", {}))
     ports = {int(k): v for k, v in (data["fds_after"].get("peer_ports") or {}).items()}
-    grown = sorted(((after[p] - before.get(p, 0), p) for p in after if after[p] > before.get(p, 0)), reverse=True)
     if not grown:
         return ""
     named = []

@@ -1,17 +1,22 @@
 """The orphan-clones gate's control: a real server on which the gate passes, for the right reason.
 
-Measured on 0.9.9 with 500 scopes: a burst of deletes leaves (a) clone dirs on disk —
-each delete's sibling check reads the whole scope store under
-OPAL_SCOPES_STORE_READ_TIMEOUT, under a burst it times out and the clone is kept — and
-(b) one Redis socket per sibling check that ran at the same time: the store's client is
-`redis.asyncio.Redis.from_url(url)`, whose connection pool opens a connection for every
-concurrent command, keeps it when it is returned and never closes it.
+Measured on 0.9.9 with 500 scopes, what deletes leave behind has three causes:
 
-The control removes exactly those two causes: the documented setting
-OPAL_SCOPES_STORE_READ_TIMEOUT=0 (no timeout: the check completes, the clone goes), and one
-change to opal_server/redis_utils.py that gives the store's client a bounded, blocking
-pool (a command waits for a free connection instead of opening another). If the gate's
-reasons are right, this server passes; a leftover from anywhere else still fails it.
+(a) clone dirs on disk — each delete's sibling check reads the whole scope store under
+    OPAL_SCOPES_STORE_READ_TIMEOUT; under a burst it times out and the clone is kept;
+(b) one Redis socket per sibling check that ran at the same time — the store's client is
+    `redis.asyncio.Redis.from_url(url)`, whose pool opens a connection for every concurrent
+    command, keeps it when it is returned and never closes it;
+(c) `git` child processes and their pipes after deletes race a sync — make_bundle opens a
+    GitPython `Repo`, whose persistent `git cat-file` processes live until the object is
+    closed or collected; on the error path of a clone deleted mid-bundle it is neither.
+
+The control removes exactly those causes, each with the smallest change there is: the
+documented setting OPAL_SCOPES_STORE_READ_TIMEOUT=0 (the check completes, the clone goes);
+a bounded, blocking pool for the store's client (a command waits for a free connection
+instead of opening another; POOL_SIZE small enough that the gate's warm-up fills it); and
+make_bundle closing its Repo on every path. If the gate's reasons are right, this server
+passes; a leftover from anywhere else still fails it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 from tests.integration import source_tree
 
 RELEASE = "0.9.9"
-POOL_SIZE = 16
+POOL_SIZE = 4
 SERVER_ENV = (("OPAL_SCOPES_STORE_READ_TIMEOUT", "0"),)
 
 BOUNDED_POOL = source_tree.Patch(
@@ -34,6 +39,20 @@ BOUNDED_POOL = source_tree.Patch(
 )
 
 
+CLOSED_BUNDLE_REPO = source_tree.Patch(
+    "opal_server/git_fetcher.py",
+    "    def make_bundle(self, base_hash: Optional[str] = None) -> PolicyBundle:\n"
+    "        repo = Repo(str(self._repo_path))\n",
+    "    def make_bundle(self, base_hash: Optional[str] = None) -> PolicyBundle:\n"
+    "        # harness control: close GitPython's persistent `git cat-file` processes on every path\n"
+    "        with Repo(str(self._repo_path)) as repo:\n"
+    "            return self._make_bundle_with(repo, base_hash)\n"
+    "\n"
+    "    def _make_bundle_with(self, repo, base_hash: Optional[str] = None) -> PolicyBundle:\n",
+)
+
+
 def build(dest: Path, wheels_dir: Path) -> Path:
-    """0.9.9's own packages (its native stats route) plus the bounded pool."""
-    return source_tree.build(dest, wheels_dir, release=RELEASE, native_stats=False, patches=[BOUNDED_POOL])
+    """0.9.9's own packages (its native stats route) plus the bounded pool and the closed Repo."""
+    return source_tree.build(dest, wheels_dir, release=RELEASE, native_stats=False,
+                             patches=[BOUNDED_POOL, CLOSED_BUNDLE_REPO])

@@ -14,7 +14,7 @@ from harness.gates.registry import GATES
 from harness.gates.runner import run_gate
 from harness.report import RunReport
 from harness.stack import make_stack
-from tests.integration import repeat_sync_control
+from tests.integration import orphan_clones_control, repeat_sync_control
 from tests.integration.compose_support import require_compose
 
 pytestmark = [pytest.mark.integration, pytest.mark.selftest]
@@ -39,7 +39,8 @@ class Server:
 
 
 # Source trees for controls, built from a release's wheels (tests/integration/source_tree.py).
-TREES = {"0.9.9-releasing-fetch-handles": repeat_sync_control.build}
+TREES = {"0.9.9-releasing-fetch-handles": repeat_sync_control.build,
+         "0.9.9-bounded-pool-closed-repo": orphan_clones_control.build}
 
 R096, R099 = Server("0.9.6"), Server("0.9.9")
 # The zombie-cap control: the same release with its cap off passes under the same load.
@@ -47,6 +48,9 @@ R099_NO_ZOMBIE_CAP = Server("0.9.9", (("OPAL_SCOPES_GIT_MAX_ZOMBIES", "0"),))
 # The repeat-sync control: 0.9.9 releasing its cached fetch handle after every sync, so the
 # pack each fetch adds is not kept open and mapped (tests/integration/repeat_sync_control.py).
 R099_RELEASING_HANDLES = Server("0.9.9", tree="0.9.9-releasing-fetch-handles")
+# The orphan-clones control: 0.9.9 without the three causes of what its deletes leave
+# (tests/integration/orphan_clones_control.py), one of them a documented setting.
+R099_NO_ORPHANS = Server("0.9.9", orphan_clones_control.SERVER_ENV, tree="0.9.9-bounded-pool-closed-repo")
 
 # (gate, server) -> (verdict, failure category)
 EXPECTED = {
@@ -68,6 +72,7 @@ EXPECTED = {
     ("broker-bounce", R099): ("pass", ""),
     ("orphan-clones", R096): ("fail", "orphan.caches_kept"),
     ("orphan-clones", R099): ("fail", "orphan.clone_dirs_kept"),
+    ("orphan-clones", R099_NO_ORPHANS): ("pass", ""),
 }
 RELEASE_CELLS = [(gate, server) for gate, server in EXPECTED if not server.server_env and not server.tree]
 # On compose, `make test` runs all seven gates on both releases too (about 8 minutes here).
