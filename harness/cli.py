@@ -97,8 +97,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness import report
-    return report.rejudge_command(args.run_dir, args.threshold)
+    from harness.gates.rejudge import rejudge_command
+    return rejudge_command(args.run_dir, args.threshold)
 
 
 def build_parser() -> argparse.ArgumentParser:

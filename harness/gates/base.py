@@ -13,7 +13,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from harness.errors import HarnessError
@@ -21,49 +21,13 @@ from harness.probes import sample_server
 from harness.servers.opal import OpalClient
 from harness.stack.base import Stack
 from harness.timeline import Timeline
+from harness.verdict import Verdict
 from harness.waiting import poll_until
-
-PASS, FAIL, ERROR = "pass", "fail", "error"
 
 # The gates' default server profile: a short git fetch timeout keeps the suite quick.
 # HARNESS_SERVER_PROFILE=defaults runs with the server's own defaults instead.
 QUICK_PROFILE = {"OPAL_SCOPES_GIT_FETCH_TIMEOUT": "10"}
 PROFILES = {"quick": QUICK_PROFILE, "defaults": {}}
-
-
-@dataclass
-class Verdict:
-    verdict: str  # pass | fail | error
-    reason: str
-    category: str = ""  # stable id of the failure kind, e.g. "leak.caches_kept"
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def load_failure(timeline: Timeline) -> Verdict | None:
-    """An error verdict when the scenario recorded that its load phase failed: the server
-    was never put under the condition the gate judges, so there is nothing to judge."""
-    if "load_failure" not in timeline.facts:
-        return None
-    return Verdict(ERROR, f"load phase failed, nothing to judge: {timeline.facts['load_failure']}", "error.load")
-
-
-@dataclass
-class GateResult:
-    id: str
-    verdict: str
-    reason: str
-    category: str
-    duration_s: float
-    metrics: dict[str, Any]
-    thresholds: dict[str, Any]
-    params: dict[str, Any]
-    server_settings: dict[str, str]
-    timeline: Timeline | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("timeline")
-        return data
 
 
 @dataclass(frozen=True)
@@ -251,8 +215,9 @@ class Gate(ABC):
         """Drive the workload and faults, recording everything into ctx.timeline."""
 
     @abstractmethod
-    def check(self, timeline: Timeline, thresholds: Any) -> Verdict:
-        """Judge a recorded timeline. Pure: no stack, no clock."""
+    def check(self, timeline: Timeline, params: Any, thresholds: Any) -> Verdict:
+        """Judge a recorded timeline against the parameters it was recorded with and the
+        thresholds. Pure: no stack, no clock (`harness report` re-judges saved timelines)."""
 
 
 def env_overrides(gate_id: str, env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from harness.gates.base import FAIL, PASS, Gate, GateContext, ServerKnobs, Verdict, cold_boot
+from harness.gates.base import Gate, GateContext, ServerKnobs, cold_boot
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_START, Timeline
+from harness.verdict import FAIL, PASS, Verdict
 
 
 @dataclass
@@ -67,7 +68,7 @@ class BootDeadScopeGate(Gate):
         tl.fact("dead_connections", stack.accepted_connections("blackhole") - accepted_before)
         ctx.observe("end")
 
-    def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
+    def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
         facts, derived = timeline.facts, timeline.facts["derived"]
         boot = facts.get("boot") or {}
         metrics = {**derived, "healthy_s": boot.get("healthy_s"), "served_s": boot.get("served_s"),

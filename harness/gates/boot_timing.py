@@ -14,9 +14,10 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass
 
-from harness.gates.base import ERROR, FAIL, PASS, Gate, GateContext, Verdict, cold_boot
+from harness.gates.base import Gate, GateContext, cold_boot
 from harness.seed import policy_repo_name, probe_repo_name
 from harness.timeline import Timeline
+from harness.verdict import ERROR, FAIL, PASS, Verdict
 
 
 @dataclass
@@ -64,7 +65,7 @@ class BootTimingGate(Gate):
             tl.fact("new_scope_served_s", ctx.served_within("after-boot", new_scope_budget, "new scope after boot"))
         ctx.observe("booted")
 
-    def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
+    def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
         derived, facts = timeline.facts["derived"], timeline.facts
         empty, boot = facts.get("empty_boot") or {}, facts.get("boot") or {}
         metrics = {**derived, "empty_boot_s": empty.get("healthy_s"), "healthy_s": boot.get("healthy_s"),

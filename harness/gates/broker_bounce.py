@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass
 
 from harness.errors import ConfigError
-from harness.gates.base import ERROR, FAIL, PASS, Gate, GateContext, Verdict, load_failure
+from harness.gates.base import Gate, GateContext
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_END, FAULT_START, Timeline
+from harness.verdict import ERROR, Problems, Verdict, load_failure
 from harness.waiting import poll_until, port_open
 
 MIN_OUTAGE_S = 5.0
@@ -89,33 +90,34 @@ class BrokerBounceGate(Gate):
         except Exception:  # the server may refuse or drop the request mid-outage: recorded
             return None
 
-    def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
+    def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
         f = timeline.facts
         if (failed := load_failure(timeline)) is not None:
             return failed
         if not f.get("postgres_down_confirmed"):
             return Verdict(ERROR, "Postgres still listened after stop: the fault did not take effect",
                            "error.fault")
-        budget = timeline.facts.get("params", {}).get("budget_s", 30)
+        budget = params.budget_s
         metrics = {k: f.get(k) for k in ("healthy_after_s", "put_after_status", "after_served_s",
                                          "put_during_status", "during_served_s", "worker_pids_before",
                                          "worker_pids_after", "recovery")}
         workers = (f"workers {f.get('worker_pids_before')} → {f.get('worker_pids_after')} "
                    f"({f.get('recovery', 'not recorded')})")
-        problems, category = [], ""
+        problems = Problems()
         if f.get("healthy_after_s") is None:
-            category = "bounce.unhealthy"
-            problems.append(f"/healthcheck did not return to 200 within {budget:g} s after Postgres came back")
+            problems.add("bounce.unhealthy",
+                         f"/healthcheck did not return to 200 within {budget:g} s after Postgres came back")
         if f.get("after_served_s") is None:
-            category = category or "bounce.put_after_not_served"
-            problems.append(f"a scope PUT after the bounce (answered {f.get('put_after_status')}) was not served "
-                            f"within {budget:g} s: the server stopped syncing")
+            problems.add("bounce.put_after_not_served",
+                         f"a scope PUT after the bounce (answered {f.get('put_after_status')}) was not served "
+                         f"within {budget:g} s: the server stopped syncing")
         if f.get("during_served_s") is None:
-            category = category or "bounce.put_during_not_served"
-            problems.append(f"a scope PUT during the outage (answered {f.get('put_during_status')}) was not "
-                            f"served within {budget:g} s after it")
-        if problems:
-            return Verdict(FAIL, "; ".join(problems) + f"; {workers}", category, metrics)
-        return Verdict(PASS, f"healthy {f['healthy_after_s']:.1f} s after the bounce; scope PUT after it served "
-                             f"in {f['after_served_s']:.1f} s, scope PUT during it in "
-                             f"{f['during_served_s']:.1f} s; {workers}", "", metrics)
+            problems.add("bounce.put_during_not_served",
+                         f"a scope PUT during the outage (answered {f.get('put_during_status')}) was not "
+                         f"served within {budget:g} s after it")
+        if problems.items:
+            problems.items.append(workers)
+            return problems.verdict("", metrics)
+        return problems.verdict(f"healthy {f['healthy_after_s']:.1f} s after the bounce; scope PUT after it "
+                                f"served in {f['after_served_s']:.1f} s, scope PUT during it in "
+                                f"{f['during_served_s']:.1f} s; {workers}", metrics)

@@ -10,11 +10,12 @@ import pytest
 
 from harness import config
 from harness.errors import HarnessError
-from harness.gates.base import PROFILES, GateResult
+from harness.gates.base import PROFILES
 from harness.gates.runner import run_gate
 from harness.report import RunReport
 from harness.stack import make_stack
 from harness.stack.base import Stack
+from harness.verdict import GateResult
 
 REPORT_KEY = pytest.StashKey[RunReport]()
 

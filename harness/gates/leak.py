@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.gates.base import ERROR, FAIL, PASS, Gate, GateContext, Verdict, load_failure
+from harness.gates.base import Gate, GateContext
 from harness.probes import CACHES
 from harness.seed import policy_repo_name, probe_repo_name
 from harness.timeline import Timeline
+from harness.verdict import ERROR, Problems, Verdict, load_failure
 from harness.waiting import poll_until
 
 
@@ -72,10 +73,9 @@ def _after_labels(snaps: dict[str, dict]) -> list[str]:
     return sorted((label for label in snaps if label.startswith("after ")), key=lambda label: int(label.split()[1]))
 
 
-def _unfilled(timeline: Timeline, snaps: dict[str, dict], base: dict[str, int]) -> Verdict | None:
+def _unfilled(snaps: dict[str, dict], base: dict[str, int], scopes: int) -> Verdict | None:
     """ERROR when a cycle's caches never showed its load: a stats endpoint that does not see
     the caches the server fills would pass every cycle without having judged anything."""
-    scopes = timeline.facts.get("params", {}).get("scopes", 0)
     for after in _after_labels(snaps):
         label = after.replace("after", "loaded")
         if label not in snaps:
@@ -145,7 +145,7 @@ class LeakGate(Gate):
         client.refresh("leak-warmup")
         client.delete_scope("leak-warmup")
 
-    def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
+    def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
         if (failed := load_failure(timeline)) is not None:
             return failed
         snaps = {s["label"]: s for s in timeline.of_kind("snapshot")}
@@ -162,34 +162,28 @@ class LeakGate(Gate):
         if len(pids) > 1:
             return Verdict(ERROR, f"the worker restarted during the gate (pids {sorted(pids)}): "
                                   "cache sizes of different processes cannot be compared", "error.restart")
-        if (unfilled := _unfilled(timeline, snaps, base)) is not None:
+        if (unfilled := _unfilled(snaps, base, params.scopes)) is not None:
             return unfilled
         if (failed_deletes := _failed_deletes(timeline)) is not None:
             return failed_deletes
         series = {key: [a[key] for a in after] for key in base}
         metrics = {"baseline": base, "after_each_cycle": series,
                    "worker_rss_kb": [s.get("worker_rss_kb") for s in snaps.values()]}
-        problems, category = [], ""
+        problems = Problems()
         tolerance = {**{c: thresholds.cache_tolerance for c in CACHES},
                      "clone_dirs": thresholds.clone_dir_tolerance, "worker_files": thresholds.open_file_tolerance}
         grew = {k: v for k, v in series.items() if any(x > base[k] + tolerance[k] for x in v)}
         cache_keys = [c for c in CACHES if c in grew]
         if cache_keys:
-            category = "leak.caches_kept"
             kept = ", ".join(f"{c} {'/'.join(map(str, series[c]))}" for c in cache_keys)
-            problems.append(f"caches kept entries after every DELETE: {kept} after cycles "
-                            f"1..{len(after)} (baseline {'/'.join(str(base[c]) for c in CACHES)})")
+            problems.add("leak.caches_kept", f"caches kept entries after every DELETE: {kept} after cycles "
+                                             f"1..{len(after)} (baseline {'/'.join(str(base[c]) for c in CACHES)})")
         if "clone_dirs" in grew:
-            category = category or "leak.clone_dirs_kept"
-            problems.append(f"clone dirs on disk {'/'.join(map(str, series['clone_dirs']))} "
-                            f"(baseline {base['clone_dirs']})")
+            problems.add("leak.clone_dirs_kept", f"clone dirs on disk {'/'.join(map(str, series['clone_dirs']))} "
+                                                 f"(baseline {base['clone_dirs']})")
         if "worker_files" in grew:
-            category = category or "leak.files_grew"
-            problems.append(f"worker open files {base['worker_files']}→"
-                            f"{'→'.join(map(str, series['worker_files']))} "
-                            f"(tolerance +{thresholds.open_file_tolerance})")
-        if problems:
-            return Verdict(FAIL, "; ".join(problems), category, metrics)
-        return Verdict(PASS, f"caches, clone dirs and open files back to baseline after each of "
-                             f"{len(after)} cycles of {timeline.facts.get('params', {}).get('scopes', '?')} scopes",
-                       "", metrics)
+            problems.add("leak.files_grew", f"worker open files {base['worker_files']}→"
+                                            f"{'→'.join(map(str, series['worker_files']))} "
+                                            f"(tolerance +{thresholds.open_file_tolerance})")
+        return problems.verdict(f"caches, clone dirs and open files back to baseline after each of "
+                                f"{len(after)} cycles of {params.scopes} scopes", metrics)

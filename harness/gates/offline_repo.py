@@ -14,21 +14,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from harness.gates.base import (
-    ERROR,
-    FAIL,
-    PASS,
-    Gate,
-    GateContext,
-    Poller,
-    ServerKnobs,
-    Verdict,
-    batches,
-    load_failure,
-    pre_fix_executor_size,
-)
+from harness.gates.base import Gate, GateContext, Poller, ServerKnobs, batches, pre_fix_executor_size
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_START, Timeline
+from harness.verdict import ERROR, Problems, Verdict, load_failure
 
 
 @dataclass
@@ -100,7 +89,7 @@ class OfflineRepoGate(Gate):
         tl.fact("githost_connections", ctx.stack.accepted_connections("githost") - git_before)
         tl.fact("blackhole_connections_total", ctx.stack.accepted_connections("blackhole") - accepted_before)
 
-    def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
+    def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
         facts = timeline.facts
         if (failed := load_failure(timeline)) is not None:
             return failed
@@ -118,19 +107,18 @@ class OfflineRepoGate(Gate):
                    "blackhole_connections": facts["blackhole_connections"],
                    "blackhole_connections_total": facts.get("blackhole_connections_total"),
                    "githost_connections": facts.get("githost_connections")}
-        problems, category = [], ""
+        problems = Problems()
         if ratio < thresholds.min_loaded_success:
-            category = "offline.loaded_scope_stalled"
-            problems.append(f"an already-loaded scope answered {ok} of {len(polls)} policy requests "
-                            f"({ratio:.0%}, need {thresholds.min_loaded_success:.0%}) while "
-                            f"{derived['dead_remotes']} dead remotes hung; /healthcheck said 200 in "
-                            f"{healthy} of {len(polls)} checks")
+            problems.add("offline.loaded_scope_stalled",
+                         f"an already-loaded scope answered {ok} of {len(polls)} policy requests "
+                         f"({ratio:.0%}, need {thresholds.min_loaded_success:.0%}) while "
+                         f"{derived['dead_remotes']} dead remotes hung; /healthcheck said 200 in "
+                         f"{healthy} of {len(polls)} checks")
         if served_s is None:
-            category = category or "offline.new_scope_not_served"
-            problems.append(f"a new healthy scope was not served within its budget of "
-                            f"{derived.get('budget_how', derived['new_scope_budget_s'])}")
-        if problems:
-            return Verdict(FAIL, "; ".join(problems), category, metrics)
-        return Verdict(PASS, f"loaded scope served {ratio:.0%} of {len(polls)} requests; new scope served "
-                             f"in {served_s:.1f} s (budget {derived['new_scope_budget_s']:g} s) with "
-                             f"{derived['dead_remotes']} dead remotes", "", metrics)
+            budget = derived.get("budget_how", derived["new_scope_budget_s"])
+            problems.add("offline.new_scope_not_served",
+                         f"a new healthy scope was not served within its budget of {budget}")
+            return problems.verdict("", metrics)
+        return problems.verdict(f"loaded scope served {ratio:.0%} of {len(polls)} requests; new scope served "
+                                f"in {served_s:.1f} s (budget {derived['new_scope_budget_s']:g} s) with "
+                                f"{derived['dead_remotes']} dead remotes", metrics)

@@ -29,17 +29,7 @@ from functools import partial
 from typing import Any
 
 from harness.fds import fd_census
-from harness.gates.base import (
-    ERROR,
-    FAIL,
-    PASS,
-    Gate,
-    GateContext,
-    Verdict,
-    batches,
-    load_failure,
-    pre_fix_executor_size,
-)
+from harness.gates.base import Gate, GateContext, batches, pre_fix_executor_size
 from harness.gitops import WorkingClones, push_base_url
 from harness.probes import CACHES
 from harness.seed import policy_repo_name
@@ -47,6 +37,7 @@ from harness.serverlog import read_slice, summarize
 from harness.serverlog import size as log_size
 from harness.servers.opal import OpalClient
 from harness.timeline import Timeline
+from harness.verdict import ERROR, Problems, Verdict, load_failure
 from harness.waiting import poll_until
 
 PHASES = ("burst", "mid-sync")
@@ -206,10 +197,10 @@ class OrphanClonesGate(Gate):
                 "fetches_in_window": after - before}
 
     # -- judging -----------------------------------------------------------------------
-    def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
+    def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
         if (failed := load_failure(timeline)) is not None and not _phase_data(timeline, "burst"):
             return failed
-        results, problems, category = {}, [], ""
+        results, problems = {}, Problems()
         for name in PHASES:
             data = _phase_data(timeline, name)
             if data is None:
@@ -219,20 +210,18 @@ class OrphanClonesGate(Gate):
             left, kinds = _leftovers(data, thresholds)
             results[name] = left
             if kinds:
-                category = category or f"orphan.{kinds[0]}"
-                problems.append(_describe(name, data, left, timeline.facts.get(f"log {name}", []), thresholds))
+                problems.add(f"orphan.{kinds[0]}",
+                             _describe(name, data, left, timeline.facts.get(f"log {name}", []), thresholds))
         if not results:
             return load_failure(timeline) or Verdict(ERROR, "no phase was recorded", "error.no_data")
         metrics = {"leftovers": results, **timeline.facts.get("derived", {}),
                    "deletes": {r["phase"]: {k: v for k, v in r.items() if k not in ("kind", "t", "statuses")}
                                for r in timeline.of_kind("deletes")}}
-        if problems:
-            return Verdict(FAIL, " | ".join(problems), category, metrics)
-        if (failed := load_failure(timeline)) is not None:
+        if not problems.items and (failed := load_failure(timeline)) is not None:
             return failed
         phases = ", ".join(f"{n} ({_size(timeline, n)} scopes)" for n in results)
-        return Verdict(PASS, f"caches, clone dirs, fds of every kind, threads and RSS back to each phase's "
-                             f"start after {phases}", "", metrics)
+        return problems.verdict(f"caches, clone dirs, fds of every kind, threads and RSS back to each phase's "
+                                f"start after {phases}", metrics, separator=" | ")
 
 
 def _size(timeline: Timeline, phase: str) -> int:

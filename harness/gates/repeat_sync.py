@@ -30,20 +30,13 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from harness.gates.base import (
-    ERROR,
-    FAIL,
-    PASS,
-    Gate,
-    GateContext,
-    Verdict,
-    load_failure,
-)
+from harness.gates.base import Gate, GateContext
 from harness.gitops import GitOpError, WorkingClones, push_base_url
 from harness.probes import CACHES, mapped_pack_files
 from harness.seed import policy_repo_name
 from harness.servers.opal import PolicyResult
 from harness.timeline import Timeline
+from harness.verdict import ERROR, FAIL, Problems, Verdict, load_failure
 from harness.waiting import poll_until
 
 PUSH_PARALLEL = 4  # git pushes at once: the git daemon and 2 cores keep up with this
@@ -204,14 +197,13 @@ class RepeatSyncGate(Gate):
         ctx.observe(label, cycle=cycle, mapped_packs=total, mapped_packs_by_pid=packs)
 
     # -- checker ----------------------------------------------------------------------------
-    def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
+    def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
         if (failed := load_failure(timeline)) is not None:
             return failed
-        params = timeline.facts.get("params", {})
-        scopes = int(params.get("scopes", 10))
+        scopes = params.scopes
         if (stale := timeline.facts.get("stale_commit")) is not None:
             return _stale_verdict(stale)
-        warmup = int(params.get("warmup_cycles", 3))
+        warmup = params.warmup_cycles
         measured = [s for s in timeline.of_kind("snapshot") if s.get("cycle", 0) > warmup]
         if len(measured) < 3:
             return Verdict(ERROR, f"only {len(measured)} served cycles after {warmup} warm-up cycles "
@@ -256,24 +248,20 @@ def _judge_growth(measured: list[dict[str, Any]], scopes: int, thresholds: Thres
     metrics = {"series": series, "per_scope_per_fetch": {k: round(v, 3) for k, v in per_scope.items()},
                "cycles": [int(x) for x in xs], "scopes": scopes,
                "sync_seconds": [round(x, 2) if x is not None else None for x in sync_s]}
-    problems, category = [], ""
+    problems = Problems()
     drift = {c: series[c] for c in CACHES if max(series[c]) - min(series[c]) > thresholds.cache_tolerance}
     if drift:
-        category = "repeat_sync.caches_grew"
-        problems.append("caches changed while re-syncing the same scopes: " + ", ".join(
+        problems.add("repeat_sync.caches_grew", "caches changed while re-syncing the same scopes: " + ", ".join(
             f"{c} {v[0]} → {v[-1]} ({per_scope[c]:+.2f} per scope per fetch)" for c, v in drift.items())
             + f" over {cycles}")
     for key, (bound_name, kind, unit) in GROWTH.items():
         bound = getattr(thresholds, bound_name)
         if per_scope[key] > bound:
-            category = category or kind
             values = series[key]
-            problems.append(f"worker keeps {per_scope[key]:.1f} more {unit}{'' if unit.startswith('KB') else 's'} "
+            problems.add(kind, f"worker keeps {per_scope[key]:.1f} more {unit}{'' if unit.startswith('KB') else 's'} "
                             f"per scope per fetch: {values[0]} → {values[-1]} over {cycles} "
                             f"(bound {bound:g})")
-    if problems:
-        return Verdict(FAIL, "; ".join(problems), category, metrics)
     flat = ", ".join(f"{c}={series[c][0]}" for c in CACHES)
-    return Verdict(PASS, f"every cycle's new commits served; caches constant ({flat}); per scope per fetch: "
+    return problems.verdict(f"every cycle's new commits served; caches constant ({flat}); per scope per fetch: "
                          f"{per_scope['mapped_packs']:+.2f} mapped packs, {per_scope['worker_files']:+.2f} "
-                         f"open files, {per_scope['worker_rss_kb']:+.1f} KB RSS over {cycles}", "", metrics)
+                         f"open files, {per_scope['worker_rss_kb']:+.1f} KB RSS over {cycles}", metrics)

@@ -8,10 +8,11 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError
-from harness.gates.base import ERROR, PROFILES, Gate, GateContext, GateResult, Verdict, env_overrides
+from harness.gates.base import PROFILES, Gate, GateContext, env_overrides
 from harness.gates.registry import GATES
 from harness.stack.base import Stack
 from harness.timeline import Timeline
+from harness.verdict import ERROR, GateResult, Verdict
 
 
 def gate(gate_id: str) -> Gate:
@@ -49,6 +50,16 @@ def build_settings(cls: type, values: Mapping[str, Any], gate_id: str) -> Any:
     return cls(**converted)
 
 
+def judge(g: Gate, timeline: Timeline, params: Any, thresholds: Any) -> Verdict:
+    """The gate's checker, which never crashes the run or a re-judging: an exception in it
+    (e.g. an old recording without a fact a newer checker reads) is an ERROR verdict."""
+    try:
+        return g.check(timeline, params, thresholds)
+    except Exception as exc:
+        return Verdict(ERROR, f"the checker could not judge this recording: {type(exc).__name__}: {exc}",
+                       "error.checker")
+
+
 def profile_env(g: Gate, profile: str) -> dict[str, str]:
     if profile not in PROFILES:
         raise ConfigError(f"HARNESS_SERVER_PROFILE={profile} is not known; use one of {', '.join(PROFILES)}")
@@ -81,7 +92,7 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
         server_settings = stack.server_settings()
         timeline.fact("server_settings", server_settings)
         g.scenario(GateContext(stack, timeline, params))
-        verdict = g.check(timeline, thresholds)
+        verdict = judge(g, timeline, params, thresholds)
     except HarnessError as exc:
         verdict = Verdict(ERROR, f"the scenario could not run: {exc}", "error.scenario")
     except Exception as exc:  # a bug in a gate must still yield a verdict and a report

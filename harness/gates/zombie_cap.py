@@ -13,19 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.gates.base import (
-    ERROR,
-    FAIL,
-    PASS,
-    Gate,
-    GateContext,
-    ServerKnobs,
-    Verdict,
-    batches,
-    pre_fix_executor_size,
-)
+from harness.gates.base import Gate, GateContext, ServerKnobs, batches, pre_fix_executor_size
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_START, Timeline
+from harness.verdict import ERROR, FAIL, PASS, Verdict
 from harness.waiting import poll_until
 
 # A lower cap than the server's default (40) keeps the pile-up short in the quick profile;
@@ -109,7 +100,7 @@ class ZombieCapGate(Gate):
         tl.fact("new_scope_served_s", ctx.served_within("healthy", budget, "healthy scope past the cap"))
         ctx.observe("end")
 
-    def check(self, timeline: Timeline, thresholds: Thresholds) -> Verdict:
+    def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
         facts = timeline.facts
         derived = facts["derived"]
         if not facts.get("blackhole_connections"):

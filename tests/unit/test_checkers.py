@@ -13,10 +13,17 @@ from harness.gates.offline_repo import Thresholds as OfflineThresholds
 from harness.gates.repeat_sync import Params as RepeatSyncParams
 from harness.gates.repeat_sync import RepeatSyncGate, theil_sen_slope
 from harness.gates.repeat_sync import Thresholds as SyncThresholds
+from harness.gates.runner import build_settings
 from harness.gates.zombie_cap import Thresholds as ZombieThresholds
 from harness.gates.zombie_cap import ZombieCapGate
 from harness.servers.opal import PolicyResult
 from harness.timeline import FAULT_END, FAULT_START, Timeline
+
+
+def check(gate, timeline, thresholds):
+    """Judge as the runner does: with the parameters the timeline was recorded with."""
+    return gate.check(timeline, build_settings(gate.params_type, timeline.facts.get("params", {}), gate.id),
+                      thresholds)
 
 
 def _snap(tl, label, locks, fds=40, dirs=None, pid=7, **extra):
@@ -36,33 +43,33 @@ def _leak_timeline(after_locks, fds=(40, 40, 40), pids=(7, 7, 7), loaded=11):
 
 
 def test_leak_fails_on_kept_cache_entries_and_names_them():
-    verdict = LeakGate().check(_leak_timeline([11, 21, 31], fds=(58, 80, 66)), LeakThresholds())
+    verdict = check(LeakGate(), _leak_timeline([11, 21, 31], fds=(58, 80, 66)), LeakThresholds())
     assert verdict.verdict == "fail" and verdict.category == "leak.caches_kept"
     assert "repo_locks 11/21/31" in verdict.reason and "42" not in verdict.reason
     assert "files 40→58→80→66" in verdict.reason
 
 
 def test_leak_passes_when_everything_returns_to_baseline_within_tolerance():
-    verdict = LeakGate().check(_leak_timeline([1, 1, 1], fds=(41, 42, 40)), LeakThresholds())
+    verdict = check(LeakGate(), _leak_timeline([1, 1, 1], fds=(41, 42, 40)), LeakThresholds())
     assert verdict.verdict == "pass", verdict.reason
 
 
 def test_leak_open_file_growth_alone_is_its_own_category():
-    verdict = LeakGate().check(_leak_timeline([1, 1, 1], fds=(50, 60, 70)), LeakThresholds())
+    verdict = check(LeakGate(), _leak_timeline([1, 1, 1], fds=(50, 60, 70)), LeakThresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "leak.files_grew")
 
 
 def test_leak_is_an_error_not_a_failure_when_the_load_phase_failed():
     tl = _leak_timeline([1])
     tl.fact("load_failure", "cycle 1: 3 of 10 scopes were not served within 60 s")
-    verdict = LeakGate().check(tl, LeakThresholds())
+    verdict = check(LeakGate(), tl, LeakThresholds())
     assert (verdict.verdict, verdict.category) == ("error", "error.load")
 
 
 def test_leak_is_an_error_when_the_stats_never_showed_the_load():
     """A stats endpoint blind to the caches would pass every cycle: that is no verdict."""
     tl = _leak_timeline([1, 1, 1], loaded=None)
-    verdict = LeakGate().check(tl, LeakThresholds())
+    verdict = check(LeakGate(), tl, LeakThresholds())
     assert (verdict.verdict, verdict.category) == ("error", "error.caches_not_filled")
     assert "repo_locks 1 (baseline 1)" in verdict.reason and "baseline + 10" in verdict.reason
 
@@ -70,7 +77,7 @@ def test_leak_is_an_error_when_the_stats_never_showed_the_load():
 def test_leak_is_an_error_when_deletes_failed():
     tl = _leak_timeline([11])
     tl.samples[-2]["statuses"] = [204] * 8 + [500, 500]
-    verdict = LeakGate().check(tl, LeakThresholds())
+    verdict = check(LeakGate(), tl, LeakThresholds())
     assert (verdict.verdict, verdict.category) == ("error", "error.delete_failed")
     assert "2 of 10 DELETEs failed (statuses [500])" in verdict.reason
 
@@ -79,12 +86,12 @@ def test_leak_names_a_missing_stats_field():
     tl = _leak_timeline([1])
     tl.record("snapshot", label="after 2", stats_error="StatsContractError: stats endpoint lacks the field(s) repos",
               clone_dirs=1)
-    verdict = LeakGate().check(tl, LeakThresholds())
+    verdict = check(LeakGate(), tl, LeakThresholds())
     assert verdict.category == "error.no_stats" and "lacks the field(s) repos" in verdict.reason
 
 
 def test_leak_is_void_when_the_worker_restarted():
-    verdict = LeakGate().check(_leak_timeline([1, 1, 1], pids=(7, 8, 8)), LeakThresholds())
+    verdict = check(LeakGate(), _leak_timeline([1, 1, 1], pids=(7, 8, 8)), LeakThresholds())
     assert (verdict.verdict, verdict.category) == ("error", "error.restart")
 
 
@@ -108,14 +115,14 @@ def _sync_timeline(cycles=9, packs=0.0, files=0.0, rss_kb=0.0, locks=10, scopes=
 def test_repeat_sync_passes_when_files_packs_and_rss_stay_flat_per_fetch():
     tl = _sync_timeline()
     tl.samples[5]["worker_rss_kb"] += 50_000  # one odd cycle does not tilt a Theil–Sen fit
-    verdict = RepeatSyncGate().check(tl, SyncThresholds())
+    verdict = check(RepeatSyncGate(), tl, SyncThresholds())
     assert verdict.verdict == "pass", verdict.reason
     assert "+0.00 mapped packs" in verdict.reason and "cycles 2–9 of 10 scopes" in verdict.reason
 
 
 def test_repeat_sync_names_the_mapped_packs_each_fetch_keeps_per_scope():
     """What 0.9.6 and 0.9.9 do: 2 mapped pack files and 1 open file more per scope per fetch."""
-    verdict = RepeatSyncGate().check(_sync_timeline(packs=20, files=10, rss_kb=100), SyncThresholds())
+    verdict = check(RepeatSyncGate(), _sync_timeline(packs=20, files=10, rss_kb=100), SyncThresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "repeat_sync.packs_grew")
     assert "worker keeps 2.0 more mapped pack files per scope per fetch: 60 → 200 over cycles 2–9" in verdict.reason
     assert "1.0 more open files per scope per fetch: 35 → 105" in verdict.reason
@@ -123,19 +130,19 @@ def test_repeat_sync_names_the_mapped_packs_each_fetch_keeps_per_scope():
 
 
 def test_repeat_sync_open_files_alone_are_their_own_category():
-    verdict = RepeatSyncGate().check(_sync_timeline(files=5), SyncThresholds())
+    verdict = check(RepeatSyncGate(), _sync_timeline(files=5), SyncThresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "repeat_sync.files_grew")
     assert "0.5 more open files per scope per fetch" in verdict.reason
 
 
 def test_repeat_sync_rss_bound_is_per_scope_per_fetch():
     # 400 KB per cycle is 40 KB per scope per fetch with 10 scopes, but 8 with 50
-    assert RepeatSyncGate().check(_sync_timeline(rss_kb=400), SyncThresholds()).category == "repeat_sync.rss_slope"
-    assert RepeatSyncGate().check(_sync_timeline(rss_kb=400, scopes=50), SyncThresholds()).verdict == "pass"
+    assert check(RepeatSyncGate(), _sync_timeline(rss_kb=400), SyncThresholds()).category == "repeat_sync.rss_slope"
+    assert check(RepeatSyncGate(), _sync_timeline(rss_kb=400, scopes=50), SyncThresholds()).verdict == "pass"
 
 
 def test_repeat_sync_fails_on_cache_drift():
-    verdict = RepeatSyncGate().check(_sync_timeline(cycles=5, locks=[10, 10, 10, 11, 12, 13]), SyncThresholds())
+    verdict = check(RepeatSyncGate(), _sync_timeline(cycles=5, locks=[10, 10, 10, 11, 12, 13]), SyncThresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "repeat_sync.caches_grew")
     assert "repo_locks 10 → 13" in verdict.reason
 
@@ -148,7 +155,7 @@ def _unsynced(status, served_hash, refresh=200, error=""):
     before = {"sync-0": "a" * 40, "sync-1": "c" * 40}
     unsynced = {"sync-0": PolicyResult(status, 0.1, error, hash=served_hash)}
     RepeatSyncGate()._record_unsynced(tl, 3, p, pushed, before, {"sync-0": refresh, "sync-1": 200}, unsynced)
-    return RepeatSyncGate().check(tl, SyncThresholds())
+    return check(RepeatSyncGate(), tl, SyncThresholds())
 
 
 def test_repeat_sync_fails_when_a_scope_keeps_serving_the_old_commit():
@@ -172,7 +179,7 @@ def test_repeat_sync_is_an_error_when_the_new_commit_is_never_served_at_all():
 def test_repeat_sync_without_mapped_pack_counts_is_no_verdict():
     tl = _sync_timeline()
     tl.samples[-1]["mapped_packs"] = None
-    verdict = RepeatSyncGate().check(tl, SyncThresholds())
+    verdict = check(RepeatSyncGate(), tl, SyncThresholds())
     assert (verdict.verdict, verdict.category) == ("error", "error.no_data")
     assert "mapped_packs" in verdict.reason and "/proc/<worker pid>/maps" in verdict.reason
 
@@ -190,17 +197,17 @@ def _offline_timeline(ok_polls, total, served_s):
 
 
 def test_offline_fails_on_a_stalled_loaded_scope_even_if_healthcheck_says_200():
-    verdict = OfflineRepoGate().check(_offline_timeline(1, 10, None), OfflineThresholds())
+    verdict = check(OfflineRepoGate(), _offline_timeline(1, 10, None), OfflineThresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "offline.loaded_scope_stalled")
     assert "1 of 10" in verdict.reason and "200 in 10 of 10" in verdict.reason
     assert "not served within its budget of 40 s ((ceil(12/10) + 1) × 10 s" in verdict.reason
 
 
 def test_offline_passes_when_both_hold_and_errors_without_proof_of_the_fault():
-    assert OfflineRepoGate().check(_offline_timeline(10, 10, 1.2), OfflineThresholds()).verdict == "pass"
+    assert check(OfflineRepoGate(), _offline_timeline(10, 10, 1.2), OfflineThresholds()).verdict == "pass"
     tl = _offline_timeline(10, 10, 1.2)
     tl.fact("blackhole_connections", 0)
-    assert OfflineRepoGate().check(tl, OfflineThresholds()).category == "error.fault"
+    assert check(OfflineRepoGate(), tl, OfflineThresholds()).category == "error.fault"
 
 
 def test_zombie_reason_tells_a_stalled_pool_from_a_reached_cap():
@@ -210,8 +217,8 @@ def test_zombie_reason_tells_a_stalled_pool_from_a_reached_cap():
         tl.fact("blackhole_connections", hung)
         tl.fact("new_scope_served_s", None)
         return tl
-    assert "stalled before" in ZombieCapGate().check(timeline(6), ZombieThresholds()).reason
-    assert "MAX_ZOMBIES" in ZombieCapGate().check(timeline(20), ZombieThresholds()).reason
+    assert "stalled before" in check(ZombieCapGate(), timeline(6), ZombieThresholds()).reason
+    assert "MAX_ZOMBIES" in check(ZombieCapGate(), timeline(20), ZombieThresholds()).reason
 
 
 def test_zombie_passes_when_the_healthy_scope_is_served_and_says_the_cap_was_off():
@@ -219,7 +226,7 @@ def test_zombie_passes_when_the_healthy_scope_is_served_and_says_the_cap_was_off
     tl.fact("derived", {"dead_remotes": 30, "zombie_cap": 0, "new_scope_budget_s": 20.0})
     tl.fact("blackhole_connections", 30)
     tl.fact("new_scope_served_s", 2.5)
-    verdict = ZombieCapGate().check(tl, ZombieThresholds())
+    verdict = check(ZombieCapGate(), tl, ZombieThresholds())
     assert verdict.verdict == "pass" and "the cap off" in verdict.reason
 
 
@@ -255,11 +262,11 @@ def _dead_boot_timeline(healthy_s, served_s, new_scope_s):
 
 def test_boot_dead_scope_both_ways():
     gate, th = BootDeadScopeGate(), BootDeadThresholds()
-    assert gate.check(_dead_boot_timeline(11.0, 11.4, 0.8), th).verdict == "pass"
-    assert gate.check(_dead_boot_timeline(None, None, None), th).category == "boot_dead.never_healthy"
-    not_served = gate.check(_dead_boot_timeline(1.2, None, None), th)
+    assert check(gate, _dead_boot_timeline(11.0, 11.4, 0.8), th).verdict == "pass"
+    assert check(gate, _dead_boot_timeline(None, None, None), th).category == "boot_dead.never_healthy"
+    not_served = check(gate, _dead_boot_timeline(1.2, None, None), th)
     assert not_served.category == "boot_dead.scopes_not_served" and "5 of 5" in not_served.reason
-    assert gate.check(_dead_boot_timeline(1.2, 1.5, None), th).category == "boot_dead.new_scope_not_served"
+    assert check(gate, _dead_boot_timeline(1.2, 1.5, None), th).category == "boot_dead.new_scope_not_served"
 
 
 def _boot_timeline(served_s, one_clone=0.76, scopes=20, empty_s=1.2, new_scope_s=1.0, healthy_s=1.0):
@@ -273,25 +280,25 @@ def _boot_timeline(served_s, one_clone=0.76, scopes=20, empty_s=1.2, new_scope_s
 
 
 def test_boot_ratio_subtracts_the_zero_scope_boot_and_tells_serial_from_parallel():
-    serial = BootTimingGate().check(_boot_timeline(16.7), BootThresholds(max_ratio=0.5))
+    serial = check(BootTimingGate(), _boot_timeline(16.7), BootThresholds(max_ratio=0.5))
     assert (serial.verdict, serial.category) == ("fail", "boot.serial")
     assert "16.7 s − 1.2 s zero-scope boot = 15.5 s = 1.02 ×" in serial.reason
-    assert BootTimingGate().check(_boot_timeline(4.1), BootThresholds(max_ratio=0.5)).verdict == "pass"
+    assert check(BootTimingGate(), _boot_timeline(4.1), BootThresholds(max_ratio=0.5)).verdict == "pass"
 
 
 def test_boot_is_not_done_when_merely_healthy():
-    verdict = BootTimingGate().check(_boot_timeline(None, healthy_s=1.3), BootThresholds())
+    verdict = check(BootTimingGate(), _boot_timeline(None, healthy_s=1.3), BootThresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "boot.not_served")
     assert "healthy after 1.3 s but 20 of 20 stored scopes were still not served" in verdict.reason
 
 
 def test_boot_fails_when_the_booted_worker_no_longer_runs_git():
-    verdict = BootTimingGate().check(_boot_timeline(4.1, new_scope_s=None), BootThresholds())
+    verdict = check(BootTimingGate(), _boot_timeline(4.1, new_scope_s=None), BootThresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "boot.new_scope_not_served")
 
 
 def test_boot_without_a_zero_scope_baseline_is_an_error():
-    verdict = BootTimingGate().check(_boot_timeline(4.1, empty_s=None), BootThresholds())
+    verdict = check(BootTimingGate(), _boot_timeline(4.1, empty_s=None), BootThresholds())
     assert (verdict.verdict, verdict.category) == ("error", "error.no_baseline")
 
 
@@ -306,13 +313,13 @@ def test_bounce_names_the_put_after_the_outage_first():
     tl.fact("worker_pids_before", [11, 12])
     tl.fact("worker_pids_after", [11, 13])
     tl.fact("recovery", "respawn")
-    verdict = BrokerBounceGate().check(tl, BounceThresholds())
+    verdict = check(BrokerBounceGate(), tl, BounceThresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "bounce.put_after_not_served")
     assert "answered 201" in verdict.reason and "workers [11, 12] → [11, 13] (respawn)" in verdict.reason
     tl.fact("after_served_s", 1.1)
     tl.fact("during_served_s", 1.3)
     tl.fact("recovery", "in place")
-    passed = BrokerBounceGate().check(tl, BounceThresholds())
+    passed = check(BrokerBounceGate(), tl, BounceThresholds())
     assert passed.verdict == "pass" and "(in place)" in passed.reason
 
 

@@ -6,8 +6,16 @@ import socket
 
 from harness.fds import fd_census, fd_kind
 from harness.gates.orphan_clones import OrphanClonesGate, Thresholds
+from harness.gates.runner import build_settings
 from harness.serverlog import summarize, template
 from harness.timeline import Timeline
+
+
+def check(gate, timeline, thresholds):
+    """Judge as the runner does: with the parameters the timeline was recorded with."""
+    return gate.check(timeline, build_settings(gate.params_type, timeline.facts.get("params", {}), gate.id),
+                      thresholds)
+
 
 SIBLING = ("Local sibling check for 0a1b2c3d4e5f60718293a4b5c6d7e8f9-0 failed after deleting scope orphan-3; "
            "keeping this worker's clone (it stays until PER-15612's sweep lands): TimeoutError()")
@@ -47,7 +55,7 @@ def test_passes_when_every_phase_returns_to_its_start():
     tl = Timeline("orphan-clones")
     _phase(tl, "burst", 500)
     _phase(tl, "mid-sync", 50)
-    verdict = OrphanClonesGate().check(tl, Thresholds())
+    verdict = check(OrphanClonesGate(), tl, Thresholds())
     assert verdict.verdict == "pass", verdict.reason
     assert "burst (500 scopes), mid-sync (50 scopes)" in verdict.reason
 
@@ -56,7 +64,7 @@ def test_names_every_leftover_per_phase_with_the_servers_own_words():
     tl = Timeline("orphan-clones")
     _phase(tl, "burst", 500, after_dirs=328, after_sockets=346, after_redis=341, after_threads=24)
     _phase(tl, "mid-sync", 50)
-    verdict = OrphanClonesGate().check(tl, Thresholds())
+    verdict = check(OrphanClonesGate(), tl, Thresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "orphan.clone_dirs_kept")
     assert "328 of 500 clone dirs stayed on disk (e.g. dir-0, dir-1)" in verdict.reason
     assert "fds kept socket +336 (sockets to 127.0.0.1:6379 ESTABLISHED (redis) +336)" in verdict.reason
@@ -68,14 +76,14 @@ def test_names_every_leftover_per_phase_with_the_servers_own_words():
 def test_kept_cache_entries_weigh_first():
     tl = Timeline("orphan-clones")
     _phase(tl, "burst", 500, after_caches=500, after_dirs=500)
-    verdict = OrphanClonesGate().check(tl, Thresholds())
+    verdict = check(OrphanClonesGate(), tl, Thresholds())
     assert verdict.category == "orphan.caches_kept" and "repo_locks +500" in verdict.reason
 
 
 def test_rss_is_judged_against_a_bound_derived_from_the_start():
     tl = Timeline("orphan-clones")
     _phase(tl, "burst", 500, after_rss=90_000 * 3)
-    verdict = OrphanClonesGate().check(tl, Thresholds(rss_kb_per_scope=100, rss_floor_kb=0))
+    verdict = check(OrphanClonesGate(), tl, Thresholds(rss_kb_per_scope=100, rss_floor_kb=0))
     assert verdict.category == "orphan.rss_grew" and "RSS 87→263 MB (bound 136 MB)" in verdict.reason
 
 
@@ -83,20 +91,20 @@ def test_errors_when_nothing_raced_or_deletes_failed_or_caches_never_filled():
     tl = Timeline("orphan-clones")
     _phase(tl, "burst", 500)
     _phase(tl, "mid-sync", 50, fetches=0)
-    assert OrphanClonesGate().check(tl, Thresholds()).category == "error.no_overlap"
+    assert check(OrphanClonesGate(), tl, Thresholds()).category == "error.no_overlap"
     tl = Timeline("orphan-clones")
     _phase(tl, "burst", 5, statuses=[204, 204, 500, 204, None])
-    assert OrphanClonesGate().check(tl, Thresholds()).category == "error.delete_failed"
+    assert check(OrphanClonesGate(), tl, Thresholds()).category == "error.delete_failed"
     tl = Timeline("orphan-clones")
     _phase(tl, "burst", 5)
     tl.samples[2]["repos"] = 0  # "burst loaded"
-    assert OrphanClonesGate().check(tl, Thresholds()).category == "error.caches_not_filled"
+    assert check(OrphanClonesGate(), tl, Thresholds()).category == "error.caches_not_filled"
 
 
 def test_a_failed_load_is_an_error():
     tl = Timeline("orphan-clones")
     tl.fact("load_failure", "burst: 12 of 500 scopes were not served within 110 s")
-    verdict = OrphanClonesGate().check(tl, Thresholds())
+    verdict = check(OrphanClonesGate(), tl, Thresholds())
     assert (verdict.verdict, verdict.category) == ("error", "error.load")
 
 

@@ -4,10 +4,11 @@ import pytest
 
 from harness import cli
 from harness.errors import HarnessError
-from harness.gates.base import GateResult
+from harness.gates.rejudge import parse_threshold_args, rejudge
 from harness.gates.runner import configure, gate
-from harness.report import RunReport, parse_threshold_args, rejudge
+from harness.report import RunReport
 from harness.timeline import FAULT_START, Timeline
+from harness.verdict import GateResult
 
 
 def _leak_result():

@@ -1,0 +1,62 @@
+"""Re-judging a recorded run: its saved timelines under the recorded or new thresholds,
+without a stack (`harness report RUN_DIR --threshold GATE.NAME=VALUE`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.gates.runner import build_settings, gate, judge
+from harness.report import verdict_table
+from harness.timeline import Timeline
+
+
+def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """Verdicts of a recorded run under (possibly new) thresholds."""
+    report_path = run_dir / "report.json"
+    if not report_path.is_file():
+        raise HarnessError(f"{run_dir} holds no report.json; pass a directory under reports/")
+    report = json.loads(report_path.read_text())
+    unknown = set(overrides) - {g["id"] for g in report["gates"]}
+    if unknown:
+        raise HarnessError(f"this run has no gate {', '.join(sorted(unknown))}; "
+                           f"it has {', '.join(g['id'] for g in report['gates'])}")
+    judged = []
+    for entry in report["gates"]:
+        g = gate(entry["id"])
+        timeline = Timeline.load(run_dir / entry["timeline"])
+        params = build_settings(g.params_type, entry.get("params", {}), g.id)
+        thresholds = build_settings(g.thresholds_type, {**entry["thresholds"], **overrides.get(entry["id"], {})},
+                                    g.id)
+        verdict = judge(g, timeline, params, thresholds)
+        judged.append({"id": g.id, "verdict": verdict.verdict, "reason": verdict.reason,
+                       "category": verdict.category, "duration_s": entry["duration_s"],
+                       "recorded_verdict": entry["verdict"], "thresholds": asdict(thresholds),
+                       "metrics": verdict.metrics})
+    return judged
+
+
+def parse_threshold_args(args: list[str]) -> dict[str, dict[str, str]]:
+    overrides: dict[str, dict[str, str]] = {}
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        gate_id, dot, key = name.partition(".")
+        if not sep or not dot:
+            raise HarnessError(f"--threshold {arg!r}: use GATE.NAME=VALUE, e.g. leak.open_file_tolerance=8")
+        overrides.setdefault(gate_id, {})[key] = value
+    return overrides
+
+
+def rejudge_command(run_dir: str, threshold_args: list[str]) -> int:
+    path = Path(run_dir)
+    judged = rejudge(path, parse_threshold_args(threshold_args))
+    print(verdict_table(judged))
+    changed = [j for j in judged if j["verdict"] != j["recorded_verdict"]]
+    for j in changed:
+        print(f"  {j['id']}: recorded {j['recorded_verdict']}, now {j['verdict']}")
+    (path / "rejudged.json").write_text(json.dumps(judged, indent=2, default=str))
+    print(f"written: {path / 'rejudged.json'}")
+    return 0 if all(j["verdict"] == "pass" for j in judged) else 1
