@@ -23,6 +23,12 @@ from harness.stack.base import Stack
 pytest_plugins = ["harness.gates.fixtures"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from harness.gates.registry import markers
+    for name, description in markers().items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("policy-harness")
     group.addoption("--harness-require", action="store_true",

@@ -12,7 +12,8 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -20,7 +21,7 @@ from harness.errors import HarnessError
 from harness.probes import sample_server
 from harness.servers.opal import OpalClient
 from harness.stack.base import Stack
-from harness.timeline import Timeline
+from harness.timeline import FAULT_END, FAULT_START, Timeline
 from harness.verdict import Verdict
 from harness.waiting import poll_until
 
@@ -64,6 +65,14 @@ def batches(count: int, concurrency: int) -> int:
     return math.ceil(count / max(1, concurrency))
 
 
+@dataclass
+class Fault:
+    """A fault in effect: whether its proof held when it started (None: no proof given)."""
+
+    name: str
+    took_effect: bool | None = None
+
+
 class GateContext:
     """What a scenario works with: the stack, a client, the timeline, its parameters, and
     the server's own settings (read once, recorded as the fact `server_knobs`)."""
@@ -76,6 +85,24 @@ class GateContext:
         knob_values = stack.server_knobs()
         timeline.fact("server_knobs", knob_values)
         self.knobs = ServerKnobs.from_config(knob_values)
+
+    @contextmanager
+    def fault(self, name: str, start: Callable[[], None], heal: Callable[[], None],
+              proof: Callable[[], bool] | None = None) -> Iterator[Fault]:
+        """`with ctx.fault(...)`: start the fault, mark it on the timeline, record whether
+        `proof` shows it took effect, and heal it in `finally` — a scenario that fails or
+        crashes mid-outage still leaves the service up for the next gate."""
+        fault = Fault(name)
+        self.timeline.mark(FAULT_START, fault=name)
+        started = time.monotonic()
+        try:
+            start()
+            fault.took_effect = proof() if proof is not None else None
+            self.timeline.fact(f"fault {name} took effect", fault.took_effect)
+            yield fault
+        finally:
+            heal()
+            self.timeline.mark(FAULT_END, fault=name, lasted_s=round(time.monotonic() - started, 2))
 
     def require_one_worker(self) -> None:
         """Cache gates read per-process caches through an endpoint that any worker may
@@ -199,7 +226,6 @@ class Gate(ABC):
     """A regression gate. Subclasses define the ids, parameters, scenario and checker."""
 
     id: ClassVar[str]
-    marker: ClassVar[str]
     title: ClassVar[str]
     params_type: ClassVar[type]
     thresholds_type: ClassVar[type]

@@ -44,7 +44,6 @@ def boot_budget(knobs: ServerKnobs, p: Params) -> tuple[float, str]:
 
 class BootDeadScopeGate(Gate):
     id = "boot-dead-scope"
-    marker = "boot_dead_scope"
     title = "one dead remote does not block boot"
     params_type = Params
     thresholds_type = Thresholds

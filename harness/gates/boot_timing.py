@@ -36,7 +36,6 @@ class Thresholds:
 
 class BootTimingGate(Gate):
     id = "boot-timing"
-    marker = "boot_timing"
     title = "boot with N stored scopes is not serial"
     params_type = Params
     thresholds_type = Thresholds

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from harness.errors import ConfigError
 from harness.gates.base import Gate, GateContext
 from harness.seed import policy_repo_name
-from harness.timeline import FAULT_END, FAULT_START, Timeline
+from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 from harness.waiting import poll_until, port_open
 
@@ -45,7 +45,6 @@ def recovery_kind(before: list[int], after: list[int]) -> str:
 
 class BrokerBounceGate(Gate):
     id = "broker-bounce"
-    marker = "broker_bounce"
     title = "the server recovers from a broadcaster outage"
     params_type = Params
     thresholds_type = Thresholds
@@ -66,14 +65,12 @@ class BrokerBounceGate(Gate):
         ctx.observe("before")
         pg_port = int(stack.endpoint("postgres").rsplit(":", 1)[1].split("/")[0])
         outage_started = time.monotonic()
-        tl.mark(FAULT_START, fault="postgres stopped", outage_s=p.outage_s)
-        stack.stop("postgres")
-        tl.fact("postgres_down_confirmed", not port_open(pg_port))
-        time.sleep(1.0)
-        tl.fact("put_during_status", self._put(client, "during", stack.repo_url(policy_repo_name(31))))
-        time.sleep(max(0.0, p.outage_s - (time.monotonic() - outage_started)))
-        stack.start("postgres")
-        tl.mark(FAULT_END, fault="postgres started", down_s=round(time.monotonic() - outage_started, 2))
+        with ctx.fault("postgres stopped", start=lambda: stack.stop("postgres"),
+                       heal=lambda: stack.start("postgres"), proof=lambda: not port_open(pg_port)) as outage:
+            tl.fact("postgres_down_confirmed", outage.took_effect)
+            time.sleep(1.0)
+            tl.fact("put_during_status", self._put(client, "during", stack.repo_url(policy_repo_name(31))))
+            time.sleep(max(0.0, p.outage_s - (time.monotonic() - outage_started)))
         tl.fact("healthy_after_s", poll_until(lambda: client.healthy(timeout=2), p.budget_s))
         tl.fact("put_after_status", self._put(client, "after", stack.repo_url(policy_repo_name(32))))
         tl.fact("after_served_s", ctx.served_within("after", p.budget_s, "scope PUT after the bounce"))

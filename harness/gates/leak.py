@@ -104,7 +104,6 @@ def _failed_deletes(timeline: Timeline) -> Verdict | None:
 
 class LeakGate(Gate):
     id = "leak"
-    marker = "leak"
     title = "memory leak under scope churn"
     params_type = Params
     thresholds_type = Thresholds

@@ -50,7 +50,6 @@ def new_scope_budget(knobs: ServerKnobs, dead: int, pool: int, p: Params) -> tup
 
 class OfflineRepoGate(Gate):
     id = "offline-repo"
-    marker = "offline_repo"
     title = "dead remotes do not stall loaded or new scopes"
     params_type = Params
     thresholds_type = Thresholds

@@ -82,7 +82,6 @@ def serve_budget(scopes: int, one_clone_s: float, concurrency: int) -> float:
 
 class OrphanClonesGate(Gate):
     id = "orphan-clones"
-    marker = "orphan_clones"
     title = "bulk deletes and deletes mid-sync leave nothing behind"
     params_type = Params
     thresholds_type = Thresholds

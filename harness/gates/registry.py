@@ -17,3 +17,14 @@ GATES: dict[str, Gate] = {gate.id: gate for gate in (
     BootTimingGate(), BootDeadScopeGate(), BrokerBounceGate(), OrphanClonesGate(),
 )}
 MAIN_JOB = ("leak", "repeat-sync")
+
+
+def marker(gate_id: str) -> str:
+    """The pytest marker of a gate, derived from its id: `repeat-sync` -> `repeat_sync`."""
+    return gate_id.replace("-", "_")
+
+
+def markers() -> dict[str, str]:
+    """marker -> its description, for the plugin to register (so a downstream
+    `--strict-markers` run accepts them without copying pytest.ini)."""
+    return {marker(g.id): f"gate `{g.id}`: {g.title}" for g in GATES.values()}

@@ -94,7 +94,6 @@ def _short(sha: str | None) -> str:
 
 class RepeatSyncGate(Gate):
     id = "repeat-sync"
-    marker = "repeat_sync"
     title = "new commits fetched and served over and over keep caches, files and memory flat"
     params_type = Params
     thresholds_type = Thresholds

@@ -70,7 +70,6 @@ class Thresholds:
 
 class ZombieCapGate(Gate):
     id = "zombie-cap"
-    marker = "zombie_cap"
     title = "timed-out git ops piling up do not block healthy scopes"
     params_type = Params
     thresholds_type = Thresholds

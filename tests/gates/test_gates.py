@@ -4,11 +4,11 @@
 import pytest
 
 from harness.gates.fixtures import assert_gate_passed
-from harness.gates.registry import GATES
+from harness.gates.registry import GATES, marker
 
 
 def _case(gate_id: str):
-    return pytest.param(gate_id, marks=getattr(pytest.mark, GATES[gate_id].marker), id=gate_id)
+    return pytest.param(gate_id, marks=getattr(pytest.mark, marker(gate_id)), id=gate_id)
 
 
 @pytest.mark.parametrize("gate_id", [_case(gate_id) for gate_id in GATES])

@@ -1,0 +1,47 @@
+"""Faults heal whatever the scenario does: a gate that fails mid-outage must not leave a
+service down for the gates after it."""
+
+import pytest
+
+from harness.gates.base import GateContext
+from harness.timeline import FAULT_END, FAULT_START, Timeline
+
+
+class _Stack:
+    """Just enough of a stack for a GateContext (the fault logic needs none of it)."""
+
+    client = None
+
+    def server_knobs(self):
+        return {}
+
+
+def _ctx() -> GateContext:
+    return GateContext(_Stack(), Timeline("x"), params=None)
+
+
+def test_a_fault_heals_and_closes_its_window_when_the_scenario_raises():
+    ctx, calls = _ctx(), []
+    with pytest.raises(RuntimeError), ctx.fault("postgres stopped", start=lambda: calls.append("stop"),
+                                                 heal=lambda: calls.append("start"), proof=lambda: True):
+        raise RuntimeError("the scenario failed mid-outage")
+    assert calls == ["stop", "start"]
+    assert [e["name"] for e in ctx.timeline.events] == [FAULT_START, FAULT_END]
+    assert ctx.timeline.facts["fault postgres stopped took effect"] is True
+
+
+def test_a_fault_whose_start_fails_is_still_healed():
+    ctx, healed = _ctx(), []
+
+    def start():
+        raise OSError("docker stop failed")
+    with pytest.raises(OSError), ctx.fault("redis stopped", start=start, heal=lambda: healed.append(1)):
+        pass
+    assert healed == [1]
+
+
+def test_the_proof_is_recorded():
+    ctx = _ctx()
+    with ctx.fault("blackhole", start=lambda: None, heal=lambda: None, proof=lambda: False) as fault:
+        assert fault.took_effect is False
+    assert ctx.timeline.fault_windows()[0][0] <= ctx.timeline.fault_windows()[0][1]
