@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repos", type=int, default=200)
     args = parser.parse_args(argv)
     try:
-        settings = replace(config.from_env(backend=args.backend), seed_repos=args.repos)
+        settings = config.from_env(backend=args.backend, seed_repos=args.repos)
         bench = Bench(settings.target.label, args.backend)
         if args.backend == "local":
             measure_venv(bench, settings, args.cold)

@@ -15,6 +15,15 @@ Environment variables (all optional):
   HARNESS_KEEP_STACK   1 = leave the stack running after a gate run, for debugging
   HARNESS_CONSTRAINTS  pins for the server's install: a pip constraints file, or `none` (unpinned);
                        unset = chosen by the target's requirements (see harness/venvs.py)
+  HARNESS_LATENCY_MS   delay per chunk of the latency proxy in front of the git host (default 150)
+  HARNESS_GITHOST      compose git host profile: bare | gitea (default: follows the image set)
+  HARNESS_GITEA_IMAGE  the Gitea image of the `gitea` profile (default gitea/gitea:1.22.3)
+  HARNESS_IMAGES       compose image set: auto (default) | public | offline
+  HARNESS_SERVER_PROFILE  the gates' server profile: quick (default) | defaults
+  HARNESS_REQUIRE      1 = a test that would skip fails instead (CI)
+  HARNESS_GATE_<GATE>_<NAME>  a gate's parameter or threshold, e.g. HARNESS_GATE_LEAK_CYCLES=5
+
+This module is the only one that reads HARNESS_* variables: everything else gets Settings.
 """
 
 from __future__ import annotations
@@ -38,6 +47,11 @@ _FALSE = {"0", "false", "no", "off", ""}
 CONSTRAINTS_VAR = "HARNESS_CONSTRAINTS"
 CONSTRAINTS_AUTO = "auto"  # chosen by the target's own requirements (harness/venvs.py)
 CONSTRAINTS_NONE = "none"  # unpinned: pip resolves
+GITHOST_PROFILES = ("bare", "gitea")
+IMAGE_SET_NAMES = ("auto", "public", "offline")
+SERVER_PROFILES = ("quick", "defaults")
+DEFAULT_GITEA_IMAGE = "gitea/gitea:1.22.3"
+GATE_PREFIX = "HARNESS_GATE_"
 
 
 def supported_versions() -> list[str]:
@@ -77,6 +91,20 @@ class Settings:
     server_env: Mapping[str, str] = field(default_factory=dict)
     # HARNESS_CONSTRAINTS: "auto", "none" or an absolute path (see constraints_setting)
     constraints: str = CONSTRAINTS_AUTO
+    latency_ms: float = 150.0
+    githost: str | None = None  # None: follows the image set (compose)
+    gitea_image: str = DEFAULT_GITEA_IMAGE
+    images: str = "auto"
+    server_profile: str = "quick"
+    require: bool = False
+    # HARNESS_GATE_<GATE>_<NAME>: raw values by gate variable prefix, resolved per gate by
+    # gate_overrides() (the gates validate the names and types).
+    gate_vars: Mapping[str, str] = field(default_factory=dict)
+
+    def gate_overrides(self, gate_id: str) -> dict[str, str]:
+        """HARNESS_GATE_<ID>_<NAME>=value as {name: value}, e.g. HARNESS_GATE_LEAK_CYCLES=5."""
+        prefix = f"{gate_id.upper().replace('-', '_')}_"
+        return {k[len(prefix):].lower(): v for k, v in self.gate_vars.items() if k.startswith(prefix)}
 
     def with_target(self, **changes) -> Settings:
         return replace(self, target=replace(self.target, **changes))
@@ -93,6 +121,42 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum:
     if not minimum <= value <= maximum:
         raise ConfigError(f"{name}={value} is out of range; use a value from {minimum} to {maximum}")
     return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; set e.g. {name}={default:g}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={value:g} is out of range; use a value from {minimum:g} to {maximum:g}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={value} is not known; use one of {', '.join(choices)}")
+    return value
+
+
+def image_set_choice(env: Mapping[str, str] | None = None) -> str:
+    """HARNESS_IMAGES, for callers that choose an image set without Settings (image builds)."""
+    return _choice(os.environ if env is None else env, "HARNESS_IMAGES", "auto", IMAGE_SET_NAMES)
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """HARNESS_CACHE_DIR or ~/.cache/policy-harness (for callers without Settings)."""
+    env = os.environ if env is None else env
+    return Path(env.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "policy-harness")
+
+
+def require_switch(env: Mapping[str, str] | None = None) -> bool:
+    """HARNESS_REQUIRE, read by the pytest plugin before any Settings exist."""
+    return _bool(os.environ if env is None else env, "HARNESS_REQUIRE")
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
@@ -131,10 +195,10 @@ def validate_target(target: Target, backend: str) -> Target:
     return target
 
 
-def constraints_setting(env: Mapping[str, str]) -> str:
+def constraints_setting(env: Mapping[str, str] | None = None) -> str:
     """HARNESS_CONSTRAINTS: unset/"auto" (choose by the target's requirements), "none"
     (unpinned) or an existing constraints file (returned as an absolute path)."""
-    raw = (env.get(CONSTRAINTS_VAR) or "").strip()
+    raw = ((os.environ if env is None else env).get(CONSTRAINTS_VAR) or "").strip()
     if raw.lower() in ("", CONSTRAINTS_AUTO):
         return CONSTRAINTS_AUTO
     if raw.lower() == CONSTRAINTS_NONE:
@@ -168,38 +232,55 @@ def validate_source_tree(path: Path) -> Path:
     return path
 
 
-def from_env(env: Mapping[str, str] | None = None, **overrides) -> Settings:
-    """Settings from the environment; keyword overrides (from CLI flags) win."""
-    env = dict(os.environ if env is None else env)
-    version = overrides.pop("version", None) or env.get("OPAL_VERSION") or None
-    source = overrides.pop("source", None) or env.get("OPAL_SOURCE") or None
-    image = env.get("OPAL_IMAGE") or None
+# CLI flags -> the variable they stand for: a flag is validated exactly like the variable.
+_FLAG_VARS = {"workers": "HARNESS_WORKERS", "seed_repos": "HARNESS_SEED_REPOS", "run_root": "HARNESS_RUN_ROOT",
+              "cache_dir": "HARNESS_CACHE_DIR", "reports_dir": "HARNESS_REPORTS_DIR",
+              "keep_stack": "HARNESS_KEEP_STACK", "version": "OPAL_VERSION", "source": "OPAL_SOURCE",
+              "image": "OPAL_IMAGE", "backend": "BACKEND"}
+
+
+def _with_flags(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str, str]:
+    unknown = sorted(set(flags) - set(_FLAG_VARS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_FLAG_VARS))}")
+    merged = dict(env)
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name in ("version", "source", "image"):  # a flag's target replaces the environment's
+            for var in ("OPAL_VERSION", "OPAL_SOURCE", "OPAL_IMAGE"):
+                merged.pop(var, None)
+        merged[_FLAG_VARS[name]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return merged
+
+
+def from_env(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
+    """Settings from the environment; CLI flags win, and go through the same validation."""
+    env = _with_flags(os.environ if env is None else env, flags)
+    version, source, image = (env.get(v) or None for v in ("OPAL_VERSION", "OPAL_SOURCE", "OPAL_IMAGE"))
     if sum(x is not None for x in (version, source, image)) > 1:
         raise ConfigError("set only one of OPAL_VERSION, OPAL_SOURCE, OPAL_IMAGE")
-    target = Target(
-        version=version or DEFAULT_OPAL_VERSION,
-        source=Path(source) if source else None,
-        image=image,
-    )
-    backend = (overrides.pop("backend", None) or env.get("BACKEND") or "auto").lower()
-    if backend not in BACKENDS:
-        raise ConfigError(f"BACKEND={backend} is not known; use one of {', '.join(BACKENDS)}")
-    server_env = {
-        k: v for k, v in env.items() if k.startswith("OPAL_") and k not in _HARNESS_OPAL_VARS
-    }
-    settings = Settings(
+    target = Target(version=version or DEFAULT_OPAL_VERSION, source=Path(source) if source else None, image=image)
+    backend = _choice(env, "BACKEND", "auto", BACKENDS)
+    githost = (env.get("HARNESS_GITHOST") or "").strip().lower() or None
+    if githost is not None and githost not in GITHOST_PROFILES:
+        raise ConfigError(f"HARNESS_GITHOST={githost} is not known; use one of {', '.join(GITHOST_PROFILES)}")
+    return Settings(
         target=validate_target(target, backend),
         backend=backend,
         workers=_int(env, "HARNESS_WORKERS", 1, 1, 16),
-        seed_repos=_int(env, "HARNESS_SEED_REPOS", 60, 1, 5000),
+        seed_repos=_int(env, "HARNESS_SEED_REPOS", 60, 1, 20000),
         run_root=Path(env.get("HARNESS_RUN_ROOT") or "/tmp/policy-harness"),
-        cache_dir=Path(env.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "policy-harness"),
+        cache_dir=default_cache_dir(env),
         reports_dir=Path(env.get("HARNESS_REPORTS_DIR") or "reports"),
         keep_stack=_bool(env, "HARNESS_KEEP_STACK"),
-        server_env=server_env,
+        server_env={k: v for k, v in env.items() if k.startswith("OPAL_") and k not in _HARNESS_OPAL_VARS},
         constraints=constraints_setting(env),
+        latency_ms=_float(env, "HARNESS_LATENCY_MS", 150.0, 1.0, 10000.0),
+        githost=githost,
+        gitea_image=env.get("HARNESS_GITEA_IMAGE") or DEFAULT_GITEA_IMAGE,
+        images=image_set_choice(env),
+        server_profile=_choice(env, "HARNESS_SERVER_PROFILE", "quick", SERVER_PROFILES),
+        require=_bool(env, "HARNESS_REQUIRE"),
+        gate_vars={k.removeprefix(GATE_PREFIX): v for k, v in env.items() if k.startswith(GATE_PREFIX)},
     )
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    if not 1 <= settings.workers <= 16:
-        raise ConfigError(f"workers={settings.workers} is out of range; use 1 to 16")
-    return settings

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import PROJECT_ROOT, STACKS_DIR
+from harness import PROJECT_ROOT, STACKS_DIR, config
 from harness.config import supported_versions
 from harness.errors import ConfigError, HarnessError, MissingDependency
 
@@ -157,10 +157,9 @@ def docker_image_exists(ref: str) -> bool:
 
 # --- choosing a set ------------------------------------------------------------------------
 
-def choose_image_set(env: Mapping[str, str] = os.environ,
-                     image_exists: ImageExists | None = None) -> ImageSet:
-    """HARNESS_IMAGES=public|offline|auto (default auto: offline when its base exists here)."""
-    wanted = (env.get("HARNESS_IMAGES") or "auto").strip().lower()
+def choose_image_set(wanted: str | None = None, image_exists: ImageExists | None = None) -> ImageSet:
+    """public | offline | auto (HARNESS_IMAGES, default auto: offline when its base exists here)."""
+    wanted = config.image_set_choice() if wanted is None else wanted.strip().lower()
     if wanted not in IMAGE_SET_NAMES:
         raise ConfigError(f"HARNESS_IMAGES={wanted} is not known; use one of {', '.join(IMAGE_SET_NAMES)}")
     if wanted == "public":
@@ -227,8 +226,8 @@ class BuildResult:
         return f"{self.image:<44} {self.action:<7} {self.seconds:7.1f} s  inputs {self.digest}"
 
 
-def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
-    return Path(env.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "policy-harness")
+def cache_dir() -> Path:
+    return config.default_cache_dir()
 
 
 def log_dir() -> Path:
@@ -503,9 +502,9 @@ def _print_results(results: list[BuildResult], seconds: float) -> None:
     print(f"{len(results)} images ({built} built, {len(results) - built} reused) in {seconds:.1f} s")
 
 
-def cmd_which(env: Mapping[str, str] = os.environ) -> int:
-    chosen = choose_image_set(env)
-    wanted = (env.get("HARNESS_IMAGES") or "auto").lower()
+def cmd_which() -> int:
+    wanted = config.image_set_choice()
+    chosen = choose_image_set(wanted)
     print(f"image set: {chosen.name} (HARNESS_IMAGES={wanted})")
     client = docker_client()
     refs = chosen.all_images(supported_versions())

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
@@ -32,7 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("policy-harness")
     group.addoption("--harness-require", action="store_true",
-                    default=os.environ.get("HARNESS_REQUIRE", "").lower() in ("1", "true", "yes"),
+                    default=config.require_switch(),
                     help="fail instead of skip when something a test needs is missing (CI sets this)")
     group.addoption("--keep-stack", action="store_true", default=False,
                     help="leave the gate stack up after the run for debugging (or HARNESS_KEEP_STACK=1)")

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from harness import STACKS_DIR
-from harness.config import Target
+from harness.config import Target, default_cache_dir
 from harness.images import (
     OFFLINE_BASE,
     PUBLIC_SERVER_BASE,
@@ -37,7 +37,6 @@ from harness.venvs import (
     Constraints,
     choose_constraints,
     content_digest,
-    default_cache_dir,
     ensure_server_venv,
     source_tree_digest,
     source_tree_files,

@@ -105,12 +105,6 @@ def _python_tag() -> str:
     return f"py{sys.version_info.major}{sys.version_info.minor}"
 
 
-def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    """HARNESS_CACHE_DIR or ~/.cache/policy-harness (for callers without Settings)."""
-    env = os.environ if env is None else env
-    return Path(env.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "policy-harness")
-
-
 # --- source trees --------------------------------------------------------------------------
 
 def source_tree_files(tree: Path) -> list[Path]:
@@ -392,7 +386,7 @@ def lock_file(cache_dir: Path, key: str) -> Path:
 def choose_constraints(target: Target, cache_dir: Path, setting: str | None = None) -> Constraints:
     """The constraints for `target`. `setting` is HARNESS_CONSTRAINTS as harness.config
     validates it ("auto", "none" or a file); None reads it from the environment."""
-    setting = constraints_setting(os.environ) if setting is None else setting
+    setting = constraints_setting() if setting is None else setting
     if setting == CONSTRAINTS_NONE:
         return Constraints("none", f"{CONSTRAINTS_VAR}=none: unpinned, pip resolves (a few minutes)")
     if setting != CONSTRAINTS_AUTO:

@@ -8,7 +8,6 @@ them on a saved timeline.
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -244,10 +243,3 @@ class Gate(ABC):
     def check(self, timeline: Timeline, params: Any, thresholds: Any) -> Verdict:
         """Judge a recorded timeline against the parameters it was recorded with and the
         thresholds. Pure: no stack, no clock (`harness report` re-judges saved timelines)."""
-
-
-def env_overrides(gate_id: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """HARNESS_GATE_<ID>_<NAME>=value, e.g. HARNESS_GATE_LEAK_CYCLES=5."""
-    env = os.environ if env is None else env
-    prefix = f"HARNESS_GATE_{gate_id.upper().replace('-', '_')}_"
-    return {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)}

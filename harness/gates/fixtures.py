@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -10,7 +9,6 @@ import pytest
 
 from harness import config
 from harness.errors import HarnessError
-from harness.gates.base import PROFILES
 from harness.gates.runner import run_gate
 from harness.report import RunReport
 from harness.stack import make_stack
@@ -49,9 +47,7 @@ class GateSession:
 
 @pytest.fixture(scope="session")
 def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settings) -> Iterator[GateSession]:
-    profile = os.environ.get("HARNESS_SERVER_PROFILE", "quick")
-    if profile not in PROFILES:
-        raise pytest.UsageError(f"HARNESS_SERVER_PROFILE={profile} is not known; use one of {', '.join(PROFILES)}")
+    profile = harness_settings.server_profile
     progress = terminal_progress(request.config)
     try:
         stack = make_stack(harness_settings, progress=progress).__enter__()

@@ -8,7 +8,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError
-from harness.gates.base import PROFILES, Gate, GateContext, env_overrides
+from harness.gates.base import PROFILES, Gate, GateContext
 from harness.gates.registry import GATES
 from harness.stack.base import Stack
 from harness.timeline import Timeline
@@ -79,7 +79,7 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
              overrides: Mapping[str, str] | None = None, progress=print,
              server_env: Mapping[str, str] | None = None) -> GateResult:
     g = gate(gate_id)
-    params, thresholds = configure(g, env_overrides(g.id) if overrides is None else overrides)
+    params, thresholds = configure(g, stack.settings.gate_overrides(g.id) if overrides is None else overrides)
     timeline = Timeline(g.id)
     timeline.fact("params", asdict(params))
     timeline.fact("profile", profile)

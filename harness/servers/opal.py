@@ -66,6 +66,11 @@ def scope_body(scope_id: str, repo_url: str, branch: str = "main") -> dict:
                        "branch": branch}}
 
 
+def stored_scopes(scopes: Mapping[str, str]) -> dict[str, str]:
+    """Redis key -> value for scopes (id -> repo URL), as OPAL stores them: staging a boot."""
+    return {f"{SCOPE_KEY_PREFIX}{scope_id}": stored_scope_json(scope_id, url) for scope_id, url in scopes.items()}
+
+
 def stored_scope_json(scope_id: str, repo_url: str) -> str:
     """The value OPAL keeps in Redis for a scope (used to stage boots with N scopes)."""
     body = scope_body(scope_id, repo_url)

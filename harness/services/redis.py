@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness import resp
+from harness import redisdb
 from harness.services.base import LocalService
 from harness.sysdeps import require
 
@@ -23,10 +23,4 @@ class RedisService(LocalService):
         return f"redis://127.0.0.1:{self.port}"
 
     def ready(self) -> bool:
-        return resp.ping(self.port)
-
-    def flush(self) -> None:
-        resp.flush_all(self.port)
-
-    def set(self, key: str, value: str) -> None:
-        resp.set_key(self.port, key, value)
+        return redisdb.ping(self.url)

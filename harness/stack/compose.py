@@ -17,11 +17,11 @@ from pathlib import Path
 
 import psutil
 
-from harness import STACKS_DIR, images, resp
+from harness import STACKS_DIR, images, redisdb
 from harness.errors import ConfigError, HarnessError, ServiceFailed
 from harness.githost.bare import CONNECTION_LINE
 from harness.images import docker_client
-from harness.servers.opal import FIXED_ENV, SCOPE_KEY_PREFIX, stored_scope_json
+from harness.servers.opal import FIXED_ENV, stored_scopes
 from harness.stack.base import SERVICES, Stack
 from harness.stack.compose_cli import ComposeCli, detect
 from harness.waiting import free_port, poll_until
@@ -33,7 +33,6 @@ RUN_LABEL = "io.policy-harness.run-id"
 OWNER_LABEL = "io.policy-harness.owner"
 CONTAINER_BASE_DIR = "/data/opal"
 GITHOST_PROFILES = ("bare", "gitea")
-LATENCY_MS = os.environ.get("HARNESS_LATENCY_MS", "150")
 
 
 def server_image_ref(settings) -> str:
@@ -41,7 +40,7 @@ def server_image_ref(settings) -> str:
     the OPAL_SOURCE tree (built at `up`), or the release's image of the chosen set."""
     if settings.target.image:
         return settings.target.image
-    image_set = images.choose_image_set()
+    image_set = images.choose_image_set(settings.images)
     if settings.target.source is not None:
         from harness.source_image import image_constraints, source_image_ref
         tree = settings.target.source
@@ -56,9 +55,7 @@ class ComposeStack(Stack):
         super().__init__(settings, progress)
         # None until up(): the default follows the image set (gitea with the public images,
         # bare with the offline set, which has no Gitea image).
-        self.githost = githost or os.environ.get("HARNESS_GITHOST") or None
-        if self.githost is not None and self.githost not in GITHOST_PROFILES:
-            raise ConfigError(f"HARNESS_GITHOST={self.githost} is not known; use one of {', '.join(GITHOST_PROFILES)}")
+        self.githost = githost or settings.githost
         self.project = "ph" + self.run_id.replace("-", "")
         self.ports: dict[str, int] = {}
         self.overrides: dict[str, str] = dict(settings.server_env)
@@ -77,7 +74,7 @@ class ComposeStack(Stack):
         except HarnessError as exc:
             raise HarnessError(f"{exc}; or use BACKEND=local, which needs no Docker") from None
         self._cli = detect()
-        self._image_set = images.choose_image_set()
+        self._image_set = images.choose_image_set(self.settings.images)
         self.githost = self.githost or ("bare" if self._image_set.name == "offline" else "gitea")
         self._ensure_server_image()
         self.run_dir.mkdir(parents=True, exist_ok=False)
@@ -129,14 +126,14 @@ class ComposeStack(Stack):
             "HARNESS_SOCAT_IMAGE": image_set.socat,
             "HARNESS_TOOLS_IMAGE": image_set.tools,
             "HARNESS_SEED_IMAGE": image_set.seed,
-            "HARNESS_GITEA_IMAGE": os.environ.get("HARNESS_GITEA_IMAGE", "gitea/gitea:1.22.3"),
+            "HARNESS_GITEA_IMAGE": self.settings.gitea_image,
             "HARNESS_SERVER_IMAGE": self._server_image(),
             "HARNESS_SERVER_ENV_FILE": str(self.run_dir / "server.env"),
             "HARNESS_RECIPE_DIR": str(STACKS_DIR / "opal"),
             "HARNESS_SEED_REPOS": str(self.settings.seed_repos),
             "HARNESS_GIT_UPSTREAM_HOST": upstream[0],
             "HARNESS_GIT_UPSTREAM_PORT": upstream[1],
-            "HARNESS_LATENCY_MS": LATENCY_MS,
+            "HARNESS_LATENCY_MS": f"{self.settings.latency_ms:g}",
             **{f"HARNESS_{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
         }
 
@@ -303,7 +300,7 @@ class ComposeStack(Stack):
         a new container (env_file is read at create time)."""
         self.stop("server")
         if fresh_state:
-            resp.flush_all(self.ports["redis"])
+            redisdb.flush_all(self.endpoint("redis"))
         wanted = dict(overrides) if overrides is not None else self.overrides
         wanted_workers = workers or self.workers
         if wanted != self.overrides or wanted_workers != self.workers:
@@ -340,8 +337,7 @@ class ComposeStack(Stack):
         return {6379: "redis", 5432: "postgres", 9418: "git (githost, latency or blackhole)", 3000: "githost"}
 
     def stage_scopes(self, scopes: Mapping[str, str]) -> None:
-        for scope_id, url in scopes.items():
-            resp.set_key(self.ports["redis"], f"{SCOPE_KEY_PREFIX}{scope_id}", stored_scope_json(scope_id, url))
+        redisdb.set_many(self.endpoint("redis"), stored_scopes(scopes))
 
     def clone_dirs(self) -> list[str]:
         try:

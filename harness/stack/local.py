@@ -9,11 +9,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness import procs, seed
+from harness import procs, redisdb, seed
 from harness.errors import ConfigError, HarnessError
 from harness.githost.bare import BareGitHost
 from harness.probes import clone_dirs
-from harness.servers.opal import SCOPE_KEY_PREFIX, OpalServerProcess, stored_scope_json
+from harness.servers.opal import OpalServerProcess, stored_scopes
 from harness.services.base import LocalService
 from harness.services.listeners import ListenerService
 from harness.services.postgres import PostgresService
@@ -23,7 +23,6 @@ from harness.sysdeps import ensure
 from harness.venvs import choose_constraints, ensure_server_venv
 from harness.waiting import free_port
 
-LATENCY_DELAY_MS = float(os.environ.get("HARNESS_LATENCY_MS", "150"))
 SLOWFAIL_CLOSE_AFTER_S = 5.0
 
 
@@ -72,7 +71,7 @@ class LocalStack(Stack):
         # The latency proxy needs the git host's port, known now.
         self.services["latency"] = ListenerService(
             "latency", rd, 0, mode="latency",
-            extra_args=("--upstream", str(githost.port), "--delay-ms", str(LATENCY_DELAY_MS)))
+            extra_args=("--upstream", str(githost.port), "--delay-ms", str(self.settings.latency_ms)))
         self.services["server"] = OpalServerProcess(
             "server", rd, free_port(), venv=venv, instance_dir=rd / "opal",
             redis_url=self.redis.url, broadcast_uri=self.postgres.url,
@@ -158,7 +157,7 @@ class LocalStack(Stack):
                        wait_healthy: bool = True, workers: int | None = None) -> None:
         self.server.stop()
         if fresh_state:
-            self.redis.flush()
+            redisdb.flush_all(self.redis.url)
             shutil.rmtree(self.server.base_dir, ignore_errors=True)
         if overrides is not None:
             self.server.overrides = dict(overrides)
@@ -188,8 +187,7 @@ class LocalStack(Stack):
         return {service.port: name for name, service in self.services.items()}
 
     def stage_scopes(self, scopes: Mapping[str, str]) -> None:
-        for scope_id, url in scopes.items():
-            self.redis.set(f"{SCOPE_KEY_PREFIX}{scope_id}", stored_scope_json(scope_id, url))
+        redisdb.set_many(self.redis.url, stored_scopes(scopes))
 
     def clone_dirs(self) -> list[str]:
         return clone_dirs(self.server.clones_dir)

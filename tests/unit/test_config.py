@@ -107,3 +107,27 @@ def test_cli_overrides_win_over_the_environment():
     settings = config.from_env({"HARNESS_WORKERS": "2"}, workers=3, version="0.9.6")
     assert settings.workers == 3
     assert settings.target.version == "0.9.6"
+
+
+def test_every_harness_variable_is_a_validated_setting():
+    settings = config.from_env({"HARNESS_LATENCY_MS": "40", "HARNESS_GITHOST": "Bare", "HARNESS_SERVER_PROFILE":
+                                "defaults", "HARNESS_REQUIRE": "1", "HARNESS_GATE_LEAK_CYCLES": "5",
+                                "HARNESS_GATE_REPEAT_SYNC_SCOPES": "20"})
+    assert (settings.latency_ms, settings.githost, settings.server_profile, settings.require) == (
+        40.0, "bare", "defaults", True)
+    assert settings.gate_overrides("leak") == {"cycles": "5"}
+    assert settings.gate_overrides("repeat-sync") == {"scopes": "20"}
+    for name, value, message in (("HARNESS_LATENCY_MS", "abc", "is not a number"),
+                                 ("HARNESS_LATENCY_MS", "0", "out of range"),
+                                 ("HARNESS_GITHOST", "gitlab", "bare, gitea"),
+                                 ("HARNESS_SERVER_PROFILE", "fast", "quick, defaults")):
+        with pytest.raises(ConfigError, match=message):
+            config.from_env({name: value})
+
+
+def test_cli_flags_go_through_the_same_validation_as_the_variables():
+    with pytest.raises(ConfigError, match="HARNESS_SEED_REPOS=0 is out of range"):
+        config.from_env({}, seed_repos=0)
+    assert config.from_env({"OPAL_VERSION": "0.9.6"}, source=None).target.version == "0.9.6"
+    with pytest.raises(ConfigError, match="unknown setting"):
+        config.from_env({}, colour="blue")

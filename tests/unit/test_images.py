@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from harness import images
+from harness import config, images
 from harness.errors import ConfigError
 
 
@@ -69,22 +69,24 @@ def _lookup(present):
 
 def test_auto_picks_offline_when_the_offline_base_exists():
     exists, asked = _lookup({images.OFFLINE_BASE})
-    assert images.choose_image_set({}, exists) is images.OFFLINE
+    assert images.choose_image_set("auto", exists) is images.OFFLINE
     assert asked == [images.OFFLINE_BASE]
     exists, _ = _lookup(set())
-    assert images.choose_image_set({"HARNESS_IMAGES": "auto"}, exists) is images.PUBLIC
+    assert images.choose_image_set("auto", exists) is images.PUBLIC
 
 
 def test_explicit_choice_does_not_look_at_the_engine():
     def never(ref):
         raise AssertionError("no lookup expected")
-    assert images.choose_image_set({"HARNESS_IMAGES": "public"}, never) is images.PUBLIC
-    assert images.choose_image_set({"HARNESS_IMAGES": "Offline"}, never) is images.OFFLINE
+    assert images.choose_image_set("public", never) is images.PUBLIC
+    assert images.choose_image_set("Offline", never) is images.OFFLINE
 
 
 def test_unknown_choice_is_a_config_error():
     with pytest.raises(ConfigError, match="HARNESS_IMAGES=latest.*public, offline, auto"):
-        images.choose_image_set({"HARNESS_IMAGES": "latest"}, lambda ref: True)
+        images.choose_image_set("latest", lambda ref: True)
+    with pytest.raises(ConfigError, match="HARNESS_IMAGES=latest.*auto, public, offline"):
+        config.from_env({"HARNESS_IMAGES": "latest"})
 
 
 def test_image_sets():
