@@ -32,6 +32,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -110,30 +111,27 @@ class Settings:
         return replace(self, target=replace(self.target, **changes))
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float,
+            kind: type = float) -> Any:
     raw = env.get(name)
     if raw is None or raw == "":
-        return default
+        return kind(default)
+    what = "a whole number" if kind is int else "a number"
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; set e.g. {name}={default}") from None
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name}={value} is out of range; use a value from {minimum} to {maximum}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number; set e.g. {name}={default:g}") from None
+        raise ConfigError(f"{name}={raw!r} is not {what}; set e.g. {name}={default:g}") from None
     if not minimum <= value <= maximum:
         raise ConfigError(f"{name}={value:g} is out of range; use a value from {minimum:g} to {maximum:g}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    return int(_number(env, name, default, minimum, maximum, kind=int))
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
+    return float(_number(env, name, default, minimum, maximum))
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

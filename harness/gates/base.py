@@ -222,14 +222,21 @@ class Poller:
 
 
 class Gate(ABC):
-    """A regression gate. Subclasses define the ids, parameters, scenario and checker."""
+    """A regression gate: a scenario and a checker. A subclass names itself in its class
+    statement, e.g. `class LeakGate(Gate, id="leak", title="...", params=Params,
+    thresholds=Thresholds)`; `workers` is the gunicorn worker count it needs (None: the
+    stack's HARNESS_WORKERS)."""
 
     id: ClassVar[str]
     title: ClassVar[str]
     params_type: ClassVar[type]
     thresholds_type: ClassVar[type]
-    # gunicorn workers this gate needs (None: the stack's HARNESS_WORKERS).
     workers: ClassVar[int | None] = None
+
+    def __init_subclass__(cls, *, id: str, title: str, params: type, thresholds: type,
+                          workers: int | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.id, cls.title, cls.params_type, cls.thresholds_type, cls.workers = id, title, params, thresholds, workers
 
     def server_profile(self, profile: str) -> dict[str, str]:
         """OPAL_* settings this gate adds to the profile (quick profile only by default)."""

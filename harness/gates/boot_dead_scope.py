@@ -42,11 +42,8 @@ def boot_budget(knobs: ServerKnobs, p: Params) -> tuple[float, str]:
                     f"{p.slack_s:g} s)")
 
 
-class BootDeadScopeGate(Gate):
-    id = "boot-dead-scope"
-    title = "one dead remote does not block boot"
-    params_type = Params
-    thresholds_type = Thresholds
+class BootDeadScopeGate(Gate, id="boot-dead-scope", params=Params, thresholds=Thresholds,
+                        title="one dead remote does not block boot"):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

@@ -34,11 +34,8 @@ class Thresholds:
     max_ratio: float = 0.5
 
 
-class BootTimingGate(Gate):
-    id = "boot-timing"
-    title = "boot with N stored scopes is not serial"
-    params_type = Params
-    thresholds_type = Thresholds
+class BootTimingGate(Gate, id="boot-timing", params=Params, thresholds=Thresholds,
+                     title="boot with N stored scopes is not serial"):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

@@ -43,12 +43,8 @@ def recovery_kind(before: list[int], after: list[int]) -> str:
     return "in place" if set(after) == set(before) else "respawn"
 
 
-class BrokerBounceGate(Gate):
-    id = "broker-bounce"
-    title = "the server recovers from a broadcaster outage"
-    params_type = Params
-    thresholds_type = Thresholds
-    workers = WORKERS
+class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thresholds, workers=WORKERS,
+                       title="the server recovers from a broadcaster outage"):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

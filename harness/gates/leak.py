@@ -102,11 +102,8 @@ def _failed_deletes(timeline: Timeline) -> Verdict | None:
     return None
 
 
-class LeakGate(Gate):
-    id = "leak"
-    title = "memory leak under scope churn"
-    params_type = Params
-    thresholds_type = Thresholds
+class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
+               title="memory leak under scope churn"):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

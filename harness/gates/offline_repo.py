@@ -48,11 +48,8 @@ def new_scope_budget(knobs: ServerKnobs, dead: int, pool: int, p: Params) -> tup
                     f"{p.slack_s:g} s slack)")
 
 
-class OfflineRepoGate(Gate):
-    id = "offline-repo"
-    title = "dead remotes do not stall loaded or new scopes"
-    params_type = Params
-    thresholds_type = Thresholds
+class OfflineRepoGate(Gate, id="offline-repo", params=Params, thresholds=Thresholds,
+                      title="dead remotes do not stall loaded or new scopes"):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

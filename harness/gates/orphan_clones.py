@@ -80,11 +80,8 @@ def serve_budget(scopes: int, one_clone_s: float, concurrency: int) -> float:
     return 60.0 + 2 * batches(scopes, concurrency) * one_clone_s + 0.05 * scopes
 
 
-class OrphanClonesGate(Gate):
-    id = "orphan-clones"
-    title = "bulk deletes and deletes mid-sync leave nothing behind"
-    params_type = Params
-    thresholds_type = Thresholds
+class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thresholds,
+                       title="bulk deletes and deletes mid-sync leave nothing behind"):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

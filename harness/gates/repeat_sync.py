@@ -92,11 +92,8 @@ def _short(sha: str | None) -> str:
     return sha[:10] if sha else "none"
 
 
-class RepeatSyncGate(Gate):
-    id = "repeat-sync"
-    title = "new commits fetched and served over and over keep caches, files and memory flat"
-    params_type = Params
-    thresholds_type = Thresholds
+class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Thresholds,
+                     title="new commits fetched and served over and over keep caches, files and memory flat"):
 
     # -- scenario ---------------------------------------------------------------------------
     def scenario(self, ctx: GateContext) -> None:

@@ -68,11 +68,8 @@ class Thresholds:
     pass  # the verdict is the served/not-served fact against the derived budget
 
 
-class ZombieCapGate(Gate):
-    id = "zombie-cap"
-    title = "timed-out git ops piling up do not block healthy scopes"
-    params_type = Params
-    thresholds_type = Thresholds
+class ZombieCapGate(Gate, id="zombie-cap", params=Params, thresholds=Thresholds,
+                    title="timed-out git ops piling up do not block healthy scopes"):
 
     def server_profile(self, profile: str) -> dict[str, str]:
         return {"OPAL_SCOPES_GIT_MAX_ZOMBIES": QUICK_ZOMBIE_CAP} if profile == "quick" else {}
