@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 # Test processes for `make test` (pytest-xdist): the self-test's stacks run side by side,
-# one per process, its cells grouped by stack. TEST_JOBS=0 runs everything in one process.
+# one per process (--dist loadscope: a stack's cells are one test class). TEST_JOBS=0 runs
+# everything in one process.
 TEST_JOBS ?= 2
 
 .PHONY: setup sysdeps lint test unit leak-test gates bench up down status clean logs distclean images-offline
@@ -26,7 +27,7 @@ sysdeps: $(STAMP)
 
 ## The project's tests: unit, integration (real stacks on 0.9.6 and 0.9.9), gate self-test.
 test: setup
-	$(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadscope $(PYTEST_ARGS)
 
 ## The linters CI runs before the tests: ruff (lint) and mypy (types) over the harness.
 lint: $(STAMP)

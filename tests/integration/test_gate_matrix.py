@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from itertools import groupby
 
 import pytest
 
@@ -144,15 +145,7 @@ def stacks(harness_settings, tmp_path_factory):
     holder.close()
 
 
-def _cell(backend: str, server: Server, gate_id: str):
-    # Cells of one stack form a group: pytest-xdist (--dist loadgroup) keeps a group in one
-    # worker, in order, so each stack comes up once while other stacks run beside it.
-    return pytest.param(backend, server, gate_id, id=f"{backend}-{server.name.replace(' ', '-')}-{gate_id}",
-                        marks=pytest.mark.xdist_group(f"{backend}-{server.stack_key}"))
-
-
-@pytest.mark.parametrize("backend,server,gate_id", [_cell(*cell) for cell in CELLS])
-def test_gate_verdict_matches_the_known_table(stacks, backend, server, gate_id):
+def _check_cell(stacks: _Stacks, backend: str, server: Server, gate_id: str) -> None:
     stack, report = stacks.get(backend, server)
     result = run_gate(gate_id, stack, profile="quick", overrides={}, server_env=dict(server.server_env))
     report.add(result)
@@ -160,3 +153,19 @@ def test_gate_verdict_matches_the_known_table(stacks, backend, server, gate_id):
     assert (result.verdict, result.category) == (expected_verdict, expected_category), (
         f"{gate_id} on {server.name} ({backend}): expected {expected_verdict} {expected_category or ''}, "
         f"got {result.verdict} {result.category}: {result.reason}")
+
+
+def _stack_class(backend: str, stack_key: str, cells: list[tuple[str, Server, str]]) -> type:
+    """One test class per stack: `make test` runs with pytest-xdist's --dist loadscope, which
+    keeps a class in one worker, in order — each stack comes up once, other stacks beside it."""
+    @pytest.mark.parametrize("server,gate_id", [pytest.param(server, gate, id=f"{server.name.replace(' ', '-')}-{gate}")
+                                                for _, server, gate in cells])
+    def test_verdict_matches_the_known_table(self, stacks, server, gate_id):
+        _check_cell(stacks, backend, server, gate_id)
+    name = f"TestSelftest_{backend}_{stack_key}".replace(".", "_").replace("-", "_")
+    return type(name, (), {"test_verdict_matches_the_known_table": test_verdict_matches_the_known_table})
+
+
+for (_backend, _key), _cells in groupby(CELLS, key=lambda cell: (cell[0], cell[1].stack_key)):
+    _class = _stack_class(_backend, _key, list(_cells))
+    globals()[_class.__name__] = _class
