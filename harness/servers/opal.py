@@ -53,7 +53,10 @@ CLONE_TIMER = (
 # values a fix branch or a release really uses, and None where a tree has no such knob
 # (a pre-fix tree has no git timeout, no zombie cap, no preload drain).
 KNOB_NAMES = ("SCOPES_GIT_FETCH_TIMEOUT", "SCOPES_GIT_MAX_WORKERS", "SCOPES_GIT_MAX_ZOMBIES",
-              "SCOPES_GIT_PRELOAD_DRAIN_TIMEOUT", "SCOPES_POLICY_CLONE_WAIT_SECONDS")
+              "SCOPES_GIT_PRELOAD_DRAIN_TIMEOUT", "SCOPES_POLICY_CLONE_WAIT_SECONDS",
+              # recorded for the reports, not budgets: what decides orphan-clones' outcome
+              "SCOPES_STORE_READ_TIMEOUT", "BROADCAST_RECONNECT_BACKOFF_MAX_SECONDS",
+              "BROADCAST_RESYNC_SETTLE_SECONDS")
 KNOB_READER = (
     "import json, sys; from opal_server.config import opal_server_config as c; "
     "print(json.dumps({n: getattr(c, n, None) for n in sys.argv[1:]}))"
