@@ -99,12 +99,8 @@ class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Threshold
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
         tl = ctx.timeline
-        seeded = ctx.stack.settings.seed_repos
-        if p.first_repo + p.scopes > seeded:
-            tl.fact("load_failure", f"repeat-sync uses policy repos {p.first_repo}..{p.first_repo + p.scopes - 1} "
-                                    f"but the stack seeded {seeded}: set HARNESS_SEED_REPOS={p.first_repo + p.scopes} "
-                                    "or lower HARNESS_GATE_REPEAT_SYNC_FIRST_REPO")
-            return
+        ctx.require_one_worker()
+        ctx.stack.ensure_repos(p.first_repo + p.scopes)  # the load's repos, seeded on demand
         repos = {f"sync-{i}": policy_repo_name(p.first_repo + i) for i in range(p.scopes)}
         clones = WorkingClones(ctx.stack.run_dir / "gitops", push_base_url(ctx.stack.endpoint("githost")),
                                timeout_s=p.git_timeout_s)
