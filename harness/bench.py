@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -24,16 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from harness import config, seed
+from harness import config, console, seed
 from harness.errors import HarnessError
 from harness.stack import make_stack
 from harness.venvs import ensure_server_venv
 
 T = TypeVar("T")
-
-
-def _quiet(_line: str) -> None:
-    """Progress sink: the bench prints its own figures, not the steps inside them."""
 
 
 @dataclass
@@ -53,15 +50,15 @@ class Bench:
 def measure_venv(bench: Bench, settings: config.Settings, cold: bool) -> None:
     if cold:
         with tempfile.TemporaryDirectory(prefix="harness-bench-cache-") as empty:
-            bench.time("venv_install_cold_s", lambda: ensure_server_venv(settings.target, Path(empty), _quiet))
-    ensure_server_venv(settings.target, settings.cache_dir, _quiet)  # make sure the cache is filled
-    bench.time("venv_cached_s", lambda: ensure_server_venv(settings.target, settings.cache_dir, _quiet))
+            bench.time("venv_install_cold_s", lambda: ensure_server_venv(settings.target, Path(empty)))
+    ensure_server_venv(settings.target, settings.cache_dir)  # make sure the cache is filled
+    bench.time("venv_cached_s", lambda: ensure_server_venv(settings.target, settings.cache_dir))
 
 
 def measure_seed(bench: Bench, repos: int) -> None:
     with tempfile.TemporaryDirectory(prefix="harness-bench-seed-") as root:
-        first = bench.time(f"seed_{repos}_repos_s", lambda: seed.seed(Path(root), repos, progress=_quiet))
-        bench.time(f"reseed_{repos}_repos_s", lambda: seed.seed(Path(root), repos, progress=_quiet))
+        first = bench.time(f"seed_{repos}_repos_s", lambda: seed.seed(Path(root), repos))
+        bench.time(f"reseed_{repos}_repos_s", lambda: seed.seed(Path(root), repos))
     if first.failed:
         raise HarnessError(f"seeding failed for {len(first.failed)} repos: {next(iter(first.failed.items()))}")
     bench.figures["seed_repos_per_s"] = round(first.total / max(first.seconds, 1e-3), 1)
@@ -71,7 +68,7 @@ def measure_stack(bench: Bench, settings: config.Settings, runs: int = 2) -> Non
     """Up and down `runs` times: the first up may include one-time work (a venv, an image
     check); the later ones are what a user waits for every time."""
     for run in range(1, runs + 1):
-        stack = make_stack(settings, progress=_quiet)
+        stack = make_stack(settings)
         try:
             bench.time(f"stack_up_{run}_s", stack.up)
         finally:
@@ -84,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="local", choices=("local", "compose"))
     parser.add_argument("--repos", type=int, default=200)
     args = parser.parse_args(argv)
+    # The bench prints its own figures, not the steps inside them: the harness's lines only
+    # when something goes wrong.
+    console.to_stream(level=logging.WARNING)
     try:
         settings = config.from_env(backend=args.backend, seed_repos=args.repos)
         bench = Bench(settings.target.label, args.backend)

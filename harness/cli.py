@@ -6,7 +6,7 @@ import argparse
 import sys
 import threading
 
-from harness import config, runs
+from harness import config, console, runs
 from harness.errors import HarnessError
 from harness.stack import make_stack
 from harness.stack.base import SERVICES
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console.to_stream()
     try:
         return args.func(args)
     except HarnessError as exc:

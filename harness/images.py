@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -38,11 +39,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import PROJECT_ROOT, STACKS_DIR, config
+from harness import PROJECT_ROOT, STACKS_DIR, config, console
 from harness.config import supported_versions
 from harness.errors import ConfigError, HarnessError, MissingDependency
 
-Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
+
 ImageExists = Callable[[str], bool]
 
 INPUTS_LABEL = "io.policy-harness.inputs"
@@ -267,13 +269,13 @@ def _docker_cli() -> str:
     return cli
 
 
-def _run_logged(command: Sequence[str], log_path: Path, timeout_s: float, progress: Progress,
+def _run_logged(command: Sequence[str], log_path: Path, timeout_s: float,
                 what: str, step_pattern: re.Pattern | None = _STEP,
                 env: Mapping[str, str] | None = None) -> None:
-    """Run `command` with its output in `log_path`; step lines go to `progress`."""
-    with open(log_path, "w") as log:
-        log.write(f"$ {' '.join(command)}\n")
-        log.flush()
+    """Run `command` with its output in `log_path`; step lines go to the log."""
+    with open(log_path, "w") as out:
+        out.write(f"$ {' '.join(command)}\n")
+        out.flush()
         proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", cwd=PROJECT_ROOT,
                                 env=dict(env) if env is not None else None)
@@ -289,11 +291,11 @@ def _run_logged(command: Sequence[str], log_path: Path, timeout_s: float, progre
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
-                log.write(line)
-                log.flush()
+                out.write(line)
+                out.flush()
                 line = line.rstrip()
                 if step_pattern is None or step_pattern.match(line):
-                    progress(f"  {what}: {line[:160]}")
+                    log.info(f"[images]   {what}: {line[:160]}")
             code = proc.wait()
         except BaseException:
             proc.kill()
@@ -327,7 +329,7 @@ def _local_base_id(build_args: Mapping[str, str], dockerfile: Path, client) -> d
     return {}
 
 
-def _remove_superseded(previous: str | None, image_ref: str, progress: Progress, client) -> None:
+def _remove_superseded(previous: str | None, image_ref: str, client) -> None:
     """Drop the image a rebuild untagged (on vfs each is a full copy), unless still in use."""
     import docker
 
@@ -337,14 +339,14 @@ def _remove_superseded(previous: str | None, image_ref: str, progress: Progress,
         client.images.remove(previous)
     except docker.errors.APIError as exc:
         why = getattr(exc, "explanation", None) or _short(exc)
-        progress(f"{image_ref}: kept the previous image {previous[7:19]} ({str(why)[:160]}); "
+        log.info(f"[images] {image_ref}: kept the previous image {previous[7:19]} ({str(why)[:160]}); "
                  f"`docker rmi {previous[7:19]}` once nothing uses it")
     else:
-        progress(f"{image_ref}: removed the previous image {previous[7:19]}")
+        log.info(f"[images] {image_ref}: removed the previous image {previous[7:19]}")
 
 
 def build(image_ref: str, dockerfile: Path, build_args: Mapping[str, str], inputs: Sequence[Path],
-          progress: Progress = print, client=None, context: Path = PROJECT_ROOT) -> BuildResult:
+          client=None, context: Path = PROJECT_ROOT) -> BuildResult:
     """`docker build` one image from `context` (the project root unless given), unless it
     is already up to date.
 
@@ -364,21 +366,21 @@ def build(image_ref: str, dockerfile: Path, build_args: Mapping[str, str], input
     with _BuildLock(image_ref):
         labels = image_labels(image_ref, client)
         if labels is not None and labels.get(INPUTS_LABEL) == digest:
-            progress(f"{image_ref}: up to date (inputs {digest}), reused")
+            log.info(f"[images] {image_ref}: up to date (inputs {digest}), reused")
             return BuildResult(image_ref, "reused", time.monotonic() - started, digest)
         was = "absent" if labels is None else f"inputs {labels.get(INPUTS_LABEL, 'unlabelled')}"
         log_path = _log_path(image_ref)
-        progress(f"{image_ref}: building (inputs {digest}; was {was}); log: {log_path}")
+        log.info(f"[images] {image_ref}: building (inputs {digest}; was {was}); log: {log_path}")
         command = [_docker_cli(), "build", "--pull=false", "-f", str(dockerfile), "-t", image_ref,
                    "--label", f"{INPUTS_LABEL}={digest}"]
         for key, value in build_args.items():
             command += ["--build-arg", f"{key}={value}"]
         command.append(str(context))
         previous = image_id(image_ref, client)
-        _run_logged(command, log_path, BUILD_TIMEOUT_S, progress, f"build {image_ref}")
-        _remove_superseded(previous, image_ref, progress, client)
+        _run_logged(command, log_path, BUILD_TIMEOUT_S, f"build {image_ref}")
+        _remove_superseded(previous, image_ref, client)
         seconds = time.monotonic() - started
-        progress(f"{image_ref}: built in {seconds:.1f} s")
+        log.info(f"[images] {image_ref}: built in {seconds:.1f} s")
         return BuildResult(image_ref, "built", seconds, digest, log_path)
 
 
@@ -404,7 +406,7 @@ def _require_base_prerequisites() -> None:
                            "`sudo make images-offline` (or sudo .venv/bin/python -m harness.images build-offline)")
 
 
-def build_offline_base(progress: Progress = print, client=None) -> BuildResult:
+def build_offline_base(client=None) -> BuildResult:
     """policy-harness/debian:bookworm via build-offline-base.sh, reused by its inputs label."""
     started = time.monotonic()
     client = client or docker_client()
@@ -412,16 +414,16 @@ def build_offline_base(progress: Progress = print, client=None) -> BuildResult:
     with _BuildLock(OFFLINE_BASE):
         labels = image_labels(OFFLINE_BASE, client)
         if labels is not None and labels.get(INPUTS_LABEL) == digest:
-            progress(f"{OFFLINE_BASE}: up to date (inputs {digest}), reused")
+            log.info(f"[images] {OFFLINE_BASE}: up to date (inputs {digest}), reused")
             return BuildResult(OFFLINE_BASE, "reused", time.monotonic() - started, digest)
         _require_base_prerequisites()
         _docker_cli()
         log_path = _log_path(OFFLINE_BASE)
-        progress(f"{OFFLINE_BASE}: building with debootstrap (inputs {digest}); log: {log_path}")
+        log.info(f"[images] {OFFLINE_BASE}: building with debootstrap (inputs {digest}); log: {log_path}")
         previous = image_id(OFFLINE_BASE, client)
-        _run_logged(["bash", str(BASE_SCRIPT), OFFLINE_BASE], log_path, BASE_TIMEOUT_S, progress,
+        _run_logged(["bash", str(BASE_SCRIPT), OFFLINE_BASE], log_path, BASE_TIMEOUT_S,
                     f"build {OFFLINE_BASE}", step_pattern=re.compile(r"^\[offline-base\]"))
-        _remove_superseded(previous, OFFLINE_BASE, progress, client)
+        _remove_superseded(previous, OFFLINE_BASE, client)
         labels = image_labels(OFFLINE_BASE, client) or {}
         if labels.get(INPUTS_LABEL) != digest:
             raise HarnessError(f"{BASE_SCRIPT} finished but {OFFLINE_BASE} does not carry inputs {digest}; "
@@ -452,22 +454,22 @@ SEED_DOCKERFILE = SEED_DIR / "Dockerfile"
 SEED_INPUTS = [SEED_DIR / "entrypoint.sh"]
 
 
-def build_offline(versions: Iterable[str] | None = None, progress: Progress = print) -> list[BuildResult]:
+def build_offline(versions: Iterable[str] | None = None) -> list[BuildResult]:
     """The whole offline set: base, tools (= socat), seed, redis, postgres, one server per release."""
     chosen = _versions(versions)
     client = docker_client()
-    results = [build_offline_base(progress, client)]
+    results = [build_offline_base(client)]
     base = {"BASE_IMAGE": OFFLINE_BASE}
     results.append(build(OFFLINE.tools, IMAGES_DIR / "tools.Dockerfile", base,
-                         TOOLS_MODULES, progress, client))
+                         TOOLS_MODULES, client))
     results.append(build(OFFLINE.seed, SEED_DOCKERFILE, {"BASE_IMAGE": OFFLINE.tools},
-                         SEED_INPUTS, progress, client))
-    results.append(build(OFFLINE.redis, IMAGES_DIR / "redis.Dockerfile", {}, [], progress, client))
+                         SEED_INPUTS, client))
+    results.append(build(OFFLINE.redis, IMAGES_DIR / "redis.Dockerfile", {}, [], client))
     results.append(build(OFFLINE.postgres, IMAGES_DIR / "postgres.Dockerfile", {},
-                         [IMAGES_DIR / "postgres-entrypoint.sh"], progress, client))
+                         [IMAGES_DIR / "postgres-entrypoint.sh"], client))
     for version in chosen:
         results.append(build(OFFLINE.server(version), IMAGES_DIR / "opal-server.Dockerfile",
-                             {**base, "OPAL_VERSION": version}, _server_inputs(version), progress, client))
+                             {**base, "OPAL_VERSION": version}, _server_inputs(version), client))
     return results
 
 
@@ -482,13 +484,13 @@ def public_plan(versions: Iterable[str] | None = None) -> list[tuple[str, Path, 
     return plan
 
 
-def build_public(versions: Iterable[str] | None = None, progress: Progress = print) -> list[BuildResult]:
+def build_public(versions: Iterable[str] | None = None) -> list[BuildResult]:
     """Tools and server images on the public bases (pulled from Docker Hub by `docker build`).
 
     redis, postgres and socat of the public set are used as published; compose pulls them.
     """
     client = docker_client()
-    return [build(ref, dockerfile, args, inputs, progress, client)
+    return [build(ref, dockerfile, args, inputs, client)
             for ref, dockerfile, args, inputs in public_plan(versions)]
 
 
@@ -538,9 +540,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{ref}: docker build -f {dockerfile.relative_to(PROJECT_ROOT)} "
                       + " ".join(f"--build-arg {k}={v}" for k, v in build_args.items()))
             return 0
-        progress = lambda line: print(f"[images] {line}", flush=True)  # noqa: E731
+        console.to_stream()
         builder = build_offline if args.command == "build-offline" else build_public
-        results = builder(args.versions, progress)
+        results = builder(args.versions)
         _print_results(results, time.monotonic() - started)
         return 0
     except HarnessError as exc:

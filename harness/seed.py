@@ -12,6 +12,7 @@ exits non-zero with the number of repos that failed.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 PROBE_REPOS = 4
 PARALLEL = 4
@@ -89,7 +92,7 @@ def create_repo(root: Path, name: str) -> bool:
     return True
 
 
-def seed(root: Path, count: int, probes: int = PROBE_REPOS, progress=print) -> SeedResult:
+def seed(root: Path, count: int, probes: int = PROBE_REPOS) -> SeedResult:
     root.mkdir(parents=True, exist_ok=True)
     names = [policy_repo_name(i) for i in range(count)] + [probe_repo_name(i) for i in range(probes)]
     result = SeedResult()
@@ -105,7 +108,7 @@ def seed(root: Path, count: int, probes: int = PROBE_REPOS, progress=print) -> S
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
         list(pool.map(one, names))
     result.seconds = time.monotonic() - started
-    progress(f"seeded {len(names)} repos in {result.seconds:.1f} s "
+    log.info(f"[harness] seeded {len(names)} repos in {result.seconds:.1f} s "
              f"({len(result.created)} new, {len(result.existing)} already there, {len(result.failed)} failed)")
     return result
 
@@ -116,6 +119,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--count", type=int, required=True, help="number of policy repos")
     parser.add_argument("--probes", type=int, default=PROBE_REPOS)
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout)
     result = seed(args.root, args.count, args.probes)
     for name, why in sorted(result.failed.items()):
         print(f"failed: {name}: {why}", file=sys.stderr)

@@ -18,6 +18,7 @@ with unchanged pins is reused, not rebuilt.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import tempfile
@@ -30,7 +31,6 @@ from harness.images import (
     PUBLIC_SERVER_BASE,
     BuildResult,
     ImageSet,
-    Progress,
     build,
 )
 from harness.venvs import (
@@ -41,6 +41,8 @@ from harness.venvs import (
     source_tree_digest,
     source_tree_files,
 )
+
+log = logging.getLogger(__name__)
 
 DOCKERFILE = STACKS_DIR / "images" / "opal-server-source.Dockerfile"
 RECIPE_DIR = STACKS_DIR / "opal"
@@ -76,30 +78,30 @@ def stage_context(tree: Path, context: Path, constraints: Constraints | None = N
     return sorted(p for p in context.rglob("*") if p.is_file() and p.name != "Dockerfile")
 
 
-def resolved_constraints(tree: Path, cache_dir: Path, progress: Progress,
-                         setting: str | None = None) -> Constraints:
+def resolved_constraints(tree: Path, cache_dir: Path, setting: str | None = None) -> Constraints:
     """The image's constraints, resolving on the host first when only a resolve would do."""
     constraints = image_constraints(tree, cache_dir, setting)
     if constraints.kind != "resolve":
         return constraints
     if sys.version_info[:2] != IMAGE_PYTHON:
-        progress(f"warning: resolving on the host's Python {sys.version_info.major}.{sys.version_info.minor}; "
-                 f"the image runs {IMAGE_PYTHON[0]}.{IMAGE_PYTHON[1]}, so some pins may not fit it")
-    progress(f"{constraints.reason}: resolving on the host first (the local virtualenv build)")
-    ensure_server_venv(Target(source=tree), cache_dir, progress, constraints)
+        host = f"{sys.version_info.major}.{sys.version_info.minor}"
+        log.warning(f"[harness] warning: resolving on the host's Python {host}; the image runs "
+                    f"{IMAGE_PYTHON[0]}.{IMAGE_PYTHON[1]}, so some pins may not fit it")
+    log.info(f"[harness] {constraints.reason}: resolving on the host first (the local virtualenv build)")
+    ensure_server_venv(Target(source=tree), cache_dir, constraints)
     locked = image_constraints(tree, cache_dir, setting)
     assert locked.kind == "lock", locked
     return locked
 
 
-def build_source_image(image_set: ImageSet, tree: Path, progress: Progress = print,
-                       client=None, cache_dir: Path | None = None, setting: str | None = None) -> BuildResult:
+def build_source_image(image_set: ImageSet, tree: Path, client=None, cache_dir: Path | None = None,
+                       setting: str | None = None) -> BuildResult:
     """Build (or reuse) the server image of `tree` for `image_set`'s base."""
     base = OFFLINE_BASE if image_set.name == "offline" else PUBLIC_SERVER_BASE
-    constraints = resolved_constraints(tree, cache_dir or default_cache_dir(), progress, setting)
-    progress(f"constraints: {constraints.reason}")
+    constraints = resolved_constraints(tree, cache_dir or default_cache_dir(), setting)
+    log.info(f"[harness]   constraints: {constraints.reason}")
     with tempfile.TemporaryDirectory(prefix="harness-opal-source-") as staging:
         context = Path(staging)
         inputs = stage_context(tree, context, constraints)
         return build(source_image_ref(image_set, tree, constraints), context / "Dockerfile",
-                     {"BASE_IMAGE": base}, inputs, progress, client, context=context)
+                     {"BASE_IMAGE": base}, inputs, client, context=context)

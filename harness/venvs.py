@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -40,7 +41,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
@@ -59,6 +60,8 @@ from harness.config import (
 )
 from harness.errors import HarnessError
 
+log = logging.getLogger(__name__)
+
 # Neither the 0.9.6 nor the 0.9.9 wheel declares aiofiles, yet opal_server.git_fetcher
 # imports it: without it every worker dies with ModuleNotFoundError.
 UNDECLARED_DEPENDENCIES = ("aiofiles",)
@@ -69,7 +72,6 @@ OPAL_DISTS = ("opal-common", "opal-server")
 SOURCE_REQUIRES = ("packages/requires.txt", "packages/opal-common/requires.txt",
                    "packages/opal-server/requires.txt")
 
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -463,8 +465,8 @@ def pip_conflicts(log: str, pins: Mapping[str, str] | None = None) -> list[str]:
 def _pip_install(venv: Path, args: list[str], log_path: Path, constraints: Constraints, label: str) -> None:
     command = [str(venv / "bin" / "python"), "-m", "pip", "install",
                "--disable-pip-version-check", "--no-input", *args]
-    with open(log_path, "ab") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=PIP_TIMEOUT_S,
+    with open(log_path, "ab") as out:
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=PIP_TIMEOUT_S,
                                 check=False)
     if result.returncode == 0:
         return
@@ -502,7 +504,7 @@ def write_lock(python: Path, lock: Path, note: str) -> None:
     partial.replace(lock)
 
 
-def _build(path: Path, target: Target, constraints: Constraints, progress: Progress) -> None:
+def _build(path: Path, target: Target, constraints: Constraints) -> None:
     if path.exists():
         shutil.rmtree(path)  # an incomplete earlier attempt
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
@@ -512,9 +514,9 @@ def _build(path: Path, target: Target, constraints: Constraints, progress: Progr
         trimmed = path / "constraints.txt"
         trimmed.write_text(constraints.text())
         args += ["-c", str(trimmed)]
-    progress(f"installing {target.label} into {path} (log: {log_path})")
+    log.info(f"[harness] installing {target.label} into {path} (log: {log_path})")
     if not constraints.pinned:
-        progress("warning: an unpinned install makes pip resolve every dependency: expect a few minutes")
+        log.warning("[harness] warning: an unpinned install makes pip resolve every dependency: expect a few minutes")
     _pip_install(path, args + install_specs(target), log_path, constraints, target.label)
     if constraints.kind == "resolve":
         assert constraints.lock is not None
@@ -522,10 +524,10 @@ def _build(path: Path, target: Target, constraints: Constraints, progress: Progr
                    f"Resolved once by policy-harness for {target.label} on Python "
                    f"{sys.version_info.major}.{sys.version_info.minor} ({time.strftime('%Y-%m-%d')}); "
                    f"requirements digest {constraints.requirements_key}")
-        progress(f"resolved set kept as {constraints.lock} (later builds of these requirements reuse it)")
+        log.info(f"[harness] resolved set kept as {constraints.lock} (later builds of these requirements reuse it)")
 
 
-def ensure_server_venv(target: Target, cache_dir: Path, progress: Progress = print,
+def ensure_server_venv(target: Target, cache_dir: Path,
                        constraints: Constraints | None = None) -> ServerVenv:
     """The cached virtualenv for `target`, built first if needed (safe across processes)."""
     constraints = constraints or choose_constraints(target, cache_dir)
@@ -534,16 +536,16 @@ def ensure_server_venv(target: Target, cache_dir: Path, progress: Progress = pri
     with open(path.parent / f"{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (path / COMPLETE_MARKER).exists():
-            progress(f"using cached virtualenv for {target.label}: {path}")
+            log.info(f"[harness] using cached virtualenv for {target.label}: {path}")
             if constraints.kind == "resolve" and constraints.lock is not None:
                 # The lock was deleted since: the venv is that resolve, freeze it again.
                 write_lock(path / "bin" / "python", constraints.lock,
                            f"Frozen again by policy-harness from {path}; requirements digest "
                            f"{constraints.requirements_key}")
             return ServerVenv(path, target)
-        progress(f"constraints for {target.label}: {constraints.reason}")
+        log.info(f"[harness] constraints for {target.label}: {constraints.reason}")
         started = time.monotonic()
-        _build(path, target, constraints, progress)
+        _build(path, target, constraints)
         (path / COMPLETE_MARKER).write_text(f"{target.label}\n{constraints.reason}\n")
-        progress(f"installed {target.label} in {time.monotonic() - started:.1f} s")
+        log.info(f"[harness] installed {target.label} in {time.monotonic() - started:.1f} s")
     return ServerVenv(path, target)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from harness import config
+from harness import config, console
 from harness.errors import HarnessError
 from harness.gates.runner import run_gate
 from harness.report import RunReport
@@ -18,18 +19,20 @@ from harness.verdict import GateResult
 REPORT_KEY = pytest.StashKey[RunReport]()
 
 
-def terminal_progress(pytest_config: pytest.Config):
-    """Progress lines straight to the terminal, also while pytest captures output (a gate
-    run takes minutes; silence would look like a hang)."""
-    reporter = pytest_config.pluginmanager.getplugin("terminalreporter")
-    capture = pytest_config.pluginmanager.getplugin("capturemanager")
-    if reporter is None or capture is None:
-        return print
+class TerminalHandler(logging.Handler):
+    """The harness's lines straight to the terminal, also while pytest captures output (a
+    gate run takes minutes; silence would look like a hang)."""
 
-    def progress(message: str) -> None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(message)
-    return progress
+    def __init__(self, pytest_config: pytest.Config):
+        super().__init__()
+        self.reporter = pytest_config.pluginmanager.getplugin("terminalreporter")
+        self.capture = pytest_config.pluginmanager.getplugin("capturemanager")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.reporter is None or self.capture is None:
+            return
+        with self.capture.global_and_fixture_disabled():
+            self.reporter.write_line(self.format(record))
 
 
 @dataclass
@@ -37,10 +40,9 @@ class GateSession:
     stack: Stack
     report: RunReport
     profile: str
-    progress: object
 
     def run(self, gate_id: str) -> GateResult:
-        result = run_gate(gate_id, self.stack, self.profile, progress=self.progress)
+        result = run_gate(gate_id, self.stack, self.profile)
         self.report.add(result)
         return result
 
@@ -48,16 +50,17 @@ class GateSession:
 @pytest.fixture(scope="session")
 def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settings) -> Iterator[GateSession]:
     profile = harness_settings.server_profile
-    progress = terminal_progress(request.config)
+    handler = console.attach(TerminalHandler(request.config))
+    request.addfinalizer(lambda: console.detach(handler))
     try:
-        stack = make_stack(harness_settings, progress=progress).__enter__()
+        stack = make_stack(harness_settings).__enter__()
     except HarnessError as exc:
         pytest.fail(f"the stack did not come up: {exc}", pytrace=False)
     report = RunReport(harness_settings.reports_dir, stack.run_id, harness_settings.target.label,
                        stack.backend, profile)
     request.config.stash[REPORT_KEY] = report
     try:
-        yield GateSession(stack, report, profile, progress)
+        yield GateSession(stack, report, profile)
     finally:
         report.collect_logs(stack.logs_dir())
         report.write()

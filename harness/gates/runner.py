@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, fields
@@ -13,6 +14,8 @@ from harness.gates.registry import GATES
 from harness.stack.base import Stack
 from harness.timeline import Timeline
 from harness.verdict import ERROR, GateResult, Verdict
+
+log = logging.getLogger(__name__)
 
 
 def gate(gate_id: str) -> Gate:
@@ -76,7 +79,7 @@ def server_env_for(g: Gate, profile: str, user_env: Mapping[str, str],
 
 
 def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
-             overrides: Mapping[str, str] | None = None, progress=print,
+             overrides: Mapping[str, str] | None = None,
              server_env: Mapping[str, str] | None = None) -> GateResult:
     g = gate(gate_id)
     params, thresholds = configure(g, stack.settings.gate_overrides(g.id) if overrides is None else overrides)
@@ -84,7 +87,7 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
     timeline.fact("params", asdict(params))
     timeline.fact("profile", profile)
     started = time.monotonic()
-    progress(f"[gate {g.id}] {g.title} ...")
+    log.info(f"[gate {g.id}] {g.title} ...")
     server_settings: dict[str, str] = {}
     try:
         stack.restart_server(fresh_state=True, workers=g.workers or stack.settings.workers,
@@ -105,7 +108,7 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
             stack.stop("server")
             timeline.mark("server_stopped", seconds=round(time.monotonic() - stop_started, 2))
     duration = time.monotonic() - started
-    progress(f"[gate {g.id}] {verdict.verdict.upper()} in {duration:.0f} s: {verdict.reason}")
+    log.info(f"[gate {g.id}] {verdict.verdict.upper()} in {duration:.0f} s: {verdict.reason}")
     return GateResult(id=g.id, verdict=verdict.verdict, reason=verdict.reason, category=verdict.category,
                       duration_s=round(duration, 1), metrics=verdict.metrics, thresholds=asdict(thresholds),
                       params=asdict(params), server_settings=server_settings, timeline=timeline)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from harness.config import Settings
 from harness.errors import HarnessError
 from harness.stack.base import Stack
+
+log = logging.getLogger(__name__)
 
 
 def choose_backend(settings: Settings) -> tuple[str, str]:
@@ -35,13 +38,13 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
     return "compose", f"a Docker engine answers and image {ref} exists"
 
 
-def make_stack(settings: Settings, progress=print) -> Stack:
+def make_stack(settings: Settings) -> Stack:
     """The stack for the configured backend (BACKEND=auto decides and says why)."""
     backend, why = choose_backend(settings)
-    progress(f"[harness] backend: {backend} ({why})")
+    log.info(f"[harness] backend: {backend} ({why})")
     settings = replace(settings, backend=backend)
     if backend == "compose":
         from harness.stack.compose import ComposeStack
-        return ComposeStack(settings, progress=progress)
+        return ComposeStack(settings)
     from harness.stack.local import LocalStack
-    return LocalStack(settings, progress=progress)
+    return LocalStack(settings)

@@ -8,6 +8,7 @@ tears down — on success, failure and Ctrl-C — unless it was asked to keep th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import signal
@@ -22,6 +23,8 @@ from harness.config import Settings
 from harness.errors import HarnessError
 from harness.servers.opal import CLONE_TIMER, KNOB_NAMES, KNOB_READER, OpalClient
 
+log = logging.getLogger(__name__)
+
 SERVICES = ("server", "redis", "postgres", "githost", "blackhole", "slowfail", "latency")
 STATE_FILE = "stack.json"
 
@@ -33,9 +36,8 @@ def new_run_id() -> str:
 class Stack(ABC):
     backend = "abstract"
 
-    def __init__(self, settings: Settings, progress=print):
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self.progress = progress
         self.run_id = new_run_id()
         self.run_dir: Path = settings.run_root / self.run_id
         self.keep = settings.keep_stack
@@ -60,10 +62,10 @@ class Stack(ABC):
     def __exit__(self, *exc_info) -> None:
         try:
             if self.keep:
-                self.progress(f"[harness] keeping stack {self.run_id} ({self.backend}) up:")
+                log.info(f"[harness] keeping stack {self.run_id} ({self.backend}) up:")
                 for service in SERVICES:
-                    self.progress(f"[harness]   {service:<10} {self.endpoint(service)}")
-                self.progress(f"[harness] stop it with: harness down {self.run_id}")
+                    log.info(f"[harness]   {service:<10} {self.endpoint(service)}")
+                log.info(f"[harness] stop it with: harness down {self.run_id}")
             else:
                 self.down()
         finally:

@@ -8,6 +8,7 @@ carries the label io.policy-harness.run-id, which `harness clean` uses to find s
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
@@ -25,6 +26,8 @@ from harness.servers.opal import FIXED_ENV, stored_scopes
 from harness.stack.base import SERVICES, Stack
 from harness.stack.compose_cli import ComposeCli, detect
 from harness.waiting import free_port, poll_until
+
+log = logging.getLogger(__name__)
 
 COMPOSE_DIR = STACKS_DIR / "compose"
 RUN_LABEL = "io.policy-harness.run-id"
@@ -51,8 +54,8 @@ def server_image_ref(settings) -> str:
 class ComposeStack(Stack):
     backend = "compose"
 
-    def __init__(self, settings, progress=print, githost: str | None = None):
-        super().__init__(settings, progress)
+    def __init__(self, settings, githost: str | None = None):
+        super().__init__(settings)
         # None until up(): the default follows the image set (gitea with the public images,
         # bare with the offline set, which has no Gitea image).
         self.githost = githost or settings.githost
@@ -105,7 +108,7 @@ class ComposeStack(Stack):
         self._cli = None
 
     def _say(self, message: str) -> None:
-        self.progress(f"[harness] {message}")
+        log.info(f"[harness] {message}")
 
     def _files(self) -> list[Path]:
         files = [COMPOSE_DIR / "base.yml", COMPOSE_DIR / f"githost-{self.githost}.yml"]
@@ -154,8 +157,7 @@ class ComposeStack(Stack):
             from harness.source_image import build_source_image
             assert self._image_set is not None
             self._say(f"server image from {self.settings.target.source} ({self._server_image()}) ...")
-            result = build_source_image(self._image_set, self.settings.target.source,
-                                        progress=lambda line: self._say(f"  {line}"), client=self._docker,
+            result = build_source_image(self._image_set, self.settings.target.source, client=self._docker,
                                         cache_dir=self.settings.cache_dir, setting=self.settings.constraints)
             self._say(f"server image {result.action} in {result.seconds:.1f} s")
             return

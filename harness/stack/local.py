@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -23,14 +24,16 @@ from harness.sysdeps import ensure
 from harness.venvs import choose_constraints, ensure_server_venv
 from harness.waiting import free_port
 
+log = logging.getLogger(__name__)
+
 SLOWFAIL_CLOSE_AFTER_S = 5.0
 
 
 class LocalStack(Stack):
     backend = "local"
 
-    def __init__(self, settings, progress=print):
-        super().__init__(settings, progress)
+    def __init__(self, settings):
+        super().__init__(settings)
         self.services: dict[str, LocalService] = {}
         self.seeded = 0
 
@@ -39,8 +42,7 @@ class LocalStack(Stack):
         started = time.monotonic()
         ensure()
         target, cache = self.settings.target, self.settings.cache_dir
-        venv = ensure_server_venv(target, cache, self._say,
-                                  choose_constraints(target, cache, self.settings.constraints))
+        venv = ensure_server_venv(target, cache, choose_constraints(target, cache, self.settings.constraints))
         self.run_dir.mkdir(parents=True, exist_ok=False)
         os.chmod(self.run_dir, 0o755)  # postgres runs as another user when we are root
         self.write_state()
@@ -92,7 +94,7 @@ class LocalStack(Stack):
         self.services = {}
 
     def _say(self, message: str) -> None:
-        self.progress(f"[harness] {message}")
+        log.info(f"[harness] {message}")
 
     # -- typed access -------------------------------------------------------------------
     @property
@@ -177,7 +179,7 @@ class LocalStack(Stack):
     def ensure_repos(self, count: int) -> None:
         if count <= self.seeded:
             return
-        result = seed.seed(self.githost.repos_dir, count, progress=self._say)
+        result = seed.seed(self.githost.repos_dir, count)
         if result.failed:
             raise HarnessError(f"seeding failed for {len(result.failed)} of {result.total} repos; "
                                f"first: {next(iter(result.failed.items()))}")

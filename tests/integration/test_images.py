@@ -34,9 +34,8 @@ def client():
 @pytest.fixture(scope="module")
 def offline_set(client):
     """Build (or reuse) the whole offline set once for this module."""
-    lines: list[str] = []
     try:
-        results = images.build_offline(progress=lines.append)
+        results = images.build_offline()
     except (MissingDependency, images.NeedsRoot) as exc:
         pytest.skip(f"cannot build the offline image set here: {exc}")
     return results
@@ -109,7 +108,7 @@ def _ip(container) -> str:
 
 def test_a_second_offline_build_reuses_every_image(offline_set):
     assert [r.image for r in offline_set][0] == images.OFFLINE_BASE
-    again = images.build_offline(progress=lambda line: None)
+    again = images.build_offline()
     assert [r.image for r in again] == [r.image for r in offline_set]
     rebuilt = [f"{r.image} ({r.seconds:.1f} s)" for r in again if r.action != "reused"]
     assert rebuilt == [], f"rebuilt although nothing changed: {rebuilt}"

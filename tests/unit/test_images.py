@@ -1,5 +1,6 @@
 """Image inputs digests and the choice of image set (no Docker engine needed)."""
 
+import logging
 import re
 
 import pytest
@@ -125,16 +126,16 @@ class _FakeImages:
         self.removed.append(image_id)
 
 
-def test_a_rebuild_removes_the_image_it_untagged_unless_in_use():
+def test_a_rebuild_removes_the_image_it_untagged_unless_in_use(caplog):
     import docker
 
+    caplog.set_level(logging.INFO, logger="harness")
     client = type("Client", (), {})()
     client.images = _FakeImages("sha256:" + "b" * 64)
-    said = []
-    images._remove_superseded("sha256:" + "a" * 64, "x:1", said.append, client)
-    assert client.images.removed == ["sha256:" + "a" * 64] and "removed" in said[0]
-    images._remove_superseded("sha256:" + "b" * 64, "x:1", said.append, client)  # unchanged
+    images._remove_superseded("sha256:" + "a" * 64, "x:1", client)
+    assert client.images.removed == ["sha256:" + "a" * 64] and "removed" in caplog.messages[0]
+    images._remove_superseded("sha256:" + "b" * 64, "x:1", client)  # unchanged
     assert len(client.images.removed) == 1
     client.images = _FakeImages("sha256:" + "b" * 64, fail=docker.errors.APIError("conflict: in use"))
-    images._remove_superseded("sha256:" + "a" * 64, "x:1", said.append, client)
-    assert "kept" in said[-1]
+    images._remove_superseded("sha256:" + "a" * 64, "x:1", client)
+    assert "kept" in caplog.messages[-1]

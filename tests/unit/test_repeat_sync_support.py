@@ -23,7 +23,7 @@ def githost(tmp_path):
     (tmp_path / "host").mkdir()
     host.start()
     try:
-        seed.seed(host.repos_dir, 2, probes=0, progress=lambda _: None)
+        seed.seed(host.repos_dir, 2, probes=0)
         yield host
     finally:
         host.stop()

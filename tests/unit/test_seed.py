@@ -4,9 +4,9 @@ from harness import seed
 
 
 def test_every_repo_has_a_distinct_commit_and_reseeding_changes_nothing(tmp_path):
-    first = seed.seed(tmp_path, 30, progress=lambda _: None)
+    first = seed.seed(tmp_path, 30)
     shas = {p.name: seed.head_sha(p) for p in tmp_path.iterdir()}
-    again = seed.seed(tmp_path, 30, progress=lambda _: None)
+    again = seed.seed(tmp_path, 30)
 
     assert len(first.created) == 30 + seed.PROBE_REPOS and not first.failed
     assert len(set(shas.values())) == len(shas) == 30 + seed.PROBE_REPOS
@@ -15,14 +15,14 @@ def test_every_repo_has_a_distinct_commit_and_reseeding_changes_nothing(tmp_path
 
 
 def test_probe_repos_are_separate_from_bulk_repos(tmp_path):
-    seed.seed(tmp_path, 3, progress=lambda _: None)
+    seed.seed(tmp_path, 3)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["policy-0000.git", "policy-0001.git", "policy-0002.git",
                      "probe-0.git", "probe-1.git", "probe-2.git", "probe-3.git"]
 
 
 def test_a_seeded_repo_clones_with_its_policy(tmp_path):
-    seed.seed(tmp_path / "repos", 1, probes=0, progress=lambda _: None)
+    seed.seed(tmp_path / "repos", 1, probes=0)
     subprocess.run(["git", "clone", "-q", str(tmp_path / "repos" / "policy-0000.git"), str(tmp_path / "wc")],
                    check=True, timeout=60)
     assert "package harness.policy_0000" in (tmp_path / "wc" / "policy.rego").read_text()
@@ -31,7 +31,7 @@ def test_a_seeded_repo_clones_with_its_policy(tmp_path):
 def test_a_half_made_repo_is_recreated(tmp_path):
     broken = tmp_path / "policy-0000.git"
     broken.mkdir()
-    result = seed.seed(tmp_path, 1, probes=0, progress=lambda _: None)
+    result = seed.seed(tmp_path, 1, probes=0)
     assert result.created == ["policy-0000"]
     assert seed.head_sha(broken)
 

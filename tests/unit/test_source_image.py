@@ -1,5 +1,7 @@
 """The build context of a source-tree server image (no Docker needed)."""
 
+import logging
+
 import pytest
 
 from harness import images, source_image
@@ -64,23 +66,23 @@ def test_the_image_tag_follows_the_tree_content_and_the_constraints(tmp_path, mo
     assert source_image_ref(images.OFFLINE, tree) != third
 
 
-def test_a_tree_no_pin_set_fits_is_resolved_on_the_host_before_the_image(tmp_path, monkeypatch):
+def test_a_tree_no_pin_set_fits_is_resolved_on_the_host_before_the_image(tmp_path, monkeypatch, caplog):
     tree = _tree(tmp_path / "src", server_requires=MASTER_SERVER_REQUIRES + "fastapi>=0.200\n")
     cache = tmp_path / "cache"
     assert image_constraints(tree, cache).kind == "resolve"
     ref_before = source_image_ref(images.OFFLINE, tree)
     built = []
 
-    def fake_venv(target, cache_dir, progress, constraints):
+    def fake_venv(target, cache_dir, constraints):
         built.append(target.source)
         constraints.lock.parent.mkdir(parents=True, exist_ok=True)
         constraints.lock.write_text("fastapi==0.201.0\n")
 
     monkeypatch.setattr(source_image, "ensure_server_venv", fake_venv)
-    said = []
-    locked = source_image.resolved_constraints(tree, cache, said.append)
+    caplog.set_level(logging.INFO, logger="harness")
+    locked = source_image.resolved_constraints(tree, cache)
     assert built == [tree] and locked.kind == "lock"
-    assert any("resolving on the host first" in line for line in said)
+    assert any("resolving on the host first" in line for line in caplog.messages)
     assert source_image_ref(images.OFFLINE, tree, locked) == ref_before  # the tag does not move
     stage_context(tree, tmp_path / "ctx", locked)
     assert _pins(tmp_path / "ctx" / "constraints.txt") == ["fastapi==0.201.0"]
