@@ -42,6 +42,8 @@ class ServerKnobs:
     max_zombies: int | None = None
     preload_drain_s: float | None = None
     clone_wait_s: float | None = None
+    reconnect_backoff_max_s: float | None = None
+    resync_settle_s: float | None = None
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> ServerKnobs:
@@ -52,7 +54,9 @@ class ServerKnobs:
                    git_workers=get("SCOPES_GIT_MAX_WORKERS", int),
                    max_zombies=get("SCOPES_GIT_MAX_ZOMBIES", int),
                    preload_drain_s=get("SCOPES_GIT_PRELOAD_DRAIN_TIMEOUT", float),
-                   clone_wait_s=get("SCOPES_POLICY_CLONE_WAIT_SECONDS", float))
+                   clone_wait_s=get("SCOPES_POLICY_CLONE_WAIT_SECONDS", float),
+                   reconnect_backoff_max_s=get("BROADCAST_RECONNECT_BACKOFF_MAX_SECONDS", float),
+                   resync_settle_s=get("BROADCAST_RESYNC_SETTLE_SECONDS", float))
 
 
 def pre_fix_executor_size(cpus: int) -> int:

@@ -6,12 +6,15 @@ healthy again, a scope PUT after the bounce is served, and a scope PUT during th
 is served after it. The worker PIDs before and after are recorded, and whether recovery
 happened in place (same workers) or by respawn.
 
-"After the bounce" is `after_put_delay_s` after Postgres listens again, once the server
-had time to reconnect. PUTs made in the first second — while the workers' listeners may
-still be reconnecting — are a different fault with a timing-dependent outcome: they are
-recorded (`reconnect_window`: how many were served), not judged. Measured on 0.9.9 with two
-workers: a PUT that lands on a non-leader worker in that window is neither delivered nor
-buffered for replay, and is never served.
+"After the bounce" is once the server had time to reconnect: its own reconnect backoff can
+have run out (min(BROADCAST_RECONNECT_BACKOFF_MAX_SECONDS, 2 × outage) + the resync settle;
+5 s on a server without those settings). PUTs made in the first second — while the
+workers' listeners may still be reconnecting — are a different fault with a
+timing-dependent outcome: they are recorded (`reconnect_window`: how many were served), not
+judged. Measured on 0.9.9 with two workers: an event a non-leader worker publishes while
+the leader's listener is still reconnecting (up to one backoff interval after Postgres
+returns; 5.3 s in one run under load) is neither delivered nor replayed, so that scope is
+never served.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from harness.errors import ConfigError
-from harness.gates.base import Gate, GateContext
+from harness.gates.base import Gate, GateContext, ServerKnobs
 from harness.seed import policy_repo_name
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
@@ -33,7 +36,7 @@ MIN_OUTAGE_S = 5.0
 class Params:
     outage_s: float = 5.0
     budget_s: float = 30.0
-    after_put_delay_s: float = 5.0
+    after_put_delay_s: float = 0.0  # 0: derived from the server's reconnect settings
     window_puts: int = 4  # recorded, not judged: PUTs in the first second after the bounce
     window_budget_s: float = 10.0
 
@@ -51,6 +54,18 @@ def recovery_kind(before: list[int], after: list[int]) -> str:
     if not after:
         return "no workers"
     return "in place" if set(after) == set(before) else "respawn"
+
+
+def after_put_delay(knobs: ServerKnobs, p: Params) -> tuple[float, str]:
+    """(seconds after Postgres returns, how derived) before the PUT 'after the bounce'."""
+    if p.after_put_delay_s:
+        return p.after_put_delay_s, f"{p.after_put_delay_s:g} s (set)"
+    if knobs.reconnect_backoff_max_s is None:
+        return 5.0, "5 s (the harness's fallback: this server has no reconnect backoff setting)"
+    backoff = min(knobs.reconnect_backoff_max_s, 2 * p.outage_s)
+    settle = knobs.resync_settle_s or 0.0
+    return backoff + settle, (f"{backoff + settle:g} s (reconnect backoff min({knobs.reconnect_backoff_max_s:g}, "
+                              f"2 × {p.outage_s:g}) + resync settle {settle:g} s)")
 
 
 class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thresholds, workers=WORKERS,
@@ -78,12 +93,14 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
             tl.fact("put_during_status", self._put(client, "during", stack.repo_url(policy_repo_name(31))))
             time.sleep(max(0.0, p.outage_s - (time.monotonic() - outage_started)))
         back = time.monotonic()
+        delay, how = after_put_delay(ctx.knobs, p)
+        tl.fact("after_put_delay", {"seconds": delay, "how": how})
         window = {f"window-{i}": stack.repo_url(policy_repo_name(33 + i)) for i in range(p.window_puts)}
         for scope, url in window.items():  # the reconnect window: recorded, not judged
             self._put(client, scope, url)
             time.sleep(1.0 / max(1, p.window_puts))
         tl.fact("healthy_after_s", poll_until(lambda: client.healthy(timeout=2), p.budget_s))
-        time.sleep(max(0.0, p.after_put_delay_s - (time.monotonic() - back)))
+        time.sleep(max(0.0, delay - (time.monotonic() - back)))
         tl.fact("put_after_status", self._put(client, "after", stack.repo_url(policy_repo_name(32))))
         tl.fact("after_served_s", ctx.served_within("after", p.budget_s, "scope PUT after the bounce"))
         tl.fact("during_served_s", ctx.served_within("during", p.budget_s, "scope PUT during the outage"))

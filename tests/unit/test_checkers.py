@@ -335,3 +335,14 @@ def test_fault_windows_close_at_heal_or_run_to_the_end():
     tl.events = [{"t": 1.0, "name": FAULT_START}, {"t": 3.0, "name": FAULT_END}, {"t": 5.0, "name": FAULT_START}]
     tl.samples = [{"t": 9.0, "kind": "poll"}]
     assert tl.fault_windows() == [(1.0, 3.0), (5.0, 9.0)]
+
+
+def test_the_put_after_a_bounce_waits_out_the_servers_own_reconnect_backoff():
+    from harness.gates.base import ServerKnobs
+    from harness.gates.broker_bounce import Params as BounceParams, after_put_delay
+    fixed = ServerKnobs(reconnect_backoff_max_s=30.0, resync_settle_s=2.0)
+    assert after_put_delay(fixed, BounceParams(outage_s=5.0))[0] == 12.0
+    assert after_put_delay(fixed, BounceParams(outage_s=60.0))[0] == 32.0
+    seconds, how = after_put_delay(ServerKnobs(), BounceParams())
+    assert seconds == 5.0 and "no reconnect backoff setting" in how
+    assert after_put_delay(fixed, BounceParams(after_put_delay_s=3.0))[0] == 3.0
