@@ -339,7 +339,8 @@ def test_fault_windows_close_at_heal_or_run_to_the_end():
 
 def test_the_put_after_a_bounce_waits_out_the_servers_own_reconnect_backoff():
     from harness.gates.base import ServerKnobs
-    from harness.gates.broker_bounce import Params as BounceParams, after_put_delay
+    from harness.gates.broker_bounce import Params as BounceParams
+    from harness.gates.broker_bounce import after_put_delay
     fixed = ServerKnobs(reconnect_backoff_max_s=30.0, resync_settle_s=2.0)
     assert after_put_delay(fixed, BounceParams(outage_s=5.0))[0] == 12.0
     assert after_put_delay(fixed, BounceParams(outage_s=60.0))[0] == 32.0

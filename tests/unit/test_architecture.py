@@ -1,0 +1,53 @@
+"""Rules of the code's shape that a test keeps: no module imports one that imports it back
+(also inside functions), and only harness/config.py reads HARNESS_* variables."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import harness
+
+ROOT = Path(harness.__file__).parent
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in ROOT.rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+    return modules
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness"):
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {name for name in found if name in modules}
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    modules = _modules()
+    graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
+    cycles = []
+
+    def walk(start: str, node: str, path: list[str]) -> None:
+        for nxt in graph[node]:
+            if nxt == start:
+                cycles.append(" -> ".join([*path, start]))
+            elif nxt not in path and len(path) < 8:
+                walk(start, nxt, [*path, nxt])
+    for name in graph:
+        walk(name, name, [name])
+    assert cycles == []
+
+
+def test_only_the_settings_module_reads_harness_variables():
+    reads = re.compile(r"""(environ|getenv|env)[.\[(][^\n]*["']HARNESS_""")
+    offenders = [f"{path.relative_to(ROOT.parent)}:{n}" for path in ROOT.rglob("*.py") if path.name != "config.py"
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if reads.search(line)]
+    assert offenders == []
