@@ -25,7 +25,6 @@ image already carries the same digest is skipped ("reused").
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import logging
 import os
@@ -38,6 +37,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 from harness import PROJECT_ROOT, STACKS_DIR, config, console
 from harness.config import supported_versions
@@ -243,19 +244,9 @@ def _log_path(image_ref: str) -> Path:
     return log_dir() / f"{safe}.log"
 
 
-class _BuildLock:
+def _build_lock(image_ref: str) -> FileLock:
     """One build of an image at a time across processes (a test and `make` side by side)."""
-
-    def __init__(self, image_ref: str) -> None:
-        self.path = log_dir() / f".{re.sub(r'[^A-Za-z0-9_.-]+', '_', image_ref)}.lock"
-
-    def __enter__(self):
-        self.file = open(self.path, "w")
-        fcntl.flock(self.file, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.file.close()
+    return FileLock(log_dir() / f".{re.sub(r'[^A-Za-z0-9_.-]+', '_', image_ref)}.lock")
 
 
 _STEP = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[[^\]]+\] .*)$")  # legacy builder | BuildKit plain
@@ -363,7 +354,7 @@ def build(image_ref: str, dockerfile: Path, build_args: Mapping[str, str], input
     ignore_file = [PROJECT_ROOT / ".dockerignore"] if context == PROJECT_ROOT else []
     inputs = [dockerfile, *ignore_file, *inputs]
     digest = inputs_digest(inputs, extra, root=context)
-    with _BuildLock(image_ref):
+    with _build_lock(image_ref):
         labels = image_labels(image_ref, client)
         if labels is not None and labels.get(INPUTS_LABEL) == digest:
             log.info(f"[images] {image_ref}: up to date (inputs {digest}), reused")
@@ -411,7 +402,7 @@ def build_offline_base(client=None) -> BuildResult:
     started = time.monotonic()
     client = client or docker_client()
     digest = base_digest()
-    with _BuildLock(OFFLINE_BASE):
+    with _build_lock(OFFLINE_BASE):
         labels = image_labels(OFFLINE_BASE, client)
         if labels is not None and labels.get(INPUTS_LABEL) == digest:
             log.info(f"[images] {OFFLINE_BASE}: up to date (inputs {digest}), reused")

@@ -31,7 +31,6 @@ them in-tree and their setup.py read ../__packaging__.py and ../../README.md.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -46,6 +45,7 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 
+from filelock import FileLock
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -533,8 +533,8 @@ def ensure_server_venv(target: Target, cache_dir: Path,
     constraints = constraints or choose_constraints(target, cache_dir)
     path = venv_dir(target, cache_dir, constraints)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f"{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # One build per venv across processes (parallel test workers, a user's run beside CI).
+    with FileLock(path.parent / f"{path.name}.lock"):
         if (path / COMPLETE_MARKER).exists():
             log.info(f"[harness] using cached virtualenv for {target.label}: {path}")
             if constraints.kind == "resolve" and constraints.lock is not None:
