@@ -32,9 +32,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  {'repo url':<10} {stack.repo_url('policy-0000')}  (policy-0000 .. "
               f"policy-{settings.seed_repos - 1:04d}, probe-0 .. probe-3)")
         print(f"  {'dead url':<10} {stack.dead_url(0)}")
-        print(f"\nrun dir {stack.run_dir}\nstack {stack.run_id} is up; Ctrl-C (or `harness down`) stops it",
-              flush=True)
         try:
+            # Inside the try: a Ctrl-C right after the line is read still stops cleanly.
+            print(f"\nrun dir {stack.run_dir}\nstack {stack.run_id} is up; Ctrl-C (or `harness down`) stops it",
+                  flush=True)
             threading.Event().wait()
         except KeyboardInterrupt:
             print("\n[harness] stopping ...", flush=True)

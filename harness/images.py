@@ -54,7 +54,9 @@ IMAGES_DIR = STACKS_DIR / "images"
 BASE_SCRIPT = IMAGES_DIR / "build-offline-base.sh"
 BUILD_TIMEOUT_S = 1800
 BASE_TIMEOUT_S = 1800
-DOCKER_API_TIMEOUT_S = 30
+# Per API call. On vfs a container's create or remove copies a whole image: with two stacks
+# side by side it has taken over 30 s.
+DOCKER_API_TIMEOUT_S = 180
 IMAGE_SET_NAMES = ("public", "offline", "auto")
 
 

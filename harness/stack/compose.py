@@ -121,6 +121,10 @@ class ComposeStack(Stack):
         assert image_set is not None
         upstream = ("githost", "9418") if self.githost == "bare" else ("githost", "3000")
         return {
+            # compose v1 gives the engine 60 s per API call by default; on vfs, creating a
+            # stack's containers beside another stack can take longer (measured in CI with
+            # two test workers). Your own COMPOSE_HTTP_TIMEOUT wins.
+            "COMPOSE_HTTP_TIMEOUT": "600",
             **os.environ,
             "HARNESS_RUN_ID": self.run_id,
             "HARNESS_OWNER": f"{os.getpid()}:{psutil.Process().create_time()}",
