@@ -163,7 +163,9 @@ def _stack_class(backend: str, stack_key: str, cells: list[tuple[str, Server, st
     def test_verdict_matches_the_known_table(self, stacks, server, gate_id):
         _check_cell(stacks, backend, server, gate_id)
     name = f"TestSelftest_{backend}_{stack_key}".replace(".", "_").replace("-", "_")
-    return type(name, (), {"test_verdict_matches_the_known_table": test_verdict_matches_the_known_table})
+    marks = [pytest.mark.compose] if backend == "compose" else []
+    return type(name, (), {"test_verdict_matches_the_known_table": test_verdict_matches_the_known_table,
+                           "pytestmark": marks})
 
 
 for (_backend, _key), _cells in groupby(CELLS, key=lambda cell: (cell[0], cell[1].stack_key)):

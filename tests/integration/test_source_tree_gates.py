@@ -16,7 +16,7 @@ from tests.integration.compose_support import require_compose
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("backend", ["local", "compose"])
+@pytest.mark.parametrize("backend", ["local", pytest.param("compose", marks=pytest.mark.compose)])
 def test_a_real_layout_checkout_gives_the_leak_verdict_through_its_native_stats(
         stack_factory, opal_source_tree, backend):
     if backend == "compose":
