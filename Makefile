@@ -29,8 +29,10 @@ sysdeps: $(STAMP)
 
 ## The project's tests: unit, integration (real stacks on 0.9.6 and 0.9.9), gate self-test.
 test: setup
-	$(BIN)/pytest -n $(TEST_JOBS) --dist loadscope -m "not compose" $(PYTEST_ARGS)
-	$(BIN)/pytest -m compose $(PYTEST_ARGS)
+	@status=0; \
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadscope -m "not compose" $(PYTEST_ARGS) || status=$$?; \
+	$(BIN)/pytest -m compose $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
 
 ## The linters CI runs before the tests: ruff (lint) and mypy (types) over the harness.
 lint: $(STAMP)

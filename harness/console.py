@@ -24,12 +24,28 @@ def detach(handler: logging.Handler) -> None:
     logging.getLogger(LOGGER).removeHandler(handler)
 
 
+class StdoutHandler(logging.Handler):
+    """Writes to whatever sys.stdout is when a line is logged (not when the handler was made):
+    a caller that swaps stdout (a test capturing it) still gets the lines."""
+
+    def __init__(self, stream: TextIO | None = None):
+        super().__init__()
+        self.fixed_stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = self.fixed_stream or sys.stdout
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
 def to_stream(stream: TextIO | None = None, level: int = logging.INFO) -> logging.Handler:
     """For command-line entry points: lines to stdout (once, however often called)."""
     logger = logging.getLogger(LOGGER)
     for handler in logger.handlers:
-        if getattr(handler, "harness_console", False):
+        if isinstance(handler, StdoutHandler):
+            logger.setLevel(level)
             return handler
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.harness_console = True  # type: ignore[attr-defined]
-    return attach(handler, level)
+    return attach(StdoutHandler(stream), level)
