@@ -46,7 +46,8 @@ class FdCensus:
         return sum(self.by_kind.values())
 
 
-def _targets(pid: int) -> list[str]:
+def fd_targets(pid: int) -> list[str]:
+    """readlink of every fd of the process (fds closed meanwhile are skipped)."""
     fd_dir = f"/proc/{pid}/fd"
     targets = []
     for fd in os.listdir(fd_dir):
@@ -125,7 +126,7 @@ def fd_census(pid: int) -> FdCensus | None:
     """The process's fds by kind with a few example targets each, and its TCP sockets by
     peer and state; None when the process is gone or unreadable."""
     try:
-        targets = _targets(pid)
+        targets = fd_targets(pid)
     except OSError:
         return None
     kinds: Counter[str] = Counter()

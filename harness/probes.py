@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from harness.fds import fd_kind, fd_targets
 
 CACHES = ("repo_locks", "repos", "repos_last_fetched")
 
@@ -77,16 +78,7 @@ def open_file_count(pid: int) -> int:
     Not psutil's open_files(): it keeps only paths that are regular files *on this host*,
     which hides every file of a process in a container (its paths are in another mount
     namespace)."""
-    count = 0
-    fd_dir = f"/proc/{pid}/fd"
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(f"{fd_dir}/{fd}")
-        except OSError:
-            continue  # closed meanwhile
-        if target.startswith("/") and not target.startswith("/dev/"):
-            count += 1
-    return count
+    return sum(1 for target in fd_targets(pid) if fd_kind(target) == "file")
 
 
 def sample_process(pid: int, role: str) -> ProcessSample | None:
