@@ -27,8 +27,8 @@ from typing import TypeVar
 
 from harness import config, console, seed
 from harness.errors import HarnessError
+from harness.servers.opal.venvs import ensure_server_venv
 from harness.stack import make_stack
-from harness.venvs import ensure_server_venv
 
 T = TypeVar("T")
 

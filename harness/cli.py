@@ -9,7 +9,6 @@ import threading
 from harness import config, console, runs
 from harness.errors import HarnessError
 from harness.stack import make_stack
-from harness.stack.base import SERVICES
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -27,8 +26,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with make_stack(settings) as stack:
         print("\nendpoints:")
-        for service in SERVICES:
-            print(f"  {service:<10} {stack.endpoint(service)}")
+        for service, where in stack.endpoints().items():
+            print(f"  {service:<10} {where}")
         print(f"  {'repo url':<10} {stack.repo_url('policy-0000')}  (policy-0000 .. "
               f"policy-{settings.seed_repos - 1:04d}, probe-0 .. probe-3)")
         print(f"  {'dead url':<10} {stack.dead_url(0)}")

@@ -14,7 +14,7 @@ Environment variables (all optional):
   HARNESS_REPORTS_DIR  gate reports (default ./reports)
   HARNESS_KEEP_STACK   1 = leave the stack running after a gate run, for debugging
   HARNESS_CONSTRAINTS  pins for the server's install: a pip constraints file, or `none` (unpinned);
-                       unset = chosen by the target's requirements (see harness/venvs.py)
+                       unset = chosen by the target's requirements (see harness/servers/opal/venvs.py)
   HARNESS_LATENCY_MS   delay per chunk of the latency proxy in front of the git host (default 150)
   HARNESS_GITHOST      compose git host profile: bare | gitea (default: follows the image set)
   HARNESS_GITEA_IMAGE  the Gitea image of the `gitea` profile (default gitea/gitea:1.22.3)
@@ -46,7 +46,7 @@ _HARNESS_OPAL_VARS = {"OPAL_VERSION", "OPAL_SOURCE", "OPAL_IMAGE"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 CONSTRAINTS_VAR = "HARNESS_CONSTRAINTS"
-CONSTRAINTS_AUTO = "auto"  # chosen by the target's own requirements (harness/venvs.py)
+CONSTRAINTS_AUTO = "auto"  # chosen by the target's own requirements (harness/servers/opal/venvs.py)
 CONSTRAINTS_NONE = "none"  # unpinned: pip resolves
 GITHOST_PROFILES = ("bare", "gitea")
 IMAGE_SET_NAMES = ("auto", "public", "offline")
@@ -181,7 +181,7 @@ def validate_target(target: Target, backend: str) -> Target:
     except InvalidVersion:
         raise ConfigError(f"OPAL_VERSION={target.version!r} is not a version number; "
                           f"set e.g. OPAL_VERSION={DEFAULT_OPAL_VERSION}") from None
-    # Any release on the index installs locally (harness/venvs.py checks the index and picks
+    # Any release on the index installs locally (harness/servers/opal/venvs.py checks the index and picks
     # its pins); compose images are built only for releases with a committed pin set.
     versions = supported_versions()
     if backend == "compose" and target.version not in versions:

@@ -2,7 +2,7 @@
 
 Two image sets:
 
-  public   redis:7.0.15-bookworm, postgres:15.8-bookworm, alpine/socat:1.7.4.4 from Docker Hub;
+  public   redis:7.0.15-bookworm, postgres:15.8-bookworm from Docker Hub;
            the tools and server images built here from stacks/images/*.Dockerfile on their
            public bases (debian:bookworm-slim, python:3.11-slim-bookworm), and the seed
            sidecar from seed/Dockerfile on the tools image.
@@ -67,7 +67,6 @@ class ImageSet:
     name: str  # "public" | "offline"
     redis: str
     postgres: str
-    socat: str
     tools: str
     seed: str  # the seed sidecar (seed/Dockerfile): the tools image plus its entry point
     server_repo: str
@@ -76,9 +75,7 @@ class ImageSet:
         return f"{self.server_repo}:{version}"
 
     def all_images(self, versions: Iterable[str]) -> list[str]:
-        refs = [self.redis, self.postgres, self.socat, self.tools, self.seed,
-                *(self.server(v) for v in versions)]
-        return list(dict.fromkeys(refs))  # the offline socat is the tools image
+        return [self.redis, self.postgres, self.tools, self.seed, *(self.server(v) for v in versions)]
 
 
 # The public set: services from Docker Hub, tools and server built here on public bases.
@@ -86,19 +83,17 @@ PUBLIC = ImageSet(
     name="public",
     redis="redis:7.0.15-bookworm",
     postgres="postgres:15.8-bookworm",
-    socat="alpine/socat:1.7.4.4",
     tools="policy-harness/tools:public",
     seed="policy-harness/seed:public",
     server_repo="policy-harness/opal-server",
 )
-# The offline set: all built here from the debootstrap'd base; socat is the tools image.
+# The offline set: all built here from the debootstrap'd base.
 # Tags differ from the public set's, so both can live on one engine without one
 # rebuild replacing the other.
 OFFLINE = ImageSet(
     name="offline",
     redis="policy-harness/redis:7.0",
     postgres="policy-harness/postgres:15",
-    socat="policy-harness/tools:offline",
     tools="policy-harness/tools:offline",
     seed="policy-harness/seed:offline",
     server_repo="policy-harness/opal-server-offline",
@@ -448,7 +443,7 @@ SEED_INPUTS = [SEED_DIR / "entrypoint.sh"]
 
 
 def build_offline(versions: Iterable[str] | None = None) -> list[BuildResult]:
-    """The whole offline set: base, tools (= socat), seed, redis, postgres, one server per release."""
+    """The whole offline set: base, tools, seed, redis, postgres, one server per release."""
     chosen = _versions(versions)
     client = docker_client()
     results = [build_offline_base(client)]
@@ -480,7 +475,7 @@ def public_plan(versions: Iterable[str] | None = None) -> list[tuple[str, Path, 
 def build_public(versions: Iterable[str] | None = None) -> list[BuildResult]:
     """Tools and server images on the public bases (pulled from Docker Hub by `docker build`).
 
-    redis, postgres and socat of the public set are used as published; compose pulls them.
+    redis and postgres of the public set are used as published; compose pulls them.
     """
     client = docker_client()
     return [build(ref, dockerfile, args, inputs, client)

@@ -19,13 +19,15 @@ import signal
 import sys
 from pathlib import Path
 
+# One line per accepted connection on stdout: how the harness proves a fault took effect.
+ACCEPTED_LINE = "accepted "
 accepted = 0
 
 
 def log_accept() -> None:
     global accepted
     accepted += 1
-    print(f"accepted {accepted}", flush=True)
+    print(f"{ACCEPTED_LINE}{accepted}", flush=True)
 
 
 async def drain_forever(reader: asyncio.StreamReader) -> None:

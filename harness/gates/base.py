@@ -85,7 +85,7 @@ class GateContext:
         self.timeline = timeline
         self.params = params
         self.client: OpalClient = stack.client
-        knob_values = stack.server_knobs()
+        knob_values = stack.server.knobs()
         timeline.fact("server_knobs", knob_values)
         self.knobs = ServerKnobs.from_config(knob_values)
 
@@ -110,7 +110,7 @@ class GateContext:
     def require_one_worker(self) -> None:
         """Cache gates read per-process caches through an endpoint that any worker may
         answer: with more than one, sizes of different processes would be compared."""
-        _, workers = self.stack.server_pids()
+        _, workers = self.stack.server.pids()
         if len(workers) != 1:
             raise HarnessError(
                 f"gate {self.timeline.gate} judges per-process caches, but the server runs "
@@ -122,7 +122,7 @@ class GateContext:
         the stats' own `pid`, or — for a stats route without one (OPAL's debug_stats) — the
         server's only worker."""
         snapshot: dict[str, Any] = {"label": label, **extra}
-        master, workers = self.stack.server_pids()
+        master, workers = self.stack.server.pids()
         snapshot["worker_pids"] = workers
         worker_pid = None
         try:
@@ -140,7 +140,7 @@ class GateContext:
         if worker:
             snapshot.update(worker_rss_kb=worker.rss_kb, worker_fds=worker.open_fds,
                             worker_files=worker.open_files, worker_threads=worker.threads)
-        snapshot["clone_dirs"] = len(self.stack.clone_dirs())
+        snapshot["clone_dirs"] = len(self.stack.server.clone_dirs())
         return self.timeline.record("snapshot", **snapshot)
 
     def served_within(self, scope_id: str, budget: float, label: str) -> float | None:
@@ -186,10 +186,10 @@ class BootResult:
 
 def cold_boot(ctx: GateContext, scopes: list[str], budget: float, label: str) -> BootResult:
     """Stop the server, launch it cold with whatever Redis holds, and time the boot."""
-    ctx.stack.stop("server")
+    ctx.stack.server.stop()
     ctx.timeline.mark("server_launch", label=label, scopes=len(scopes))
     started = time.monotonic()
-    ctx.stack.restart_server(fresh_state=False, wait_healthy=False)
+    ctx.stack.server.restart(fresh_state=False, wait_healthy=False)
     healthy_s = poll_until(lambda: ctx.client.healthy(timeout=2), budget, interval=0.1)
     ctx.timeline.mark("server_healthy" if healthy_s is not None else "server_not_healthy", label=label,
                       seconds=None if healthy_s is None else round(healthy_s, 2))

@@ -51,17 +51,17 @@ class BootDeadScopeGate(Gate, id="boot-dead-scope", params=Params, thresholds=Th
         budget, how = boot_budget(ctx.knobs, p)
         healthy = {f"ok-{i}": stack.repo_url(policy_repo_name(20 + i)) for i in range(p.healthy_scopes)}
         tl.fact("derived", {"budget_s": budget, "budget_how": how, "healthy_scopes": p.healthy_scopes})
-        stack.stop("server")
-        stack.stage_scopes({**healthy, "dead": stack.dead_url(2000)})
+        stack.server.stop()
+        stack.server.stage_scopes({**healthy, "dead": stack.dead_url(2000)})
         tl.mark(FAULT_START, fault="dead remote stored")
-        accepted_before = stack.accepted_connections("blackhole")
+        accepted_before = stack.service("blackhole").accepted_connections()
         boot = cold_boot(ctx, list(healthy), budget, "boot with a dead-remote scope stored")
         tl.fact("boot", asdict(boot))
         if boot.served_s is not None:
             stack_url = stack.repo_url(policy_repo_name(20 + p.healthy_scopes))
             ctx.client.put_scope("after-boot", stack_url)
             tl.fact("new_scope_served_s", ctx.served_within("after-boot", budget, "new scope after boot"))
-        tl.fact("dead_connections", stack.accepted_connections("blackhole") - accepted_before)
+        tl.fact("dead_connections", stack.service("blackhole").accepted_connections() - accepted_before)
         ctx.observe("end")
 
     def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:

@@ -40,7 +40,7 @@ class BootTimingGate(Gate, id="boot-timing", params=Params, thresholds=Threshold
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
         tl, stack = ctx.timeline, ctx.stack
-        samples = [stack.clone_seconds(stack.repo_url(probe_repo_name(1 + i % 3), via_latency=True))
+        samples = [stack.server.clone_seconds(stack.repo_url(probe_repo_name(1 + i % 3), via_latency=True))
                    for i in range(p.clone_samples)]
         one_clone = statistics.median(samples)
         serial_estimate = p.scopes * one_clone
@@ -53,7 +53,7 @@ class BootTimingGate(Gate, id="boot-timing", params=Params, thresholds=Threshold
         # Zero-scope boot first (Redis was emptied when the gate started): the fixed cost.
         tl.fact("empty_boot", asdict(cold_boot(ctx, [], p.empty_boot_budget_s, "zero-scope boot")))
         scopes = {f"boot-{i}": stack.repo_url(policy_repo_name(i), via_latency=True) for i in range(p.scopes)}
-        stack.stage_scopes(scopes)
+        stack.server.stage_scopes(scopes)
         boot = cold_boot(ctx, list(scopes), budget, f"boot with {p.scopes} stored scopes")
         tl.fact("boot", asdict(boot))
         if boot.served_s is not None:

@@ -81,13 +81,13 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
         if ctx.served_within("before", p.budget_s, "before the outage") is None:
             tl.fact("load_failure", f"a scope was not served within {p.budget_s:g} s before any fault")
             return
-        workers_before = stack.server_pids()[1]
+        workers_before = stack.server.pids()[1]
         tl.fact("worker_pids_before", workers_before)
         ctx.observe("before")
-        pg_port = int(stack.endpoint("postgres").rsplit(":", 1)[1].split("/")[0])
+        pg_port = stack.published("postgres").port
         outage_started = time.monotonic()
-        with ctx.fault("postgres stopped", start=lambda: stack.stop("postgres"),
-                       heal=lambda: stack.start("postgres"), proof=lambda: not port_open(pg_port)) as outage:
+        with ctx.fault("postgres stopped", start=lambda: stack.service("postgres").stop(),
+                       heal=lambda: stack.service("postgres").start(), proof=lambda: not port_open(pg_port)) as outage:
             tl.fact("postgres_down_confirmed", outage.took_effect)
             time.sleep(1.0)
             tl.fact("put_during_status", self._put(client, "during", stack.repo_url(policy_repo_name(31))))
@@ -106,7 +106,7 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
         tl.fact("during_served_s", ctx.served_within("during", p.budget_s, "scope PUT during the outage"))
         lost = ctx.all_served_within(list(window), p.window_budget_s, "PUTs in the reconnect window")
         tl.fact("reconnect_window", {"puts": len(window), "not_served": len(lost)})
-        workers_after = stack.server_pids()[1]
+        workers_after = stack.server.pids()[1]
         tl.fact("worker_pids_after", workers_after)
         tl.fact("recovery", recovery_kind(workers_before, workers_after))
         ctx.observe("end")

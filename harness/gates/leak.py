@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext
-from harness.probes import CACHES
 from harness.seed import policy_repo_name, probe_repo_name
+from harness.servers.opal import CACHES
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 from harness.waiting import poll_until

@@ -54,7 +54,7 @@ class OfflineRepoGate(Gate, id="offline-repo", params=Params, thresholds=Thresho
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
         tl, client, knobs = ctx.timeline, ctx.client, ctx.knobs
-        pool = pre_fix_executor_size(ctx.stack.server_cpu_count())
+        pool = pre_fix_executor_size(ctx.stack.server.cpu_count())
         dead = max(pool, knobs.git_workers or 0) + p.extra_dead
         budget, how = new_scope_budget(knobs, dead, pool, p)
         # "Throughout" covers at least the first round of dead clones timing out.
@@ -68,22 +68,22 @@ class OfflineRepoGate(Gate, id="offline-repo", params=Params, thresholds=Thresho
             tl.fact("load_failure", f"the first scope was not served within {p.serve_budget_s:g} s")
             return
         ctx.observe("before")
-        accepted_before = ctx.stack.accepted_connections("blackhole")
-        git_before = ctx.stack.accepted_connections("githost")
+        accepted_before = ctx.stack.service("blackhole").accepted_connections()
+        git_before = ctx.stack.service("githost").accepted_connections()
         with Poller(ctx, "loaded", p.poll_interval_s, p.poll_timeout_s):
             fault_started = time.monotonic()
             tl.mark(FAULT_START, fault="blackhole", dead_remotes=dead)
             statuses = [client.put_scope(f"dead-{i}", ctx.stack.dead_url(i)) for i in range(dead)]
             tl.record("dead_puts", statuses=statuses)
             time.sleep(2.0)  # let the dead clones take their threads
-            tl.fact("blackhole_connections", ctx.stack.accepted_connections("blackhole") - accepted_before)
+            tl.fact("blackhole_connections", ctx.stack.service("blackhole").accepted_connections() - accepted_before)
             client.put_scope("new", ctx.stack.repo_url(policy_repo_name(1)))
             tl.mark("new_scope_put")
             tl.fact("new_scope_served_s", ctx.served_within("new", budget, "new scope while remotes are dead"))
             time.sleep(max(0.0, observe_s - (time.monotonic() - fault_started)))
             ctx.observe("end")
-        tl.fact("githost_connections", ctx.stack.accepted_connections("githost") - git_before)
-        tl.fact("blackhole_connections_total", ctx.stack.accepted_connections("blackhole") - accepted_before)
+        tl.fact("githost_connections", ctx.stack.service("githost").accepted_connections() - git_before)
+        tl.fact("blackhole_connections_total", ctx.stack.service("blackhole").accepted_connections() - accepted_before)
 
     def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
         facts = timeline.facts

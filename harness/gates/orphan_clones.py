@@ -31,11 +31,10 @@ from typing import Any
 from harness.fds import fd_census
 from harness.gates.base import Gate, GateContext, batches, pre_fix_executor_size
 from harness.gitops import WorkingClones, push_base_url
-from harness.probes import CACHES
 from harness.seed import policy_repo_name
 from harness.serverlog import read_slice, summarize
 from harness.serverlog import size as log_size
-from harness.servers.opal import OpalClient
+from harness.servers.opal import CACHES, OpalClient
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 from harness.waiting import poll_until
@@ -92,8 +91,8 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
                  ("burst", p.scopes), ("mid-sync", p.mid_sync_scopes))
         firsts = [sum(n for _, n in sizes[:i]) for i in range(len(sizes))]
         ctx.stack.ensure_repos(sum(n for _, n in sizes))
-        concurrency = ctx.knobs.git_workers or pre_fix_executor_size(ctx.stack.server_cpu_count())
-        one_fetch = ctx.stack.clone_seconds(ctx.stack.repo_url(policy_repo_name(firsts[1]), via_latency=True))
+        concurrency = ctx.knobs.git_workers or pre_fix_executor_size(ctx.stack.server.cpu_count())
+        one_fetch = ctx.stack.server.clone_seconds(ctx.stack.repo_url(policy_repo_name(firsts[1]), via_latency=True))
         ctx.timeline.fact("derived", {"concurrency": concurrency, "scopes": p.scopes, "mid_sync_scopes":
                                       p.mid_sync_scopes, "one_fetch_via_proxy_s": round(one_fetch, 3)})
         for (name, count), first in zip(sizes, firsts, strict=True):
@@ -115,7 +114,7 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
                delete: Callable[[], dict[str, Any]]) -> bool:
         tl = ctx.timeline
         start = self._observe(ctx, f"{name} start")
-        log_start = log_size(ctx.stack.logs("server"))
+        log_start = log_size(ctx.stack.server.log())
         tl.mark("phase_start", phase=name, scopes=len(scopes))
         statuses = [ctx.client.put_scope(scope, url) for scope, url in scopes.items()]
         pending = ctx.all_served_within(list(scopes), budget, f"{name}: load")
@@ -128,7 +127,7 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
         tl.record("deletes", phase=name, **deletes)
         self._settle(ctx, name, start, settle_s)
         self._observe(ctx, f"{name} after")
-        lines = read_slice(ctx.stack.logs("server"), log_start)
+        lines = read_slice(ctx.stack.server.log(), log_start)
         tl.fact(f"log {name}", [asdict(m) for m in summarize(lines)])
         tl.mark("phase_end", phase=name)
         return True
@@ -139,8 +138,8 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
         if census is not None:
             ctx.timeline.record("fds", label=label, by_kind=census.by_kind, examples=census.examples,
                                 sockets_by_peer=census.sockets_by_peer, pipes_by_peer=census.pipes_by_peer,
-                                peer_ports=ctx.stack.peer_ports())
-        ctx.timeline.fact(f"clone dirs {label}", ctx.stack.clone_dirs())
+                                peer_ports=ctx.stack.server.peer_ports())
+        ctx.timeline.fact(f"clone dirs {label}", ctx.stack.server.clone_dirs())
         return snapshot
 
     def _settle(self, ctx: GateContext, name: str, start: dict[str, Any], budget: float) -> None:
@@ -173,20 +172,20 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
     def _delete_mid_sync(self, ctx: GateContext, repos: dict[str, str]) -> dict[str, Any]:
         """New commits pushed, refreshes asked, then the deletes while those fetches run
         (slowed by the latency proxy); the fetches the proxy accepted meanwhile are counted."""
-        clones = WorkingClones(ctx.stack.run_dir / "gitops", push_base_url(ctx.stack.endpoint("githost")))
+        clones = WorkingClones(ctx.stack.run_dir / "gitops", push_base_url(ctx.stack.published("githost").url))
         for repo in repos.values():
             clones.push_new_commit(repo)
-        before = ctx.stack.accepted_connections("latency")
+        before = ctx.stack.service("latency").accepted_connections()
         ctx.timeline.mark("refresh_start")
         refresh_started = time.monotonic()
         refreshes = [ctx.client.refresh(scope) for scope in repos]
-        at_delete = ctx.stack.accepted_connections("latency")
+        at_delete = ctx.stack.service("latency").accepted_connections()
         ctx.timeline.mark("delete_start")
         # A fetch through the proxy takes about one clone's time (measured by the phase): a
         # fetch accepted less than that before the deletes began was still running then.
         refresh_to_delete_s = round(time.monotonic() - refresh_started, 2)
         deletes = self._delete_all(ctx, list(repos))
-        after = ctx.stack.accepted_connections("latency")
+        after = ctx.stack.service("latency").accepted_connections()
         ctx.timeline.mark("delete_end")
         return {**deletes, "refresh_statuses": sorted(set(refreshes)), "refresh_to_delete_s": refresh_to_delete_s,
                 "fetches_before_deletes": at_delete - before, "fetches_during_deletes": after - at_delete,

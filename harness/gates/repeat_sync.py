@@ -32,9 +32,9 @@ from typing import Any
 
 from harness.gates.base import Gate, GateContext
 from harness.gitops import GitOpError, WorkingClones, push_base_url
-from harness.probes import CACHES, mapped_pack_files
+from harness.probes import mapped_pack_files
 from harness.seed import policy_repo_name
-from harness.servers.opal import PolicyResult
+from harness.servers.opal import CACHES, PolicyResult
 from harness.timeline import Timeline
 from harness.verdict import ERROR, FAIL, Problems, Verdict, load_failure
 from harness.waiting import poll_until
@@ -102,7 +102,7 @@ class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Threshold
         ctx.require_one_worker()
         ctx.stack.ensure_repos(p.first_repo + p.scopes)  # the load's repos, seeded on demand
         repos = {f"sync-{i}": policy_repo_name(p.first_repo + i) for i in range(p.scopes)}
-        clones = WorkingClones(ctx.stack.run_dir / "gitops", push_base_url(ctx.stack.endpoint("githost")),
+        clones = WorkingClones(ctx.stack.run_dir / "gitops", push_base_url(ctx.stack.published("githost").url),
                                timeout_s=p.git_timeout_s)
         for scope, repo in repos.items():
             ctx.client.put_scope(scope, ctx.stack.repo_url(repo))
@@ -182,7 +182,7 @@ class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Threshold
     def _observe(self, ctx: GateContext, label: str, cycle: int) -> None:
         """A snapshot plus the pack files the server's workers have mapped (summed: the
         worker that fetches is the one that keeps them, whichever it is)."""
-        _, workers = ctx.stack.server_pids()
+        _, workers = ctx.stack.server.pids()
         packs = {pid: mapped_pack_files(pid) for pid in workers}
         counts = [n for n in packs.values() if n is not None]
         total = sum(counts) if packs and len(counts) == len(packs) else None

@@ -90,9 +90,9 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
     log.info(f"[gate {g.id}] {g.title} ...")
     server_settings: dict[str, str] = {}
     try:
-        stack.restart_server(fresh_state=True, workers=g.workers or stack.settings.workers,
+        stack.server.restart(fresh_state=True, workers=g.workers or stack.settings.workers,
                              overrides=server_env_for(g, profile, stack.settings.server_env, server_env))
-        server_settings = stack.server_settings()
+        server_settings = stack.server.settings()
         timeline.fact("server_settings", server_settings)
         g.scenario(GateContext(stack, timeline, params))
         verdict = judge(g, timeline, params, thresholds)
@@ -105,7 +105,7 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
         # grace. A kept stack (--keep-stack) keeps its server as the gate left it, to inspect.
         if not stack.keep:
             stop_started = time.monotonic()
-            stack.stop("server")
+            stack.server.stop()
             timeline.mark("server_stopped", seconds=round(time.monotonic() - stop_started, 2))
     duration = time.monotonic() - started
     log.info(f"[gate {g.id}] {verdict.verdict.upper()} in {duration:.0f} s: {verdict.reason}")

@@ -77,20 +77,20 @@ class ZombieCapGate(Gate, id="zombie-cap", params=Params, thresholds=Thresholds,
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
         tl, client, knobs = ctx.timeline, ctx.client, ctx.knobs
-        steps = plan(knobs, pre_fix_executor_size(ctx.stack.server_cpu_count()), p)
+        steps = plan(knobs, pre_fix_executor_size(ctx.stack.server.cpu_count()), p)
         dead, pile_up_s, budget = steps.dead, steps.pile_up_s, steps.budget_s
         tl.fact("derived", {"dead_remotes": dead, "zombie_cap": knobs.max_zombies, "pile_up_s": pile_up_s,
                             "new_scope_budget_s": budget, "budget_how": steps.how,
                             "git_timeout_s": knobs.git_timeout_s, "git_workers": knobs.git_workers})
-        accepted_before = ctx.stack.accepted_connections("blackhole")
+        accepted_before = ctx.stack.service("blackhole").accepted_connections()
         tl.mark(FAULT_START, fault="blackhole", dead_remotes=dead)
         tl.record("dead_puts", statuses=[client.put_scope(f"zombie-{i}", ctx.stack.dead_url(1000 + i))
                                          for i in range(dead)])
         # Wait out the timeouts so the timed-out ops linger as zombies (bounded: pile_up_s).
-        poll_until(lambda: ctx.stack.accepted_connections("blackhole") - accepted_before >= dead,
+        poll_until(lambda: ctx.stack.service("blackhole").accepted_connections() - accepted_before >= dead,
                    pile_up_s, interval=1.0)
         ctx.observe("piled up")
-        tl.fact("blackhole_connections", ctx.stack.accepted_connections("blackhole") - accepted_before)
+        tl.fact("blackhole_connections", ctx.stack.service("blackhole").accepted_connections() - accepted_before)
         client.put_scope("healthy", ctx.stack.repo_url(policy_repo_name(2)))
         tl.mark("new_scope_put")
         tl.fact("new_scope_served_s", ctx.served_within("healthy", budget, "healthy scope past the cap"))

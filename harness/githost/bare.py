@@ -28,7 +28,7 @@ class BareGitHost(LocalService):
                 "--listen=127.0.0.1", f"--port={self.port}", f"--base-path={self.repos_dir}",
                 "--max-connections=256", str(self.repos_dir)]
 
-    def connections(self) -> int:
+    def accepted_connections(self) -> int:
         """Clients the daemon has accepted so far (from its --verbose log)."""
         try:
             return self.log_path.read_text(errors="replace").count(CONNECTION_LINE)

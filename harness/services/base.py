@@ -1,4 +1,6 @@
-"""A service run as one local process: start, wait until ready, stop/kill/pause by PID."""
+"""A service run as one local process: start, wait until ready, stop/kill/pause by PID.
+
+A LocalService is the local backend's service handle (harness.stack.base.ServiceHandle)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import procs
-from harness.errors import ServiceFailed
+from harness.errors import ConfigError, ServiceFailed
 from harness.waiting import port_open, wait_for
 
 
@@ -41,6 +43,12 @@ class LocalService:
     @property
     def log_path(self) -> Path:
         return self.run_dir / "logs" / f"{self.name}.log"
+
+    def logs(self) -> Path:
+        return self.log_path
+
+    def accepted_connections(self) -> int:
+        raise ConfigError(f"{self.name} does not count connections: only the fault listeners and the git host do")
 
     @property
     def pid(self) -> int | None:

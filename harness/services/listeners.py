@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 
 from harness.services.base import LocalService
+from harness.tcplisteners import ACCEPTED_LINE
 
 
 @dataclass
@@ -39,4 +40,4 @@ class ListenerService(LocalService):
             lines = self.log_path.read_text().splitlines()
         except OSError:
             return 0
-        return sum(1 for line in lines if line.startswith("accepted "))
+        return sum(1 for line in lines if line.startswith(ACCEPTED_LINE))

@@ -1,8 +1,14 @@
-"""The Stack contract: one interface, one topology, whatever runs it underneath.
+"""The Stack contract: lifecycle and topology, whatever runs it underneath.
 
 Topology: server, redis, postgres (the broadcaster), githost, blackhole, slowfail,
 latency (a proxy in front of the git host). A Stack is a context manager that always
 tears down — on success, failure and Ctrl-C — unless it was asked to keep the stack.
+
+What a gate drives or observes is not a Stack method but one of two handles:
+`stack.service(name)` (start — waits until ready —, stop, kill, pause, resume, logs,
+accepted connections) and `stack.server`, the probe of the server under test (PIDs,
+settings, clone dirs, restart, staged scopes, its own Python). Each backend implements
+those few verbs once; everything built on them lives here.
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
+from harness import redisdb
 from harness.config import Settings
-from harness.errors import HarnessError
-from harness.servers.opal import CLONE_TIMER, KNOB_NAMES, KNOB_READER, OpalClient
+from harness.errors import ConfigError, HarnessError
+from harness.servers.opal import CLONE_TIMER, KNOB_NAMES, KNOB_READER, OpalClient, stored_scopes
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,113 @@ STATE_FILE = "stack.json"
 
 def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where this machine reaches a service: host and port as they are, no URL to parse back."""
+
+    scheme: str
+    host: str
+    port: int
+    userinfo: str = ""  # "user:password" (the broadcaster's database)
+    path: str = ""  # "/postgres", "/" for the git host
+
+    @property
+    def url(self) -> str:
+        auth = f"{self.userinfo}@" if self.userinfo else ""
+        return f"{self.scheme}://{auth}{self.host}:{self.port}{self.path}"
+
+
+class ServiceHandle(Protocol):
+    """One service of the stack. `start` returns once the service is ready again."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def logs(self) -> Path:
+        """The service's log file, current as of this call."""
+        ...
+
+    def accepted_connections(self) -> int:
+        """Connections a fault listener (or the git host) accepted so far: proof that traffic
+        reached it. ConfigError for a service that does not count them."""
+        ...
+
+
+class ServerProbe(ABC):
+    """What gates observe and change of the server under test, on either backend."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+
+    @abstractmethod
+    def pids(self) -> tuple[int | None, list[int]]:
+        """(master PID, worker PIDs) as seen on this machine."""
+
+    @abstractmethod
+    def settings(self) -> dict[str, str]:
+        """The OPAL_* settings the server runs with now."""
+
+    @abstractmethod
+    def clone_dirs(self) -> list[str]: ...
+
+    @abstractmethod
+    def cpu_count(self) -> int:
+        """CPUs the server sees (pre-fix releases size their git thread pool from it)."""
+
+    @abstractmethod
+    def python(self, code: str, args: list[str], timeout: float = 300) -> str:
+        """Run `python -c code args...` in the server's environment (its virtualenv and
+        settings locally, its container on compose); stdout, or HarnessError on failure."""
+
+    @abstractmethod
+    def restart(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
+                wait_healthy: bool = True, workers: int | None = None) -> None:
+        """Stop the server (SIGKILL after a bounded grace) and start it again. With
+        `fresh_state`, Redis is flushed and the server's clones are removed first.
+        `overrides` are the complete OPAL_* settings to run with (the runner decides their
+        precedence); `workers` the gunicorn worker count (None: as it runs now)."""
+
+    @abstractmethod
+    def peer_ports(self) -> dict[int, str]:
+        """Port -> service, as the server's sockets see its peers (names its connections)."""
+
+    def stop(self) -> None:
+        self.stack.service("server").stop()
+
+    def log(self) -> Path:
+        return self.stack.service("server").logs()
+
+    @property
+    def client(self) -> OpalClient:
+        return OpalClient(self.stack.published("server").url)
+
+    def stage_scopes(self, scopes: Mapping[str, str]) -> None:
+        """Store scopes (id -> repo URL) directly where the server keeps them."""
+        redisdb.set_many(self.stack.published("redis").url, stored_scopes(scopes))
+
+    def flush_store(self) -> None:
+        redisdb.flush_all(self.stack.published("redis").url)
+
+    def clone_seconds(self, url: str) -> float:
+        """Time one clone of `url` from the server's environment with its git library."""
+        return float(self.python(CLONE_TIMER, [url]).strip())
+
+    def knobs(self) -> dict[str, float | int | None]:
+        """The server's own values of the knobs gate budgets derive from (None: this server
+        has no such setting), read from its config object with the settings it runs with."""
+        try:
+            return json.loads(self.python(KNOB_READER, list(KNOB_NAMES), timeout=120))
+        except (ValueError, HarnessError) as exc:
+            raise HarnessError(f"could not read the server's settings from opal_server.config: {exc}") from None
 
 
 class Stack(ABC):
@@ -63,54 +179,32 @@ class Stack(ABC):
         try:
             if self.keep:
                 log.info(f"[harness] keeping stack {self.run_id} ({self.backend}) up:")
-                for service in SERVICES:
-                    log.info(f"[harness]   {service:<10} {self.endpoint(service)}")
+                for service, where in self.endpoints().items():
+                    log.info(f"[harness]   {service:<10} {where}")
                 log.info(f"[harness] stop it with: harness down {self.run_id}")
             else:
                 self.down()
         finally:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
 
-    # -- services -----------------------------------------------------------------------
+    # -- topology -----------------------------------------------------------------------
     @abstractmethod
-    def endpoint(self, service: str) -> str:
-        """URL of a service on 127.0.0.1."""
+    def service(self, name: str) -> ServiceHandle:
+        """The handle of one service (ConfigError naming the services for an unknown one)."""
 
     @abstractmethod
-    def stop(self, service: str) -> None: ...
+    def address(self, name: str) -> Address | None:
+        """Where this machine reaches a service; None when only the stack's own network
+        reaches it (compose's fault listeners)."""
 
+    @property
     @abstractmethod
-    def start(self, service: str) -> None: ...
-
-    @abstractmethod
-    def kill(self, service: str) -> None: ...
-
-    @abstractmethod
-    def pause(self, service: str) -> None: ...
-
-    @abstractmethod
-    def resume(self, service: str) -> None: ...
-
-    @abstractmethod
-    def logs(self, service: str) -> Path: ...
+    def server(self) -> ServerProbe: ...
 
     @abstractmethod
     def logs_dir(self) -> Path:
         """A directory holding every service's log, current as of this call."""
 
-    @abstractmethod
-    def server_pids(self) -> tuple[int | None, list[int]]:
-        """(master PID, worker PIDs) as seen on this machine."""
-
-    @abstractmethod
-    def restart_server(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
-                       wait_healthy: bool = True, workers: int | None = None) -> None:
-        """Stop the server (SIGKILL after a bounded grace) and start it again. With
-        `fresh_state`, Redis is flushed and the server's clones are removed first.
-        `overrides` are the complete OPAL_* settings to run with (the runner decides their
-        precedence); `workers` the gunicorn worker count (None: as it runs now)."""
-
-    # -- what gates use -------------------------------------------------------------------
     @abstractmethod
     def repo_url(self, repo: str, via_latency: bool = False) -> str:
         """URL of a seeded repo as the server reaches it."""
@@ -124,49 +218,22 @@ class Stack(ABC):
         """At least `count` policy repos seeded (idempotent): a gate whose load moves with
         its scale seeds what it needs instead of failing on a stack seeded for less."""
 
-    @abstractmethod
-    def peer_ports(self) -> dict[int, str]:
-        """Port -> service, as the server's sockets see its peers (names its connections)."""
+    # -- built on the above -------------------------------------------------------------
+    def published(self, name: str) -> Address:
+        """The address of a service this machine must reach (ConfigError when it cannot)."""
+        address = self.address(name)
+        if address is None:
+            raise ConfigError(f"{name} is reachable only inside the stack's network on the {self.backend} backend")
+        return address
 
-    @abstractmethod
-    def stage_scopes(self, scopes: Mapping[str, str]) -> None:
-        """Store scopes (id -> repo URL) directly where the server keeps them."""
-
-    @abstractmethod
-    def clone_dirs(self) -> list[str]: ...
-
-    @abstractmethod
-    def server_settings(self) -> dict[str, str]:
-        """The OPAL_* settings the server runs with now."""
-
-    @abstractmethod
-    def accepted_connections(self, service: str) -> int:
-        """Connections a fault listener has accepted (proof the fault took effect)."""
-
-    @abstractmethod
-    def server_cpu_count(self) -> int:
-        """CPUs the server sees (pre-fix releases size their git thread pool from it)."""
-
-    @abstractmethod
-    def server_python(self, code: str, args: list[str], timeout: float = 300) -> str:
-        """Run `python -c code args...` in the server's environment (its virtualenv and
-        settings locally, its container on compose); stdout, or HarnessError on failure."""
-
-    def clone_seconds(self, url: str) -> float:
-        """Time one clone of `url` from the server's environment with its git library."""
-        return float(self.server_python(CLONE_TIMER, [url]).strip())
-
-    def server_knobs(self) -> dict[str, float | int | None]:
-        """The server's own values of the knobs gate budgets derive from (None: this server
-        has no such setting), read from its config object with the settings it runs with."""
-        try:
-            return json.loads(self.server_python(KNOB_READER, list(KNOB_NAMES), timeout=120))
-        except (ValueError, HarnessError) as exc:
-            raise HarnessError(f"could not read the server's settings from opal_server.config: {exc}") from None
+    def endpoints(self) -> dict[str, str]:
+        """Service -> URL as this machine reaches it (for people: CLI, stack.json)."""
+        return {name: (address.url if (address := self.address(name)) else "inside the stack's network only")
+                for name in SERVICES}
 
     @property
     def client(self) -> OpalClient:
-        return OpalClient(self.endpoint("server"))
+        return self.server.client
 
     def write_state(self, **extra) -> None:
         """stack.json: what `harness status/down/clean` know of this run, including the

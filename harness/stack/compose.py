@@ -8,6 +8,7 @@ carries the label io.policy-harness.run-id, which `harness clean` uses to find s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -18,14 +19,15 @@ from pathlib import Path
 
 import psutil
 
-from harness import STACKS_DIR, images, redisdb
+from harness import STACKS_DIR, images
 from harness.errors import ConfigError, HarnessError, ServiceFailed
 from harness.githost.bare import CONNECTION_LINE
 from harness.images import docker_client
-from harness.servers.opal import FIXED_ENV, stored_scopes
-from harness.stack.base import SERVICES, Stack
+from harness.servers.opal.recipe import gunicorn_argv, server_env
+from harness.stack.base import SERVICES, Address, ServerProbe, Stack
 from harness.stack.compose_cli import ComposeCli, detect
-from harness.waiting import free_port, poll_until
+from harness.tcplisteners import ACCEPTED_LINE
+from harness.waiting import free_port, poll_until, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ RUN_LABEL = "io.policy-harness.run-id"
 # resources whose owner is gone, whichever run root that owner used.
 OWNER_LABEL = "io.policy-harness.owner"
 CONTAINER_BASE_DIR = "/data/opal"
+# Where every server image has the recipe (baked into the harness's images, mounted into a prebuilt one).
+CONTAINER_RECIPE_DIR = "/opt/harness-recipe"
+SERVER_COMMAND_FILE = "server-command.yml"
 GITHOST_PROFILES = ("bare", "gitea")
 
 
@@ -45,7 +50,7 @@ def server_image_ref(settings) -> str:
         return settings.target.image
     image_set = images.choose_image_set(settings.images)
     if settings.target.source is not None:
-        from harness.source_image import image_constraints, source_image_ref
+        from harness.servers.opal.source_image import image_constraints, source_image_ref
         tree = settings.target.source
         return source_image_ref(image_set, tree, image_constraints(tree, settings.cache_dir, settings.constraints))
     return image_set.server(settings.target.version)
@@ -85,6 +90,7 @@ class ComposeStack(Stack):
         self.ports = {name: free_port() for name in ("server", "redis", "postgres", "githost")}
         self.write_state(compose_project=self.project)
         self._write_server_env()
+        self._write_server_command()
         self._say(f"compose {self._cli.version} ({' '.join(self._cli.argv)}), images: {self._image_set.name}, "
                   f"git host: {self.githost}, project {self.project}: starting ...")
         self._compose(["up", "-d"], timeout=900)
@@ -92,8 +98,7 @@ class ComposeStack(Stack):
         if self.githost == "gitea":
             self._bootstrap_gitea()
         self._say(f"stack {self.run_id} up in {time.monotonic() - started:.1f} s (run dir {self.run_dir})")
-        self.write_state(compose_project=self.project,
-                         endpoints={name: self.endpoint(name) for name in SERVICES})
+        self.write_state(compose_project=self.project, endpoints=self.endpoints())
 
     def down(self) -> None:
         if self._cli is not None and self.run_dir.exists():
@@ -114,7 +119,12 @@ class ComposeStack(Stack):
         files = [COMPOSE_DIR / "base.yml", COMPOSE_DIR / f"githost-{self.githost}.yml"]
         if self.settings.target.image:
             files.append(COMPOSE_DIR / "server-prebuilt.yml")
-        return files
+        return [*files, self.run_dir / SERVER_COMMAND_FILE]
+
+    def _write_server_command(self) -> None:
+        """The server's launch line from the one recipe both backends use (JSON is YAML)."""
+        command = gunicorn_argv("python", CONTAINER_RECIPE_DIR)
+        (self.run_dir / SERVER_COMMAND_FILE).write_text(json.dumps({"services": {"server": {"command": command}}}))
 
     def _env(self) -> dict[str, str]:
         image_set = self._image_set
@@ -130,7 +140,6 @@ class ComposeStack(Stack):
             "HARNESS_OWNER": f"{os.getpid()}:{psutil.Process().create_time()}",
             "HARNESS_REDIS_IMAGE": image_set.redis,
             "HARNESS_POSTGRES_IMAGE": image_set.postgres,
-            "HARNESS_SOCAT_IMAGE": image_set.socat,
             "HARNESS_TOOLS_IMAGE": image_set.tools,
             "HARNESS_SEED_IMAGE": image_set.seed,
             "HARNESS_GITEA_IMAGE": self.settings.gitea_image,
@@ -158,7 +167,7 @@ class ComposeStack(Stack):
         if self.settings.target.image:
             return  # a prebuilt image: compose pulls it or finds it
         if self.settings.target.source is not None:
-            from harness.source_image import build_source_image
+            from harness.servers.opal.source_image import build_source_image
             assert self._image_set is not None
             self._say(f"server image from {self.settings.target.source} ({self._server_image()}) ...")
             result = build_source_image(self._image_set, self.settings.target.source, client=self._docker,
@@ -175,7 +184,7 @@ class ComposeStack(Stack):
                                ) from None
 
     def _check_ready(self) -> None:
-        ready = self._container("ready")
+        ready = self.container("ready")
         code = ready.wait(timeout=60).get("StatusCode")
         if code != 0:
             raise ServiceFailed(f"the stack's `ready` service exited {code}; see {self.run_dir / 'logs'}")
@@ -185,7 +194,7 @@ class ComposeStack(Stack):
         from harness.githost import gitea
         from harness.seed import PROBE_REPOS, policy_repo_name, probe_repo_name
         admin = gitea.GiteaAdmin()
-        created = self._container("githost").exec_run(gitea.admin_create_command(admin), user="git")
+        created = self.container("githost").exec_run(gitea.admin_create_command(admin), user="git")
         if created.exit_code != 0 and b"already exists" not in created.output:
             raise HarnessError(f"creating the Gitea admin failed: {created.output.decode(errors='replace')[-300:]}")
         client = gitea.GiteaClient(f"http://127.0.0.1:{self.ports['githost']}")
@@ -201,7 +210,8 @@ class ComposeStack(Stack):
         self._say(f"gitea seeded {result.total} repos in {result.seconds:.1f} s")
 
     # -- containers ---------------------------------------------------------------------
-    def _container(self, service: str):
+    def container(self, service: str):
+        """The docker SDK's container of a service of this project."""
         assert self._docker is not None
         found = self._docker.containers.list(all=True, filters={"label": [
             f"com.docker.compose.project={self.project}", f"com.docker.compose.service={service}"]})
@@ -209,114 +219,57 @@ class ComposeStack(Stack):
             raise ConfigError(f"no container for service {service!r} in project {self.project}")
         return found[0]
 
-    def _exec(self, service: str, argv: list[str], timeout: float = 120) -> str:
+    def exec_in(self, service: str, argv: list[str], timeout: float = 120) -> str:
+        """Run a command in a service's container; its output, or HarnessError on failure."""
         # The SDK's exec has no timeout; `timeout` (coreutils) bounds the command itself.
-        result = self._container(service).exec_run(["timeout", str(int(timeout)), *argv], demux=False)
+        result = self.container(service).exec_run(["timeout", str(int(timeout)), *argv], demux=False)
         if result.exit_code != 0:
             raise HarnessError(f"`{shlex.join(argv)}` in {service} exited {result.exit_code}: "
                                f"{result.output.decode(errors='replace')[-400:]}")
         return result.output.decode(errors="replace")
 
     # -- Stack contract -------------------------------------------------------------------
-    def endpoint(self, service: str) -> str:
-        if service not in SERVICES:
-            raise ConfigError(f"unknown service {service!r}; services: {', '.join(SERVICES)}")
-        if service == "server":
-            return f"http://127.0.0.1:{self.ports['server']}"
-        if service == "redis":
-            return f"redis://127.0.0.1:{self.ports['redis']}"
-        if service == "postgres":
-            return f"postgres://opal:opal@127.0.0.1:{self.ports['postgres']}/postgres"
-        if service == "githost":
-            scheme = "git" if self.githost == "bare" else "http"
-            return f"{scheme}://127.0.0.1:{self.ports['githost']}/"
-        return f"tcp://{service}:9418 (inside the stack's network)"
+    def service(self, name: str) -> ContainerHandle:
+        if name not in SERVICES:
+            raise ConfigError(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
+        return ContainerHandle(self, name)
 
-    def stop(self, service: str) -> None:
-        self._container(service).stop(timeout=10)
+    def address(self, name: str) -> Address | None:
+        if name not in SERVICES:
+            raise ConfigError(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
+        if name not in self.ports:
+            return None  # the fault listeners: only the stack's network reaches them
+        port = self.ports[name]
+        if name == "server":
+            return Address("http", "127.0.0.1", port)
+        if name == "redis":
+            return Address("redis", "127.0.0.1", port)
+        if name == "postgres":
+            return Address("postgres", "127.0.0.1", port, userinfo="opal:opal", path="/postgres")
+        return Address("git" if self.githost == "bare" else "http", "127.0.0.1", port, path="/")
 
-    def start(self, service: str) -> None:
-        self._container(service).start()
-        if service in ("postgres", "redis"):
-            poll_until(lambda: self._healthy(service), 60)
-
-    def _healthy(self, service: str) -> bool:
-        container = self._container(service)
-        container.reload()
-        return container.attrs.get("State", {}).get("Health", {}).get("Status") == "healthy"
-
-    def kill(self, service: str) -> None:
-        self._container(service).kill()
-
-    def pause(self, service: str) -> None:
-        self._container(service).pause()
-
-    def resume(self, service: str) -> None:
-        self._container(service).unpause()
-
-    def logs(self, service: str) -> Path:
-        path = self.run_dir / "logs" / f"{service}.log"
-        path.write_bytes(self._container(service).logs(timestamps=True))
-        return path
+    @property
+    def server(self) -> ComposeServerProbe:
+        return ComposeServerProbe(self)
 
     def dump_logs(self) -> Path:
         for service in (*SERVICES, "seed"):
             try:
-                self.logs(service)
-            except (ConfigError, Exception):
+                write_container_log(self.container(service), self.run_dir / "logs" / f"{service}.log")
+            except Exception:  # a service that never started has no container: nothing to keep
                 continue
         return self.run_dir / "logs"
 
     def logs_dir(self) -> Path:
         return self.dump_logs()
 
-    def server_pids(self) -> tuple[int | None, list[int]]:
-        """Host PIDs of gunicorn's master and workers (from `docker top`)."""
-        container = self._container("server")
-        container.reload()
-        if container.status != "running":
-            return None, []
-        top = container.top(ps_args="-o pid,ppid,args")
-        rows = [dict(zip(top["Titles"], row, strict=False)) for row in top["Processes"]]
-        gunicorn = [r for r in rows if "gunicorn" in (r.get("COMMAND") or r.get("CMD") or "")]
-        pids = {int(r["PID"]) for r in gunicorn}
-        master = next((int(r["PID"]) for r in gunicorn if int(r["PPID"]) not in pids), None)
-        workers = [int(r["PID"]) for r in gunicorn if int(r["PPID"]) == master]
-        return master, workers
-
     def _write_server_env(self) -> None:
-        env = {**FIXED_ENV,
-               "OPAL_REDIS_URL": "redis://redis:6379",
-               "OPAL_BROADCAST_URI": "postgres://opal:opal@postgres:5432/postgres",
-               "OPAL_BASE_DIR": CONTAINER_BASE_DIR,
-               "OPAL_LEADER_LOCK_FILE_PATH": f"{CONTAINER_BASE_DIR}/leader.lock",
-               "OPAL_AUTH_JWKS_STATIC_DIR": f"{CONTAINER_BASE_DIR}/jwks",
-               "HARNESS_WORKERS": str(self.workers),
-               **self.overrides}
-        (self.run_dir / "server.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-
-    def server_settings(self) -> dict[str, str]:
-        lines = (self.run_dir / "server.env").read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if "=" in line)
-
-    def restart_server(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
-                       wait_healthy: bool = True, workers: int | None = None) -> None:
-        """Stop, then start the server container. Its OPAL_BASE_DIR is a tmpfs, so every start
-        is cold (no clones) either way; `fresh_state` also empties Redis. New settings need
-        a new container (env_file is read at create time)."""
-        self.stop("server")
-        if fresh_state:
-            redisdb.flush_all(self.endpoint("redis"))
-        wanted = dict(overrides) if overrides is not None else self.overrides
-        wanted_workers = workers or self.workers
-        if wanted != self.overrides or wanted_workers != self.workers:
-            self.overrides, self.workers = wanted, wanted_workers
-            self._write_server_env()
-            self._compose(["up", "-d", "--no-deps", "--force-recreate", "server"], timeout=300)
-        else:
-            self._container("server").start()
-        if wait_healthy and poll_until(self.client.healthy, 90, interval=0.3) is None:
-            raise ServiceFailed(f"server not healthy 90 s after restart; logs: {self.logs('server')}")
+        opal = server_env(redis_url="redis://redis:6379",
+                          broadcast_uri="postgres://opal:opal@postgres:5432/postgres",
+                          base_dir=CONTAINER_BASE_DIR, instance_dir=CONTAINER_BASE_DIR,
+                          overrides=self.overrides)
+        launch = {"HARNESS_WORKERS": str(self.workers)}  # read by the recipe's gunicorn config
+        (self.run_dir / "server.env").write_text("".join(f"{k}={v}\n" for k, v in {**opal, **launch}.items()))
 
     def repo_url(self, repo: str, via_latency: bool = False) -> str:
         if self.githost == "bare":
@@ -338,37 +291,128 @@ class ComposeStack(Stack):
         self._say(f"seeded up to {count} repos in {time.monotonic() - started:.1f} s")
         self.seeded = count
 
-    def peer_ports(self) -> dict[int, str]:
-        # Container-side ports: what the server's sockets see inside the stack's network.
-        return {6379: "redis", 5432: "postgres", 9418: "git (githost, latency or blackhole)", 3000: "githost"}
 
-    def stage_scopes(self, scopes: Mapping[str, str]) -> None:
-        redisdb.set_many(self.endpoint("redis"), stored_scopes(scopes))
+# What each service logs per accepted connection: git daemon --verbose (githost) and
+# harness.tcplisteners (blackhole, slowfail, latency).
+CONNECTION_MARKERS = {"githost": CONNECTION_LINE, "blackhole": ACCEPTED_LINE, "slowfail": ACCEPTED_LINE,
+                      "latency": ACCEPTED_LINE}
+# Services with a compose healthcheck: `start` waits until the engine reports them healthy.
+HEALTHCHECKED = ("redis", "postgres", "server", "blackhole", "slowfail", "latency")
+
+
+def write_container_log(container, path: Path) -> Path:
+    path.write_bytes(container.logs(timestamps=True))
+    return path
+
+
+class ContainerHandle:
+    """A compose service as a handle: control through the docker SDK, on the run's project."""
+
+    def __init__(self, stack: ComposeStack, name: str):
+        self.stack, self.name = stack, name
+
+    def _container(self):
+        return self.stack.container(self.name)
+
+    def start(self) -> None:
+        self._container().start()
+        if self.name in HEALTHCHECKED:
+            wait_for(self._healthy, 90, f"{self.name} healthy after start", interval=0.3, error=ServiceFailed)
+
+    def _healthy(self) -> bool:
+        container = self._container()
+        container.reload()
+        return container.attrs.get("State", {}).get("Health", {}).get("Status") == "healthy"
+
+    def stop(self) -> None:
+        self._container().stop(timeout=10)
+
+    def kill(self) -> None:
+        self._container().kill()
+
+    def pause(self) -> None:
+        self._container().pause()
+
+    def resume(self) -> None:
+        self._container().unpause()
+
+    def logs(self) -> Path:
+        return write_container_log(self._container(), self.stack.run_dir / "logs" / f"{self.name}.log")
+
+    def accepted_connections(self) -> int:
+        marker = CONNECTION_MARKERS.get(self.name)
+        if marker is None:
+            raise ConfigError(f"{self.name} does not count connections: only the fault listeners and the git host do")
+        text = self._container().logs().decode(errors="replace")
+        return sum(1 for line in text.splitlines() if marker in line)
+
+
+class ComposeServerProbe(ServerProbe):
+    """The server as a container: PIDs from `docker top`, its python through exec."""
+
+    stack: ComposeStack
+
+    def pids(self) -> tuple[int | None, list[int]]:
+        """Host PIDs of gunicorn's master and workers (from `docker top`)."""
+        container = self.stack.container("server")
+        container.reload()
+        if container.status != "running":
+            return None, []
+        top = container.top(ps_args="-o pid,ppid,args")
+        rows = [dict(zip(top["Titles"], row, strict=False)) for row in top["Processes"]]
+        gunicorn = [r for r in rows if "gunicorn" in (r.get("COMMAND") or r.get("CMD") or "")]
+        pids = {int(r["PID"]) for r in gunicorn}
+        master = next((int(r["PID"]) for r in gunicorn if int(r["PPID"]) not in pids), None)
+        workers = [int(r["PID"]) for r in gunicorn if int(r["PPID"]) == master]
+        return master, workers
+
+    def settings(self) -> dict[str, str]:
+        lines = (self.stack.run_dir / "server.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    def restart(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
+                wait_healthy: bool = True, workers: int | None = None) -> None:
+        """Stop, then start the server container. Its OPAL_BASE_DIR is a tmpfs, so every start
+        is cold (no clones) either way; `fresh_state` also empties Redis. New settings need
+        a new container (env_file is read at create time)."""
+        stack = self.stack
+        self.stop()
+        if fresh_state:
+            self.flush_store()
+        wanted = dict(overrides) if overrides is not None else stack.overrides
+        wanted_workers = workers or stack.workers
+        if wanted != stack.overrides or wanted_workers != stack.workers:
+            stack.overrides, stack.workers = wanted, wanted_workers
+            stack._write_server_env()
+            stack._compose(["up", "-d", "--no-deps", "--force-recreate", "server"], timeout=300)
+        else:
+            stack.container("server").start()
+        if wait_healthy and poll_until(self.client.healthy, 90, interval=0.3) is None:
+            raise ServiceFailed(f"server not healthy 90 s after restart; logs: {self.log()}")
 
     def clone_dirs(self) -> list[str]:
         try:
-            out = self._exec("server", ["sh", "-c", f"ls -1 {CONTAINER_BASE_DIR}/git_sources 2>/dev/null || true"])
+            out = self.stack.exec_in("server", ["sh", "-c", f"ls -1 {CONTAINER_BASE_DIR}/git_sources 2>/dev/null "
+                                                            "|| true"])
         except (HarnessError, ConfigError):
             return []
         return sorted(line for line in out.splitlines() if line.strip())
 
-    def server_cpu_count(self) -> int:
-        return int(self._exec("server", ["python", "-c", "import os; print(os.cpu_count())"]).strip())
+    def cpu_count(self) -> int:
+        return int(self.stack.exec_in("server", ["python", "-c", "import os; print(os.cpu_count())"]).strip())
 
-    def server_python(self, code: str, args: list[str], timeout: float = 300) -> str:
+    def python(self, code: str, args: list[str], timeout: float = 300) -> str:
         # stdout only (demux): stderr carries the server's import-time warnings.
         argv = ["timeout", str(int(timeout)), "python", "-c", code, *args]
-        result = self._container("server").exec_run(argv, demux=True)
+        result = self.stack.container("server").exec_run(argv, demux=True)
         stdout, stderr = (part.decode(errors="replace") if part else "" for part in result.output)
         if result.exit_code != 0:
             raise HarnessError(f"the server's python exited {result.exit_code}: {stderr.strip()[-400:]}")
         return stdout
 
-    def accepted_connections(self, service: str) -> int:
-        # socat -d -d (blackhole), git daemon --verbose (githost), harness.tcplisteners (others).
-        marker = {"blackhole": "accepting connection", "githost": CONNECTION_LINE}.get(service, "accepted ")
-        text = self._container(service).logs().decode(errors="replace")
-        return sum(1 for line in text.splitlines() if marker in line)
+    def peer_ports(self) -> dict[int, str]:
+        # Container-side ports: what the server's sockets see inside the stack's network.
+        return {6379: "redis", 5432: "postgres", 9418: "git (githost, latency or blackhole)", 3000: "githost"}
 
 
 def remove_labelled(client, run_id: str | None = None) -> list[str]:

@@ -25,7 +25,7 @@ def _served(client, scope_id, budget=60.0):
 
 
 def _repo_shas(stack) -> dict[str, str]:
-    out = stack._exec("githost", ["sh", "-c", "for r in /repos/*.git; do echo $r $(cat $r/refs/heads/main); done"])
+    out = stack.exec_in("githost", ["sh", "-c", "for r in /repos/*.git; do echo $r $(cat $r/refs/heads/main); done"])
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
@@ -35,12 +35,12 @@ def test_compose_stack_serves_a_scope_and_leaves_nothing_labelled(stack_factory)
     assert client.put_scope("c1", stack.repo_url("policy-0002")) == 201
     assert _served(client, "c1")
     assert client.cache_stats().repo_locks >= 1
-    master, workers = stack.server_pids()
+    master, workers = stack.server.pids()
     assert master and workers and client.cache_stats().pid not in (master,)
 
     # A dead remote reaches the stack's own blackhole container and hangs there.
     assert client.put_scope("dead", stack.dead_url(1)) == 201
-    wait_for(lambda: stack.accepted_connections("blackhole") >= 1, 20, "blackhole accepted")
+    wait_for(lambda: stack.service("blackhole").accepted_connections() >= 1, 20, "blackhole accepted")
 
     run_id = stack.run_id
     stack.down()
@@ -98,12 +98,12 @@ def test_a_prebuilt_image_runs_with_the_mounted_recipe(stack_factory):
     from harness import images
     prebuilt = images.choose_image_set().server("0.9.9")
     stack = stack_factory(image=prebuilt, backend="compose", seed_repos=3)
-    container = stack._container("server")
+    container = stack.container("server")
     mounts = {m["Destination"]: m["Source"] for m in container.attrs["Mounts"]}
     assert mounts.get("/opt/harness-recipe", "").endswith("stacks/opal")
     assert stack.client.put_scope("p", stack.repo_url("policy-0001")) == 201
     assert _served(stack.client, "p")
-    assert "harness: scope preload finished" in stack.logs("server").read_text()
+    assert "harness: scope preload finished" in stack.server.log().read_text()
 
 
 def test_a_source_tree_runs_as_an_image_built_from_it(stack_factory, opal_source_tree):
@@ -112,13 +112,13 @@ def test_a_source_tree_runs_as_an_image_built_from_it(stack_factory, opal_source
     import requests
 
     from harness import images
-    from harness.source_image import build_source_image, source_image_ref
+    from harness.servers.opal.source_image import build_source_image, source_image_ref
     stack = stack_factory(source=opal_source_tree, backend="compose", seed_repos=3)
     ref = source_image_ref(images.choose_image_set(), opal_source_tree)
-    assert stack._container("server").image.tags == [ref]
+    assert stack.container("server").image.tags == [ref]
     code = ("import importlib.metadata as m, opal_server.harness_tree_marker as k; "
             "print(k.BUILT_FROM, m.version('opal-server'), m.version('permit-broadcaster'))")
-    marker = stack._exec("server", ["python", "-c", code])
+    marker = stack.exec_in("server", ["python", "-c", code])
     # Installed from the tree as it is (placeholder 0.0.0) with the pins that fit it (0.9.6's).
     assert marker.split() == ["harness", "test", "source", "tree", "0.0.0", "0.2.6"]
     assert stack.client.put_scope("src", stack.repo_url("policy-0001")) == 201

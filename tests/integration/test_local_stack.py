@@ -17,10 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 def _listening_ports(stack) -> dict[str, int]:
-    ports = {}
-    for name in ("server", "redis", "postgres", "githost", "blackhole", "slowfail", "latency"):
-        ports[name] = int(stack.endpoint(name).rsplit(":", 1)[1].split("/")[0])
-    return ports
+    return {name: stack.address(name).port
+            for name in ("server", "redis", "postgres", "githost", "blackhole", "slowfail", "latency")}
 
 
 def _assert_nothing_left(run_dir, entries, ports):
@@ -48,15 +46,15 @@ def test_stack_serves_a_scope_exposes_stats_and_tears_down_clean(stack_factory, 
     stats = client.cache_stats()
     assert stats.repo_locks >= 1
     assert stats.wrapper is (version == "0.9.6")  # 0.9.9 has the route natively
-    master, workers = stack.server_pids()
+    master, workers = stack.server.pids()
     assert stats.pid in workers and master not in workers
-    assert len(stack.clone_dirs()) == 1
+    assert len(stack.server.clone_dirs()) == 1
 
     # A clone of a blackholed URL hangs: the listener accepted it and never answered.
     clone = subprocess.Popen(["git", "clone", "-q", stack.dead_url(1), str(tmp_path / "dead")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: stack.accepted_connections("blackhole") >= 1, 10, "blackhole accepted")
+        wait_for(lambda: stack.service("blackhole").accepted_connections() >= 1, 10, "blackhole accepted")
         time.sleep(3)
         assert clone.poll() is None, "git clone of a blackhole URL returned instead of hanging"
     finally:
@@ -82,7 +80,7 @@ def test_a_source_tree_is_installed_and_launched(stack_factory, opal_source_tree
     requirements (0.9.6's: 0.9.9's permit-broadcaster does not), and its native stats route
     answers instead of the harness's wrapper."""
     stack = stack_factory(source=opal_source_tree, seed_repos=4)
-    venv_python = stack.server.venv.python
+    venv_python = stack.server_process.venv.python
     code = ("import importlib.metadata as m, opal_server.harness_tree_marker as k; "
             "print(k.BUILT_FROM, m.version('opal-server'), m.version('opal-common'), m.version('permit-broadcaster'))")
     probe = subprocess.run([str(venv_python), "-c", code], capture_output=True, text=True, timeout=60, check=False)
@@ -101,8 +99,8 @@ def test_a_release_without_committed_pins_installs_and_serves(stack_factory):
     """OPAL_VERSION=0.9.5: no stacks/constraints file, so its wheels' requirements pick the
     pins (0.9.6's fit, 0.9.9's permit-broadcaster does not)."""
     stack = stack_factory(version="0.9.5", seed_repos=4)
-    assert stack.server.venv.installed_version() == "0.9.5"
-    assert (stack.server.venv.path / "constraints.txt").read_text().count("permit-broadcaster==0.2.6") == 1
+    assert stack.server_process.venv.installed_version() == "0.9.5"
+    assert (stack.server_process.venv.path / "constraints.txt").read_text().count("permit-broadcaster==0.2.6") == 1
     assert stack.client.put_scope("old", stack.repo_url("policy-0002")) == 201
     assert _served(stack.client, "old")
     assert stack.client.cache_stats().wrapper  # 0.9.5 has no native stats route

@@ -18,7 +18,7 @@ def test_supported_versions_come_from_the_constraints_files():
 
 
 def test_any_release_number_is_accepted_locally():
-    # Whether the index has it is checked when its virtualenv is built (harness/venvs.py).
+    # Whether the index has it is checked when its virtualenv is built (harness/servers/opal/venvs.py).
     assert config.from_env({"OPAL_VERSION": "0.9.5", "BACKEND": "local"}).target.version == "0.9.5"
     assert config.from_env({"OPAL_VERSION": "0.9.5"}).target.version == "0.9.5"  # auto picks local
 

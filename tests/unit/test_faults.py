@@ -7,13 +7,16 @@ from harness.gates.base import GateContext
 from harness.timeline import FAULT_END, FAULT_START, Timeline
 
 
+class _Server:
+    def knobs(self):
+        return {}
+
+
 class _Stack:
     """Just enough of a stack for a GateContext (the fault logic needs none of it)."""
 
     client = None
-
-    def server_knobs(self):
-        return {}
+    server = _Server()
 
 
 def _ctx() -> GateContext:

@@ -94,8 +94,6 @@ def test_image_sets():
     assert images.PUBLIC.server("0.9.9") == "policy-harness/opal-server:0.9.9"
     assert images.PUBLIC.redis == "redis:7.0.15-bookworm"
     assert images.PUBLIC.postgres == "postgres:15.8-bookworm"
-    assert images.PUBLIC.socat == "alpine/socat:1.7.4.4"
-    assert images.OFFLINE.socat == images.OFFLINE.tools
     assert images.OFFLINE.server("0.9.6") != images.PUBLIC.server("0.9.6")
     assert images.OFFLINE.all_images(["0.9.9"]).count(images.OFFLINE.tools) == 1
     assert images.OFFLINE.seed in images.OFFLINE.all_images(["0.9.9"])

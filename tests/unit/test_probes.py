@@ -3,7 +3,8 @@ import socket
 
 import pytest
 
-from harness.probes import CacheStats, StatsContractError, clone_dirs, sample_server
+from harness.probes import clone_dirs, sample_server
+from harness.servers.opal import CacheStats, StatsContractError
 
 NATIVE_099 = {"pid": 7, "repo_locks": 2, "repos": 1, "repos_last_fetched": 0, "rss_kb": 900,
               "repo_locks_keys": ["a", "b"], "repos_keys": ["/x/a"], "repos_last_fetched_keys": []}

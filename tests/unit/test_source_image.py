@@ -4,8 +4,9 @@ import logging
 
 import pytest
 
-from harness import images, source_image
-from harness.source_image import image_constraints, source_image_ref, stage_context
+from harness import images
+from harness.servers.opal import source_image
+from harness.servers.opal.source_image import image_constraints, source_image_ref, stage_context
 from tests.unit.test_venvs import MASTER_SERVER_REQUIRES, _tree
 
 

@@ -5,9 +5,9 @@ import zipfile
 
 import pytest
 
-from harness import venvs
 from harness.config import Target
 from harness.errors import HarnessError
+from harness.servers.opal import venvs
 
 # packages/opal-server/requires.txt as on OPAL's master (mid-2026): pins of 0.9.9 do not fit it.
 MASTER_SERVER_REQUIRES = """\

@@ -33,7 +33,7 @@ from harness.images import (
     ImageSet,
     build,
 )
-from harness.venvs import (
+from harness.servers.opal.venvs import (
     Constraints,
     choose_constraints,
     content_digest,

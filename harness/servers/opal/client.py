@@ -1,0 +1,98 @@
+"""The OPAL server's HTTP API as the gates use it: scopes, policy, health, cache stats."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import requests
+
+from harness.servers.opal.recipe import scope_body
+from harness.servers.opal.stats import STATS_PATH, CacheStats
+
+
+@dataclass
+class PolicyResult:
+    status: int | None  # None: no answer within the client timeout
+    seconds: float
+    error: str = ""
+    hash: str | None = None  # the served bundle's commit (policy_hash only)
+
+    @property
+    def served(self) -> bool:
+        return self.status == 200
+
+
+class OpalClient:
+    """The scope API, health and stats of one running server. Every call has a timeout."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        # One connection per request: 0.9.6 drops a keep-alive connection after an
+        # unhandled error (e.g. GET policy of a deleted scope), and reusing it would turn
+        # the next, unrelated request into a "connection reset".
+        self.session.headers["Connection"] = "close"
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        try:
+            return self.session.get(self._url("/healthcheck"), timeout=timeout).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def put_scope(self, scope_id: str, repo_url: str) -> int:
+        response = self.session.put(self._url("/scopes"), json=scope_body(scope_id, repo_url),
+                                    timeout=self.timeout)
+        return response.status_code
+
+    def delete_scope(self, scope_id: str) -> int:
+        return self.session.delete(self._url(f"/scopes/{scope_id}"), timeout=self.timeout).status_code
+
+    def list_scopes(self) -> list[dict]:
+        response = self.session.get(self._url("/scopes"), timeout=self.timeout)
+        response.raise_for_status()
+        return response.json()
+
+    def refresh(self, scope_id: str | None = None) -> int:
+        path = f"/scopes/{scope_id}/refresh" if scope_id else "/scopes/refresh"
+        return self.session.post(self._url(path), timeout=self.timeout).status_code
+
+    def get_policy(self, scope_id: str, timeout: float | None = None) -> PolicyResult:
+        started = time.monotonic()
+        try:
+            response = self.session.get(self._url(f"/scopes/{scope_id}/policy"),
+                                        timeout=timeout or self.timeout)
+            return PolicyResult(response.status_code, time.monotonic() - started)
+        except requests.RequestException as exc:
+            return PolicyResult(None, time.monotonic() - started, type(exc).__name__)
+
+    def policy_hash(self, scope_id: str, timeout: float | None = None) -> PolicyResult:
+        """GET policy, keeping the commit the served bundle was built from.
+
+        OPAL's PolicyBundle carries it as `hash` (the commit SHA; `old_hash` is set only on
+        diff bundles). A 200 without a string `hash` keeps `hash` None and says so in `error`."""
+        started = time.monotonic()
+        try:
+            response = self.session.get(self._url(f"/scopes/{scope_id}/policy"),
+                                        timeout=timeout or self.timeout)
+        except requests.RequestException as exc:
+            return PolicyResult(None, time.monotonic() - started, type(exc).__name__)
+        seconds = time.monotonic() - started
+        if response.status_code != 200:
+            return PolicyResult(response.status_code, seconds)
+        try:
+            served = response.json().get("hash")
+        except (ValueError, AttributeError):
+            served = None
+        if not isinstance(served, str) or not served:
+            return PolicyResult(200, seconds, "the bundle has no `hash` field")
+        return PolicyResult(200, seconds, hash=served)
+
+    def cache_stats(self) -> CacheStats:
+        response = self.session.get(self._url(STATS_PATH), timeout=self.timeout)
+        response.raise_for_status()
+        return CacheStats.from_json(response.json(), wrapper=response.headers.get("X-Harness-Stats") == "wrapper")
