@@ -107,8 +107,7 @@ class Settings:
         prefix = f"{gate_id.upper().replace('-', '_')}_"
         return {k[len(prefix):].lower(): v for k, v in self.gate_vars.items() if k.startswith(prefix)}
 
-    def with_target(self, **changes) -> Settings:
-        return replace(self, target=replace(self.target, **changes))
+
 
 
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float,

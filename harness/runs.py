@@ -8,7 +8,6 @@ what a crashed or killed run left behind.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 from dataclasses import dataclass
@@ -69,10 +68,6 @@ def remove_run(run: RunInfo, owner_grace: float = 30.0) -> list[str]:
         stopped += remove_compose_resources(run.run_id)
     shutil.rmtree(run.path, ignore_errors=True)
     return stopped
-
-
-def is_run_root_empty(run_root: Path) -> bool:
-    return not run_root.exists() or not any(os.scandir(run_root))
 
 
 def remove_compose_resources(run_id: str | None = None, everything: bool = False) -> list[str]:

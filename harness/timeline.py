@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,3 @@ class Timeline:
     @classmethod
     def load(cls, path: Path) -> Timeline:
         return cls.from_dict(json.loads(path.read_text()))
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    return asdict(obj)

@@ -9,8 +9,6 @@ from typing import TypeVar
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from harness.errors import ServiceFailed
-
 T = TypeVar("T")
 
 
@@ -70,8 +68,3 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float, what: str) -> None:
-    wait_for(lambda: port_open(port), timeout, f"{what} did not listen on 127.0.0.1:{port}",
-             error=ServiceFailed)

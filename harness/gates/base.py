@@ -241,6 +241,7 @@ class Gate(ABC):
                           workers: int | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.id, cls.title, cls.params_type, cls.thresholds_type, cls.workers = id, title, params, thresholds, workers
+        params.gate_id = thresholds.gate_id = id  # type: ignore[attr-defined]  # named in their errors
 
     def server_profile(self, profile: str) -> dict[str, str]:
         """OPAL_* settings this gate adds to the profile (quick profile only by default)."""

@@ -12,13 +12,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from harness.gates.base import Gate, GateContext, ServerKnobs, cold_boot
+from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_START, Timeline
 from harness.verdict import FAIL, PASS, Verdict
 
 
 @dataclass
-class Params:
+class Params(GateSettings):
+    positive = ("healthy_scopes", "fallback_budget_s")
     healthy_scopes: int = 5
     slack_s: float = 15.0
     # For a server with neither a git timeout nor a preload drain: nothing bounds a dead
@@ -27,7 +29,7 @@ class Params:
 
 
 @dataclass
-class Thresholds:
+class Thresholds(GateSettings):
     pass  # judged against the budget derived from the server's settings
 
 

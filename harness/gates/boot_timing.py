@@ -15,13 +15,15 @@ import statistics
 from dataclasses import asdict, dataclass
 
 from harness.gates.base import Gate, GateContext, cold_boot
+from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name, probe_repo_name
 from harness.timeline import Timeline
 from harness.verdict import ERROR, FAIL, PASS, Verdict
 
 
 @dataclass
-class Params:
+class Params(GateSettings):
+    positive = ("scopes", "clone_samples", "boot_budget_factor", "empty_boot_budget_s")
     scopes: int = 20
     clone_samples: int = 3
     boot_budget_factor: float = 2.0  # give up at factor × the serial estimate + 30 s
@@ -30,7 +32,8 @@ class Params:
 
 
 @dataclass
-class Thresholds:
+class Thresholds(GateSettings):
+    positive = ("max_ratio",)
     max_ratio: float = 0.5
 
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from harness.errors import ConfigError
 from harness.gates.base import Gate, GateContext, ServerKnobs
+from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
@@ -33,16 +33,21 @@ MIN_OUTAGE_S = 5.0
 
 
 @dataclass
-class Params:
+class Params(GateSettings):
+    positive = ("outage_s", "budget_s", "window_budget_s")
     outage_s: float = 5.0
     budget_s: float = 30.0
     after_put_delay_s: float = 0.0  # 0: derived from the server's reconnect settings
     window_puts: int = 4  # recorded, not judged: PUTs in the first second after the bounce
     window_budget_s: float = 10.0
 
+    def validate(self) -> None:
+        if self.outage_s < MIN_OUTAGE_S:  # a sub-second restart races the respawn and hides the bug
+            self.refuse("outage_s", f"≥ {MIN_OUTAGE_S:g} s")
+
 
 @dataclass
-class Thresholds:
+class Thresholds(GateSettings):
     pass  # judged against budget_s
 
 
@@ -73,9 +78,6 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
-        if p.outage_s < MIN_OUTAGE_S:
-            raise ConfigError(f"broker-bounce outage_s={p.outage_s:g} is too short; use ≥ {MIN_OUTAGE_S:g} s "
-                              "(a sub-second restart races the respawn and hides the bug)")
         tl, stack, client = ctx.timeline, ctx.stack, ctx.client
         client.put_scope("before", stack.repo_url(policy_repo_name(30)))
         if ctx.served_within("before", p.budget_s, "before the outage") is None:

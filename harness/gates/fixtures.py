@@ -42,7 +42,10 @@ class GateSession:
     profile: str
 
     def run(self, gate_id: str) -> GateResult:
-        result = run_gate(gate_id, self.stack, self.profile)
+        try:
+            result = run_gate(gate_id, self.stack, self.profile)
+        except HarnessError as exc:  # a bad HARNESS_GATE_* value: one line, no traceback
+            pytest.fail(str(exc), pytrace=False)
         self.report.add(result)
         return result
 

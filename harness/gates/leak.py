@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext
+from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name, probe_repo_name
 from harness.servers.opal import CACHES
 from harness.timeline import Timeline
@@ -23,7 +24,8 @@ from harness.waiting import poll_until
 
 
 @dataclass
-class Params:
+class Params(GateSettings):
+    positive = ("cycles", "scopes", "serve_budget_s", "fill_budget_s", "settle_s")
     cycles: int = 3
     scopes: int = 10
     serve_budget_s: float = 60.0
@@ -33,7 +35,7 @@ class Params:
 
 
 @dataclass
-class Thresholds:
+class Thresholds(GateSettings):
     cache_tolerance: int = 0
     clone_dir_tolerance: int = 0
     open_file_tolerance: int = 2

@@ -15,13 +15,15 @@ import time
 from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext, Poller, ServerKnobs, batches, pre_fix_executor_size
+from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_START, Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 
 
 @dataclass
-class Params:
+class Params(GateSettings):
+    positive = ("poll_interval_s", "poll_timeout_s", "serve_budget_s", "fallback_budget_s")
     extra_dead: int = 2  # dead remotes beyond the pre-fix thread pool size
     slack_s: float = 10.0
     poll_interval_s: float = 1.0
@@ -32,8 +34,13 @@ class Params:
 
 
 @dataclass
-class Thresholds:
+class Thresholds(GateSettings):
+    positive = ("min_loaded_success",)
     min_loaded_success: float = 0.9
+
+    def validate(self) -> None:
+        if self.min_loaded_success > 1:
+            self.refuse("min_loaded_success", "a share ≤ 1")
 
 
 def new_scope_budget(knobs: ServerKnobs, dead: int, pool: int, p: Params) -> tuple[float, str]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from harness.fds import fd_census
 from harness.gates.base import Gate, GateContext, batches, pre_fix_executor_size
+from harness.gates.settings import GateSettings
 from harness.gitops import WorkingClones, push_base_url
 from harness.seed import policy_repo_name
 from harness.serverlog import read_slice, summarize
@@ -43,7 +44,8 @@ PHASES = ("burst", "mid-sync")
 
 
 @dataclass
-class Params:
+class Params(GateSettings):
+    positive = ("scopes", "mid_sync_scopes", "delete_clients", "settle_s", "one_clone_s")
     scopes: int = 500  # N, the burst
     mid_sync_scopes: int = 50  # M, deleted while their fetches run
     # A small round of both phases first, not judged: pools, connections and threads a
@@ -58,7 +60,7 @@ class Params:
 
 
 @dataclass
-class Thresholds:
+class Thresholds(GateSettings):
     cache_tolerance: int = 0
     clone_dir_tolerance: int = 0
     fd_tolerance: int = 4  # per kind of fd

@@ -16,7 +16,6 @@ GATES: dict[str, Gate] = {gate.id: gate for gate in (
     LeakGate(), RepeatSyncGate(), OfflineRepoGate(), ZombieCapGate(),
     BootTimingGate(), BootDeadScopeGate(), BrokerBounceGate(), OrphanClonesGate(),
 )}
-MAIN_JOB = ("leak", "repeat-sync")
 
 
 def marker(gate_id: str) -> str:

@@ -31,6 +31,7 @@ from itertools import combinations
 from typing import Any
 
 from harness.gates.base import Gate, GateContext
+from harness.gates.settings import GateSettings
 from harness.gitops import GitOpError, WorkingClones, push_base_url
 from harness.probes import mapped_pack_files
 from harness.seed import policy_repo_name
@@ -43,7 +44,8 @@ PUSH_PARALLEL = 4  # git pushes at once: the git daemon and 2 cores keep up with
 
 
 @dataclass
-class Params:
+class Params(GateSettings):
+    positive = ("scopes", "cycles", "serve_budget_s", "sync_budget_s", "git_timeout_s")
     scopes: int = 10
     cycles: int = 12
     warmup_cycles: int = 3
@@ -54,9 +56,13 @@ class Params:
     # change what another gate clones (boot-timing times clones of policy-0000..)
     first_repo: int = 40
 
+    def validate(self) -> None:
+        if self.cycles < self.warmup_cycles + 3:  # a slope needs 3 measured cycles
+            self.refuse("cycles", f"≥ warmup_cycles + 3 = {self.warmup_cycles + 3}")
+
 
 @dataclass
-class Thresholds:
+class Thresholds(GateSettings):
     """Bounds per scope per fetch (slope per cycle / scopes), after warm-up.
 
     A server that keeps one more pack file per fetch for each cached repository shows

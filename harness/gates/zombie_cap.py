@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext, ServerKnobs, batches, pre_fix_executor_size
+from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name
 from harness.timeline import FAULT_START, Timeline
 from harness.verdict import ERROR, FAIL, PASS, Verdict
@@ -25,7 +26,8 @@ QUICK_ZOMBIE_CAP = "20"
 
 
 @dataclass
-class Params:
+class Params(GateSettings):
+    positive = ("serve_budget_s", "fallback_budget_s", "fallback_pile_up_s")
     extra_dead: int = 0  # dead remotes beyond cap + git workers
     slack_s: float = 10.0
     serve_budget_s: float = 30.0
@@ -64,7 +66,7 @@ def plan(knobs: ServerKnobs, pool: int, p: Params) -> Plan:
 
 
 @dataclass
-class Thresholds:
+class Thresholds(GateSettings):
     pass  # the verdict is the served/not-served fact against the derived budget
 
 

@@ -16,10 +16,6 @@ class ComposeCli:
     argv: tuple[str, ...]  # ("docker", "compose") or ("docker-compose",)
     version: str
 
-    @property
-    def is_v1(self) -> bool:
-        return self.argv == ("docker-compose",)
-
     def run(self, project: str, files: list[Path], args: list[str], env: Mapping[str, str],
             timeout: float = 600, log: Path | None = None) -> str:
         command = [*self.argv, "-p", project, *[a for f in files for a in ("-f", str(f))], *args]

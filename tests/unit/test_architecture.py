@@ -51,3 +51,32 @@ def test_only_the_settings_module_reads_harness_variables():
     offenders = [f"{path.relative_to(ROOT.parent)}:{n}" for path in ROOT.rglob("*.py") if path.name != "config.py"
                  for n, line in enumerate(path.read_text().splitlines(), 1) if reads.search(line)]
     assert offenders == []
+
+
+def test_the_stack_contract_is_lifecycle_and_topology():
+    """Control and observation go through handles (service, server); a backend implements
+    these and nothing more."""
+    from harness.stack.base import ServerProbe, Stack
+    assert Stack.__abstractmethods__ == {"up", "down", "service", "address", "server", "logs_dir",
+                                         "repo_url", "dead_url", "ensure_repos"}
+    assert ServerProbe.__abstractmethods__ == {"pids", "settings", "clone_dirs", "cpu_count", "python",
+                                               "restart", "peer_ports"}
+
+
+def test_only_the_opal_package_and_the_stacks_that_launch_it_know_opal_internals():
+    """Gates reach the server through its client, stats contract and the stack's probe: they
+    import nothing of the OPAL recipe, process or install."""
+    modules = _modules()
+    internal = {m for m in modules if m.startswith("harness.servers.opal.") and
+                m.rsplit(".", 1)[1] in ("recipe", "process", "venvs", "source_image")}
+    gates = {name: path for name, path in modules.items() if name.startswith("harness.gates")}
+    offenders = {name: sorted(_imports(path, modules) & internal) for name, path in gates.items()}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_an_address_is_structured_and_renders_its_url():
+    from harness.stack.base import Address
+    pg = Address("postgres", "127.0.0.1", 5433, userinfo="opal:opal", path="/postgres")
+    assert (pg.host, pg.port) == ("127.0.0.1", 5433)
+    assert pg.url == "postgres://opal:opal@127.0.0.1:5433/postgres"
+    assert Address("git", "127.0.0.1", 9418, path="/").url == "git://127.0.0.1:9418/"

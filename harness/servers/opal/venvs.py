@@ -130,15 +130,6 @@ def source_tree_digest(tree: Path) -> str:
     return sha.hexdigest()[:12]
 
 
-def source_tree_version(tree: Path) -> str | None:
-    """VERSION of packages/__packaging__.py: "0.0.0" on every OPAL branch (a placeholder)."""
-    text = (tree / "packages" / "__packaging__.py").read_text()
-    match = re.search(r"^VERSION\s*=\s*\(([\d\s,]+)\)", text, re.MULTILINE)
-    if not match:
-        return None
-    return ".".join(p.strip() for p in match.group(1).split(",") if p.strip())
-
-
 # --- requirements --------------------------------------------------------------------------
 
 def requirement_lines(text: str) -> list[str]:
