@@ -1,19 +1,33 @@
-"""The `harness` command: bring a stack up, look at it, tear it down, clean up, re-judge reports."""
+"""The `harness` command: bring a stack up, run gates on it, compare two targets, rerun a
+recorded run, look at stacks, tear them down, clean up, re-judge reports.
+
+Exit status: 0 success (every gate passed); 1 a gate failed (`compare`: B fails a gate A
+passes); 2 an error or bad input (one line naming the fix); 130 interrupted."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 from harness import config, console, runs
 from harness.errors import HarnessError
 from harness.stack import make_stack
+from harness.stack.base import SERVICES
+from harness.waiting import wait_for
+
+# A first run builds the server's virtualenv (or image) before the stack is up.
+DETACH_TIMEOUT_S = 1800
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
     overrides = {}
-    for name in ("version", "source", "workers", "backend"):
+    for name in ("version", "source", "image", "workers", "backend", "reports_dir"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -22,15 +36,131 @@ def _settings(args: argparse.Namespace) -> config.Settings:
     return config.from_env(**overrides)
 
 
+def _target_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, name, None) for name in ("version", "source", "image"))
+
+
+def _add_target_flags(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--opal-version", dest="version", help="a PyPI release (default: OPAL_VERSION or 0.9.9)")
+    target.add_argument("--opal-source", "--source", dest="source", help="an OPAL source tree (default: OPAL_SOURCE)")
+    target.add_argument("--opal-image", dest="image", help="a prebuilt server image, compose only (OPAL_IMAGE)")
+    parser.add_argument("--backend", help="auto (default: BACKEND or auto) | local | compose")
+    parser.add_argument("--reports-dir", dest="reports_dir", help="where reports go (default: HARNESS_REPORTS_DIR "
+                                                                  "or ./reports)")
+
+
+def cmd_gates(args: argparse.Namespace) -> int:
+    from harness.gates.batch import Batch, run_batch
+    from harness.gates.registry import GATES
+    settings = _settings(args)
+    batch = Batch(gates=args.gate or list(GATES), keep=args.keep_stack,
+                  junit=Path(args.junitxml) if args.junitxml else None)
+    stack = None
+    if args.against:
+        from harness.stack.attach import attach
+        stack = attach(settings, args.against)
+        settings = stack.settings
+    status, _ = run_batch(settings, batch, stack=stack)
+    return status
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import compare_command
+    from harness.gates.registry import GATES
+    settings = config.from_env(**({"reports_dir": args.reports_dir} if args.reports_dir else {}))
+    extra = ["--backend", args.backend] if args.backend else []
+    return compare_command(args.a, args.b, args.gate or list(GATES), settings.reports_dir, extra)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from harness.gates.batch import run_batch
+    from harness.gates.rerun import compare_with_recorded, load_report, rerun_plan
+    run_dir = Path(args.run_dir)
+    report = load_report(run_dir)
+    settings, batch = rerun_plan(report, _settings(args), _target_given(args))
+    batch.keep, batch.junit = args.keep_stack, Path(args.junitxml) if args.junitxml else None
+    print(f"[harness] rerunning {', '.join(batch.gates)} of {run_dir} on {settings.target.label}")
+    status, new_dir = run_batch(settings, batch)
+    for line in compare_with_recorded(report, new_dir):
+        print(line)
+    return status
+
+
+def describe(stack) -> dict:
+    """`harness up --json`: the run and how to reach each service (None: only inside the
+    stack's network), as `harness gates --against` and scripts read it."""
+    return {"run_id": stack.run_id, "backend": stack.backend, "target": stack.settings.target.label,
+            "run_dir": str(stack.run_dir), "endpoints": {name: (a.url if (a := stack.address(name)) else None)
+                                                         for name in SERVICES},
+            "repo_url": stack.repo_url("policy-0000"), "dead_url": stack.dead_url(0),
+            "stop": f"harness down {stack.run_id}"}
+
+
+def _up_flags(args: argparse.Namespace) -> list[str]:
+    """The flags of this `harness up` again, for the detached child."""
+    flags = []
+    for name, flag in (("version", "--opal-version"), ("source", "--opal-source"), ("image", "--opal-image"),
+                       ("backend", "--backend"), ("reports_dir", "--reports-dir"), ("workers", "--workers"),
+                       ("repos", "--repos")):
+        if getattr(args, name, None) is not None:
+            flags += [flag, str(getattr(args, name))]
+    return flags
+
+
+def cmd_up_detached(args: argparse.Namespace) -> int:
+    """Start `harness up --json` in its own session with its output in a log file, wait
+    until it says the stack is up, print that and return; the child keeps the stack up until
+    `harness down RUN_ID` (SIGTERM) tears it down."""
+    settings = _settings(args)
+    settings.run_root.mkdir(parents=True, exist_ok=True)
+    log_path = settings.run_root / f"up-{os.getpid()}-{int(time.time())}.log"
+    with open(log_path, "wb") as out:
+        child = subprocess.Popen([sys.executable, "-m", "harness", "up", "--json", *_up_flags(args)],
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+
+    def up_line() -> dict | None:
+        for line in log_path.read_text(errors="replace").splitlines():
+            if line.startswith('{"run_id"'):
+                return json.loads(line)
+        if child.poll() is not None:
+            raise HarnessError(f"`harness up` exited {child.returncode} before the stack was up:\n"
+                               + "\n".join(log_path.read_text(errors="replace").splitlines()[-15:]))
+        return None
+    try:
+        described = wait_for(up_line, DETACH_TIMEOUT_S, "the detached stack coming up", interval=0.5) or {}
+    except BaseException:
+        child.terminate()  # it tears down what it started
+        child.wait(timeout=120)
+        raise
+    os.replace(log_path, Path(described["run_dir"]) / "up.log")
+    if args.json:
+        print(json.dumps(described))
+    else:
+        _print_endpoints(described)
+        print(f"\nstack {described['run_id']} is up (detached); stop it with: {described['stop']}")
+    return 0
+
+
+def _print_endpoints(described: dict) -> None:
+    print("\nendpoints:")
+    for name, url in described["endpoints"].items():
+        print(f"  {name:<10} {url or 'inside the stack network only'}")
+    print(f"  {'repo url':<10} {described['repo_url']}")
+    print(f"  {'dead url':<10} {described['dead_url']}")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.detach:
+        return cmd_up_detached(args)
     settings = _settings(args)
     with make_stack(settings) as stack:
-        print("\nendpoints:")
-        for service, where in stack.endpoints().items():
-            print(f"  {service:<10} {where}")
-        print(f"  {'repo url':<10} {stack.repo_url('policy-0000')}  (policy-0000 .. "
-              f"policy-{settings.seed_repos - 1:04d}, probe-0 .. probe-3)")
-        print(f"  {'dead url':<10} {stack.dead_url(0)}")
+        described = describe(stack)
+        if args.json:  # one line: what a detached parent (or a script) waits for
+            print(json.dumps(described), flush=True)
+        _print_endpoints(described)
+        print(f"  (repos policy-0000 .. policy-{settings.seed_repos - 1:04d}, probe-0 .. probe-3)")
         try:
             # Inside the try: a Ctrl-C right after the line is read still stops cleanly.
             print(f"\nrun dir {stack.run_dir}\nstack {stack.run_id} is up; Ctrl-C (or `harness down`) stops it",
@@ -105,13 +235,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="bring a stack up and keep it up until Ctrl-C")
-    up.add_argument("--opal-version", dest="version", help="PyPI release (default: OPAL_VERSION or 0.9.9)")
-    up.add_argument("--source", help="OPAL source tree (default: OPAL_SOURCE)")
+    up = sub.add_parser("up", help="bring a stack up and keep it up until Ctrl-C (or --detach)")
+    _add_target_flags(up)
     up.add_argument("--workers", type=int, help="gunicorn workers (default 1)")
     up.add_argument("--repos", type=int, help="policy repos to seed (default 60)")
-    up.add_argument("--backend", help="auto (default: BACKEND or auto) | local | compose")
+    up.add_argument("--detach", action="store_true",
+                    help="return once the stack is up; it runs until `harness down RUN_ID`")
+    up.add_argument("--json", action="store_true", help="print the run id and endpoints as JSON")
     up.set_defaults(func=cmd_up)
+
+    gates = sub.add_parser("gates", help="run gates on a new stack (or --against a running one); exit 0 all "
+                                         "pass, 1 a gate failed, 2 error")
+    _add_target_flags(gates)
+    gates.add_argument("--gate", action="append", metavar="ID", help="a gate id (repeatable; default: every gate)")
+    gates.add_argument("--keep-stack", choices=("never", "on-failure", "always"), default="never",
+                       help="leave the stack up after the run (default never)")
+    gates.add_argument("--against", metavar="RUN_ID", help="run on the stack `harness up --detach` left running")
+    gates.add_argument("--junitxml", metavar="PATH", help="also write JUnit XML (a testcase per gate, with "
+                                                          "verdict, category and figures as properties)")
+    gates.set_defaults(func=cmd_gates)
+
+    compare = sub.add_parser("compare", help="run gates on two targets side by side; exit 1 when B fails a "
+                                             "gate A passes")
+    compare.add_argument("a", help="A: a release (0.9.6), a source tree path or an image (repo:tag)")
+    compare.add_argument("b", help="B: the same kinds as A")
+    compare.add_argument("--gate", action="append", metavar="ID", help="a gate id (repeatable; default: every gate)")
+    compare.add_argument("--backend", help="auto | local | compose (both sides)")
+    compare.add_argument("--reports-dir", dest="reports_dir", help="where compare-<time>/ goes (default ./reports)")
+    compare.set_defaults(func=cmd_compare)
+
+    rerun = sub.add_parser("rerun", help="run a recorded run's gates again with its parameters, thresholds and "
+                                         "server settings, on its target or another")
+    rerun.add_argument("run_dir", help="a run directory under reports/")
+    _add_target_flags(rerun)
+    rerun.add_argument("--keep-stack", choices=("never", "on-failure", "always"), default="never")
+    rerun.add_argument("--junitxml", metavar="PATH")
+    rerun.set_defaults(func=cmd_rerun)
 
     sub.add_parser("status", help="list runs, their endpoints and processes").set_defaults(func=cmd_status)
 

@@ -22,6 +22,7 @@ Environment variables (all optional):
   HARNESS_SERVER_PROFILE  the gates' server profile: quick (default) | defaults
   HARNESS_REQUIRE      1 = a test that would skip fails instead (CI)
   HARNESS_GATE_<GATE>_<NAME>  a gate's parameter or threshold, e.g. HARNESS_GATE_LEAK_CYCLES=5
+  GITHUB_STEP_SUMMARY  set by GitHub Actions: gate runs append their verdict table to it
 
 This module is the only one that reads HARNESS_* variables: everything else gets Settings.
 """
@@ -98,6 +99,8 @@ class Settings:
     images: str = "auto"
     server_profile: str = "quick"
     require: bool = False
+    # GITHUB_STEP_SUMMARY: a CI job's summary file; gate runs append their verdict table to it.
+    step_summary: Path | None = None
     # HARNESS_GATE_<GATE>_<NAME>: raw values by gate variable prefix, resolved per gate by
     # gate_overrides() (the gates validate the names and types).
     gate_vars: Mapping[str, str] = field(default_factory=dict)
@@ -279,5 +282,6 @@ def from_env(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
         images=image_set_choice(env),
         server_profile=_choice(env, "HARNESS_SERVER_PROFILE", "quick", SERVER_PROFILES),
         require=_bool(env, "HARNESS_REQUIRE"),
+        step_summary=Path(env["GITHUB_STEP_SUMMARY"]) if env.get("GITHUB_STEP_SUMMARY") else None,
         gate_vars={k.removeprefix(GATE_PREFIX): v for k, v in env.items() if k.startswith(GATE_PREFIX)},
     )

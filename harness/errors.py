@@ -18,4 +18,9 @@ class MissingDependency(HarnessError):
 
 
 class ServiceFailed(HarnessError):
-    """A service of the stack did not start or did not become ready."""
+    """A service of the stack did not start or did not become ready (`service` names it
+    when known; a failed stack's report records it)."""
+
+    def __init__(self, message: str, service: str | None = None):
+        super().__init__(message)
+        self.service = service

@@ -25,20 +25,30 @@ DIR_REGISTRY = "dirs.txt"  # directories a run made outside its run dir
 
 @dataclass
 class ManagedProcess:
+    """A process the harness started: by this process (`popen`), or by another harness
+    process of the same run and adopted from its registry (`harness gates --against`)."""
+
     name: str
-    popen: subprocess.Popen
+    popen: subprocess.Popen | None
     log_path: Path
     create_time: float
+    adopted_pid: int = 0
 
     @property
     def pid(self) -> int:
-        return self.popen.pid
+        return self.popen.pid if self.popen is not None else self.adopted_pid
 
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        if self.popen is not None:
+            return self.popen.poll() is None
+        proc = still_running({"pid": self.adopted_pid, "create_time": self.create_time})
+        try:
+            return proc is not None and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
 
     def exit_code(self) -> int | None:
-        return self.popen.poll()
+        return self.popen.poll() if self.popen is not None else None
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -55,10 +65,23 @@ class ManagedProcess:
     def stop(self, grace: float = 10.0, first_signal: int = signal.SIGTERM) -> None:
         """Stop the process and everything it spawned, by PID; SIGKILL after `grace` s."""
         stop_tree(self.pid, grace=grace, first_signal=first_signal)
+        if self.popen is None:
+            return
         try:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+
+
+def adopt(run_dir: Path, name: str, log_path: Path) -> ManagedProcess | None:
+    """The newest registered process called `name` of a run, if it still runs."""
+    for entry in reversed(registered(run_dir)):
+        if entry["name"] == name:
+            if still_running(entry) is None:
+                return None
+            return ManagedProcess(name=name, popen=None, log_path=log_path, create_time=entry["create_time"],
+                                  adopted_pid=entry["pid"])
+    return None
 
 
 def descendants_of(pid: int) -> list[psutil.Process]:

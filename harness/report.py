@@ -1,7 +1,9 @@
-"""Run reports: reports/<run-id>/ with report.json, summary.md, plots, timelines and logs.
+"""Run reports: reports/<run-id>/ with report.json, summary.md, benchmark.json, plots,
+timelines and logs.
 
-`harness report <run dir>` re-judges the saved timelines with the same or new
-thresholds, without running the stack.
+report.json follows harness/report.schema.json (`schema_version` 1), which ships with the
+package; `schema_errors` checks a report against it. `harness report <run dir>` re-judges
+the saved timelines with the same or new thresholds, without running the stack.
 """
 
 from __future__ import annotations
@@ -9,12 +11,16 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.figures import figures
 from harness.timeline import Timeline
 from harness.verdict import GateResult
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
 SYMBOL = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}
 
@@ -26,13 +32,23 @@ def _iso(epoch: float) -> str:
 class RunReport:
     """Collects gate results of one run and writes them out."""
 
-    def __init__(self, reports_dir: Path, run_id: str, target: str, backend: str, profile: str):
+    def __init__(self, reports_dir: Path, run_id: str, target: str, backend: str, profile: str,
+                 meta: Mapping[str, Any] | None = None):
+        """`meta`: what the run was made on (harness/runinfo.py: harness and server versions,
+        host, target spec, server env), recorded as top-level fields of report.json."""
         self.dir = reports_dir / run_id
         self.run_id, self.target, self.backend, self.profile = run_id, target, backend, profile
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.error: dict[str, Any] | None = None
         self.started_at = time.time()
         self.results: list[GateResult] = []
         self.dir.mkdir(parents=True, exist_ok=True)
         _point_latest(reports_dir, self.dir)
+
+    def stack_failed(self, service: str | None, message: str) -> None:
+        """The stack did not come up: the report says which service and why."""
+        self.error = {"service": service, "message": message}
+        self.write()
 
     def add(self, result: GateResult) -> None:
         self.results.append(result)
@@ -51,15 +67,23 @@ class RunReport:
 
     def to_json(self) -> dict[str, Any]:
         settings = next((r.server_settings for r in self.results if r.server_settings), {})
-        return {"run_id": self.run_id, "target": self.target, "backend": self.backend,
-                "server_profile": self.profile, "server_settings": settings,
+        data = {"schema_version": SCHEMA_VERSION, "run_id": self.run_id, "target": self.target,
+                "backend": self.backend, "server_profile": self.profile, "server_settings": settings,
                 "started_at": _iso(self.started_at), "ended_at": _iso(time.time()),
-                "gates": [dict(r.to_json(), timeline=f"timelines/{r.id}.json", plot=f"plots/{r.id}.png")
+                "harness_version": "unknown", "host": {}, **self.meta,
+                "gates": [dict(r.to_json(), timeline=f"timelines/{r.id}.json", plot=f"plots/{r.id}.png",
+                               figures=[{"name": f.name, "unit": f.unit, "value": f.value}
+                                        for f in figures(r.id, r.metrics)])
                           for r in self.results]}
+        if self.error is not None:
+            data["error"] = self.error
+        return data
 
     def write(self) -> None:
-        (self.dir / "report.json").write_text(json.dumps(self.to_json(), indent=2, default=str))
-        (self.dir / "summary.md").write_text(summary_markdown(self.to_json()))
+        data = self.to_json()
+        (self.dir / "report.json").write_text(json.dumps(data, indent=2, default=str))
+        (self.dir / "summary.md").write_text(summary_markdown(data))
+        (self.dir / "benchmark.json").write_text(json.dumps(benchmark_entries(data), indent=2))
 
     def table(self) -> str:
         return verdict_table(self.to_json()["gates"])
@@ -79,6 +103,23 @@ def verdict_table(gates: Iterable[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def benchmark_entries(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """github-action-benchmark's `customSmallerIsBetter` entries: every gate's figures."""
+    return [{"name": f"{g['id']}: {f['name']}", "unit": f["unit"], "value": f["value"],
+             "extra": f"verdict {g['verdict']}; target {report['target']}"}
+            for g in report["gates"] for f in g.get("figures", [])]
+
+
+def schema_errors(report: Mapping[str, Any]) -> list[str]:
+    """Where a report.json breaks harness/report.schema.json (empty: it conforms)."""
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    return [f"{'/'.join(str(p) for p in error.absolute_path) or '(top)'}: {error.message}"
+            for error in validator.iter_errors(json.loads(json.dumps(report, default=str)))]
+
+
 def summary_markdown(report: dict[str, Any]) -> str:
     settings = report.get("server_settings", {})
     knobs = {k: v for k, v in settings.items() if k.startswith("OPAL_SCOPES_GIT") or k == "OPAL_SCOPES"}
@@ -86,8 +127,14 @@ def summary_markdown(report: dict[str, Any]) -> str:
              f"- target: `{report['target']}`", f"- backend: {report['backend']}",
              f"- server profile: {report['server_profile']} "
              f"({', '.join(f'{k}={v}' for k, v in sorted(knobs.items())) or 'server defaults'})",
-             f"- started {report['started_at']}, ended {report['ended_at']}", "",
-             "| gate | verdict | time | reason |", "|---|---|---|---|"]
+             f"- server version: {report.get('server_version') or 'unknown'}; harness "
+             f"{report.get('harness_version', 'unknown')}",
+             f"- started {report['started_at']}, ended {report['ended_at']}", ""]
+    if report.get("error"):
+        error = report["error"]
+        lines += [f"**The stack did not come up** ({error.get('service') or 'unknown service'}): "
+                  f"{error['message']}", "", "Every service's log is in `logs/`.", ""]
+    lines += ["| gate | verdict | time | reason |", "|---|---|---|---|"]
     for g in report["gates"]:
         reason = g["reason"].replace("|", "\\|")
         lines.append(f"| `{g['id']}` | **{SYMBOL[g['verdict']]}** | {g['duration_s']:.0f} s | {reason} |")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from harness import config, console
+from harness.ci_outputs import append_step_summary, junit_properties
 from harness.errors import HarnessError
 from harness.gates.runner import run_gate
 from harness.report import RunReport
@@ -49,6 +50,11 @@ class GateSession:
         self.report.add(result)
         return result
 
+    def properties(self, gate_id: str) -> list[tuple[str, str]]:
+        """JUnit properties of a gate that ran: verdict, category, figures, report path."""
+        gate = next(g for g in self.report.to_json()["gates"] if g["id"] == gate_id)
+        return junit_properties(gate, self.report.dir)
+
 
 @pytest.fixture(scope="session")
 def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settings) -> Iterator[GateSession]:
@@ -60,13 +66,14 @@ def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settin
     except HarnessError as exc:
         pytest.fail(f"the stack did not come up: {exc}", pytrace=False)
     report = RunReport(harness_settings.reports_dir, stack.run_id, harness_settings.target.label,
-                       stack.backend, profile)
+                       stack.backend, profile, meta=stack.run_metadata())
     request.config.stash[REPORT_KEY] = report
     try:
         yield GateSession(stack, report, profile)
     finally:
         report.collect_logs(stack.logs_dir())
         report.write()
+        append_step_summary(report.to_json(), report.dir, harness_settings.step_summary)
         stack.__exit__(None, None, None)
 
 

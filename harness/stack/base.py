@@ -23,14 +23,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
 from harness import redisdb
 from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
-from harness.servers.opal import CLONE_TIMER, KNOB_NAMES, KNOB_READER, OpalClient, stored_scopes
+from harness.report import RunReport
+from harness.runinfo import settings_metadata, target_spec
+from harness.servers.opal import CLONE_TIMER, KNOB_NAMES, KNOB_READER, VERSION_READER, OpalClient, stored_scopes
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,10 @@ class ServerProbe(ABC):
         """Time one clone of `url` from the server's environment with its git library."""
         return float(self.python(CLONE_TIMER, [url]).strip())
 
+    def installed_version(self) -> str:
+        """The server's version as its own environment reports it."""
+        return self.python(VERSION_READER, [], timeout=120).strip()
+
     def knobs(self) -> dict[str, float | int | None]:
         """The server's own values of the knobs gate budgets derive from (None: this server
         has no such setting), read from its config object with the settings it runs with."""
@@ -157,6 +163,8 @@ class Stack(ABC):
         self.run_id = new_run_id()
         self.run_dir: Path = settings.run_root / self.run_id
         self.keep = settings.keep_stack
+        #: the service `up` is starting now: named in the report when the stack fails to come up
+        self.starting: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     @abstractmethod
@@ -170,10 +178,27 @@ class Stack(ABC):
         self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         try:
             self.up()
-        except BaseException:
+        except BaseException as exc:
+            self._report_failed_up(exc)
             self.down()
             raise
         return self
+
+    def _report_failed_up(self, exc: BaseException) -> None:
+        """reports/<run id>/ with every service's log and the service that failed: down()
+        removes the run dir, and a stack that fails to start must not take its logs along."""
+        if not self.run_dir.exists():
+            return  # failed before anything ran (bad settings, no engine): the message says all
+        service = getattr(exc, "service", None) or self.starting
+        report = RunReport(self.settings.reports_dir, self.run_id, self.settings.target.label, self.backend,
+                           self.settings.server_profile, meta=settings_metadata(self.settings, self.backend))
+        try:
+            report.collect_logs(self.logs_dir())
+        except Exception as log_exc:  # the engine may be the thing that failed
+            log.warning(f"[harness] could not collect the logs of the failed stack: {log_exc}")
+        message = str(exc) or type(exc).__name__
+        report.stack_failed(service, message)
+        log.info(f"[harness] the stack did not come up ({service or 'unknown service'}); logs kept in {report.dir}")
 
     def __exit__(self, *exc_info) -> None:
         try:
@@ -235,11 +260,28 @@ class Stack(ABC):
     def client(self) -> OpalClient:
         return self.server.client
 
+    def run_metadata(self, run_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """What a report records about this run (harness/runinfo.py) plus what only the
+        running stack can say: the engine and the server's own version."""
+        meta = settings_metadata(self.settings, self.backend, run_env)
+        meta["host"]["engine_version"] = self.engine_version()
+        try:
+            meta["server_version"] = self.server.installed_version()
+        except HarnessError as exc:  # recorded as unknown; never a reason to lose a run
+            log.warning(f"[harness] could not read the server's version: {exc}")
+            meta["server_version"] = None
+        return meta
+
+    def engine_version(self) -> str | None:
+        """The container engine's version (None: no engine involved)."""
+        return None
+
     def write_state(self, **extra) -> None:
         """stack.json: what `harness status/down/clean` know of this run, including the
         owner process (PID and start time, so a recycled PID is not mistaken for it)."""
         state = {"run_id": self.run_id, "backend": self.backend, "target": self.settings.target.label,
-                 "owner_pid": os.getpid(), "owner_create_time": psutil.Process().create_time(), **extra}
+                 "target_spec": target_spec(self.settings), "owner_pid": os.getpid(),
+                 "owner_create_time": psutil.Process().create_time(), **extra}
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 

@@ -16,10 +16,12 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from harness import STACKS_DIR, images
+from harness.config import Settings
 from harness.errors import ConfigError, HarnessError, ServiceFailed
 from harness.githost.bare import CONNECTION_LINE
 from harness.images import docker_client
@@ -93,12 +95,38 @@ class ComposeStack(Stack):
         self._write_server_command()
         self._say(f"compose {self._cli.version} ({' '.join(self._cli.argv)}), images: {self._image_set.name}, "
                   f"git host: {self.githost}, project {self.project}: starting ...")
-        self._compose(["up", "-d"], timeout=900)
-        self._check_ready()
+        try:
+            self._compose(["up", "-d"], timeout=900)
+            self._check_ready()
+        except HarnessError as exc:
+            failed = self._failed_services()
+            raise ServiceFailed(f"{exc} (not healthy: {', '.join(failed) or 'none found'})",
+                                service=failed[0] if failed else None) from None
         if self.githost == "gitea":
             self._bootstrap_gitea()
         self._say(f"stack {self.run_id} up in {time.monotonic() - started:.1f} s (run dir {self.run_dir})")
-        self.write_state(compose_project=self.project, endpoints=self.endpoints())
+        self.write_state(compose_project=self.project, endpoints=self.endpoints(), attach=self.attach_state())
+
+    def attach_state(self) -> dict[str, Any]:
+        """What another harness process needs to drive this stack (`harness gates --against`)."""
+        assert self._image_set is not None
+        return {"project": self.project, "ports": self.ports, "githost": self.githost, "images": self._image_set.name,
+                "server_image": self._server_image(), "workers": self.workers, "overrides": self.overrides,
+                "seeded": self.seeded}
+
+    @classmethod
+    def attached(cls, settings: Settings, run_dir: Path, state: Mapping[str, Any]) -> ComposeStack:
+        """This stack as seen from another process: the same project, ports and settings.
+        The owner (`harness up --detach`) still tears it down."""
+        stack = cls(settings, githost=state["githost"])
+        stack.run_id, stack.run_dir, stack.keep = run_dir.name, run_dir, True
+        stack.project, stack.ports = state["project"], {k: int(v) for k, v in state["ports"].items()}
+        stack.workers, stack.overrides = int(state["workers"]), dict(state["overrides"])
+        stack.seeded = int(state["seeded"])
+        stack._docker, stack._cli = docker_client(), detect()
+        stack._image_set = images.choose_image_set(state["images"])
+        stack._server_ref = state["server_image"]
+        return stack
 
     def down(self) -> None:
         if self._cli is not None and self.run_dir.exists():
@@ -189,6 +217,19 @@ class ComposeStack(Stack):
         if code != 0:
             raise ServiceFailed(f"the stack's `ready` service exited {code}; see {self.run_dir / 'logs'}")
 
+    def _failed_services(self) -> list[str]:
+        """Services of this project whose container exited non-zero or is unhealthy."""
+        assert self._docker is not None
+        failed = []
+        for container in self._docker.containers.list(all=True, filters={
+                "label": f"com.docker.compose.project={self.project}"}):
+            state = container.attrs.get("State", {})
+            service = container.labels.get("com.docker.compose.service", container.name)
+            exited_badly = state.get("Status") == "exited" and state.get("ExitCode", 0) != 0
+            if service != "ready" and (exited_badly or state.get("Health", {}).get("Status") == "unhealthy"):
+                failed.append(service)
+        return sorted(failed)
+
     def _bootstrap_gitea(self) -> None:
         """Admin user (gitea CLI in the container), token, then repos through the REST API."""
         from harness.githost import gitea
@@ -247,6 +288,13 @@ class ComposeStack(Stack):
         if name == "postgres":
             return Address("postgres", "127.0.0.1", port, userinfo="opal:opal", path="/postgres")
         return Address("git" if self.githost == "bare" else "http", "127.0.0.1", port, path="/")
+
+    def engine_version(self) -> str | None:
+        assert self._docker is not None
+        try:
+            return str(self._docker.version().get("Version"))
+        except Exception:  # recorded as unknown; a busy engine must not fail the run
+            return None
 
     @property
     def server(self) -> ComposeServerProbe:

@@ -9,13 +9,15 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from harness import procs, seed
+from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
 from harness.githost.bare import BareGitHost
 from harness.probes import clone_dirs
 from harness.servers.opal import OpalServerProcess
-from harness.servers.opal.venvs import choose_constraints, ensure_server_venv
+from harness.servers.opal.venvs import ServerVenv, choose_constraints, ensure_server_venv
 from harness.services.base import LocalService
 from harness.services.listeners import ListenerService
 from harness.services.postgres import DB_NAME, DB_PASSWORD, DB_USER, PostgresService
@@ -48,36 +50,62 @@ class LocalStack(Stack):
         self.write_state()
         self._build_services(venv)
         for name in ("redis", "postgres", "githost", "blackhole", "slowfail", "latency"):
+            self.starting = name
             step = time.monotonic()
             self.services[name].start()
             self._say(f"{name} up on {self.address(name).url} ({time.monotonic() - step:.1f} s)")
+        self.starting = "githost"  # seeding
         self.ensure_repos(self.settings.seed_repos)
+        self.starting = "server"
         step = time.monotonic()
         self.server_process.start()
         self._say(f"server {self.settings.target.label} healthy on {self.address('server').url} "
                   f"({time.monotonic() - step:.1f} s)")
-        self.write_state(endpoints=self.endpoints())
+        self.starting = None
+        self.write_state(endpoints=self.endpoints(), attach=self.attach_state())
         self._say(f"stack {self.run_id} up in {time.monotonic() - started:.1f} s (run dir {self.run_dir})")
 
-    def _build_services(self, venv) -> None:
+    def _build_services(self, venv: ServerVenv, ports: Mapping[str, int] | None = None) -> None:
+        """The services of this stack, on `ports` (an attached stack's) or free ones; the
+        fault listeners bind their own (0) unless given."""
         rd = self.run_dir
-        githost = BareGitHost("githost", rd, free_port())
+        port = dict(ports or {})
+        githost = BareGitHost("githost", rd, port.get("githost") or free_port())
         self.services = {
-            "redis": RedisService("redis", rd, free_port()),
-            "postgres": PostgresService("postgres", rd, free_port()),
+            "redis": RedisService("redis", rd, port.get("redis") or free_port()),
+            "postgres": PostgresService("postgres", rd, port.get("postgres") or free_port()),
             "githost": githost,
-            "blackhole": ListenerService("blackhole", rd, 0, mode="blackhole"),
-            "slowfail": ListenerService("slowfail", rd, 0, mode="slowfail",
+            "blackhole": ListenerService("blackhole", rd, port.get("blackhole", 0), mode="blackhole"),
+            "slowfail": ListenerService("slowfail", rd, port.get("slowfail", 0), mode="slowfail",
                                         extra_args=("--close-after", str(SLOWFAIL_CLOSE_AFTER_S))),
         }
         # The latency proxy needs the git host's port, known now.
         self.services["latency"] = ListenerService(
-            "latency", rd, 0, mode="latency",
+            "latency", rd, port.get("latency", 0), mode="latency",
             extra_args=("--upstream", str(githost.port), "--delay-ms", str(self.settings.latency_ms)))
         self.services["server"] = OpalServerProcess(
-            "server", rd, free_port(), venv=venv, instance_dir=rd / "opal",
+            "server", rd, port.get("server") or free_port(), venv=venv, instance_dir=rd / "opal",
             redis_url=self.address("redis").url, broadcast_uri=self.address("postgres").url,
             workers=self.settings.workers, overrides=dict(self.settings.server_env))
+
+    def attach_state(self) -> dict[str, Any]:
+        """What another harness process needs to drive this stack (`harness gates --against`)."""
+        return {"ports": {name: service.port for name, service in self.services.items()},
+                "venv": str(self.server_process.venv.path) if self.server_process.venv else None,
+                "seeded": self.seeded}
+
+    @classmethod
+    def attached(cls, settings: Settings, run_dir: Path, state: Mapping[str, Any]) -> LocalStack:
+        """This stack as seen from another process: the same services on the same ports,
+        their running processes adopted from the run's registry (stopped and started by PID
+        like its own). The owner (`harness up --detach`) still tears it down."""
+        stack = cls(settings)
+        stack.run_id, stack.run_dir, stack.keep = run_dir.name, run_dir, True
+        stack._build_services(ServerVenv(Path(state["venv"]), settings.target), state["ports"])
+        for name, service in stack.services.items():
+            service.process = procs.adopt(run_dir, name, service.log_path)
+        stack.seeded = int(state.get("seeded", 0))
+        return stack
 
     def down(self) -> None:
         order = ["server", "latency", "slowfail", "blackhole", "githost", "postgres", "redis"]

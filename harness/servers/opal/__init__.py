@@ -20,12 +20,13 @@ from harness.servers.opal.recipe import (
     FIXED_ENV,
     KNOB_NAMES,
     KNOB_READER,
+    VERSION_READER,
     scope_body,
     server_env,
     stored_scopes,
 )
 from harness.servers.opal.stats import CACHES, STATS_PATH, CacheStats, StatsContractError
 
-__all__ = ["CACHES", "CLONE_TIMER", "FIXED_ENV", "KNOB_NAMES", "KNOB_READER", "STATS_PATH", "CacheStats",
-           "OpalClient", "OpalServerProcess", "PolicyResult", "StatsContractError", "scope_body", "server_env",
-           "stored_scopes"]
+__all__ = ["CACHES", "CLONE_TIMER", "FIXED_ENV", "KNOB_NAMES", "KNOB_READER", "STATS_PATH", "VERSION_READER",
+           "CacheStats", "OpalClient", "OpalServerProcess", "PolicyResult", "StatsContractError", "scope_body",
+           "server_env", "stored_scopes"]

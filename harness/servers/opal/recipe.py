@@ -49,6 +49,8 @@ KNOB_NAMES = ("SCOPES_GIT_FETCH_TIMEOUT", "SCOPES_GIT_MAX_WORKERS", "SCOPES_GIT_
               # recorded for the reports, not budgets: what decides orphan-clones' outcome
               "SCOPES_STORE_READ_TIMEOUT", "BROADCAST_RECONNECT_BACKOFF_MAX_SECONDS",
               "BROADCAST_RESYNC_SETTLE_SECONDS")
+# The installed opal-server's version, as its own environment reports it (a checkout says 0.0.0).
+VERSION_READER = "import importlib.metadata as m; print(m.version('opal-server'))"
 KNOB_READER = (
     "import json, sys; from opal_server.config import opal_server_config as c; "
     "print(json.dumps({n: getattr(c, n, None) for n in sys.argv[1:]}))"

@@ -1,0 +1,170 @@
+"""A/B in one run: `harness compare A B` runs the chosen gates on two targets side by side
+(each its own `harness gates` process on its own stack) and writes compare.md, compare.json
+and overlay plots: per gate the verdict of A and of B, and each figure with the ratio B/A.
+
+This is how a fix PR is judged against its base. Exit status 1 when B fails a gate that A
+passes (B is worse); 2 when a side produced no report; else 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError, HarnessError
+from harness.report import SYMBOL
+from harness.timeline import Timeline
+
+log = logging.getLogger(__name__)
+
+SIDES = ("A", "B")
+
+
+def target_flags(spec: str) -> list[str]:
+    """The `harness gates` flags for a target given as a release, a source tree or an image."""
+    if Path(spec).expanduser().exists():
+        return ["--opal-source", str(Path(spec).expanduser().resolve())]
+    if re.fullmatch(r"\d+(\.\d+)*([a-z]+\d*)?", spec):
+        return ["--opal-version", spec]
+    if ":" in spec or "/" in spec:
+        return ["--opal-image", spec]
+    raise ConfigError(f"{spec!r} is neither a release (0.9.9), an existing source tree nor an image (repo:tag)")
+
+
+def _pump(side: str, stream, sink: list[str]) -> None:
+    for line in stream:
+        sink.append(line)
+        print(f"[{side}] {line}", end="", flush=True)
+
+
+def run_sides(specs: Sequence[str], gates: Sequence[str], out_dir: Path, extra: Sequence[str]) -> dict[str, int]:
+    """Both `harness gates` runs at once; their exit statuses by side."""
+    procs, pumps = {}, []
+    for side, spec in zip(SIDES, specs, strict=True):
+        argv = [sys.executable, "-m", "harness", "gates", *target_flags(spec), "--reports-dir", str(out_dir / side),
+                *(arg for g in gates for arg in ("--gate", g)), *extra]
+        log.info(f"[compare] {side} = {spec}: {' '.join(argv[2:])}")
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs[side] = proc
+        pump = threading.Thread(target=_pump, args=(side, proc.stdout, []), daemon=True)
+        pump.start()
+        pumps.append(pump)
+    try:
+        codes = {side: proc.wait() for side, proc in procs.items()}
+    except KeyboardInterrupt:
+        for proc in procs.values():  # each side tears its own stack down on SIGINT/SIGTERM
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(timeout=120)
+        raise
+    for pump in pumps:
+        pump.join(timeout=10)
+    return codes
+
+
+def side_report(out_dir: Path, side: str) -> tuple[dict[str, Any], Path] | None:
+    latest = out_dir / side / "latest"
+    path = latest / "report.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()), latest.resolve()
+
+
+def comparison(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per gate of A: both verdicts and every figure with B/A."""
+    b_gates = {g["id"]: g for g in b["gates"]}
+    rows = []
+    for ga in a["gates"]:
+        gb = b_gates.get(ga["id"], {})
+        b_figures = {f["name"]: f for f in gb.get("figures", [])}
+        figures = []
+        for fa in ga.get("figures", []):
+            fb = b_figures.get(fa["name"])
+            value_b = fb["value"] if fb else None
+            ratio = (value_b / fa["value"]) if value_b is not None and fa["value"] else None
+            figures.append({"name": fa["name"], "unit": fa["unit"], "a": fa["value"], "b": value_b,
+                            "ratio_b_over_a": None if ratio is None else round(ratio, 3)})
+        rows.append({"id": ga["id"], "a": ga["verdict"], "b": gb.get("verdict", "not run"),
+                     "a_category": ga["category"], "b_category": gb.get("category", ""),
+                     "b_worse": ga["verdict"] == "pass" and gb.get("verdict") != "pass", "figures": figures})
+    return rows
+
+
+def compare_markdown(a: dict[str, Any], b: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    lines = [f"# Compare: A = `{a['target']}`, B = `{b['target']}`", "",
+             "| gate | A | B | B worse |", "|---|---|---|---|"]
+    for row in rows:
+        b_verdict = SYMBOL.get(row["b"], row["b"])
+        lines.append(f"| `{row['id']}` | **{SYMBOL[row['a']]}** {row['a_category']} | **{b_verdict}** "
+                     f"{row['b_category']} | {'yes' if row['b_worse'] else ''} |")
+    lines += ["", "| figure | A | B | B/A |", "|---|---|---|---|"]
+    for row in rows:
+        for f in row["figures"]:
+            ratio = "" if f["ratio_b_over_a"] is None else f"{f['ratio_b_over_a']:g}"
+            b_value = "" if f["b"] is None else f"{f['b']:g}"
+            lines.append(f"| {row['id']}: {f['name']} [{f['unit']}] | {f['a']:g} | {b_value} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def overlay_plot(gate_id: str, a_dir: Path, b_dir: Path, path: Path, labels: tuple[str, str]) -> None:
+    """Cache sizes, worker RSS and open files over time: A solid, B dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    for run_dir, style, label in ((a_dir, "-", labels[0]), (b_dir, "--", labels[1])):
+        timeline = run_dir / "timelines" / f"{gate_id}.json"
+        if not timeline.is_file():
+            continue
+        snaps = [s for s in Timeline.load(timeline).of_kind("snapshot") if "stats_error" not in s]
+        t = [s["t"] for s in snaps]
+        for cache, color in (("repos", "tab:blue"), ("clone_dirs", "tab:orange")):
+            axes[0].plot(t, [s.get(cache) for s in snaps], style, color=color, marker=".", label=f"{label} {cache}")
+        axes[1].plot(t, [(s.get("worker_rss_kb") or 0) / 1024 for s in snaps], style, color="tab:purple",
+                     marker=".", label=label)
+        axes[2].plot(t, [s.get("worker_files") for s in snaps], style, color="tab:green", marker=".", label=label)
+    for ax, ylabel in zip(axes, ("entries", "worker RSS (MB)", "open files"), strict=True):
+        ax.set_ylabel(ylabel)
+        ax.legend(loc="upper left", fontsize=7)
+    axes[2].set_xlabel("seconds since gate start")
+    fig.suptitle(f"gate {gate_id}: A solid, B dashed")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def compare_command(spec_a: str, spec_b: str, gates: Sequence[str], reports_dir: Path,
+                    extra: Sequence[str] = ()) -> int:
+    out_dir = reports_dir / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir.mkdir(parents=True, exist_ok=False)
+    codes = run_sides((spec_a, spec_b), gates, out_dir, extra)
+    sides = {side: side_report(out_dir, side) for side in SIDES}
+    missing = [side for side, found in sides.items() if found is None]
+    if missing:
+        raise HarnessError(f"side {' and '.join(missing)} produced no report (exit {codes}); see the lines above "
+                           f"and {out_dir}")
+    (a, a_dir), (b, b_dir) = sides["A"], sides["B"]  # type: ignore[misc]
+    rows = comparison(a, b)
+    for row in rows:
+        overlay_plot(row["id"], a_dir, b_dir, out_dir / "plots" / f"{row['id']}.png", ("A", "B"))
+    worse = [row["id"] for row in rows if row["b_worse"]]
+    status = 1 if worse else 0
+    result = {"a": {"spec": spec_a, "target": a["target"], "report": str(a_dir), "exit": codes["A"]},
+              "b": {"spec": spec_b, "target": b["target"], "report": str(b_dir), "exit": codes["B"]},
+              "gates": rows, "b_worse": worse, "exit_status": status}
+    (out_dir / "compare.json").write_text(json.dumps(result, indent=2))
+    markdown = compare_markdown(a, b, rows)
+    (out_dir / "compare.md").write_text(markdown)
+    print(markdown)
+    print(f"compare: {out_dir}/compare.md" + (f"; B is worse on {', '.join(worse)}" if worse else ""))
+    return status

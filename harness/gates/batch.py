@@ -1,0 +1,100 @@
+"""Gates run as a batch outside pytest (`harness gates`, `harness rerun`, each side of
+`harness compare`): one stack, the chosen gates in order, one report, CI outputs, and an
+exit status a CI job can act on.
+
+Exit status: 0 every gate passed; 1 a gate FAILED (a regression: it wins over errors);
+2 nothing failed but a gate could not judge (ERROR), the stack did not come up, or the
+input was bad.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.ci_outputs import append_step_summary, write_junit
+from harness.config import Settings
+from harness.errors import ConfigError, HarnessError
+from harness.gates.registry import GATES
+from harness.gates.runner import configure, gate, run_gate
+from harness.report import RunReport, verdict_table
+from harness.stack import make_stack
+from harness.stack.base import Stack
+
+log = logging.getLogger(__name__)
+
+KEEP_POLICIES = ("never", "on-failure", "always")
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+@dataclass
+class Batch:
+    """What to run: gate ids in order, per-gate settings (None: HARNESS_GATE_* variables),
+    OPAL_* settings for this run on top of the user's, and what to do with the stack."""
+
+    gates: Sequence[str]
+    overrides: Mapping[str, Mapping[str, Any]] | None = None
+    run_env: Mapping[str, str] = field(default_factory=dict)
+    keep: str = "never"
+    junit: Path | None = None
+
+    def validate(self) -> None:
+        if self.keep not in KEEP_POLICIES:
+            raise ConfigError(f"--keep-stack={self.keep} is not known; use one of {', '.join(KEEP_POLICIES)}")
+        unknown = [g for g in self.gates if g not in GATES]
+        if unknown or not self.gates:
+            raise ConfigError(f"unknown gate {', '.join(unknown) or '(none given)'}; gates: {', '.join(GATES)}")
+        for gate_id in self.gates:  # bad settings are refused before any stack comes up
+            overrides = self.overrides.get(gate_id) if self.overrides is not None else None
+            if overrides is not None:
+                configure(gate(gate_id), {k: str(v) for k, v in overrides.items()})
+
+
+def exit_status(verdicts: Sequence[str]) -> int:
+    if "fail" in verdicts:
+        return EXIT_FAIL
+    if "error" in verdicts or not verdicts:
+        return EXIT_ERROR
+    return EXIT_PASS
+
+
+def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> tuple[int, Path | None]:
+    """(exit status, report dir). `stack`: an attached stack to run on (`--against`); by
+    default a new one, torn down after (unless `batch.keep` says otherwise)."""
+    batch.validate()
+    owned = stack is None  # an attached stack belongs to the `harness up --detach` that made it
+    if stack is None:
+        stack = make_stack(settings)
+        try:
+            stack.__enter__()
+        except HarnessError as exc:
+            log.error(f"[harness] the stack did not come up: {exc}")
+            failed = settings.reports_dir / stack.run_id
+            return EXIT_ERROR, failed if failed.is_dir() else None
+    report = RunReport(settings.reports_dir, stack.run_id, settings.target.label, stack.backend,
+                       settings.server_profile, meta=stack.run_metadata(batch.run_env))
+    try:
+        for gate_id in batch.gates:
+            overrides = batch.overrides.get(gate_id) if batch.overrides is not None else None
+            report.add(run_gate(gate_id, stack, settings.server_profile,
+                                overrides={k: str(v) for k, v in overrides.items()} if overrides is not None else None,
+                                server_env=batch.run_env))
+    finally:
+        report.collect_logs(stack.logs_dir())
+        report.write()
+        verdicts = [r.verdict for r in report.results]
+        if owned:
+            stack.keep = batch.keep == "always" or (batch.keep == "on-failure" and exit_status(verdicts) != EXIT_PASS)
+            stack.__exit__(None, None, None)
+        else:  # leave the attached stack as `harness up` left it: a fresh server, serving
+            stack.server.restart(fresh_state=True, overrides=dict(settings.server_env), workers=settings.workers)
+    data = report.to_json()
+    if batch.junit is not None:
+        write_junit(data, report.dir, batch.junit)
+    append_step_summary(data, report.dir, settings.step_summary)
+    print(verdict_table(data["gates"]))
+    print(f"report: {report.dir}/summary.md")
+    return exit_status(verdicts), report.dir

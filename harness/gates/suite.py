@@ -1,0 +1,26 @@
+"""The gate suite as a pytest module: each gate one test case with its own marker.
+
+From any directory where the harness is installed (no files to copy):
+
+    pytest --pyargs harness.gates.suite -m leak --strict-markers --junitxml=gates.xml
+
+Every testcase carries the gate's verdict, category, figures and report path as JUnit
+properties. `tests/gates/test_gates.py` in this checkout is the same suite (`make gates`).
+"""
+
+import pytest
+
+from harness.gates.fixtures import GateSession, assert_gate_passed
+from harness.gates.registry import GATES, marker
+
+
+def _case(gate_id: str):
+    return pytest.param(gate_id, marks=getattr(pytest.mark, marker(gate_id)), id=gate_id)
+
+
+@pytest.mark.parametrize("gate_id", [_case(gate_id) for gate_id in GATES])
+def test_gate(gate_session: GateSession, gate_id: str, record_property) -> None:
+    result = gate_session.run(gate_id)
+    for name, value in gate_session.properties(gate_id):
+        record_property(name, value)
+    assert_gate_passed(result)
