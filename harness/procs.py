@@ -41,11 +41,7 @@ class ManagedProcess:
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
-        proc = still_running({"pid": self.adopted_pid, "create_time": self.create_time})
-        try:
-            return proc is not None and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
+        return still_running({"pid": self.adopted_pid, "create_time": self.create_time}) is not None
 
     def exit_code(self) -> int | None:
         return self.popen.poll() if self.popen is not None else None
@@ -158,10 +154,12 @@ def registered(run_dir: Path) -> list[dict]:
 
 
 def still_running(entry: dict) -> psutil.Process | None:
-    """The registered process if it is the same one (PID and creation time match)."""
+    """The registered process if it is the same one (PID and creation time match) and has
+    not exited — a zombie (exited, not yet reaped by its parent, e.g. a detached `harness up`
+    whose service another process stopped) does not count."""
     try:
         proc = psutil.Process(entry["pid"])
-        if abs(proc.create_time() - entry["create_time"]) < 0.01:
+        if abs(proc.create_time() - entry["create_time"]) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
             return proc
     except psutil.NoSuchProcess:
         pass

@@ -13,7 +13,7 @@ import pytest
 from harness import config
 from harness.gates.registry import GATES
 from harness.gates.runner import run_gate
-from harness.report import RunReport
+from harness.report import RunReport, schema_errors
 from harness.stack import make_stack
 from tests.integration import orphan_clones_control, repeat_sync_control
 from tests.integration.compose_support import require_compose
@@ -124,8 +124,9 @@ class _Stacks:
             target = self._target(server, backend)
             settings = replace(self.settings, target=target, backend=backend)
             self.stack = make_stack(settings).__enter__()
+            meta = self.stack.run_metadata(dict(server.server_env))
             self.report = RunReport(self.reports_dir, f"selftest-{backend}-{server.stack_key}-{self.stack.run_id}",
-                                    target.label, backend, "quick")
+                                    target.label, backend, "quick", meta=meta)
             self.key = (backend, server.stack_key)
         return self.stack, self.report
 
@@ -149,6 +150,7 @@ def _check_cell(stacks: _Stacks, backend: str, server: Server, gate_id: str) -> 
     stack, report = stacks.get(backend, server)
     result = run_gate(gate_id, stack, profile="quick", overrides={}, server_env=dict(server.server_env))
     report.add(result)
+    assert schema_errors(report.to_json()) == []
     expected_verdict, expected_category = EXPECTED[(gate_id, server)]
     assert (result.verdict, result.category) == (expected_verdict, expected_category), (
         f"{gate_id} on {server.name} ({backend}): expected {expected_verdict} {expected_category or ''}, "

@@ -1,0 +1,164 @@
+"""What CI reads of a run: figures, JUnit, the job summary, the benchmark file, the report
+schema, compare's judgement, rerun's plan and the exit status. Reports are built the way a
+run builds them (RunReport), with metrics in the shape the checkers record."""
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+import yaml
+
+from harness import PROJECT_ROOT
+from harness.ci_outputs import append_step_summary, write_junit
+from harness.compare import comparison, target_flags
+from harness.config import Settings, Target
+from harness.errors import ConfigError, HarnessError
+from harness.figures import figures
+from harness.gates.batch import Batch, exit_status
+from harness.gates.rerun import rerun_plan
+from harness.report import RunReport, schema_errors
+from harness.runinfo import settings_metadata
+from harness.verdict import GateResult
+
+LEAK_FAIL = {"baseline": {"repo_locks": 1, "repos": 1, "repos_last_fetched": 1, "clone_dirs": 1, "worker_files": 4},
+             "after_each_cycle": {"repo_locks": [11, 21], "repos": [11, 21], "repos_last_fetched": [11, 21],
+                                  "clone_dirs": [11, 21], "worker_files": [14, 24]}}
+LEAK_PASS = {"baseline": dict.fromkeys(LEAK_FAIL["baseline"], 0),
+             "after_each_cycle": {k: [0, 0] for k in LEAK_FAIL["after_each_cycle"]}}
+
+
+def _result(gate_id, verdict, metrics, category="", params=None):
+    return GateResult(id=gate_id, verdict=verdict, reason=f"{gate_id} {verdict} | because", category=category,
+                      duration_s=12.3, metrics=metrics, thresholds={"cache_tolerance": 0},
+                      params=params or {"cycles": 2}, server_settings={"OPAL_SCOPES": "1"})
+
+
+def _report(tmp_path, *results, target="0.9.9", env=None) -> RunReport:
+    settings = Settings(target=Target(version=target), server_env=env or {})
+    report = RunReport(tmp_path / target, f"run-{target}", f"opal-server=={target}", "local", "quick",
+                       meta=settings_metadata(settings, "local"))
+    for result in results:
+        report.add(result)
+    return report
+
+
+def test_figures_are_read_from_the_recorded_metrics():
+    kept = {f.name: f.value for f in figures("leak", LEAK_FAIL)}
+    assert kept == {"cache entries kept": 60.0, "clone dirs kept": 20.0, "open files kept": 20.0}
+    assert [f.value for f in figures("repeat-sync", {"per_scope_per_fetch": {"mapped_packs": 2.0}})] == [2.0]
+    assert figures("boot-timing", {"ratio": 1.07, "boot_s": None})[0].value == 1.07
+    assert figures("leak", {}) == []  # a failed load records no figures, and nothing crashes
+
+
+def test_junit_carries_verdict_category_and_figures_and_marks_fail_and_error(tmp_path):
+    report = _report(tmp_path, _result("leak", "fail", LEAK_FAIL, "leak.caches_kept"),
+                     _result("offline-repo", "error", {}, "error.scenario"))
+    path = write_junit(report.to_json(), report.dir, tmp_path / "out.xml")
+    suite = ET.parse(path).getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "1", "1")
+    leak, offline = suite.iter("testcase")
+    props = {p.get("name"): p.get("value") for p in leak.iter("property")}
+    assert props["verdict"] == "fail" and props["category"] == "leak.caches_kept"
+    assert props["figure.cache entries kept [entries]"] == "60"
+    assert props["report"].endswith("report.json")
+    assert leak.find("failure").get("type") == "leak.caches_kept" and offline.find("error") is not None
+
+
+def test_a_stack_that_never_came_up_is_one_error_testcase_naming_the_service(tmp_path):
+    report = _report(tmp_path)
+    report.stack_failed("postgres", "postgres exited with code 1 while starting")
+    data = json.loads((report.dir / "report.json").read_text())
+    assert schema_errors(data) == []
+    case = ET.parse(write_junit(data, report.dir, tmp_path / "x.xml")).getroot().find("testcase")
+    assert case.get("name") == "stack up" and case.find("error").get("type") == "service postgres"
+    assert "did not come up" in (report.dir / "summary.md").read_text()
+
+
+def test_the_step_summary_is_appended_not_overwritten(tmp_path):
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    report = _report(tmp_path, _result("leak", "pass", LEAK_PASS))
+    append_step_summary(report.to_json(), report.dir, summary)
+    append_step_summary(report.to_json(), report.dir, None)  # no GITHUB_STEP_SUMMARY: nothing
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and "| `leak` | **PASS** |" in text and "because" in text
+
+
+def test_benchmark_json_is_custom_smaller_is_better(tmp_path):
+    report = _report(tmp_path, _result("leak", "fail", LEAK_FAIL, "leak.caches_kept"))
+    entries = json.loads((report.dir / "benchmark.json").read_text())
+    names = {e["name"] for e in entries}
+    assert names == {"leak: cache entries kept", "leak: clone dirs kept", "leak: open files kept"}
+    assert all(set(e) >= {"name", "unit", "value"} and isinstance(e["value"], float) for e in entries)
+
+
+def test_the_schema_refuses_a_report_that_breaks_it(tmp_path):
+    data = _report(tmp_path, _result("leak", "pass", LEAK_PASS)).to_json()
+    assert schema_errors(data) == []
+    data["gates"][0]["verdict"] = "maybe"
+    del data["host"]["cores"]
+    errors = schema_errors(data)
+    assert any("gates/0/verdict" in e for e in errors) and any("cores" in e for e in errors)
+
+
+def test_compare_flags_b_worse_only_where_a_passes(tmp_path):
+    a = _report(tmp_path, _result("leak", "pass", LEAK_PASS), _result("boot-timing", "fail", {"ratio": 1.0}),
+                target="0.9.9").to_json()
+    b = _report(tmp_path, _result("leak", "fail", LEAK_FAIL, "leak.caches_kept"),
+                _result("boot-timing", "fail", {"ratio": 0.5}), target="0.9.6").to_json()
+    rows = {row["id"]: row for row in comparison(a, b)}
+    assert rows["leak"]["b_worse"] is True and rows["boot-timing"]["b_worse"] is False
+    assert rows["boot-timing"]["figures"][0]["ratio_b_over_a"] == 0.5
+    assert {f["name"]: f["ratio_b_over_a"] for f in rows["leak"]["figures"]}["cache entries kept"] is None  # 0 → 60
+
+
+def test_compare_targets_are_a_release_a_tree_or_an_image(tmp_path):
+    assert target_flags("0.9.6") == ["--opal-version", "0.9.6"]
+    assert target_flags(str(tmp_path)) == ["--opal-source", str(tmp_path.resolve())]
+    assert target_flags("my/opal:dev") == ["--opal-image", "my/opal:dev"]
+    with pytest.raises(ConfigError, match="neither a release"):
+        target_flags("not-a-thing")
+
+
+def test_exit_status_a_fail_wins_over_an_error():
+    assert exit_status(["pass", "pass"]) == 0
+    assert exit_status(["pass", "error"]) == 2
+    assert exit_status(["error", "fail"]) == 1
+    assert exit_status([]) == 2
+
+
+def test_a_batch_refuses_bad_input_before_any_stack():
+    with pytest.raises(ConfigError, match="unknown gate nope"):
+        Batch(gates=["nope"]).validate()
+    with pytest.raises(ConfigError, match="keep-stack=sometimes"):
+        Batch(gates=["leak"], keep="sometimes").validate()
+    with pytest.raises(ConfigError, match="HARNESS_GATE_LEAK_SCOPES"):
+        Batch(gates=["leak"], overrides={"leak": {"scopes": 0}}).validate()
+
+
+def test_rerun_repeats_target_profile_settings_and_env_but_yours_win(tmp_path):
+    recorded = _report(tmp_path, _result("leak", "fail", LEAK_FAIL, "leak.caches_kept", params={"cycles": 2}),
+                       target="0.9.6", env={"OPAL_A": "recorded", "OPAL_B": "recorded"}).to_json()
+    settings, batch = rerun_plan(recorded, Settings(server_env={"OPAL_B": "mine"}), target_given=False)
+    assert settings.target.version == "0.9.6" and settings.backend == "local" and settings.server_profile == "quick"
+    assert batch.gates == ["leak"] and batch.overrides["leak"]["cycles"] == 2
+    assert batch.overrides["leak"]["cache_tolerance"] == 0
+    assert batch.run_env == {"OPAL_A": "recorded"}  # OPAL_B: your own setting wins
+    other, _ = rerun_plan(recorded, Settings(target=Target(version="0.9.9")), target_given=True)
+    assert other.target.version == "0.9.9"
+    del recorded["target_spec"]
+    with pytest.raises(HarnessError, match="--opal-version"):
+        rerun_plan(recorded, Settings(), target_given=False)
+
+
+def test_the_example_workflow_is_valid_yaml_and_runs_the_commands_the_readme_documents():
+    workflow = yaml.safe_load((PROJECT_ROOT / "examples" / "github-actions.yml").read_text())
+    steps = workflow["jobs"]["gates"]["steps"]
+    commands = [step["run"].strip() for step in steps if "run" in step]
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    block = readme.split("## In your repository's CI", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    assert commands == [line.strip() for line in block.strip().splitlines()]
+    assert any("harness compare" in c for c in commands) and any("--junitxml" in c for c in commands)
+    assert {"actions/cache@v4", "actions/upload-artifact@v4"} <= {s.get("uses") for s in steps}
+    upload = next(s for s in steps if s.get("uses") == "actions/upload-artifact@v4")
+    assert upload["with"]["path"] == "reports/" and upload["if"] == "always()"
