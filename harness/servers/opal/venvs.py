@@ -59,6 +59,7 @@ from harness.config import (
     constraints_setting,
 )
 from harness.errors import HarnessError
+from harness.servers.opal.recipe import VERSION_READER
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class ServerVenv:
 
     def installed_version(self) -> str:
         out = subprocess.run(
-            [str(self.python), "-c", "import importlib.metadata as m; print(m.version('opal-server'))"],
+            [str(self.python), "-c", VERSION_READER],
             capture_output=True, text=True, timeout=60, check=True,
         )
         return out.stdout.strip()
