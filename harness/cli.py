@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness import config, console, runs
@@ -56,6 +57,12 @@ def cmd_gates(args: argparse.Namespace) -> int:
     settings = _settings(args)
     batch = Batch(gates=args.gate or list(GATES), keep=args.keep_stack,
                   junit=Path(args.junitxml) if args.junitxml else None)
+    jobs = _jobs(args.jobs, batch.gates)
+    if jobs > 1:
+        if args.against:
+            raise HarnessError("--against drives one running stack: it cannot go with --jobs")
+        from harness.gates.parallel import run_parallel
+        return run_parallel(settings, batch, jobs, args.backend)[0]
     stack = None
     if args.against:
         from harness.stack.attach import attach
@@ -63,6 +70,15 @@ def cmd_gates(args: argparse.Namespace) -> int:
         settings = stack.settings
     status, _ = run_batch(settings, batch, stack=stack)
     return status
+
+
+def _jobs(value: str, gates: Sequence[str]) -> int:
+    from harness.gates.parallel import default_jobs
+    if value == "auto":
+        return default_jobs(gates)
+    if not value.isdigit() or int(value) < 1:
+        raise HarnessError(f"--jobs {value}: give a number of stacks ≥ 1, or auto (one per core and 2 GB)")
+    return int(value)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -253,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--against", metavar="RUN_ID", help="run on the stack `harness up --detach` left running")
     gates.add_argument("--junitxml", metavar="PATH", help="also write JUnit XML (a testcase per gate, with "
                                                           "verdict, category and figures as properties)")
+    gates.add_argument("--jobs", default="1", metavar="N|auto",
+                       help="run the gates in N groups side by side, each on its own stack, one merged report "
+                            "(auto: one per core and 2 GB; boot-timing runs alone after them; default 1)")
     gates.set_defaults(func=cmd_gates)
 
     compare = sub.add_parser("compare", help="run gates on two targets side by side; exit 1 when B fails a "

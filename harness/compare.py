@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.children import run_children, target_flags
+from harness.config import Target
 from harness.errors import ConfigError, HarnessError
 from harness.report import SYMBOL
 from harness.timeline import Timeline
@@ -28,46 +27,22 @@ log = logging.getLogger(__name__)
 SIDES = ("A", "B")
 
 
-def target_flags(spec: str) -> list[str]:
-    """The `harness gates` flags for a target given as a release, a source tree or an image."""
+def spec_target(spec: str) -> Target:
+    """A target given as a release, a source tree or an image."""
     if Path(spec).expanduser().exists():
-        return ["--opal-source", str(Path(spec).expanduser().resolve())]
+        return Target(source=Path(spec).expanduser().resolve())
     if re.fullmatch(r"\d+(\.\d+)*([a-z]+\d*)?", spec):
-        return ["--opal-version", spec]
+        return Target(version=spec)
     if ":" in spec or "/" in spec:
-        return ["--opal-image", spec]
+        return Target(image=spec)
     raise ConfigError(f"{spec!r} is neither a release (0.9.9), an existing source tree nor an image (repo:tag)")
-
-
-def _pump(side: str, stream, sink: list[str]) -> None:
-    for line in stream:
-        sink.append(line)
-        print(f"[{side}] {line}", end="", flush=True)
 
 
 def run_sides(specs: Sequence[str], gates: Sequence[str], out_dir: Path, extra: Sequence[str]) -> dict[str, int]:
     """Both `harness gates` runs at once; their exit statuses by side."""
-    procs, pumps = {}, []
-    for side, spec in zip(SIDES, specs, strict=True):
-        argv = [sys.executable, "-m", "harness", "gates", *target_flags(spec), "--reports-dir", str(out_dir / side),
-                *(arg for g in gates for arg in ("--gate", g)), *extra]
-        log.info(f"[compare] {side} = {spec}: {' '.join(argv[2:])}")
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        procs[side] = proc
-        pump = threading.Thread(target=_pump, args=(side, proc.stdout, []), daemon=True)
-        pump.start()
-        pumps.append(pump)
-    try:
-        codes = {side: proc.wait() for side, proc in procs.items()}
-    except KeyboardInterrupt:
-        for proc in procs.values():  # each side tears its own stack down on SIGINT/SIGTERM
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait(timeout=120)
-        raise
-    for pump in pumps:
-        pump.join(timeout=10)
-    return codes
+    return run_children({side: ["gates", *target_flags(spec_target(spec)), "--reports-dir", str(out_dir / side),
+                                *(arg for g in gates for arg in ("--gate", g)), *extra]
+                         for side, spec in zip(SIDES, specs, strict=True)})
 
 
 def side_report(out_dir: Path, side: str) -> tuple[dict[str, Any], Path] | None:

@@ -134,10 +134,12 @@ def summary_markdown(report: dict[str, Any]) -> str:
         error = report["error"]
         lines += [f"**The stack did not come up** ({error.get('service') or 'unknown service'}): "
                   f"{error['message']}", "", "Every service's log is in `logs/`.", ""]
-    lines += ["| gate | verdict | time | reason |", "|---|---|---|---|"]
+    lines += ["| gate | verdict | time (server + harness) | reason |", "|---|---|---|---|"]
     for g in report["gates"]:
         reason = g["reason"].replace("|", "\\|")
-        lines.append(f"| `{g['id']}` | **{SYMBOL[g['verdict']]}** | {g['duration_s']:.0f} s | {reason} |")
+        timing = g.get("timing") or {}
+        split = f" ({timing['server_s']:.0f} + {timing['harness_s']:.0f})" if "server_s" in timing else ""
+        lines.append(f"| `{g['id']}` | **{SYMBOL[g['verdict']]}** | {g['duration_s']:.0f} s{split} | {reason} |")
     lines += ["", "Plots: `plots/<gate>.png`; recordings: `timelines/<gate>.json`; logs: `logs/`.",
               "Re-judge without the stack: `harness report <this dir> --threshold GATE.NAME=VALUE`.", ""]
     return "\n".join(lines)

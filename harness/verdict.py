@@ -58,6 +58,8 @@ class GateResult:
     params: dict[str, Any]
     server_settings: dict[str, str]
     timeline: Timeline | None = None
+    # where the time went: server-bound waiting vs the harness's own (runner.time_split)
+    timing: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

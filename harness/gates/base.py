@@ -85,6 +85,7 @@ class GateContext:
         self.timeline = timeline
         self.params = params
         self.client: OpalClient = stack.client
+        self.sampling_s = 0.0  # time spent taking snapshots: the harness's, not the server's
         knob_values = stack.server.knobs()
         timeline.fact("server_knobs", knob_values)
         self.knobs = ServerKnobs.from_config(knob_values)
@@ -121,6 +122,13 @@ class GateContext:
         """One snapshot: cache stats, server processes, clone dirs. The answering worker is
         the stats' own `pid`, or — for a stats route without one (OPAL's debug_stats) — the
         server's only worker."""
+        started = time.monotonic()
+        try:
+            return self._observe(label, **extra)
+        finally:
+            self.sampling_s += time.monotonic() - started
+
+    def _observe(self, label: str, **extra: Any) -> dict[str, Any]:
         snapshot: dict[str, Any] = {"label": label, **extra}
         master, workers = self.stack.server.pids()
         snapshot["worker_pids"] = workers

@@ -89,12 +89,17 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
     started = time.monotonic()
     log.info(f"[gate {g.id}] {g.title} ...")
     server_settings: dict[str, str] = {}
+    timing: dict[str, float] = {}
     try:
         stack.server.restart(fresh_state=True, workers=g.workers or stack.settings.workers,
                              overrides=server_env_for(g, profile, stack.settings.server_env, server_env))
+        timing["fresh_server_s"] = time.monotonic() - started
         server_settings = stack.server.settings()
         timeline.fact("server_settings", server_settings)
-        g.scenario(GateContext(stack, timeline, params))
+        ctx = GateContext(stack, timeline, params)
+        scenario_started = time.monotonic()
+        g.scenario(ctx)
+        timing.update(scenario_s=time.monotonic() - scenario_started, sampling_s=ctx.sampling_s)
         verdict = judge(g, timeline, params, thresholds)
     except HarnessError as exc:
         verdict = Verdict(ERROR, f"the scenario could not run: {exc}", "error.scenario")
@@ -107,8 +112,21 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
             stop_started = time.monotonic()
             stack.server.stop()
             timeline.mark("server_stopped", seconds=round(time.monotonic() - stop_started, 2))
+            timing["teardown_s"] = time.monotonic() - stop_started
     duration = time.monotonic() - started
     log.info(f"[gate {g.id}] {verdict.verdict.upper()} in {duration:.0f} s: {verdict.reason}")
     return GateResult(id=g.id, verdict=verdict.verdict, reason=verdict.reason, category=verdict.category,
                       duration_s=round(duration, 1), metrics=verdict.metrics, thresholds=asdict(thresholds),
-                      params=asdict(params), server_settings=server_settings, timeline=timeline)
+                      params=asdict(params), server_settings=server_settings, timeline=timeline,
+                      timing=time_split(timing, duration))
+
+
+def time_split(timing: dict[str, float], duration: float) -> dict[str, float]:
+    """Where a gate's time went. `server_s` is the scenario less the harness's snapshots:
+    waiting for the server to serve, fetch, boot, time out or recover (budgets, outages).
+    `harness_s` is the rest: a fresh server per gate (restart, Redis flush), the snapshots,
+    stopping the server."""
+    scenario, sampling = timing.get("scenario_s", 0.0), timing.get("sampling_s", 0.0)
+    server = max(0.0, scenario - sampling)
+    return {**{k: round(v, 2) for k, v in timing.items()}, "server_s": round(server, 2),
+            "harness_s": round(max(0.0, duration - server), 2)}

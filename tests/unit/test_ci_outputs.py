@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from harness import PROJECT_ROOT
+from harness.children import target_flags
 from harness.ci_outputs import append_step_summary, write_junit
-from harness.compare import comparison, target_flags
+from harness.compare import comparison, spec_target
 from harness.config import Settings, Target
 from harness.errors import ConfigError, HarnessError
 from harness.figures import figures
@@ -113,11 +114,11 @@ def test_compare_flags_b_worse_only_where_a_passes(tmp_path):
 
 
 def test_compare_targets_are_a_release_a_tree_or_an_image(tmp_path):
-    assert target_flags("0.9.6") == ["--opal-version", "0.9.6"]
-    assert target_flags(str(tmp_path)) == ["--opal-source", str(tmp_path.resolve())]
-    assert target_flags("my/opal:dev") == ["--opal-image", "my/opal:dev"]
+    assert target_flags(spec_target("0.9.6")) == ["--opal-version", "0.9.6"]
+    assert target_flags(spec_target(str(tmp_path))) == ["--opal-source", str(tmp_path.resolve())]
+    assert target_flags(spec_target("my/opal:dev")) == ["--opal-image", "my/opal:dev"]
     with pytest.raises(ConfigError, match="neither a release"):
-        target_flags("not-a-thing")
+        spec_target("not-a-thing")
 
 
 def test_exit_status_a_fail_wins_over_an_error():
