@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from harness.report import schema_errors
 from harness.waiting import wait_for
 from tests.integration.compose_support import labelled_resources, require_compose
 
@@ -130,3 +131,18 @@ def test_a_source_tree_runs_as_an_image_built_from_it(stack_factory, opal_source
     assert not stack.client.cache_stats().wrapper
     # An unchanged tree is not built again.
     assert build_source_image(images.choose_image_set(), opal_source_tree).action == "reused"
+
+
+def test_a_compose_stack_that_fails_to_come_up_leaves_its_logs_and_the_failed_service(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPAL_", "HARNESS_GATE_"))}
+    env.update(HARNESS_RUN_ROOT=str(tmp_path / "runs"), HARNESS_SEED_REPOS="3", BACKEND="compose",
+               OPAL_VERSION="0.9.9", OPAL_POLICY_REFRESH_INTERVAL="not-a-number")
+    done = subprocess.run([sys.executable, "-m", "harness", "gates", "--gate", "leak", "--reports-dir",
+                           str(tmp_path / "r")], env=env, text=True, capture_output=True, timeout=600)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    [run_dir] = [p for p in (tmp_path / "r").iterdir() if p.name != "latest"]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert schema_errors(report) == []
+    assert report["error"]["service"] == "server", report["error"]
+    assert "not-a-number" in (run_dir / "logs" / "server.log").read_text()
+    assert labelled_resources(run_dir.name) == []
