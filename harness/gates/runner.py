@@ -98,8 +98,10 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
         timeline.fact("server_settings", server_settings)
         ctx = GateContext(stack, timeline, params)
         scenario_started = time.monotonic()
-        g.scenario(ctx)
-        timing.update(scenario_s=time.monotonic() - scenario_started, sampling_s=ctx.sampling_s)
+        try:
+            g.scenario(ctx)
+        finally:  # a scenario that fails halfway still says where its time went
+            timing.update(scenario_s=time.monotonic() - scenario_started, sampling_s=ctx.sampling_s)
         verdict = judge(g, timeline, params, thresholds)
     except HarnessError as exc:
         verdict = Verdict(ERROR, f"the scenario could not run: {exc}", "error.scenario")

@@ -44,3 +44,10 @@ def test_parts_merge_into_one_report_in_the_asked_order(tmp_path):
     assert [p["gates"] for p in on_disk["parts"]] == [["offline-repo"], ["leak"]]
     assert (tmp_path / "run" / "logs" / "part-b" / "server.log").read_text() == "log of b\n"
     assert "| `leak` | **FAIL**" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_a_gate_s_time_splits_into_server_bound_waiting_and_the_harness_s_own():
+    from harness.gates.runner import time_split
+    split = time_split({"fresh_server_s": 2.0, "scenario_s": 10.0, "sampling_s": 1.5, "teardown_s": 0.5}, 13.0)
+    assert (split["server_s"], split["harness_s"]) == (8.5, 4.5)
+    assert time_split({"fresh_server_s": 2.0}, 2.5)["server_s"] == 0.0  # the restart failed: all harness
