@@ -5,6 +5,7 @@ tears its own stack down."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -31,13 +32,15 @@ def _pump(label: str, stream) -> None:
         print(f"[{label}] {line}", end="", flush=True)
 
 
-def run_children(argvs: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    """Run `python -m harness <argv>` for every label at once; exit status by label."""
+def run_children(argvs: Mapping[str, Sequence[str]], drop_env: Sequence[str] = ()) -> dict[str, int]:
+    """Run `python -m harness <argv>` for every label at once, without the variables in
+    `drop_env`; exit status by label."""
+    env = {k: v for k, v in os.environ.items() if k not in drop_env}
     procs, pumps = {}, []
     for label, argv in argvs.items():
         log.info(f"[harness] {label}: harness {' '.join(argv)}")
         proc = subprocess.Popen([sys.executable, "-m", "harness", *argv], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, env=env)
         procs[label] = proc
         pump = threading.Thread(target=_pump, args=(label, proc.stdout), daemon=True)
         pump.start()

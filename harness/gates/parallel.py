@@ -108,9 +108,11 @@ def run_parallel(settings: Settings, batch: Batch, jobs: int, backend_flag: str 
         return ["gates", *common, "--reports-dir", str(out_dir / "parts" / str(index)),
                 *(arg for g in group for arg in ("--gate", g))]
     concurrent = [group for group in groups if not set(group) & set(TIMED)]
-    codes = run_children({f"job{i}": argv(i, group) for i, group in enumerate(concurrent)})
+    # The parts do not write the job summary: the merged report does, once.
+    quiet = ("GITHUB_STEP_SUMMARY",)
+    codes = run_children({f"job{i}": argv(i, group) for i, group in enumerate(concurrent)}, drop_env=quiet)
     for index, group in enumerate(groups[len(concurrent):], start=len(concurrent)):
-        codes |= run_children({f"timed{index}": argv(index, group)})
+        codes |= run_children({f"timed{index}": argv(index, group)}, drop_env=quiet)
     parts = [found for i in range(len(groups)) if (found := _latest(out_dir / "parts" / str(i))) is not None]
     if not parts:
         log.error(f"[harness] no group produced a report (exit statuses {codes})")
