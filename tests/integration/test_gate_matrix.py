@@ -53,8 +53,14 @@ R099_RELEASING_HANDLES = Server("0.9.9", tree="0.9.9-releasing-fetch-handles")
 # (tests/integration/orphan_clones_control.py), one of them a documented setting.
 R099_NO_ORPHANS = Server("0.9.9", orphan_clones_control.SERVER_ENV, tree="0.9.9-bounded-pool-closed-repo")
 
-# (gate, server) -> (verdict, failure category)
-EXPECTED = {
+# The one cell whose first failure kind depends on the machine's load, both measured: 0.9.9's
+# burst always keeps its Redis sockets (+336 to +660 fds), and keeps clone dirs only when its
+# sibling check times out under load (22-343 of 500 with other stacks beside it, 0 on a quiet
+# machine, where the sockets come first). Either is a FAIL for a reason the report names.
+ORPHANS_099 = ("orphan.clone_dirs_kept", "orphan.fds_kept")
+
+# (gate, server) -> (verdict, failure category, or the categories a load-dependent cell may give)
+EXPECTED: dict[tuple[str, Server], tuple[str, str | tuple[str, ...]]] = {
     ("leak", R096): ("fail", "leak.caches_kept"),
     ("leak", R099): ("pass", ""),
     ("repeat-sync", R096): ("fail", "repeat_sync.packs_grew"),
@@ -72,7 +78,7 @@ EXPECTED = {
     ("broker-bounce", R096): ("fail", "bounce.put_after_not_served"),
     ("broker-bounce", R099): ("pass", ""),
     ("orphan-clones", R096): ("fail", "orphan.caches_kept"),
-    ("orphan-clones", R099): ("fail", "orphan.clone_dirs_kept"),
+    ("orphan-clones", R099): ("fail", ORPHANS_099),
     ("orphan-clones", R099_NO_ORPHANS): ("pass", ""),
 }
 RELEASE_CELLS = [(gate, server) for gate, server in EXPECTED if not server.server_env and not server.tree]
@@ -152,7 +158,8 @@ def _check_cell(stacks: _Stacks, backend: str, server: Server, gate_id: str) -> 
     report.add(result)
     assert schema_errors(report.to_json()) == []
     expected_verdict, expected_category = EXPECTED[(gate_id, server)]
-    assert (result.verdict, result.category) == (expected_verdict, expected_category), (
+    categories = expected_category if isinstance(expected_category, tuple) else (expected_category,)
+    assert result.verdict == expected_verdict and result.category in categories, (
         f"{gate_id} on {server.name} ({backend}): expected {expected_verdict} {expected_category or ''}, "
         f"got {result.verdict} {result.category}: {result.reason}")
 
