@@ -9,6 +9,7 @@ input was bad.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,7 +74,10 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
         except HarnessError as exc:
             log.error(f"[harness] the stack did not come up: {exc}")
             failed = settings.reports_dir / stack.run_id
-            return EXIT_ERROR, failed if failed.is_dir() else None
+            if not (failed / "report.json").is_file():
+                return EXIT_ERROR, None
+            _ci_outputs(json.loads((failed / "report.json").read_text()), failed, batch, settings)
+            return EXIT_ERROR, failed
     report = RunReport(settings.reports_dir, stack.run_id, settings.target.label, stack.backend,
                        settings.server_profile, meta=stack.run_metadata(batch.run_env))
     try:
@@ -91,10 +95,14 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
             stack.__exit__(None, None, None)
         else:  # leave the attached stack as `harness up` left it: a fresh server, serving
             stack.server.restart(fresh_state=True, overrides=dict(settings.server_env), workers=settings.workers)
-    data = report.to_json()
-    if batch.junit is not None:
-        write_junit(data, report.dir, batch.junit)
-    append_step_summary(data, report.dir, settings.step_summary)
-    print(verdict_table(data["gates"]))
-    print(f"report: {report.dir}/summary.md")
+    _ci_outputs(report.to_json(), report.dir, batch, settings)
     return exit_status(verdicts), report.dir
+
+
+def _ci_outputs(data: Mapping[str, Any], report_dir: Path, batch: Batch, settings: Settings) -> None:
+    """JUnit (if asked), the job summary (if the job has one), the table on stdout."""
+    if batch.junit is not None:
+        write_junit(data, report_dir, batch.junit)
+    append_step_summary(data, report_dir, settings.step_summary)
+    print(verdict_table(data["gates"]))
+    print(f"report: {report_dir}/summary.md")

@@ -157,8 +157,8 @@ def test_gates_run_against_a_detached_stack(tmp_path, harness_settings):
 
 def test_a_stack_that_fails_to_come_up_leaves_its_logs_and_the_failed_service(tmp_path, harness_settings):
     env = _env(tmp_path, harness_settings, OPAL_VERSION="0.9.9", OPAL_POLICY_REFRESH_INTERVAL="not-a-number")
-    done = _run([sys.executable, "-m", "harness", "gates", "--gate", "leak", "--reports-dir", str(tmp_path / "r")],
-                tmp_path, env)
+    done = _run([sys.executable, "-m", "harness", "gates", "--gate", "leak", "--reports-dir", str(tmp_path / "r"),
+                 "--junitxml", "gates.xml"], tmp_path, env)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     [run_dir] = [p for p in (tmp_path / "r").iterdir() if p.name != "latest"]
     report = _report(run_dir)
@@ -166,3 +166,5 @@ def test_a_stack_that_fails_to_come_up_leaves_its_logs_and_the_failed_service(tm
     assert "not-a-number" in (run_dir / "logs" / "server.log").read_text()
     assert {"redis.log", "postgres.log", "githost.log"} <= {p.name for p in (run_dir / "logs").iterdir()}
     assert not list((tmp_path / "runs").iterdir()), "the run dir itself is removed"
+    error = ET.parse(tmp_path / "gates.xml").getroot().find("testcase/error")
+    assert error is not None and error.get("type") == "service server"
