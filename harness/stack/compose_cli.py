@@ -5,10 +5,27 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
+from harness import config
 from harness.errors import HarnessError, MissingDependency
+
+# Commands that create or remove containers, networks and volumes. On a vfs engine two of
+# them at once (two stacks coming up side by side) have timed out engine calls and once left
+# the engine unresponsive, so this machine runs them one at a time; everything else (exec,
+# logs, stats, the gates themselves) runs side by side.
+ENGINE_WRITES = frozenset({"up", "down", "create", "rm"})
+
+
+def engine_write_lock() -> FileLock:
+    """One engine-writing compose command at a time across every harness process here."""
+    path = config.default_cache_dir() / "compose-engine-writes.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path)
 
 
 @dataclass(frozen=True)
@@ -20,10 +37,16 @@ class ComposeCli:
             timeout: float = 600, log: Path | None = None) -> str:
         command = [*self.argv, "-p", project, *[a for f in files for a in ("-f", str(f))], *args]
         try:
-            result = subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout)
+            # Waiting for another stack's up/down counts against the same timeout.
+            writes = args and args[0] in ENGINE_WRITES
+            with engine_write_lock().acquire(timeout=timeout) if writes else nullcontext():
+                result = subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise HarnessError(f"`{' '.join(command[:6])} ... {' '.join(args)}` did not finish within "
                                f"{timeout:g} s") from None
+        except Timeout:
+            raise HarnessError(f"compose {args[0]} waited {timeout:g} s for another stack's up/down on this "
+                               f"engine (lock {engine_write_lock().lock_file})") from None
         if log is not None:
             with open(log, "a") as out:
                 out.write(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}\n")
