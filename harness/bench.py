@@ -10,11 +10,13 @@ also given as a rate, which travels better between machines than seconds do.
                compose the seeding is the sidecar's, inside the stack-up time, so it is
                not timed on its own
   --repos N    repos to seed (default 200)
-  --matrix     instead: the gate suite on two releases (--releases, default 0.9.6 0.9.9),
-               one after another and then side by side (each release its own `harness
-               gates --jobs J`, --jobs default 1), in one run: both wall times, their ratio,
-               whether every verdict and category agrees, and the harness's share of the
-               gates' time (report timing: harness_s over duration_s)
+  --matrix     instead: the gate suite on two releases (--releases, default 0.9.6 0.9.9)
+               serially (one gate at a time, one release after another), then --repeats
+               times (default 3) side by side (each release its own `harness gates --jobs
+               J`, default auto), in one run: the wall times, the slowest parallel run over
+               the serial one, whether every verdict and category agrees across the parallel
+               runs and with the serial one, and the harness's share of each gate's time
+               (report timing: harness_s over duration_s)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,39 +85,81 @@ def measure_stack(bench: Bench, settings: config.Settings, runs: int = 2) -> Non
             bench.time(f"stack_down_{run}_s", stack.down)
 
 
-def _gates_argv(release: str, reports: Path, jobs: int) -> list[str]:
+def _gates_argv(release: str, reports: Path, jobs: str) -> list[str]:
     return ["gates", "--opal-version", release, "--backend", "local", "--reports-dir", str(reports),
-            "--jobs", str(jobs)]
+            "--jobs", jobs]
 
 
-def _verdicts(reports: Path) -> tuple[dict[str, tuple[str, str]], float, float]:
-    """(gate -> (verdict, category), harness seconds, gate seconds) of a reports dir's latest run."""
-    report = json.loads((reports / "latest" / "report.json").read_text())
-    gates = report["gates"]
-    return ({g["id"]: (g["verdict"], g["category"]) for g in gates},
-            sum((g.get("timing") or {}).get("harness_s", 0.0) for g in gates), sum(g["duration_s"] for g in gates))
+@dataclass(frozen=True)
+class SuiteRun:
+    """One release's suite as its report tells it."""
+
+    verdicts: dict[str, tuple[str, str]]  # gate -> (verdict, category)
+    harness_s: dict[str, float]  # gate -> the harness's seconds (fresh server, snapshots, teardown)
+    duration_s: dict[str, float]  # gate -> the gate's seconds
+
+    @classmethod
+    def read(cls, reports: Path) -> SuiteRun:
+        gates = json.loads((reports / "latest" / "report.json").read_text())["gates"]
+        return cls({g["id"]: (g["verdict"], g["category"]) for g in gates},
+                   {g["id"]: float((g.get("timing") or {}).get("harness_s", 0.0)) for g in gates},
+                   {g["id"]: float(g["duration_s"]) for g in gates})
 
 
-def measure_matrix(bench: Bench, releases: list[str], jobs: int, work: Path) -> None:
-    """The suite on every release serially, then all releases side by side."""
-    bench.time("matrix_serial_s", lambda: [run_children({r: _gates_argv(r, work / "serial" / r, jobs)})
+def _differences(reference: dict[str, SuiteRun], other: dict[str, SuiteRun]) -> list[str]:
+    return [f"{r} {g}: {' '.join(v)} vs {' '.join(other[r].verdicts.get(g, ('missing', '')))}"
+            for r, run in reference.items() for g, v in run.verdicts.items() if other[r].verdicts.get(g) != v]
+
+
+def harness_share_by_gate(runs: list[dict[str, SuiteRun]]) -> dict[str, float]:
+    """Per gate, the harness's seconds over the gate's seconds, summed over releases and runs."""
+    spent: dict[str, list[float]] = {}
+    for by_release in runs:
+        for run in by_release.values():
+            for gate, seconds in run.duration_s.items():
+                pair = spent.setdefault(gate, [0.0, 0.0])
+                pair[0] += run.harness_s[gate]
+                pair[1] += seconds
+    return {gate: round(harness / max(total, 1e-3), 3) for gate, (harness, total) in spent.items()}
+
+
+def measure_matrix(bench: Bench, releases: list[str], jobs: str, repeats: int, work: Path) -> None:
+    """The suite on every release one gate at a time, one release after another; then
+    `repeats` times every release side by side, each with `--jobs jobs`. The ratio is the
+    slowest parallel run over the serial one; verdicts and categories must agree across all
+    of the parallel runs (and are compared with the serial run)."""
+    bench.time("matrix_serial_s", lambda: [run_children({r: _gates_argv(r, work / "serial" / r, "1")})
                                            for r in releases])
-    bench.time("matrix_parallel_s", lambda: run_children({r: _gates_argv(r, work / "parallel" / r, jobs)
-                                                          for r in releases}))
-    bench.figures["parallel_over_serial"] = round(bench.figures["matrix_parallel_s"]
-                                                  / bench.figures["matrix_serial_s"], 3)
-    serial = {r: _verdicts(work / "serial" / r) for r in releases}
-    parallel = {r: _verdicts(work / "parallel" / r) for r in releases}
-    differ = [f"{r} {g}: {serial[r][0][g]} vs {parallel[r][0].get(g)}" for r in releases
-              for g in serial[r][0] if serial[r][0][g] != parallel[r][0].get(g)]
-    bench.figures["verdicts_identical"] = float(not differ)
-    harness_s = sum(s[1] for s in serial.values())
-    bench.figures["harness_share"] = round(harness_s / max(1e-3, sum(s[2] for s in serial.values())), 3)
-    bench.details = {"releases": releases, "jobs": jobs, "verdicts_differ": differ,
-                     "serial": {r: {g: list(v) for g, v in s[0].items()} for r, s in serial.items()}}
-    print(f"[bench] parallel / serial = {bench.figures['parallel_over_serial']}; verdicts "
-          f"{'identical' if not differ else 'DIFFER: ' + '; '.join(differ)}; harness share "
-          f"{bench.figures['harness_share']:.0%}", flush=True)
+    serial = {r: SuiteRun.read(work / "serial" / r) for r in releases}
+    parallel: list[dict[str, SuiteRun]] = []
+    for n in range(1, repeats + 1):
+        argvs = {r: _gates_argv(r, work / f"parallel-{n}" / r, jobs) for r in releases}
+        bench.time(f"matrix_parallel_{n}_s", partial(run_children, argvs))
+        parallel.append({r: SuiteRun.read(work / f"parallel-{n}" / r) for r in releases})
+    slowest = max(bench.figures[f"matrix_parallel_{n}_s"] for n in range(1, repeats + 1))
+    bench.figures["matrix_parallel_slowest_s"] = slowest
+    bench.figures["parallel_over_serial"] = round(slowest / bench.figures["matrix_serial_s"], 3)
+    across = [d for later in parallel[1:] for d in _differences(parallel[0], later)]
+    vs_serial = _differences(serial, parallel[0])
+    bench.figures["parallel_runs_identical"] = float(not across)
+    bench.figures["verdicts_identical"] = float(not across and not vs_serial)
+    shares = harness_share_by_gate([serial])
+    harness_total = sum(sum(run.harness_s.values()) for run in serial.values())
+    bench.figures["harness_share"] = round(harness_total / max(1e-3, sum(sum(run.duration_s.values())
+                                                                         for run in serial.values())), 3)
+    bench.figures.update({f"harness_share.{gate}": share for gate, share in shares.items()})
+    bench.details = {"releases": releases, "jobs": jobs, "repeats": repeats,
+                     "parallel_runs_differ": across, "serial_vs_parallel_differ": vs_serial,
+                     "serial": {r: {g: list(v) for g, v in run.verdicts.items()} for r, run in serial.items()},
+                     "parallel": [{r: {g: list(v) for g, v in run.verdicts.items()} for r, run in by_release.items()}
+                                  for by_release in parallel],
+                     "gate_seconds_serial": {r: run.duration_s for r, run in serial.items()}}
+    print(f"[bench] slowest parallel / serial = {bench.figures['parallel_over_serial']}; the {repeats} parallel "
+          f"runs {'agree' if not across else 'DIFFER: ' + '; '.join(across)}; serial vs parallel "
+          f"{'agree' if not vs_serial else 'differ: ' + '; '.join(vs_serial)}", flush=True)
+    print("[bench] harness share of each gate's time (serial run): "
+          + ", ".join(f"{gate} {share:.0%}" for gate, share in shares.items())
+          + f"; suite {bench.figures['harness_share']:.0%}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repos", type=int, default=200)
     parser.add_argument("--matrix", action="store_true", help="time the two-release gate matrix, serial and parallel")
     parser.add_argument("--releases", nargs="+", default=["0.9.6", "0.9.9"])
-    parser.add_argument("--jobs", type=int, default=1, help="--jobs of each release's harness gates (--matrix)")
+    parser.add_argument("--jobs", default="auto", metavar="N|auto",
+                        help="--jobs of each release's harness gates in the parallel runs (--matrix)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="parallel runs, each compared with the others (--matrix)")
     args = parser.parse_args(argv)
     # The bench prints its own figures, not the steps inside them: the harness's lines only
     # when something goes wrong.
@@ -135,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.matrix:
             bench.target = " ".join(args.releases)
             work = settings.reports_dir / f"bench-matrix-{time.strftime('%Y%m%d-%H%M%S')}"
-            measure_matrix(bench, args.releases, args.jobs, work)
+            measure_matrix(bench, args.releases, args.jobs, args.repeats, work)
         else:
             if args.backend == "local":
                 measure_venv(bench, settings, args.cold)

@@ -10,3 +10,27 @@ def test_seeding_is_timed_twice_and_given_as_a_rate():
     # measure_seed raises when any repo failed; the rate counts all 9 repos (5 policy + 4 probe).
     assert bench.figures["seed_repos_per_s"] > 0
     assert bench.figures["reseed_5_repos_s"] >= 0
+
+
+def _run(verdicts, harness_s, duration_s):
+    from harness.bench import SuiteRun
+    return SuiteRun(verdicts, harness_s, duration_s)
+
+
+def test_the_harness_share_is_per_gate_over_every_release_and_run():
+    from harness.bench import harness_share_by_gate
+    a = _run({"leak": ("pass", ""), "zombie-cap": ("fail", "zombie.cap_reached")},
+             {"leak": 2.0, "zombie-cap": 1.0}, {"leak": 10.0, "zombie-cap": 40.0})
+    b = _run({"leak": ("fail", "leak.caches_kept"), "zombie-cap": ("fail", "zombie.cap_reached")},
+             {"leak": 4.0, "zombie-cap": 3.0}, {"leak": 10.0, "zombie-cap": 40.0})
+    assert harness_share_by_gate([{"0.9.6": b, "0.9.9": a}]) == {"leak": 0.3, "zombie-cap": 0.05}
+
+
+def test_a_category_that_changes_between_runs_is_a_difference():
+    from harness.bench import _differences
+    first = {"0.9.9": _run({"orphan-clones": ("fail", "orphan.fds_kept"), "leak": ("pass", "")}, {}, {})}
+    same = {"0.9.9": _run({"orphan-clones": ("fail", "orphan.fds_kept"), "leak": ("pass", "")}, {}, {})}
+    other = {"0.9.9": _run({"orphan-clones": ("fail", "orphan.clone_dirs_kept")}, {}, {})}
+    assert _differences(first, same) == []
+    assert _differences(first, other) == ["0.9.9 orphan-clones: fail orphan.fds_kept vs fail orphan.clone_dirs_kept",
+                                          "0.9.9 leak: pass  vs missing "]
