@@ -53,14 +53,41 @@ R099_RELEASING_HANDLES = Server("0.9.9", tree="0.9.9-releasing-fetch-handles")
 # (tests/integration/orphan_clones_control.py), one of them a documented setting.
 R099_NO_ORPHANS = Server("0.9.9", orphan_clones_control.SERVER_ENV, tree="0.9.9-bounded-pool-closed-repo")
 
-# The one cell whose first failure kind depends on the machine's load, both measured: 0.9.9's
-# burst always keeps its Redis sockets (+336 to +660 fds), and keeps clone dirs only when its
-# sibling check times out under load (22-343 of 500 with other stacks beside it, 0 on a quiet
-# machine, where the sockets come first). Either is a FAIL for a reason the report names.
-ORPHANS_099 = ("orphan.clone_dirs_kept", "orphan.fds_kept")
+# The broker-bounce control: 0.9.9 with a resync settle long enough for both workers to
+# re-subscribe before a buffered broadcast is replayed (see BOUNCE_099).
+R099_LONG_SETTLE = Server("0.9.9", (("OPAL_BROADCAST_RESYNC_SETTLE_SECONDS", "10"),))
 
-# (gate, server) -> (verdict, failure category, or the categories a load-dependent cell may give)
-EXPECTED: dict[tuple[str, Server], tuple[str, str | tuple[str, ...]]] = {
+
+@dataclass(frozen=True)
+class Outcomes:
+    """A cell whose outcome depends on timing the harness does not control: every
+    (verdict, category) it may give, each one seen on this machine. Such a cell still fails on
+    an ERROR or any other category, but proves neither side of its gate alone: each gate
+    also has a PASS cell and a FAIL cell with one outcome (test_every_gate_is_proven_both_ways)."""
+
+    accepted: tuple[tuple[str, str], ...]
+
+    def __contains__(self, outcome: object) -> bool:
+        return outcome in self.accepted
+
+
+# 0.9.9's burst always keeps its Redis sockets (+336 to +660 fds), and keeps clone dirs only
+# when its sibling check times out under load (22-343 of 500 with other stacks beside it, 0
+# on a quiet machine, where the sockets come first). Either is a FAIL for a reason the report
+# names.
+ORPHANS_099 = Outcomes((("fail", "orphan.clone_dirs_kept"), ("fail", "orphan.fds_kept")))
+# 0.9.9 buffers a broadcast that fails during the outage and replays it
+# OPAL_BROADCAST_RESYNC_SETTLE_SECONDS (2 s) after its own listener reconnects — its code says
+# this "is not a delivery guarantee (a slow peer may not have re-subscribed at flush time)".
+# When the PUT lands on the worker that is not the leader and the leader re-subscribes later
+# than that, the PUT is never served. Seen once, on compose with three other stacks beside it
+# (replay at 22:56:52.2, the leader's listener back at 22:56:54.0); every other run here, the
+# PUT was served at once.
+BOUNCE_099 = Outcomes((("pass", ""), ("fail", "bounce.put_during_not_served")))
+
+Expected = tuple[str, str] | Outcomes
+# (gate, server) -> (verdict, failure category), or the Outcomes of a timing-dependent cell
+EXPECTED: dict[tuple[str, Server], Expected] = {
     ("leak", R096): ("fail", "leak.caches_kept"),
     ("leak", R099): ("pass", ""),
     ("repeat-sync", R096): ("fail", "repeat_sync.packs_grew"),
@@ -76,9 +103,10 @@ EXPECTED: dict[tuple[str, Server], tuple[str, str | tuple[str, ...]]] = {
     ("boot-dead-scope", R096): ("fail", "boot_dead.never_healthy"),
     ("boot-dead-scope", R099): ("pass", ""),
     ("broker-bounce", R096): ("fail", "bounce.put_after_not_served"),
-    ("broker-bounce", R099): ("pass", ""),
+    ("broker-bounce", R099): BOUNCE_099,
+    ("broker-bounce", R099_LONG_SETTLE): ("pass", ""),
     ("orphan-clones", R096): ("fail", "orphan.caches_kept"),
-    ("orphan-clones", R099): ("fail", ORPHANS_099),
+    ("orphan-clones", R099): ORPHANS_099,
     ("orphan-clones", R099_NO_ORPHANS): ("pass", ""),
 }
 RELEASE_CELLS = [(gate, server) for gate, server in EXPECTED if not server.server_env and not server.tree]
@@ -105,7 +133,8 @@ def test_the_expected_table_covers_every_gate():
 def test_every_gate_is_proven_both_ways_on_real_servers():
     """A gate that is only ever seen to pass (or only to fail) proves nothing."""
     for gate in GATES:
-        verdicts = {verdict for (g, _), (verdict, _) in EXPECTED.items() if g == gate}
+        verdicts = {expected[0] for (g, _), expected in EXPECTED.items()
+                    if g == gate and not isinstance(expected, Outcomes)}
         assert verdicts == {"pass", "fail"}, f"{gate} has no {({'pass', 'fail'} - verdicts).pop()} cell"
 
 
@@ -157,10 +186,11 @@ def _check_cell(stacks: _Stacks, backend: str, server: Server, gate_id: str) -> 
     result = run_gate(gate_id, stack, profile="quick", overrides={}, server_env=dict(server.server_env))
     report.add(result)
     assert schema_errors(report.to_json()) == []
-    expected_verdict, expected_category = EXPECTED[(gate_id, server)]
-    categories = expected_category if isinstance(expected_category, tuple) else (expected_category,)
-    assert result.verdict == expected_verdict and result.category in categories, (
-        f"{gate_id} on {server.name} ({backend}): expected {expected_verdict} {expected_category or ''}, "
+    expected = EXPECTED[(gate_id, server)]
+    accepted = expected if isinstance(expected, Outcomes) else Outcomes((expected,))
+    wanted = " or ".join(" ".join(outcome).strip() for outcome in accepted.accepted)
+    assert (result.verdict, result.category) in accepted, (
+        f"{gate_id} on {server.name} ({backend}): expected {wanted}, "
         f"got {result.verdict} {result.category}: {result.reason}")
 
 
