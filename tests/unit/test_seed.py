@@ -43,3 +43,27 @@ def test_sidecar_entry_point_exits_nonzero_with_the_failure_count(tmp_path, caps
     assert seed.main(["--root", str(root), "--count", "3", "--probes", "0"]) == 1
     assert "1 of 3 repos failed" in capsys.readouterr().err
     assert seed.main(["--root", str(tmp_path / "ok"), "--count", "3"]) == 0
+
+
+def test_a_written_repo_is_what_git_itself_makes_of_the_same_content(tmp_path):
+    """The direct writer against git: fsck --strict is clean, and `git fast-import` of the
+    same files, dates and message gives the same commit SHA (so repos seeded by either stay
+    valid for the other: reseeding stays idempotent)."""
+    seed.seed(tmp_path / "written", 1, probes=0)
+    written = tmp_path / "written" / "policy-0000.git"
+    subprocess.run(["git", "--git-dir", str(written), "fsck", "--strict", "--no-dangling"], check=True,
+                   capture_output=True, timeout=60)
+
+    by_git = tmp_path / "by-git.git"
+    subprocess.run(["git", "init", "--bare", "-q", "-b", "main", str(by_git)], check=True, timeout=60)
+    signature = f"Policy Harness <harness@localhost> {seed.FIXED_DATE}"
+    stream = f"commit refs/heads/main\nauthor {signature}\ncommitter {signature}\n"
+    stream += f"data {len(b'seed policy-0000' + bytes([10]))}\nseed policy-0000\n"
+    for name, content in seed.repo_files("policy-0000").items():
+        stream += f"M 644 inline {name}\ndata {len(content)}\n{content.decode()}"
+    subprocess.run(["git", "-C", str(by_git), "fast-import", "--quiet"], input=(stream + "\n").encode(),
+                   check=True, capture_output=True, timeout=60)
+
+    assert seed.head_sha(written) == seed.head_sha(by_git)
+    assert subprocess.run(["git", "--git-dir", str(written), "show", "main:policy.rego"], capture_output=True,
+                          text=True, check=True, timeout=60).stdout.startswith("package harness.policy_0000")
