@@ -14,11 +14,12 @@ from filelock import FileLock, Timeout
 from harness import config
 from harness.errors import HarnessError, MissingDependency
 
-# Commands that create or remove containers, networks and volumes. On a vfs engine two of
+# Commands that create or remove containers, networks and volumes (`run` creates and removes
+# a one-shot container: the seed sidecar adding repos). On a vfs engine two of
 # them at once (two stacks coming up side by side) have timed out engine calls and once left
 # the engine unresponsive, so this machine runs them one at a time; everything else (exec,
 # logs, stats, the gates themselves) runs side by side.
-ENGINE_WRITES = frozenset({"up", "down", "create", "rm"})
+ENGINE_WRITES = frozenset({"up", "down", "create", "rm", "run"})
 
 
 def engine_write_lock() -> FileLock:
