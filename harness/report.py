@@ -43,7 +43,7 @@ class RunReport:
         self.started_at = time.time()
         self.results: list[GateResult] = []
         self.dir.mkdir(parents=True, exist_ok=True)
-        _point_latest(reports_dir, self.dir)
+        point_latest(reports_dir, self.dir)
 
     def stack_failed(self, service: str | None, message: str) -> None:
         """The stack did not come up: the report says which service and why."""
@@ -89,7 +89,8 @@ class RunReport:
         return verdict_table(self.to_json()["gates"])
 
 
-def _point_latest(reports_dir: Path, run_dir: Path) -> None:
+def point_latest(reports_dir: Path, run_dir: Path) -> None:
+    """reports/latest -> this run (what the README's `reports/latest/...` paths read)."""
     latest = reports_dir / "latest"
     if latest.is_symlink() or latest.exists():
         latest.unlink()

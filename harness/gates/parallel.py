@@ -25,7 +25,7 @@ from harness.ci_outputs import append_step_summary, write_junit
 from harness.config import Settings
 from harness.errors import HarnessError
 from harness.gates.batch import EXIT_ERROR, Batch, exit_status
-from harness.report import benchmark_entries, schema_errors, summary_markdown, verdict_table
+from harness.report import benchmark_entries, point_latest, schema_errors, summary_markdown, verdict_table
 from harness.stack.base import new_run_id
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ def run_parallel(settings: Settings, batch: Batch, jobs: int, backend_flag: str 
         log.error(f"[harness] no group produced a report (exit statuses {codes})")
         return EXIT_ERROR, None
     merged = merge(parts, batch.gates, out_dir, run_id)
+    point_latest(settings.reports_dir, out_dir)
     if batch.junit is not None:
         write_junit(merged, out_dir, batch.junit)
     append_step_summary(merged, out_dir, settings.step_summary)

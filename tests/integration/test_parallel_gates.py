@@ -26,6 +26,7 @@ def test_two_groups_run_side_by_side_and_merge_into_one_report(tmp_path, harness
     # 0.9.9: leak passes, repeat-sync fails (its cached handle keeps every fetched pack): exit 1
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
     [run_dir] = [p for p in (tmp_path / "r").iterdir() if p.name.endswith("-jobs2")]
+    assert (tmp_path / "r" / "latest").resolve() == run_dir  # reports/latest is the merged run
     report = json.loads((run_dir / "report.json").read_text())
     assert schema_errors(report) == []
     assert [(g["id"], g["verdict"], g["category"]) for g in report["gates"]] == [
