@@ -154,6 +154,12 @@ def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "policy-harness")
 
 
+def step_summary_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """GitHub Actions' job summary file (GITHUB_STEP_SUMMARY), when there is one."""
+    env = os.environ if env is None else env
+    return Path(env["GITHUB_STEP_SUMMARY"]) if env.get("GITHUB_STEP_SUMMARY") else None
+
+
 def require_switch(env: Mapping[str, str] | None = None) -> bool:
     """HARNESS_REQUIRE, read by the pytest plugin before any Settings exist."""
     return _bool(os.environ if env is None else env, "HARNESS_REQUIRE")
@@ -282,6 +288,6 @@ def from_env(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
         images=image_set_choice(env),
         server_profile=_choice(env, "HARNESS_SERVER_PROFILE", "quick", SERVER_PROFILES),
         require=_bool(env, "HARNESS_REQUIRE"),
-        step_summary=Path(env["GITHUB_STEP_SUMMARY"]) if env.get("GITHUB_STEP_SUMMARY") else None,
+        step_summary=step_summary_path(env),
         gate_vars={k.removeprefix(GATE_PREFIX): v for k, v in env.items() if k.startswith(GATE_PREFIX)},
     )

@@ -1,10 +1,20 @@
-"""pytest fixtures for the gate suite (tests/gates): one stack and one report per session."""
+"""pytest fixtures for the gate suite (tests/gates): one stack and one report per session.
+
+Under pytest-xdist (`-n N`) every worker is a session of its own: its own stack (ports, run
+dir, compose project) and its own report. The controller then merges the workers' reports
+into one, like `harness gates --jobs` does (`reports/<run>-xdist<N>/`, the parts under
+`parts/`), points `reports/latest` at it and writes the job summary once. Unlike `--jobs`,
+xdist does not keep `boot-timing` apart; in `make test` its cells give the expected verdicts
+with three other stacks beside them on 2 cores.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +28,7 @@ from harness.stack.base import Stack
 from harness.verdict import GateResult
 
 REPORT_KEY = pytest.StashKey[RunReport]()
+PART_KEY = "policy_harness_report_dir"  # a worker's report dir, in xdist's workeroutput
 
 
 class TerminalHandler(logging.Handler):
@@ -73,13 +84,61 @@ def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settin
     finally:
         report.collect_logs(stack.logs_dir())
         report.write()
-        append_step_summary(report.to_json(), report.dir, harness_settings.step_summary)
+        worker_output = getattr(request.config, "workeroutput", None)
+        if worker_output is not None:
+            worker_output[PART_KEY] = str(report.dir)  # the controller merges and summarises
+        else:
+            append_step_summary(report.to_json(), report.dir, harness_settings.step_summary)
         stack.__exit__(None, None, None)
 
 
 def assert_gate_passed(result: GateResult) -> None:
     if result.verdict != "pass":
         pytest.fail(f"gate {result.id} {result.verdict.upper()}: {result.reason}", pytrace=False)
+
+
+@dataclass
+class XdistReports:
+    """On the xdist controller: the workers' reports, merged into one run report."""
+
+    parts: list[Path] = field(default_factory=list)
+    merged: dict | None = None
+    merged_dir: Path | None = None
+
+    def pytest_testnodedown(self, node, error) -> None:
+        part = getattr(node, "workeroutput", {}).get(PART_KEY)
+        if part:
+            self.parts.append(Path(part))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.parts:
+            return
+        from harness.gates.parallel import merge
+        from harness.gates.registry import GATES
+        from harness.report import point_latest
+        from harness.stack.base import new_run_id
+        reports_dir = self.parts[0].parent
+        run_id = f"{new_run_id()}-xdist{len(self.parts)}"
+        self.merged_dir = reports_dir / run_id
+        self.merged = merge(sorted(self.parts), list(GATES), self.merged_dir, run_id)
+        for part in self.parts:
+            shutil.move(str(part), self.merged_dir / "parts" / part.name)
+        point_latest(reports_dir, self.merged_dir)
+        append_step_summary(self.merged, self.merged_dir, config.step_summary_path())
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.merged is None:
+            return
+        from harness.report import verdict_table
+        terminalreporter.section(f"gate verdicts: {len(self.parts)} xdist workers, one stack each")
+        for line in verdict_table(self.merged["gates"]).splitlines():
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"report: {self.merged_dir}/summary.md")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(XdistReports(), "policy-harness-xdist-reports")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
