@@ -128,16 +128,24 @@ def _differences(reference: dict[str, SuiteRun], other: dict[str, SuiteRun]) -> 
             for r, run in reference.items() for g, v in run.verdicts.items() if other[r].verdicts.get(g) != v]
 
 
-def harness_share_by_gate(runs: list[dict[str, SuiteRun]]) -> dict[str, float]:
-    """Per gate, the harness's seconds over the gate's seconds, summed over releases and runs."""
-    spent: dict[str, list[float]] = {}
+def _harness_seconds(runs: list[dict[str, SuiteRun]]) -> dict[str, tuple[float, float]]:
+    """Per gate, (the harness's seconds, the gate's seconds), summed over releases and runs."""
+    spent: dict[str, tuple[float, float]] = {}
     for by_release in runs:
         for run in by_release.values():
             for gate, seconds in run.duration_s.items():
-                pair = spent.setdefault(gate, [0.0, 0.0])
-                pair[0] += run.harness_s[gate]
-                pair[1] += seconds
-    return {gate: round(harness / max(total, 1e-3), 3) for gate, (harness, total) in spent.items()}
+                harness, total = spent.get(gate, (0.0, 0.0))
+                spent[gate] = (harness + run.harness_s[gate], total + seconds)
+    return spent
+
+
+def _share(harness: float, total: float) -> float:
+    return round(harness / max(total, 1e-3), 3)
+
+
+def harness_share_by_gate(runs: list[dict[str, SuiteRun]]) -> dict[str, float]:
+    """Per gate, the harness's seconds over the gate's seconds, summed over releases and runs."""
+    return {gate: _share(*pair) for gate, pair in _harness_seconds(runs).items()}
 
 
 def measure_matrix(bench: Bench, releases: list[str], jobs: str, repeats: int, work: Path) -> None:
@@ -161,9 +169,8 @@ def measure_matrix(bench: Bench, releases: list[str], jobs: str, repeats: int, w
     bench.figures["parallel_runs_identical"] = float(not across)
     bench.figures["verdicts_identical"] = float(not across and not vs_serial)
     shares = harness_share_by_gate([serial])
-    harness_total = sum(sum(run.harness_s.values()) for run in serial.values())
-    bench.figures["harness_share"] = round(harness_total / max(1e-3, sum(sum(run.duration_s.values())
-                                                                         for run in serial.values())), 3)
+    spent = _harness_seconds([serial]).values()
+    bench.figures["harness_share"] = _share(sum(h for h, _ in spent), sum(t for _, t in spent))
     bench.figures.update({f"harness_share.{gate}": share for gate, share in shares.items()})
     bench.details = {"releases": releases, "jobs": jobs, "repeats": repeats,
                      "parallel_runs_differ": across, "serial_vs_parallel_differ": vs_serial,
