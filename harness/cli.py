@@ -28,7 +28,7 @@ DETACH_TIMEOUT_S = 1800
 
 def _settings(args: argparse.Namespace) -> config.Settings:
     overrides = {}
-    for name in ("version", "source", "image", "workers", "backend", "reports_dir"):
+    for name in ("version", "source", "image", "workers", "backend", "reports_dir", "scale"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--against", metavar="RUN_ID", help="run on the stack `harness up --detach` left running")
     gates.add_argument("--junitxml", metavar="PATH", help="also write JUnit XML (a testcase per gate, with "
                                                           "verdict, category and figures as properties)")
+    gates.add_argument("--scale", type=int, metavar="N",
+                       help="the scale profile: leak, repeat-sync and boot-timing at N live scopes, their seeding, "
+                            "budgets, time limits and the machine's limits moving with N (or HARNESS_SCALE)")
     gates.add_argument("--jobs", default="1", metavar="N|auto",
                        help="run the gates in N groups side by side, each on its own stack, one merged report "
                             "(auto: one per core and 2 GB; boot-timing runs alone after them; default 1)")

@@ -22,6 +22,8 @@ Environment variables (all optional):
   HARNESS_SERVER_PROFILE  the gates' server profile: quick (default) | defaults
   HARNESS_REQUIRE      1 = a test that would skip fails instead (CI)
   HARNESS_GATE_<GATE>_<NAME>  a gate's parameter or threshold, e.g. HARNESS_GATE_LEAK_CYCLES=5
+  HARNESS_SCALE        the scale profile: leak, repeat-sync and boot-timing at N live scopes
+                       (budgets, seeding and limits move with N; HARNESS_GATE_* still win)
   GITHUB_STEP_SUMMARY  set by GitHub Actions: gate runs append their verdict table to it
 
 This module is the only one that reads HARNESS_* variables: everything else gets Settings.
@@ -54,6 +56,7 @@ IMAGE_SET_NAMES = ("auto", "public", "offline")
 SERVER_PROFILES = ("quick", "defaults")
 DEFAULT_GITEA_IMAGE = "gitea/gitea:1.22.3"
 GATE_PREFIX = "HARNESS_GATE_"
+MAX_SCALE = 19_000  # repeat-sync reads policy-0040 onwards, and seeding stops at 20,000 repos
 
 
 def supported_versions() -> list[str]:
@@ -104,6 +107,8 @@ class Settings:
     # HARNESS_GATE_<GATE>_<NAME>: raw values by gate variable prefix, resolved per gate by
     # gate_overrides() (the gates validate the names and types).
     gate_vars: Mapping[str, str] = field(default_factory=dict)
+    # HARNESS_SCALE: N live scopes for the gates whose load grows with it (None: their own)
+    scale: int | None = None
 
     def gate_overrides(self, gate_id: str) -> dict[str, str]:
         """HARNESS_GATE_<ID>_<NAME>=value as {name: value}, e.g. HARNESS_GATE_LEAK_CYCLES=5."""
@@ -242,7 +247,7 @@ def validate_source_tree(path: Path) -> Path:
 _FLAG_VARS = {"workers": "HARNESS_WORKERS", "seed_repos": "HARNESS_SEED_REPOS", "run_root": "HARNESS_RUN_ROOT",
               "cache_dir": "HARNESS_CACHE_DIR", "reports_dir": "HARNESS_REPORTS_DIR",
               "keep_stack": "HARNESS_KEEP_STACK", "version": "OPAL_VERSION", "source": "OPAL_SOURCE",
-              "image": "OPAL_IMAGE", "backend": "BACKEND"}
+              "image": "OPAL_IMAGE", "backend": "BACKEND", "scale": "HARNESS_SCALE"}
 
 
 def _with_flags(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str, str]:
@@ -290,4 +295,5 @@ def from_env(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
         require=_bool(env, "HARNESS_REQUIRE"),
         step_summary=step_summary_path(env),
         gate_vars={k.removeprefix(GATE_PREFIX): v for k, v in env.items() if k.startswith(GATE_PREFIX)},
+        scale=_int(env, "HARNESS_SCALE", 1000, 1, MAX_SCALE) if env.get("HARNESS_SCALE") else None,
     )

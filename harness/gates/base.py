@@ -255,6 +255,17 @@ class Gate(ABC):
         """OPAL_* settings this gate adds to the profile (quick profile only by default)."""
         return {}
 
+    def scaled(self, scopes: int) -> dict[str, str]:
+        """The settings this gate takes under the scale profile (HARNESS_SCALE=N, `--scale
+        N`): N live scopes. {} for a gate whose load does not grow with N (a fault gate
+        needs a handful of scopes to show its fault)."""
+        return {}
+
+    def load(self, params: Any) -> Any:
+        """The gate's load (harness.gates.load.Load) with these params, or None for a small
+        fixed one: it sizes the gate's time limit and the machine limits checked before."""
+        return None
+
     @abstractmethod
     def scenario(self, ctx: GateContext) -> None:
         """Drive the workload and faults, recording everything into ctx.timeline."""

@@ -20,7 +20,7 @@ from harness.ci_outputs import append_step_summary, write_junit
 from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
 from harness.gates.registry import GATES
-from harness.gates.runner import configure, gate, run_gate
+from harness.gates.runner import preflight, run_gate
 from harness.report import RunReport, verdict_table
 from harness.stack import make_stack
 from harness.stack.base import Stack
@@ -42,16 +42,16 @@ class Batch:
     keep: str = "never"
     junit: Path | None = None
 
-    def validate(self) -> None:
+    def validate(self, settings: Settings) -> None:
+        """Bad input refused before any stack comes up: the keep policy, the gate ids, each
+        gate's settings (given here, or HARNESS_SCALE / HARNESS_GATE_*), and the machine
+        holding their largest load (harness.limits)."""
         if self.keep not in KEEP_POLICIES:
             raise ConfigError(f"--keep-stack={self.keep} is not known; use one of {', '.join(KEEP_POLICIES)}")
         unknown = [g for g in self.gates if g not in GATES]
         if unknown or not self.gates:
             raise ConfigError(f"unknown gate {', '.join(unknown) or '(none given)'}; gates: {', '.join(GATES)}")
-        for gate_id in self.gates:  # bad settings are refused before any stack comes up
-            overrides = self.overrides.get(gate_id) if self.overrides is not None else None
-            if overrides is not None:
-                configure(gate(gate_id), {k: str(v) for k, v in overrides.items()})
+        preflight(settings, self.gates, self.overrides)
 
 
 def exit_status(verdicts: Sequence[str]) -> int:
@@ -65,7 +65,7 @@ def exit_status(verdicts: Sequence[str]) -> int:
 def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> tuple[int, Path | None]:
     """(exit status, report dir). `stack`: an attached stack to run on (`--against`); by
     default a new one, torn down after (unless `batch.keep` says otherwise)."""
-    batch.validate()
+    batch.validate(settings)
     owned = stack is None  # an attached stack belongs to the `harness up --detach` that made it
     if stack is None:
         stack = make_stack(settings)

@@ -141,6 +141,46 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistReports(), "policy-harness-xdist-reports")
 
 
+def _gate_case(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "gate_session" not in getattr(item, "fixturenames", ()):
+        return None
+    return callspec.params.get("gate_id")
+
+
+def _run_timeout(pytest_config: pytest.Config) -> float:
+    """The run's per-test timeout (--timeout, else the ini's; 0: none)."""
+    try:
+        return float(pytest_config.getoption("timeout", None) or pytest_config.getini("timeout") or 0)
+    except (ValueError, TypeError):  # pytest-timeout not installed
+        return 0.0
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k deselected what will not run
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before any stack comes up: the selected gates' settings are checked and the machine
+    is checked for the largest of their loads (the open-file limit raised, or one error
+    with the number needed), and a gate whose load needs longer than the run's per-test
+    timeout gets a time limit that fits it — a timeout must not kill a long gate before its
+    verdict reaches the report."""
+    from harness.config import from_env
+    from harness.gates.runner import configure, gate, preflight, requested_settings
+    cases = [(item, gate_id) for item in items if (gate_id := _gate_case(item))]
+    if not cases:
+        return
+    try:
+        settings = from_env()
+        preflight(settings, sorted({gate_id for _, gate_id in cases}))
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    timeout = _run_timeout(config)
+    for item, gate_id in cases:
+        g = gate(gate_id)
+        load = g.load(configure(g, requested_settings(g, settings))[0])
+        if timeout and load is not None and load.time_limit_s() > timeout:
+            item.add_marker(pytest.mark.timeout(load.time_limit_s()))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     report = config.stash.get(REPORT_KEY, None)
     if report is None or not report.results:

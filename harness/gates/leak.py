@@ -13,11 +13,13 @@ plotted). RSS is recorded, not judged (allocator churn makes it grow on fixed se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from harness.gates.base import Gate, GateContext
+from harness.gates.load import Load, for_each_scope, scaled_budgets
 from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name, probe_repo_name
-from harness.servers.opal import CACHES
+from harness.servers.opal import CACHES, OpalClient
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 from harness.waiting import poll_until
@@ -32,6 +34,21 @@ class Params(GateSettings):
     fill_budget_s: float = 30.0  # how long the caches may take to show the load (refresh is async)
     settle_s: float = 10.0  # how long a correct server may take to drop a deleted scope
     settle_file_slack: int = 2  # open files above baseline that still count as settled
+    # 0: every cycle loads repos no earlier cycle used (policy-0000.. in order); N ≥ scopes:
+    # cycles take their repos from the first N, round robin (the scale profile reuses one
+    # set of N repos: a correct server drops a deleted scope's clone whichever repo it was)
+    repo_pool: int = 0
+
+    def validate(self) -> None:
+        if 0 < self.repo_pool < self.scopes:  # two live scopes on one repo share its cache entry
+            self.refuse("repo_pool", f"0 (distinct repos per cycle) or ≥ scopes = {self.scopes}")
+
+    @property
+    def repos(self) -> int:
+        return self.repo_pool or self.cycles * self.scopes
+
+    def repo_index(self, cycle: int, scope: int) -> int:
+        return ((cycle - 1) * self.scopes + scope) % self.repos
 
 
 @dataclass
@@ -39,6 +56,10 @@ class Thresholds(GateSettings):
     cache_tolerance: int = 0
     clone_dir_tolerance: int = 0
     open_file_tolerance: int = 2
+
+
+def _put(client: OpalClient, urls: dict[str, str], scope: str) -> int:
+    return client.put_scope(scope, urls[scope])
 
 
 def _counts(snapshot: dict) -> dict[str, int]:
@@ -111,28 +132,37 @@ class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
         p: Params = ctx.params
         tl, client = ctx.timeline, ctx.client
         ctx.require_one_worker()
+        ctx.stack.ensure_repos(p.repos)  # the load's repos, seeded on demand
+        budgets = scaled_budgets(ctx, p.scopes, {"serve_budget_s": p.serve_budget_s, "fill_budget_s": p.fill_budget_s,
+                                                 "settle_s": p.settle_s}, ctx.stack.repo_url(probe_repo_name(0)))
         self._warm_up(ctx)
         baseline = _counts(_settle(ctx, "baseline", p.settle_s))
         settled = {**{c: baseline[c] for c in CACHES}, "clone_dirs": baseline["clone_dirs"],
                    "worker_files": baseline["worker_files"] + p.settle_file_slack}
         for cycle in range(1, p.cycles + 1):
             tl.mark("cycle_start", cycle=cycle)
-            scopes = {f"leak-{cycle}-{i}": ctx.stack.repo_url(policy_repo_name((cycle - 1) * p.scopes + i))
+            scopes = {f"leak-{cycle}-{i}": ctx.stack.repo_url(policy_repo_name(p.repo_index(cycle, i)))
                       for i in range(p.scopes)}
-            puts = [client.put_scope(scope, url) for scope, url in scopes.items()]
+            puts = for_each_scope(partial(_put, client, scopes), scopes)
             tl.record("puts", cycle=cycle, statuses=puts)
-            pending = ctx.all_served_within(list(scopes), p.serve_budget_s, f"cycle {cycle}")
+            pending = ctx.all_served_within(list(scopes), budgets["serve_budget_s"], f"cycle {cycle}")
             if pending:
-                tl.fact("load_failure", f"cycle {cycle}: {len(pending)} of {p.scopes} scopes were not "
-                                        f"served within {p.serve_budget_s:g} s (PUT statuses {sorted(set(puts))})")
+                tl.fact("load_failure", f"cycle {cycle}: {len(pending)} of {p.scopes} scopes were not served "
+                                        f"within {budgets['serve_budget_s']:g} s (PUT statuses {sorted(set(puts))})")
                 return
-            refreshes = [client.refresh(scope) for scope in scopes]
+            refreshes = for_each_scope(client.refresh, scopes)
             tl.record("refreshes", cycle=cycle, statuses=refreshes)
-            _fill(ctx, f"loaded {cycle}", p.fill_budget_s, {c: baseline[c] + p.scopes for c in CACHES})
-            deletes = [client.delete_scope(scope) for scope in scopes]
+            _fill(ctx, f"loaded {cycle}", budgets["fill_budget_s"], {c: baseline[c] + p.scopes for c in CACHES})
+            deletes = for_each_scope(client.delete_scope, scopes)
             tl.record("deletes", cycle=cycle, statuses=deletes)
-            _settle(ctx, f"after {cycle}", p.settle_s, target=settled)
+            _settle(ctx, f"after {cycle}", budgets["settle_s"], target=settled)
             tl.mark("cycle_end", cycle=cycle)
+
+    def scaled(self, scopes: int) -> dict[str, str]:
+        return {"scopes": str(scopes), "repo_pool": str(scopes)}
+
+    def load(self, params: Params) -> Load:
+        return Load(scopes=params.scopes, repos=params.repos, fetches=2, rounds=params.cycles)
 
     def _warm_up(self, ctx: GateContext) -> None:
         """One probe scope through the whole cycle, so lazily made pools and connections

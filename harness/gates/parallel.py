@@ -92,7 +92,7 @@ def _latest(parts_dir: Path) -> Path | None:
 
 
 def run_parallel(settings: Settings, batch: Batch, jobs: int, backend_flag: str | None) -> tuple[int, Path | None]:
-    batch.validate()
+    batch.validate(settings)
     if batch.keep != "never" or batch.overrides is not None:
         raise HarnessError("--jobs runs every group on a stack of its own and tears it down: "
                            "use --keep-stack only without --jobs")
@@ -102,7 +102,8 @@ def run_parallel(settings: Settings, batch: Batch, jobs: int, backend_flag: str 
     log.info(f"[harness] {len(batch.gates)} gates in {len(groups)} groups: "
              + "; ".join(", ".join(group) for group in groups))
     started = time.monotonic()
-    common = [*target_flags(settings.target), *(["--backend", backend_flag] if backend_flag else [])]
+    common = [*target_flags(settings.target), *(["--backend", backend_flag] if backend_flag else []),
+              *(["--scale", str(settings.scale)] if settings.scale else [])]
 
     def argv(index: int, group: list[str]) -> list[str]:
         return ["gates", *common, "--reports-dir", str(out_dir / "parts" / str(index)),

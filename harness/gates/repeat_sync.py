@@ -31,16 +31,19 @@ from itertools import combinations
 from typing import Any
 
 from harness.gates.base import Gate, GateContext
+from harness.gates.load import Load, for_each_scope, scaled_budgets
 from harness.gates.settings import GateSettings
 from harness.gitops import GitOpError, WorkingClones, push_base_url
 from harness.probes import mapped_pack_files
-from harness.seed import policy_repo_name
+from harness.seed import policy_repo_name, probe_repo_name
 from harness.servers.opal import CACHES, PolicyResult
 from harness.timeline import Timeline
 from harness.verdict import ERROR, FAIL, Problems, Verdict, load_failure
 from harness.waiting import poll_until
 
 PUSH_PARALLEL = 4  # git pushes at once: the git daemon and 2 cores keep up with this
+PUSH_KINDS = ("commit", "force")
+SCALE_CYCLES = 20  # under the scale profile: the production leak needs fetches to pile up
 
 
 @dataclass
@@ -55,10 +58,15 @@ class Params(GateSettings):
     # policy-0040.. by default: repos no other gate uses, so the commits pushed here never
     # change what another gate clones (boot-timing times clones of policy-0000..)
     first_repo: int = 40
+    # what each cycle pushes: "commit" (a new commit on top) or "force" (the last commit
+    # rewritten and force-pushed: the served head is no longer an ancestor of the new one)
+    push: str = "commit"
 
     def validate(self) -> None:
         if self.cycles < self.warmup_cycles + 3:  # a slope needs 3 measured cycles
             self.refuse("cycles", f"≥ warmup_cycles + 3 = {self.warmup_cycles + 3}")
+        if self.push not in PUSH_KINDS:
+            self.refuse("push", " or ".join(PUSH_KINDS))
 
 
 @dataclass
@@ -110,39 +118,48 @@ class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Threshold
         repos = {f"sync-{i}": policy_repo_name(p.first_repo + i) for i in range(p.scopes)}
         clones = WorkingClones(ctx.stack.run_dir / "gitops", push_base_url(ctx.stack.published("githost").url),
                                timeout_s=p.git_timeout_s)
-        for scope, repo in repos.items():
-            ctx.client.put_scope(scope, ctx.stack.repo_url(repo))
-        pending = ctx.all_served_within(list(repos), p.serve_budget_s, "initial load")
+        budgets = scaled_budgets(ctx, p.scopes, {"serve_budget_s": p.serve_budget_s, "sync_budget_s": p.sync_budget_s},
+                                 ctx.stack.repo_url(probe_repo_name(0)))
+        for_each_scope(lambda scope: ctx.client.put_scope(scope, ctx.stack.repo_url(repos[scope])), repos)
+        pending = ctx.all_served_within(list(repos), budgets["serve_budget_s"], "initial load")
         if pending:
             tl.fact("load_failure", f"{len(pending)} of {p.scopes} scopes were not served "
-                                    f"within {p.serve_budget_s:g} s")
+                                    f"within {budgets['serve_budget_s']:g} s")
             return
         served: dict[str, str | None] = {scope: ctx.client.policy_hash(scope).hash for scope in repos}
         self._observe(ctx, "loaded", cycle=0)
         for cycle in range(1, p.cycles + 1):
             tl.mark("cycle_start", cycle=cycle)
             try:
-                pushed = self._push(clones, repos)
+                pushed = self._push(clones, repos, p.push)
             except GitOpError as exc:
                 tl.fact("load_failure", f"cycle {cycle}: pushing the new commits failed: {exc}")
                 return
-            refreshes = {scope: ctx.client.refresh(scope) for scope in repos}
-            unsynced, seconds = self._wait_synced(ctx, pushed, p.sync_budget_s)
+            refreshes = dict(zip(repos, for_each_scope(ctx.client.refresh, repos), strict=True))
+            unsynced, seconds = self._wait_synced(ctx, pushed, budgets["sync_budget_s"])
             tl.record("sync", cycle=cycle, pushed={s: _short(h) for s, h in pushed.items()},
                       refreshes=refreshes, seconds=seconds,
                       unsynced={s: {"status": r.status, "hash": _short(r.hash), "error": r.error}
                                 for s, r in unsynced.items()})
             if unsynced:
-                self._record_unsynced(tl, cycle, p, pushed, served, refreshes, unsynced)
+                self._record_unsynced(tl, cycle, p, budgets["sync_budget_s"], pushed, served, refreshes, unsynced)
                 return
             served = dict(pushed)
             self._observe(ctx, f"cycle {cycle}", cycle=cycle)
             tl.mark("cycle_end", cycle=cycle)
 
-    def _push(self, clones: WorkingClones, repos: dict[str, str]) -> dict[str, str]:
-        """A new commit in each scope's repo, pushed; scope -> pushed SHA."""
+    def scaled(self, scopes: int) -> dict[str, str]:
+        return {"scopes": str(scopes), "cycles": str(SCALE_CYCLES)}
+
+    def load(self, params: Params) -> Load:
+        return Load(scopes=params.scopes, repos=params.first_repo + params.scopes,
+                    fetches=params.cycles + 1, rounds=params.cycles + 1)
+
+    def _push(self, clones: WorkingClones, repos: dict[str, str], kind: str) -> dict[str, str]:
+        """A new commit (or a rewritten one) in each scope's repo, pushed; scope -> its SHA."""
+        push = clones.push_new_commit if kind == "commit" else clones.force_push_rewrite
         with ThreadPoolExecutor(max_workers=PUSH_PARALLEL) as pool:
-            shas = list(pool.map(clones.push_new_commit, repos.values()))
+            shas = list(pool.map(push, repos.values()))
         return dict(zip(repos, shas, strict=True))
 
     def _wait_synced(self, ctx: GateContext, pushed: dict[str, str],
@@ -164,7 +181,7 @@ class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Threshold
         seconds = poll_until(synced, budget, interval=0.2)
         return {scope: last[scope] for scope in pending}, seconds
 
-    def _record_unsynced(self, tl: Timeline, cycle: int, p: Params, pushed: dict[str, str],
+    def _record_unsynced(self, tl: Timeline, cycle: int, p: Params, budget: float, pushed: dict[str, str],
                          served_before: dict[str, str | None], refreshes: dict[str, int],
                          unsynced: dict[str, PolicyResult]) -> None:
         """Stale (FAIL) or no answer / refused refresh (ERROR): see the module docstring."""
@@ -172,7 +189,7 @@ class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Threshold
         stale = all(r.status == 200 and r.hash for r in unsynced.values())
         if stale and not refused:
             tl.fact("stale_commit", {
-                "cycle": cycle, "budget_s": p.sync_budget_s, "scopes": p.scopes,
+                "cycle": cycle, "budget_s": budget, "scopes": p.scopes,
                 "refresh_statuses": sorted(set(refreshes.values())),
                 "unsynced": {s: {"served": r.hash, "pushed": pushed[s], "before": served_before.get(s)}
                              for s, r in unsynced.items()}})
@@ -183,7 +200,7 @@ class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Threshold
         why = (f"refresh refused ({', '.join(f'{s}: {c}' for s, c in list(refused.items())[:5])})"
                if refused else "no bundle served")
         tl.fact("load_failure", f"cycle {cycle}: {len(unsynced)} of {p.scopes} scopes did not serve the "
-                                f"new commit within {p.sync_budget_s:g} s, {why}; last answers: {answers}")
+                                f"new commit within {budget:g} s, {why}; last answers: {answers}")
 
     def _observe(self, ctx: GateContext, label: str, cycle: int) -> None:
         """A snapshot plus the pack files the server's workers have mapped (summed: the
@@ -222,6 +239,39 @@ class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Threshold
         return _judge_growth(measured, scopes, thresholds, sync_s)
 
 
+# The production incident (public report on OPAL's repository, PR #950, 0.9.9; see
+# shared/OPAL.md): 43,026 scopes, anonymous memory +129 MB/h with the scope count flat.
+PRODUCTION_SCOPES = 43_026
+PRODUCTION_MB_PER_HOUR = 129.0
+
+
+def production_projection(per_scope: dict[str, float]) -> dict[str, Any]:
+    """The measured per-scope-per-fetch costs carried onto the production deployment: what
+    one fetch of every scope would keep there, and how many such fetches an hour would
+    explain its growth — a rate a maintainer can hold against the deployment's refresh
+    interval (a rate far above any plausible one: the per-fetch cost measured here does not
+    explain the incident on its own)."""
+    rss_kb = per_scope.get("worker_rss_kb", 0.0)
+    per_round_mb = rss_kb * PRODUCTION_SCOPES / 1024
+    rounds_per_hour = PRODUCTION_MB_PER_HOUR / per_round_mb if per_round_mb > 0 else None
+    projection: dict[str, Any] = {
+        "scopes": PRODUCTION_SCOPES, "mb_per_hour": PRODUCTION_MB_PER_HOUR,
+        "rss_mb_per_fetch_of_every_scope": round(per_round_mb, 1),
+        "open_files_per_fetch_of_every_scope": round(per_scope.get("worker_files", 0.0) * PRODUCTION_SCOPES),
+        "mapped_packs_per_fetch_of_every_scope": round(per_scope.get("mapped_packs", 0.0) * PRODUCTION_SCOPES),
+        "fetches_of_every_scope_per_hour_for_129_mb": None if rounds_per_hour is None else round(rounds_per_hour, 2)}
+    if rounds_per_hour is None:
+        rate = "no RSS growth per fetch was measured, so fetches alone do not explain its 129 MB/h"
+    else:
+        rate = (f"its 129 MB/h is {rounds_per_hour:.2f} fetches of every scope an hour "
+                f"(one every {3600 / rounds_per_hour:.0f} s per scope)")
+    projection["sentence"] = (
+        f"at the production incident's {PRODUCTION_SCOPES:,} scopes one fetch of every scope keeps "
+        f"{per_round_mb:.1f} MB RSS, {projection['open_files_per_fetch_of_every_scope']:,} open files and "
+        f"{projection['mapped_packs_per_fetch_of_every_scope']:,} mapped pack files: {rate}")
+    return projection
+
+
 def _stale_verdict(stale: dict[str, Any]) -> Verdict:
     unsynced = stale["unsynced"]
     scope, first = next(iter(unsynced.items()))
@@ -243,8 +293,9 @@ def _judge_growth(measured: list[dict[str, Any]], scopes: int, thresholds: Thres
               if all(s.get(key) is not None for s in measured)}
     per_scope = {key: theil_sen_slope(xs, [float(v) for v in values]) / max(1, scopes)
                  for key, values in series.items()}
+    projection = production_projection(per_scope)
     metrics = {"series": series, "per_scope_per_fetch": {k: round(v, 3) for k, v in per_scope.items()},
-               "cycles": [int(x) for x in xs], "scopes": scopes,
+               "production_projection": projection, "cycles": [int(x) for x in xs], "scopes": scopes,
                "sync_seconds": [round(x, 2) if x is not None else None for x in sync_s]}
     problems = Problems()
     drift = {c: series[c] for c in CACHES if max(series[c]) - min(series[c]) > thresholds.cache_tolerance}
@@ -259,7 +310,10 @@ def _judge_growth(measured: list[dict[str, Any]], scopes: int, thresholds: Thres
             problems.add(kind, f"worker keeps {per_scope[key]:.1f} more {unit}{'' if unit.startswith('KB') else 's'} "
                             f"per scope per fetch: {values[0]} → {values[-1]} over {cycles} "
                             f"(bound {bound:g})")
+    if problems.items:
+        problems.items.append(projection["sentence"])
     flat = ", ".join(f"{c}={series[c][0]}" for c in CACHES)
     return problems.verdict(f"every cycle's new commits served; caches constant ({flat}); per scope per fetch: "
                          f"{per_scope['mapped_packs']:+.2f} mapped packs, {per_scope['worker_files']:+.2f} "
-                         f"open files, {per_scope['worker_rss_kb']:+.1f} KB RSS over {cycles}", metrics)
+                         f"open files, {per_scope['worker_rss_kb']:+.1f} KB RSS over {cycles}; "
+                         + projection["sentence"], metrics)

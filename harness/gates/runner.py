@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
+from harness import limits
+from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
 from harness.gates.base import PROFILES, Gate, GateContext
+from harness.gates.load import Load
 from harness.gates.registry import GATES
 from harness.stack.base import Stack
 from harness.timeline import Timeline
@@ -34,6 +37,39 @@ def configure(g: Gate, overrides: Mapping[str, str]) -> tuple[Any, Any]:
                           f"{', '.join(sorted(params_names | threshold_names))}")
     return (build_settings(g.params_type, {k: v for k, v in overrides.items() if k in params_names}, g.id),
             build_settings(g.thresholds_type, {k: v for k, v in overrides.items() if k in threshold_names}, g.id))
+
+
+def requested_settings(g: Gate, settings: Settings) -> dict[str, str]:
+    """A gate's settings as the run asks for them: the scale profile's for its N
+    (HARNESS_SCALE, `--scale`), then HARNESS_GATE_<GATE>_<NAME> on top (explicit wins)."""
+    scaled = g.scaled(settings.scale) if settings.scale else {}
+    return {**scaled, **settings.gate_overrides(g.id)}
+
+
+def needs_of(g: Gate, params: Any) -> limits.Needs | None:
+    """What the gate with these params needs of the machine (None: a small fixed load)."""
+    load: Load | None = g.load(params)
+    if load is None:
+        return None
+    return limits.Needs.of(load.scopes, load.repos, load.fetches,
+                           f"gate {g.id} at {load.scopes:,} scopes × {load.fetches} fetches")
+
+
+def preflight(settings: Settings, gate_ids: Sequence[str],
+              overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Before any stack comes up: every gate's settings valid (one ConfigError naming the
+    setting), and the machine holding the largest of their loads (limits.ensure raises
+    the open-file limit or names the number the run needs)."""
+    needs = []
+    for gate_id in gate_ids:
+        g = gate(gate_id)
+        given = overrides.get(gate_id) if overrides is not None else None
+        params, _ = configure(g, requested_settings(g, settings) if given is None
+                              else {k: str(v) for k, v in given.items()})
+        if (need := needs_of(g, params)) is not None:
+            needs.append(need)
+    if (run_needs := limits.largest(needs)) is not None:
+        limits.ensure(run_needs, settings.run_root)
 
 
 def build_settings(cls: type, values: Mapping[str, Any], gate_id: str) -> Any:
@@ -82,7 +118,8 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
              overrides: Mapping[str, str] | None = None,
              server_env: Mapping[str, str] | None = None) -> GateResult:
     g = gate(gate_id)
-    params, thresholds = configure(g, stack.settings.gate_overrides(g.id) if overrides is None else overrides)
+    params, thresholds = configure(g, requested_settings(g, stack.settings) if overrides is None else overrides)
+    needs = needs_of(g, params)
     timeline = Timeline(g.id)
     timeline.fact("params", asdict(params))
     timeline.fact("profile", profile)
@@ -96,6 +133,8 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
         timing["fresh_server_s"] = time.monotonic() - started
         server_settings = stack.server.settings()
         timeline.fact("server_settings", server_settings)
+        if needs is not None and (short := limits.server_shortfall(needs, _server_pids(stack))):
+            raise HarnessError(short)
         ctx = GateContext(stack, timeline, params)
         scenario_started = time.monotonic()
         try:
@@ -107,6 +146,12 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
         verdict = Verdict(ERROR, f"the scenario could not run: {exc}", "error.scenario")
     except Exception as exc:  # a bug in a gate must still yield a verdict and a report
         verdict = Verdict(ERROR, f"the scenario crashed: {type(exc).__name__}: {exc}", "error.crash")
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        # The test run's own timeout (pytest-timeout raises its Failed, a BaseException, in
+        # the gate's thread): the verdict and the timeline so far still reach the report.
+        verdict = Verdict(ERROR, f"the gate ran past the test run's time limit: {exc}", "error.timeout")
     finally:
         # A jammed server ignores graceful stop: stop() SIGKILLs it by PID after a bounded
         # grace. A kept stack (--keep-stack) keeps its server as the gate left it, to inspect.
@@ -121,6 +166,11 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
                       duration_s=round(duration, 1), metrics=verdict.metrics, thresholds=asdict(thresholds),
                       params=asdict(params), server_settings=server_settings, timeline=timeline,
                       timing=time_split(timing, duration))
+
+
+def _server_pids(stack: Stack) -> list[int]:
+    master, workers = stack.server.pids()
+    return ([master] if master else []) + workers
 
 
 def time_split(timing: dict[str, float], duration: float) -> dict[str, float]:

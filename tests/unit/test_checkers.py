@@ -154,7 +154,8 @@ def _unsynced(status, served_hash, refresh=200, error=""):
     pushed = {"sync-0": "b" * 40, "sync-1": "d" * 40}
     before = {"sync-0": "a" * 40, "sync-1": "c" * 40}
     unsynced = {"sync-0": PolicyResult(status, 0.1, error, hash=served_hash)}
-    RepeatSyncGate()._record_unsynced(tl, 3, p, pushed, before, {"sync-0": refresh, "sync-1": 200}, unsynced)
+    refreshes = {"sync-0": refresh, "sync-1": 200}
+    RepeatSyncGate()._record_unsynced(tl, 3, p, p.sync_budget_s, pushed, before, refreshes, unsynced)
     return check(RepeatSyncGate(), tl, SyncThresholds())
 
 

@@ -130,11 +130,11 @@ def test_exit_status_a_fail_wins_over_an_error():
 
 def test_a_batch_refuses_bad_input_before_any_stack():
     with pytest.raises(ConfigError, match="unknown gate nope"):
-        Batch(gates=["nope"]).validate()
+        Batch(gates=["nope"]).validate(Settings())
     with pytest.raises(ConfigError, match="keep-stack=sometimes"):
-        Batch(gates=["leak"], keep="sometimes").validate()
+        Batch(gates=["leak"], keep="sometimes").validate(Settings())
     with pytest.raises(ConfigError, match="HARNESS_GATE_LEAK_SCOPES"):
-        Batch(gates=["leak"], overrides={"leak": {"scopes": 0}}).validate()
+        Batch(gates=["leak"], overrides={"leak": {"scopes": 0}}).validate(Settings())
 
 
 def test_rerun_repeats_target_profile_settings_and_env_but_yours_win(tmp_path):
