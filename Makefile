@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # line for the engine (harness/stack/compose_cli.py). TEST_JOBS=0 runs everything in one process.
 TEST_JOBS ?= 4
 
-.PHONY: setup sysdeps lint test unit leak-test gates bench up down status clean logs distclean images-offline
+.PHONY: setup sysdeps lint test unit leak-test gates scale bench up down status clean logs distclean images-offline
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ leak-test: setup
 ## Every gate.
 gates: setup
 	$(BIN)/pytest tests/gates $(PYTEST_ARGS)
+
+## The cost curve: the server at N = 10, 100, 1,000, 5,000, 10,000 scopes, 0.9.6 and 0.9.9 on one
+## plot (reports/<run>-scale/scale.json, plots/scale.png). E.g. SCALE_ARGS="--scopes 10,100,1000".
+SCALE_ARGS ?=
+scale: setup
+	$(BIN)/harness scale $(SCALE_ARGS)
 
 ## Setup costs: server venv (cached; BENCH_ARGS=--cold adds a cold install), seeding 200 repos, stack up/down.
 BENCH_ARGS ?=

@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--threshold", action="append", default=[], metavar="GATE.NAME=VALUE",
                      help="override a threshold, e.g. leak.cache_tolerance=2 (repeatable)")
     rep.set_defaults(func=cmd_report)
+
+    from harness.scale import add_parser as add_scale_parser
+    add_scale_parser(sub)
     return parser
 
 

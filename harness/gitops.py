@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
@@ -50,6 +50,10 @@ class WorkingClones:
     root: Path
     base_url: str  # e.g. git://127.0.0.1:9418/ ; a repo is <base_url><name>.git
     timeout_s: float = 30.0
+    # repo -> (head SHA, commit count) this object last pushed: while nobody else pushes to
+    # the repo (a gate owns its repos for its run), the clone is at the host's head already
+    # and needs no fetch — at 1,000 repos a cycle, that is 3 git processes fewer per repo.
+    pushed: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def url(self, repo: str) -> str:
         return f"{self.base_url}{repo}.git"
@@ -74,33 +78,40 @@ class WorkingClones:
 
     def push_new_commit(self, repo: str) -> str:
         """One new commit on top of the host's branch, pushed; its SHA."""
-        clone = self._synced(repo)
-        revision = int(self._run(clone.git, repo, "rev-list", "--count", "HEAD")) + 1
+        clone, commits = self._synced(repo)
+        revision = commits + 1
         self._write_content(clone, repo, revision, kind="commit")
         self._run(clone.git, repo, "commit", "-q", "-a", "-m", f"harness revision {revision} of {repo}")
         self._run(clone.git, repo, "push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}")
-        return self._head_sha(clone, repo)
+        return self._pushed(clone, repo, revision)
 
     def force_push_rewrite(self, repo: str) -> str:
         """Rewrite the branch's history: the last commit amended with new content and
         force-pushed, so the old head is no longer an ancestor of the new one; its SHA."""
-        clone = self._synced(repo)
-        revision = int(self._run(clone.git, repo, "rev-list", "--count", "HEAD"))
+        clone, revision = self._synced(repo)
         self._write_content(clone, repo, revision, kind="rewrite")
         self._run(clone.git, repo, "commit", "-q", "-a", "--amend", "-m",
                   f"harness rewrite of revision {revision} of {repo}")
         self._run(clone.git, repo, "push", "-q", "--force", "origin", f"HEAD:refs/heads/{BRANCH}")
-        return self._head_sha(clone, repo)
+        return self._pushed(clone, repo, revision)
 
     # -- helpers ------------------------------------------------------------------------
-    def _synced(self, repo: str) -> git.Repo:
+    def _synced(self, repo: str) -> tuple[git.Repo, int]:
         """The clone at exactly the host's branch head, whatever was pushed or rewritten
-        since (a reused clone may be behind; a force-push leaves it diverged)."""
+        since (a reused clone may be behind; a force-push leaves it diverged), and the
+        number of commits on it. A repo this object pushed last is there already."""
         clone = self.clone(repo)
+        if repo in self.pushed:
+            return clone, self.pushed[repo][1]
         self._run(clone.git, repo, "fetch", "-q", "--force", "origin",
                   f"+refs/heads/{BRANCH}:refs/remotes/origin/{BRANCH}")
         self._run(clone.git, repo, "reset", "-q", "--hard", f"origin/{BRANCH}")
-        return clone
+        return clone, int(self._run(clone.git, repo, "rev-list", "--count", "HEAD"))
+
+    def _pushed(self, clone: git.Repo, repo: str, commits: int) -> str:
+        sha = self._head_sha(clone, repo)
+        self.pushed[repo] = (sha, commits)
+        return sha
 
     def _write_content(self, clone: git.Repo, repo: str, revision: int, kind: str) -> None:
         # Name, revision and a nonce: distinct across repos, cycles, rewrites and runs.

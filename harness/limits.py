@@ -28,9 +28,13 @@ from harness.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-FILES_BASE = 1024  # the server's own files, sockets, Redis and broadcaster connections
-FILES_PER_SCOPE = 1
-FILES_PER_FETCH = 1  # the worst release measured (0.9.9) keeps one more per scope per fetch
+# The server's own files, sockets, Redis and broadcaster connections: an empty worker has
+# about 60 fds open here.
+FILES_BASE = 256
+FILES_PER_SCOPE = 1  # the cached clone of a scope
+# The worst release measured (0.9.6 and 0.9.9 alike) keeps one more per scope for every fetch
+# that brings a new pack, the first clone included: 1,000 scopes × (1 + 20 cycles) = 21,000.
+FILES_PER_FETCH = 1
 CLONE_KB = 160
 REPO_KB = 80
 RSS_KB_PER_SCOPE = 100
@@ -49,7 +53,7 @@ class Needs:
 
     @classmethod
     def of(cls, scopes: int, repos: int, fetches: int, why: str) -> Needs:
-        return cls(open_files=FILES_BASE + scopes * (FILES_PER_SCOPE + fetches * FILES_PER_FETCH),
+        return cls(open_files=FILES_BASE + scopes * max(FILES_PER_SCOPE, fetches * FILES_PER_FETCH),
                    disk_mb=(scopes * CLONE_KB + repos * REPO_KB) // 1024 + 1,
                    memory_mb=MEMORY_BASE_MB + scopes * (RSS_KB_PER_SCOPE + fetches * RSS_KB_PER_FETCH) // 1024,
                    why=why)
@@ -82,15 +86,17 @@ def ensure_open_files(needs: Needs) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= needs.open_files:
         return
-    new_hard = hard
-    if hard != resource.RLIM_INFINITY and hard < needs.open_files:
-        if os.geteuid() != 0:
-            raise ConfigError(
-                f"{needs.why} needs {needs.open_files:,} open files for the server, over this shell's hard limit "
-                f"of {hard:,}: raise it (ulimit -Hn {needs.open_files}; as root, or in /etc/security/limits.conf) "
-                "or run fewer scopes (HARNESS_SCALE)")
-        new_hard = needs.open_files
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needs.open_files, new_hard))
+    over_hard = hard != resource.RLIM_INFINITY and hard < needs.open_files
+    refusal = (f"{needs.why} needs {needs.open_files:,} open files for the server, over this process's hard limit "
+               f"of {hard:,}")
+    if over_hard and os.geteuid() != 0:
+        raise ConfigError(f"{refusal}: raise it (ulimit -Hn {needs.open_files} as root, or "
+                          "/etc/security/limits.conf), or run fewer scopes or cycles")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needs.open_files, needs.open_files if over_hard else hard))
+    except (ValueError, OSError):  # root without CAP_SYS_RESOURCE (a container) may not raise it
+        raise ConfigError(f"{refusal}, which this process may not raise (no CAP_SYS_RESOURCE): start it from a "
+                          f"shell with ulimit -Hn {needs.open_files}, or run fewer scopes or cycles") from None
     log.info(f"[harness] open-file limit raised from {soft:,} to {needs.open_files:,} for {needs.why}")
 
 

@@ -1,7 +1,10 @@
 """The scale profile (HARNESS_SCALE=N): which gates take N, what moves with it (repos,
 budgets, time limits, the machine's limits), and bad input refused before a stack."""
 
+import os
 import resource
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -98,7 +101,7 @@ def test_a_server_s_git_worker_pool_sets_the_concurrency_budgets_assume():
 
 def test_needs_follow_scopes_and_fetches():
     needs = needs_of(gate("repeat-sync"), configure(gate("repeat-sync"), gate("repeat-sync").scaled(1000))[0])
-    assert needs.open_files == limits.FILES_BASE + 1000 * (1 + 21)  # 0.9.9 keeps one more per scope per fetch
+    assert needs.open_files == limits.FILES_BASE + 1000 * 21  # one per scope per fetch, the first clone included
     assert "repeat-sync at 1,000 scopes" in needs.why
 
 
@@ -116,6 +119,16 @@ def test_an_open_file_need_over_the_hard_limit_names_the_number_when_it_cannot_b
     expected = r"needs 22,024 open files .* hard limit of 4,096: raise it \(ulimit -Hn 22024"
     with pytest.raises(ConfigError, match=expected):
         limits.ensure_open_files(limits.Needs(22_024, 1, 1, "gate repeat-sync at 1,000 scopes"))
+
+
+def test_root_that_may_not_raise_the_hard_limit_gets_the_number_too(monkeypatch):
+    def refuse(kind, value):
+        raise ValueError("not allowed to raise maximum limit")
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (20_000, 20_000))
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    monkeypatch.setattr(limits.os, "geteuid", lambda: 0)
+    with pytest.raises(ConfigError, match=r"needs 21,256 open files .* may not raise \(no CAP_SYS_RESOURCE\)"):
+        limits.ensure_open_files(limits.Needs(21_256, 1, 1, "gate repeat-sync at 1,000 scopes × 21 fetches"))
 
 
 def test_root_raises_the_hard_limit_too(monkeypatch):
@@ -141,7 +154,6 @@ def test_a_running_server_under_the_need_is_named_with_the_fix(tmp_path, monkeyp
 
 def test_this_process_s_limit_is_read_from_proc():
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    import os
     assert limits.process_open_file_limit(os.getpid()) == soft
 
 
@@ -149,3 +161,40 @@ def test_preflight_refuses_a_bad_setting_before_any_stack(tmp_path):
     settings = _settings(HARNESS_GATE_LEAK_REPO_POOL="3", HARNESS_RUN_ROOT=str(tmp_path))
     with pytest.raises(ConfigError, match="repo_pool=3"):
         preflight(settings, ["leak"])
+
+
+MARKER_PRINTER = '''
+def pytest_collection_finish(session):
+    for item in session.items:
+        marker = item.get_closest_marker("timeout")
+        print("TIMEOUT", item.callspec.params["gate_id"], marker.args[0] if marker else None)
+'''
+
+
+def _collected_timeouts(tmp_path, **env):
+    (tmp_path / "conftest.py").write_text(MARKER_PRINTER)
+    (tmp_path / "pytest.ini").write_text("[pytest]\ntimeout = 900\n")
+    run_env = {**os.environ, "BACKEND": "local", "HARNESS_RUN_ROOT": str(tmp_path / "runs"), **env}
+    out = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "harness.gates.suite", "--collect-only", "-q",
+                          "-m", "repeat_sync or offline_repo", "-p", "no:cacheprovider"],
+                         cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return {line.split()[1]: line.split()[2] for line in out.stdout.splitlines() if line.startswith("TIMEOUT")}
+
+
+def test_the_gate_suite_gives_a_large_gate_a_time_limit_that_fits_its_load(tmp_path):
+    """A per-test timeout must not kill a long gate before its verdict reaches the report:
+    under the profile the gate's own limit replaces the run's 900 s; without it, nothing."""
+    assert _collected_timeouts(tmp_path) == {"repeat-sync": "None", "offline-repo": "None"}
+    scaled = _collected_timeouts(tmp_path, HARNESS_SCALE="500")
+    assert scaled["offline-repo"] == "None"
+    assert float(scaled["repeat-sync"]) == gate("repeat-sync").load(
+        configure(gate("repeat-sync"), gate("repeat-sync").scaled(500))[0]).time_limit_s() > 900
+
+
+def test_the_gate_suite_refuses_a_bad_scale_setting_before_any_stack(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "harness.gates.suite", "--collect-only", "-q",
+                          "-p", "no:cacheprovider"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "BACKEND": "local", "HARNESS_GATE_LEAK_REPO_POOL": "3"})
+    assert out.returncode != 0
+    assert "repo_pool=3 must be 0 (distinct repos per cycle) or ≥ scopes = 10" in out.stdout + out.stderr
