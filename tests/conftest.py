@@ -5,7 +5,7 @@ self-test class, one stack) goes to one worker, in collection order. Starting th
 scopes first keeps the slowest stack from starting last and setting the wall time alone
 (longest-processing-time-first). The costs are estimates, not assertions: each self-test cell
 counts its gate's measured seconds (harness.gates.parallel.EXPECTED_S), every other
-integration test a flat INTEGRATION_S, a unit test nothing.
+integration test its module's EXPECTED_COST_S or a flat INTEGRATION_S, a unit test nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def _cost(item: pytest.Item) -> float:
         return 0.0
     callspec = getattr(item, "callspec", None)
     gate = callspec.params.get("gate_id") if callspec is not None else None
-    seconds = float(EXPECTED_S.get(gate, INTEGRATION_S)) if gate else INTEGRATION_S
+    # A module may state its tests' measured cost (EXPECTED_COST_S), e.g. a gate run at scale.
+    flat = float(getattr(item.module, "EXPECTED_COST_S", INTEGRATION_S))
+    seconds = float(EXPECTED_S.get(gate, flat)) if gate else flat
     return seconds * (COMPOSE_FACTOR if item.get_closest_marker("compose") else 1.0)
 
 

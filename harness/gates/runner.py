@@ -66,6 +66,11 @@ def preflight(settings: Settings, gate_ids: Sequence[str],
         given = overrides.get(gate_id) if overrides is not None else None
         params, _ = configure(g, requested_settings(g, settings) if given is None
                               else {k: str(v) for k, v in given.items()})
+        load = g.load(params)
+        if load is not None and settings.githost == "gitea" and load.repos > settings.seed_repos:
+            # Gitea is seeded once, when the stack comes up; the bare git host on demand.
+            raise ConfigError(f"gate {g.id} reads {load.repos:,} repos, and the Gitea git host is seeded with "
+                              f"{settings.seed_repos:,}: set HARNESS_SEED_REPOS={load.repos}")
         if (need := needs_of(g, params)) is not None:
             needs.append(need)
     if (run_needs := limits.largest(needs)) is not None:

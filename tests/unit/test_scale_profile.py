@@ -198,3 +198,10 @@ def test_the_gate_suite_refuses_a_bad_scale_setting_before_any_stack(tmp_path):
                          env={**os.environ, "BACKEND": "local", "HARNESS_GATE_LEAK_REPO_POOL": "3"})
     assert out.returncode != 0
     assert "repo_pool=3 must be 0 (distinct repos per cycle) or ≥ scopes = 10" in out.stdout + out.stderr
+
+
+def test_a_gitea_host_seeded_with_fewer_repos_than_the_load_reads_is_refused_before_any_stack(tmp_path):
+    settings = _settings(HARNESS_SCALE="500", HARNESS_GITHOST="gitea", HARNESS_RUN_ROOT=str(tmp_path))
+    with pytest.raises(ConfigError, match="gate leak reads 500 repos, and the Gitea git host is seeded with 60: "
+                                          "set HARNESS_SEED_REPOS=500"):
+        preflight(settings, ["leak"])
