@@ -12,6 +12,7 @@ plotted). RSS is recorded, not judged (allocator churn makes it grow on fixed se
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import partial
 
@@ -23,6 +24,8 @@ from harness.servers.opal import CACHES, OpalClient
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 from harness.waiting import poll_until
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -155,8 +158,10 @@ class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
             _fill(ctx, f"loaded {cycle}", budgets["fill_budget_s"], {c: baseline[c] + p.scopes for c in CACHES})
             deletes = for_each_scope(client.delete_scope, scopes)
             tl.record("deletes", cycle=cycle, statuses=deletes)
-            _settle(ctx, f"after {cycle}", budgets["settle_s"], target=settled)
+            after = _counts(_settle(ctx, f"after {cycle}", budgets["settle_s"], target=settled))
             tl.mark("cycle_end", cycle=cycle)
+            log.info(f"[gate leak] cycle {cycle}/{p.cycles}: {p.scopes} scopes loaded, served and deleted; "
+                     + ", ".join(f"{k} {after[k]} (baseline {baseline[k]})" for k in after))
 
     def scaled(self, scopes: int) -> dict[str, str]:
         return {"scopes": str(scopes), "repo_pool": str(scopes)}

@@ -24,6 +24,7 @@ When a scope does not serve the new commit within `sync_budget_s`:
 
 from __future__ import annotations
 
+import logging
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from harness.servers.opal import CACHES, PolicyResult
 from harness.timeline import Timeline
 from harness.verdict import ERROR, FAIL, Problems, Verdict, load_failure
 from harness.waiting import poll_until
+
+log = logging.getLogger(__name__)
 
 PUSH_PARALLEL = 4  # git pushes at once: the git daemon and 2 cores keep up with this
 PUSH_KINDS = ("commit", "force")
@@ -145,8 +148,11 @@ class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Threshold
                 self._record_unsynced(tl, cycle, p, budgets["sync_budget_s"], pushed, served, refreshes, unsynced)
                 return
             served = dict(pushed)
-            self._observe(ctx, f"cycle {cycle}", cycle=cycle)
+            snapshot = self._observe(ctx, f"cycle {cycle}", cycle=cycle)
             tl.mark("cycle_end", cycle=cycle)
+            log.info(f"[gate repeat-sync] cycle {cycle}/{p.cycles}: {p.scopes} new commits ({p.push}) served in "
+                     f"{seconds:.1f} s; worker {snapshot.get('worker_files')} open files, "
+                     f"{snapshot.get('mapped_packs')} mapped packs, {snapshot.get('worker_rss_kb')} KB RSS")
 
     def scaled(self, scopes: int) -> dict[str, str]:
         return {"scopes": str(scopes), "cycles": str(SCALE_CYCLES)}
@@ -202,14 +208,14 @@ class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Threshold
         tl.fact("load_failure", f"cycle {cycle}: {len(unsynced)} of {p.scopes} scopes did not serve the "
                                 f"new commit within {budget:g} s, {why}; last answers: {answers}")
 
-    def _observe(self, ctx: GateContext, label: str, cycle: int) -> None:
+    def _observe(self, ctx: GateContext, label: str, cycle: int) -> dict[str, Any]:
         """A snapshot plus the pack files the server's workers have mapped (summed: the
         worker that fetches is the one that keeps them, whichever it is)."""
         _, workers = ctx.stack.server.pids()
         packs = {pid: mapped_pack_files(pid) for pid in workers}
         counts = [n for n in packs.values() if n is not None]
         total = sum(counts) if packs and len(counts) == len(packs) else None
-        ctx.observe(label, cycle=cycle, mapped_packs=total, mapped_packs_by_pid=packs)
+        return ctx.observe(label, cycle=cycle, mapped_packs=total, mapped_packs_by_pid=packs)
 
     # -- checker ----------------------------------------------------------------------------
     def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
