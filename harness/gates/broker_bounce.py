@@ -1,4 +1,15 @@
-"""Gate `broker-bounce`: the Postgres broadcaster goes down for D ≥ 5 s, then comes back.
+"""Gate `broker-bounce`: the Postgres broadcaster fails for D ≥ 5 s, then comes back.
+
+How it fails is the `mode` (HARNESS_GATE_BROKER_BOUNCE_MODE), each with its proof:
+- `stop`: a clean shutdown (SIGINT, fast: clients disconnected; compose: docker stop), then a
+  start; proof: its port closed.
+- `kill`: SIGKILL of the postmaster and its backends (compose: docker kill), then a start;
+  proof: its port closed.
+- `pause`: frozen (SIGSTOP of its processes; compose: docker pause) for D, then resumed — the
+  connections stay open and hang; proof: no answer to the protocol's SSLRequest in 1 s.
+- `terminate`: a server-side disconnect — Postgres stays up and terminates the server's
+  connections (pg_terminate_backend, its LISTEN connections too); proof: at least one
+  terminated. D is then the time the server has to reconnect before "after".
 
 The server runs two workers, so a scope PUT that one worker takes reaches the syncing
 one only through the broadcaster: delivery needs the backbone. Passes when the server is
@@ -20,21 +31,25 @@ never served.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext, ServerKnobs
 from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name
+from harness.services.postgres import answers
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 from harness.waiting import poll_until, port_open
 
 MIN_OUTAGE_S = 5.0
+MODES = ("stop", "kill", "pause", "terminate")
 
 
 @dataclass
 class Params(GateSettings):
     positive = ("outage_s", "budget_s", "window_budget_s")
+    mode: str = "stop"
     outage_s: float = 5.0
     budget_s: float = 30.0
     after_put_delay_s: float = 0.0  # 0: derived from the server's reconnect settings
@@ -44,6 +59,8 @@ class Params(GateSettings):
     def validate(self) -> None:
         if self.outage_s < MIN_OUTAGE_S:  # a sub-second restart races the respawn and hides the bug
             self.refuse("outage_s", f"≥ {MIN_OUTAGE_S:g} s")
+        if self.mode not in MODES:
+            self.refuse("mode", " | ".join(MODES))
 
 
 @dataclass
@@ -52,6 +69,9 @@ class Thresholds(GateSettings):
 
 
 WORKERS = 2
+NO_PROOF = {"stop": "Postgres still listened after stop", "kill": "Postgres still listened after SIGKILL",
+            "pause": "Postgres still answered the protocol while paused",
+            "terminate": "no connection of the server's was terminated"}
 
 
 def recovery_kind(before: list[int], after: list[int]) -> str:
@@ -86,11 +106,9 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
         workers_before = stack.server.pids()[1]
         tl.fact("worker_pids_before", workers_before)
         ctx.observe("before")
-        pg_port = stack.published("postgres").port
         outage_started = time.monotonic()
-        with ctx.fault("postgres stopped", start=lambda: stack.service("postgres").stop(),
-                       heal=lambda: stack.service("postgres").start(), proof=lambda: not port_open(pg_port)) as outage:
-            tl.fact("postgres_down_confirmed", outage.took_effect)
+        with ctx.fault(*self._fault(ctx, p.mode)) as outage:
+            tl.fact("broker_fault_confirmed", outage.took_effect)
             time.sleep(1.0)
             tl.fact("put_during_status", self._put(client, "during", stack.repo_url(policy_repo_name(31))))
             time.sleep(max(0.0, p.outage_s - (time.monotonic() - outage_started)))
@@ -114,6 +132,22 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
         ctx.observe("end")
 
     @staticmethod
+    def _fault(ctx: GateContext, mode: str) -> tuple[str, Callable[[], None], Callable[[], None], Callable[[], bool]]:
+        """(name, start, heal, proof) of the broadcaster fault `mode` (see the module docstring)."""
+        postgres, address = ctx.stack.service("postgres"), ctx.stack.published("postgres")
+        if mode == "terminate":
+            terminated: list[int] = []
+
+            def terminate() -> None:
+                terminated.append(ctx.stack.server.disconnect_broadcaster())
+                ctx.timeline.fact("terminated_connections", terminated[-1])
+            return "postgres terminated the server's connections", terminate, lambda: None, lambda: terminated[-1] > 0
+        if mode == "pause":
+            return "postgres paused", postgres.pause, postgres.resume, lambda: not answers(address.port, address.host)
+        start, name = (postgres.kill, "postgres killed") if mode == "kill" else (postgres.stop, "postgres stopped")
+        return name, start, postgres.start, lambda: not port_open(address.port, address.host)
+
+    @staticmethod
     def _put(client, scope: str, url: str) -> int | None:
         try:
             return client.put_scope(scope, url)
@@ -124,13 +158,14 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
         f = timeline.facts
         if (failed := load_failure(timeline)) is not None:
             return failed
-        if not f.get("postgres_down_confirmed"):
-            return Verdict(ERROR, "Postgres still listened after stop: the fault did not take effect",
+        # postgres_down_confirmed: recordings from before the modes (stop only)
+        if not f.get("broker_fault_confirmed", f.get("postgres_down_confirmed")):
+            return Verdict(ERROR, f"the broadcaster fault ({params.mode}) did not take effect: {NO_PROOF[params.mode]}",
                            "error.fault")
         budget = params.budget_s
-        metrics = {k: f.get(k) for k in ("healthy_after_s", "put_after_status", "after_served_s",
-                                         "put_during_status", "during_served_s", "worker_pids_before",
-                                         "worker_pids_after", "recovery", "reconnect_window")}
+        metrics = {"mode": params.mode, **{k: f.get(k) for k in (
+            "healthy_after_s", "put_after_status", "after_served_s", "put_during_status", "during_served_s",
+            "worker_pids_before", "worker_pids_after", "recovery", "reconnect_window", "terminated_connections")}}
         workers = (f"workers {f.get('worker_pids_before')} → {f.get('worker_pids_after')} "
                    f"({f.get('recovery', 'not recorded')})")
         if window := f.get("reconnect_window"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +26,22 @@ from harness.sysdeps import find_binary, require
 DB_USER = "opal"
 DB_PASSWORD = "opal"  # trust auth on loopback: the password is only there for URL shape
 DB_NAME = "postgres"
+
+
+# The protocol's SSLRequest: a server that runs answers it with one byte ('S' or 'N') at once.
+SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+
+
+def answers(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """Whether a Postgres on host:port answers the protocol, not just the TCP handshake (a
+    paused server's kernel still accepts connections: only an answer shows it runs)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(SSL_REQUEST)
+            return conn.recv(1) in (b"S", b"N")
+    except OSError:
+        return False
 
 
 def _unprivileged_user() -> str | None:

@@ -32,7 +32,15 @@ from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
 from harness.report import RunReport
 from harness.runinfo import settings_metadata, target_spec
-from harness.servers.opal import CLONE_TIMER, KNOB_NAMES, KNOB_READER, VERSION_READER, OpalClient, stored_scopes
+from harness.servers.opal import (
+    BROADCASTER_DISCONNECT,
+    CLONE_TIMER,
+    KNOB_NAMES,
+    KNOB_READER,
+    VERSION_READER,
+    OpalClient,
+    stored_scopes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +149,11 @@ class ServerProbe(ABC):
     def clone_seconds(self, url: str) -> float:
         """Time one clone of `url` from the server's environment with its git library."""
         return float(self.python(CLONE_TIMER, [url]).strip())
+
+    def disconnect_broadcaster(self) -> int:
+        """A server-side disconnect: the broadcaster's database terminates the server's
+        connections to it (its LISTEN connections too); how many it terminated."""
+        return int(self.python(BROADCASTER_DISCONNECT, [], timeout=60).strip())
 
     def installed_version(self) -> str:
         """The server's version as its own environment reports it."""

@@ -29,10 +29,12 @@ class Server:
     release: str
     server_env: tuple[tuple[str, str], ...] = ()
     tree: str | None = None  # a key of TREES
+    # the gate's own settings in this cell (e.g. broker-bounce's fault mode), on the same stack
+    gate_settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
-        return " ".join([self.tree or self.release, *(f"{k}={v}" for k, v in self.server_env)])
+        return " ".join([self.tree or self.release, *(f"{k}={v}" for k, v in self.server_env + self.gate_settings)])
 
     @property
     def stack_key(self) -> str:
@@ -56,6 +58,11 @@ R099_NO_ORPHANS = Server("0.9.9", orphan_clones_control.SERVER_ENV, tree="0.9.9-
 # The broker-bounce control: 0.9.9 with a resync settle long enough for both workers to
 # re-subscribe before a buffered broadcast is replayed (see BOUNCE_099).
 R099_LONG_SETTLE = Server("0.9.9", (("OPAL_BROADCAST_RESYNC_SETTLE_SECONDS", "10"),))
+
+
+# broker-bounce's other fault modes (its module docstring), each on both releases' stacks.
+BOUNCE_MODES = {mode: tuple(Server(release, gate_settings=(("mode", mode),)) for release in ("0.9.6", "0.9.9"))
+                for mode in ("kill", "pause", "terminate")}
 
 
 @dataclass(frozen=True)
@@ -105,11 +112,21 @@ EXPECTED: dict[tuple[str, Server], Expected] = {
     ("broker-bounce", R096): ("fail", "bounce.put_after_not_served"),
     ("broker-bounce", R099): BOUNCE_099,
     ("broker-bounce", R099_LONG_SETTLE): ("pass", ""),
+    # kill -9: 0.9.6 stops syncing as after a clean stop (a worker respawned); 0.9.9 reconnects in place
+    ("broker-bounce", BOUNCE_MODES["kill"][0]): ("fail", "bounce.put_after_not_served"),
+    ("broker-bounce", BOUNCE_MODES["kill"][1]): ("pass", ""),
+    # a 5 s freeze: the connections hang and resume, both releases carry on in place
+    ("broker-bounce", BOUNCE_MODES["pause"][0]): ("pass", ""),
+    ("broker-bounce", BOUNCE_MODES["pause"][1]): ("pass", ""),
+    # a server-side disconnect: 0.9.6 recovers by a worker respawn, 0.9.9 in place
+    ("broker-bounce", BOUNCE_MODES["terminate"][0]): ("pass", ""),
+    ("broker-bounce", BOUNCE_MODES["terminate"][1]): ("pass", ""),
     ("orphan-clones", R096): ("fail", "orphan.caches_kept"),
     ("orphan-clones", R099): ORPHANS_099,
     ("orphan-clones", R099_NO_ORPHANS): ("pass", ""),
 }
-RELEASE_CELLS = [(gate, server) for gate, server in EXPECTED if not server.server_env and not server.tree]
+RELEASE_CELLS = [(gate, server) for gate, server in EXPECTED
+                 if not server.server_env and not server.tree and not server.gate_settings]
 # On compose, `make test` runs all seven gates on both releases too (about 8 minutes here).
 # HARNESS_SELFTEST_COMPOSE_GATES=core runs only the three whose faults differ most between
 # backends (a blackholed remote container, a stopped broker container, the server's
@@ -183,7 +200,8 @@ def stacks(harness_settings, tmp_path_factory):
 
 def _check_cell(stacks: _Stacks, backend: str, server: Server, gate_id: str) -> None:
     stack, report = stacks.get(backend, server)
-    result = run_gate(gate_id, stack, profile="quick", overrides={}, server_env=dict(server.server_env))
+    result = run_gate(gate_id, stack, profile="quick", overrides=dict(server.gate_settings),
+                      server_env=dict(server.server_env))
     report.add(result)
     assert schema_errors(report.to_json()) == []
     expected = EXPECTED[(gate_id, server)]

@@ -348,3 +348,13 @@ def test_the_put_after_a_bounce_waits_out_the_servers_own_reconnect_backoff():
     seconds, how = after_put_delay(ServerKnobs(), BounceParams())
     assert seconds == 5.0 and "no reconnect backoff setting" in how
     assert after_put_delay(fixed, BounceParams(after_put_delay_s=3.0))[0] == 3.0
+
+
+def test_a_broker_fault_without_its_proof_is_an_error_naming_the_mode():
+    tl = Timeline("broker-bounce")
+    tl.fact("params", {"mode": "pause"})
+    tl.fact("broker_fault_confirmed", False)
+    verdict = check(BrokerBounceGate(), tl, BounceThresholds())
+    assert (verdict.verdict, verdict.category) == ("error", "error.fault")
+    assert "(pause) did not take effect: Postgres still answered the protocol while paused" in verdict.reason
+

@@ -1,6 +1,8 @@
 """Gate Params and Thresholds validate themselves when made: a bad value is one message that
 names the gate, the setting and the variable, before any stack is touched."""
 
+import re
+
 import pytest
 
 from harness.errors import ConfigError
@@ -46,3 +48,9 @@ def test_rules_across_fields():
 def test_valid_overrides_still_go_through():
     params, thresholds = configure(gate("repeat-sync"), {"cycles": "6", "scopes": "2"})
     assert (params.cycles, params.scopes) == (6, 2)
+
+
+def test_an_unknown_broker_fault_mode_is_refused():
+    with pytest.raises(ConfigError, match=re.escape("mode='freeze' must be stop | kill | pause | terminate "
+                                                    "(set with HARNESS_GATE_BROKER_BOUNCE_MODE)")):
+        configure(gate("broker-bounce"), {"mode": "freeze"})

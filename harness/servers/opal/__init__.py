@@ -16,6 +16,7 @@ server probe (harness.stack.base.ServerProbe).
 from harness.servers.opal.client import OpalClient, PolicyResult
 from harness.servers.opal.process import OpalServerProcess
 from harness.servers.opal.recipe import (
+    BROADCASTER_DISCONNECT,
     CLONE_TIMER,
     FIXED_ENV,
     KNOB_NAMES,
@@ -27,6 +28,6 @@ from harness.servers.opal.recipe import (
 )
 from harness.servers.opal.stats import CACHES, STATS_PATH, CacheStats, StatsContractError
 
-__all__ = ["CACHES", "CLONE_TIMER", "FIXED_ENV", "KNOB_NAMES", "KNOB_READER", "STATS_PATH", "VERSION_READER",
-           "CacheStats", "OpalClient", "OpalServerProcess", "PolicyResult", "StatsContractError", "scope_body",
-           "server_env", "stored_scopes"]
+__all__ = ["BROADCASTER_DISCONNECT", "CACHES", "CLONE_TIMER", "FIXED_ENV", "KNOB_NAMES", "KNOB_READER", "STATS_PATH",
+           "VERSION_READER", "CacheStats", "OpalClient", "OpalServerProcess", "PolicyResult", "StatsContractError",
+           "scope_body", "server_env", "stored_scopes"]

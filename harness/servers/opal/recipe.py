@@ -49,6 +49,22 @@ KNOB_NAMES = ("SCOPES_GIT_FETCH_TIMEOUT", "SCOPES_GIT_MAX_WORKERS", "SCOPES_GIT_
               # recorded for the reports, not budgets: what decides orphan-clones' outcome
               "SCOPES_STORE_READ_TIMEOUT", "BROADCAST_RECONNECT_BACKOFF_MAX_SECONDS",
               "BROADCAST_RESYNC_SETTLE_SECONDS")
+# A server-side disconnect of the broadcaster: Postgres terminates every client backend of the
+# server's broadcast database (its LISTEN connections and its publishers), from the server's
+# own environment (asyncpg comes with the broadcaster; on compose the URI is the network's).
+# Prints how many were terminated.
+BROADCASTER_DISCONNECT = (
+    "import asyncio, os, asyncpg\n"
+    "async def main():\n"
+    "    conn = await asyncpg.connect(os.environ['OPAL_BROADCAST_URI'], timeout=10)\n"
+    "    try:\n"
+    "        print(await conn.fetchval(\"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \"\n"
+    "                                  \"WHERE pid <> pg_backend_pid() AND datname = current_database() \"\n"
+    "                                  \"AND backend_type = 'client backend'\"))\n"
+    "    finally:\n"
+    "        await conn.close()\n"
+    "asyncio.run(main())\n"
+)
 # The installed opal-server's version, as its own environment reports it (a checkout says 0.0.0).
 VERSION_READER = "import importlib.metadata as m; print(m.version('opal-server'))"
 KNOB_READER = (
