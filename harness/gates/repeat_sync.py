@@ -269,10 +269,10 @@ def production_projection(per_scope: dict[str, float]) -> dict[str, Any]:
     if rounds_per_hour is None:
         rate = "no RSS growth per fetch was measured, so fetches alone do not explain its 129 MB/h"
     else:
-        rate = (f"its 129 MB/h is {rounds_per_hour:.2f} fetches of every scope an hour "
-                f"(one every {3600 / rounds_per_hour:.0f} s per scope)")
+        rate = (f"its 129 MB/h is what {rounds_per_hour:.2f} such fetches of every scope an hour keep, i.e. one new "
+                f"commit per scope every {1 / rounds_per_hour:.1f} h")
     projection["sentence"] = (
-        f"at the production incident's {PRODUCTION_SCOPES:,} scopes one fetch of every scope keeps "
+        f"at the production incident's {PRODUCTION_SCOPES:,} scopes, one fetch of a new commit for every scope keeps "
         f"{per_round_mb:.1f} MB RSS, {projection['open_files_per_fetch_of_every_scope']:,} open files and "
         f"{projection['mapped_packs_per_fetch_of_every_scope']:,} mapped pack files: {rate}")
     return projection
