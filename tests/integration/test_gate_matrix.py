@@ -127,6 +127,11 @@ EXPECTED: dict[tuple[str, Server], Expected] = {
 }
 RELEASE_CELLS = [(gate, server) for gate, server in EXPECTED
                  if not server.server_env and not server.tree and not server.gate_settings]
+# On compose the broker modes' faults are docker kill / pause / unpause and the disconnect run
+# in the server's container. `make test` runs kill there (the mode proven both ways); pause
+# and terminate gave the same verdicts as on the local backend when run by hand
+# (HARNESS_GATE_BROKER_BOUNCE_MODE=pause BACKEND=compose ... -m broker_bounce).
+COMPOSE_MODE_CELLS = [("broker-bounce", server) for server in BOUNCE_MODES["kill"]]
 # On compose, `make test` runs all seven gates on both releases too (about 8 minutes here).
 # HARNESS_SELFTEST_COMPOSE_GATES=core runs only the three whose faults differ most between
 # backends (a blackholed remote container, a stopped broker container, the server's
@@ -139,7 +144,8 @@ COMPOSE_GATES = (CORE_COMPOSE_GATES if os.environ.get("HARNESS_SELFTEST_COMPOSE_
                  else ALL_COMPOSE_GATES)
 # Grouped by release so each release's stack comes up once per backend.
 CELLS = sorted([("local", server, gate) for gate, server in EXPECTED]
-               + [("compose", server, gate) for gate, server in RELEASE_CELLS if gate in COMPOSE_GATES],
+               + [("compose", server, gate) for gate, server in RELEASE_CELLS + COMPOSE_MODE_CELLS
+                  if gate in COMPOSE_GATES],
                key=lambda cell: (cell[0] == "compose", cell[1].stack_key))
 
 
