@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SCOPES = (10, 100, 1000, 5000, 10000)
 DEFAULT_VERSIONS = ("0.9.6", "0.9.9")
 LINEAR_FACTOR = 2.0
+# Less than one more per 100 scopes: a bounded figure (a thread pool), not a per-scope cost.
+FLAT_PER_SCOPE = 0.01
 # Serving N scopes may take this long before the step counts as stopped (the budget a gate
 # would give the same load, with a floor for the smallest N).
 SERVE_FLOOR_S = 60.0
@@ -112,8 +115,11 @@ def analyse(curve: Curve) -> dict[str, Any]:
     for key in (*TIMES, *FIGURES):
         xs, ys = curve.series(key)
         per_scope = slope(xs, ys)
-        figures[key] = {"label": {**TIMES, **FIGURES}[key], "scopes": xs, "values": ys,
-                        "per_scope": None if per_scope is None else round(per_scope, 4), **linear_until(xs, ys)}
+        flat = per_scope is not None and abs(per_scope) < FLAT_PER_SCOPE
+        shape = {"marginal_per_scope": linear_until(xs, ys)["marginal_per_scope"], "breaks_at": None} if flat \
+            else linear_until(xs, ys)
+        figures[key] = {"label": {**TIMES, **FIGURES}[key], "scopes": xs, "values": ys, "flat": flat,
+                        "per_scope": None if per_scope is None else round(per_scope, 4) + 0.0, **shape}
     return figures
 
 
@@ -192,9 +198,27 @@ def run_release(settings: config.Settings, scopes: list[int]) -> Curve:
     return curve
 
 
+def fd_headroom(figures: dict[str, Any], limit: int) -> dict[str, Any]:
+    """Where the open-file limit the servers ran with stops the curve: the scopes at which a
+    worker holding this many fds per scope (plus what it holds at the smallest N) reaches it.
+    Every fetch that brings a new pack takes one more per scope (repeat-sync), so a server
+    that refreshes its scopes meets it sooner."""
+    fds = figures["worker_fds"]
+    if not fds["per_scope"] or not fds["values"]:
+        return {"open_file_limit": limit, "scopes_at_limit": None}
+    base = fds["values"][0] - fds["per_scope"] * fds["scopes"][0]
+    return {"open_file_limit": limit, "fds_per_scope": fds["per_scope"],
+            "scopes_at_limit": int((limit - base) / fds["per_scope"])}
+
+
 def write(out_dir: Path, curves: list[Curve], scopes: list[int]) -> dict[str, Any]:
-    data = {"scopes": scopes, "releases": [{"target": c.target, "stopped": c.stopped, "figures": analyse(c),
-                                             "points": [asdict(p) for p in c.points]} for c in curves]}
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # what the servers started here inherit
+    releases = []
+    for curve in curves:
+        figures = analyse(curve)
+        releases.append({"target": curve.target, "stopped": curve.stopped, "figures": figures,
+                         "open_files": fd_headroom(figures, limit), "points": [asdict(p) for p in curve.points]})
+    data = {"scopes": scopes, "releases": releases}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scale.json").write_text(json.dumps(data, indent=2) + "\n")
     plot(data, out_dir / "plots" / "scale.png")
@@ -216,7 +240,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
                         label=f"{release['target']} ({figure['per_scope']} per scope)")
         ax.set_title({**TIMES, **FIGURES}[key])
         ax.set_xscale("log")
-        ax.set_yscale("symlog")
+        ax.set_yscale("log")  # every figure is a positive count or time
         ax.set_xlabel("scopes")
         ax.legend(fontsize=7)
     fig.suptitle("server cost per scope")
@@ -240,12 +264,19 @@ def summary_markdown(data: dict[str, Any]) -> str:
         for figure in release["figures"].values():
             lines.append(f"| {figure['label']} | {figure['per_scope']} | {_break_text(figure)} |")
         lines += ["", f"Stopped: {release['stopped'] or 'no: every N ran to completion'}", ""]
+        headroom = release.get("open_files") or {}
+        if headroom.get("scopes_at_limit"):
+            lines += [f"Open-file limit {headroom['open_file_limit']:,}: at {headroom['fds_per_scope']} fds per scope "
+                      f"the worker reaches it at about {headroom['scopes_at_limit']:,} scopes fetched once; each "
+                      "further fetch of every scope that brings a new pack takes one more fd per scope.", ""]
     return "\n".join(lines) + "\n"
 
 
 def _break_text(figure: dict[str, Any]) -> str:
+    if figure.get("flat"):
+        return "flat: bounded, not a per-scope cost"
     if figure["breaks_at"] is None:
-        return "linear over the range" if figure["per_scope"] else "flat"
+        return "linear over the range"
     return f"{figure['breaks_at']:,} (marginal cost ×{figure['ratio_to_first']} the first segment's)"
 
 
