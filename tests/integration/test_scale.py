@@ -2,7 +2,10 @@
 
 - `leak` under HARNESS_SCALE=N is still proven both ways: 0.9.6 keeps every deleted scope's
   cache entries, 0.9.9 drops them — at N scopes on one reused set of N repos, with budgets
-  derived from the load (recorded as the fact `budgets`).
+  derived from the load (recorded as the fact `budgets`). 0.9.9 runs with
+  OPAL_SCOPES_STORE_READ_TIMEOUT=0: at scale its deletes' sibling check times out under load
+  and keeps clone dirs (the orphan-clones finding; 773–781 of 1,000 at HARNESS_SCALE=1000 with
+  other jobs beside it), which this documented setting removes.
 - `harness scale` runs end to end on a real release and its per-scope figures are the
   ones known for it (one open file, two mapped pack files and one clone dir per scope).
 """
@@ -30,12 +33,14 @@ EXPECTED_COST_S = 60.0
 SCALE = 120
 
 
-@pytest.mark.parametrize("release,expected", [("0.9.6", ("fail", "leak.caches_kept")), ("0.9.9", ("pass", ""))])
-def test_leak_at_scale_is_proven_both_ways(harness_settings, tmp_path, release, expected):
+@pytest.mark.parametrize("release,server_env,expected", [
+    ("0.9.6", {}, ("fail", "leak.caches_kept")),
+    ("0.9.9", {"OPAL_SCOPES_STORE_READ_TIMEOUT": "0"}, ("pass", ""))])
+def test_leak_at_scale_is_proven_both_ways(harness_settings, tmp_path, release, server_env, expected):
     settings = replace(harness_settings, backend="local", scale=SCALE, run_root=tmp_path / "runs",
                        target=config.Target(version=release))
     with make_stack(settings) as stack:
-        result = run_gate("leak", stack)
+        result = run_gate("leak", stack, server_env=server_env)
     assert (result.verdict, result.category) == expected, result.reason
     assert result.params["scopes"] == result.params["repo_pool"] == SCALE > SMALL_LOAD
     budgets = result.timeline.facts["budgets"]
