@@ -116,10 +116,11 @@ def analyse(curve: Curve) -> dict[str, Any]:
         xs, ys = curve.series(key)
         per_scope = slope(xs, ys)
         flat = per_scope is not None and abs(per_scope) < FLAT_PER_SCOPE
-        shape = {"marginal_per_scope": linear_until(xs, ys)["marginal_per_scope"], "breaks_at": None} if flat \
-            else linear_until(xs, ys)
+        shape = linear_until(xs, ys)
+        if flat:  # a bounded figure has no per-scope cost to stop being linear
+            shape = {"marginal_per_scope": shape["marginal_per_scope"], "breaks_at": None}
         figures[key] = {"label": {**TIMES, **FIGURES}[key], "scopes": xs, "values": ys, "flat": flat,
-                        "per_scope": None if per_scope is None else round(per_scope, 4) + 0.0, **shape}
+                        "per_scope": None if per_scope is None else round(per_scope, 4), **shape}
     return figures
 
 
