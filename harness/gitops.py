@@ -114,13 +114,16 @@ class WorkingClones:
 
     def _commit(self, clone: git.Repo, repo: str, revision: int, kind: str, message: str,
                 parents: list[git.Commit]) -> str:
-        """The new content committed on `parents` and made HEAD, in-process (gitpython's
-        index and object writer: no git process, which at 1,000 repos a cycle is most of
-        a cycle's time); its SHA. Name, revision and a nonce make every commit distinct
+        """The new content committed on `parents` and made HEAD (the commit in-process with
+        gitpython's object writer: at 1,000 repos a cycle, git processes are most of a
+        cycle's time); its SHA. Name, revision and a nonce make every commit distinct
         across repos, cycles, rewrites and runs."""
         data = {"repo": repo, "revision": revision, "kind": kind, "nonce": f"{time.time_ns()}-{uuid.uuid4().hex}"}
         Path(str(clone.working_tree_dir), DATA_FILE).write_text(json.dumps(data) + "\n")
-        clone.index.add([DATA_FILE])
+        # `git add`, not IndexFile.add: gitpython's add chdirs the whole process into the
+        # working tree for its duration, which pushes on other threads (and a worker's
+        # cwd once the clone is gone) do not survive. Its commit does not chdir.
+        self._run(clone.git, repo, "add", DATA_FILE)
         commit = clone.index.commit(message, parent_commits=parents, head=True, author=HARNESS, committer=HARNESS)
         return commit.hexsha
 

@@ -108,3 +108,17 @@ def test_mapped_pack_files_of_a_gone_process_is_none():
     proc = subprocess.Popen(["true"])
     proc.wait()
     assert mapped_pack_files(proc.pid) is None
+
+
+def test_pushes_from_several_threads_leave_the_process_where_it_was(githost, tmp_path):
+    """Pushes run 4 at a time: nothing in them may move the process's working directory
+    (gitpython's IndexFile.add chdirs into the clone; a worker left in a deleted clone made
+    every later initdb fail)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+    clones = WorkingClones(tmp_path / "clones", push_base_url(f"git://127.0.0.1:{githost.port}/"))
+    before = os.getcwd()
+    for _ in range(4):  # as the gate does: each repo once per cycle, the repos side by side
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(clones.push_new_commit, ["policy-0000", "policy-0001"]))
+        assert os.getcwd() == before
