@@ -192,8 +192,12 @@ class Stack(ABC):
         try:
             self.up()
         except BaseException as exc:
-            self._report_failed_up(exc)
-            self.down()
+            try:
+                self._report_failed_up(exc)
+            except Exception as report_exc:  # the report must not keep what started from stopping
+                log.warning(f"[harness] could not write the report of the failed stack: {report_exc}")
+            finally:
+                self.down()
             raise
         return self
 
