@@ -46,13 +46,12 @@ def requested_settings(g: Gate, settings: Settings) -> dict[str, str]:
     return {**scaled, **settings.gate_overrides(g.id)}
 
 
-def needs_of(g: Gate, params: Any) -> limits.Needs | None:
-    """What the gate with these params needs of the machine (None: a small fixed load)."""
-    load: Load | None = g.load(params)
+def needs_of(gate_id: str, load: Load | None) -> limits.Needs | None:
+    """What a gate with this load needs of the machine (None: a small fixed load)."""
     if load is None:
         return None
     return limits.Needs.of(load.scopes, load.repos, load.fetches,
-                           f"gate {g.id} at {load.scopes:,} scopes × {load.fetches} fetches")
+                           f"gate {gate_id} at {load.scopes:,} scopes × {load.fetches} fetches")
 
 
 def preflight(settings: Settings, gate_ids: Sequence[str],
@@ -66,12 +65,12 @@ def preflight(settings: Settings, gate_ids: Sequence[str],
         given = overrides.get(gate_id) if overrides is not None else None
         params, _ = configure(g, requested_settings(g, settings) if given is None
                               else {k: str(v) for k, v in given.items()})
-        load = g.load(params)
+        load: Load | None = g.load(params)
         if load is not None and settings.githost == "gitea" and load.repos > settings.seed_repos:
             # Gitea is seeded once, when the stack comes up; the bare git host on demand.
             raise ConfigError(f"gate {g.id} reads {load.repos:,} repos, and the Gitea git host is seeded with "
                               f"{settings.seed_repos:,}: set HARNESS_SEED_REPOS={load.repos}")
-        if (need := needs_of(g, params)) is not None:
+        if (need := needs_of(g.id, load)) is not None:
             needs.append(need)
     if (run_needs := limits.largest(needs)) is not None:
         limits.ensure(run_needs, settings.run_root)
@@ -124,7 +123,7 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
              server_env: Mapping[str, str] | None = None) -> GateResult:
     g = gate(gate_id)
     params, thresholds = configure(g, requested_settings(g, stack.settings) if overrides is None else overrides)
-    needs = needs_of(g, params)
+    needs = needs_of(g.id, g.load(params))
     timeline = Timeline(g.id)
     timeline.fact("params", asdict(params))
     timeline.fact("profile", profile)

@@ -100,7 +100,8 @@ def test_a_server_s_git_worker_pool_sets_the_concurrency_budgets_assume():
 
 
 def test_needs_follow_scopes_and_fetches():
-    needs = needs_of(gate("repeat-sync"), configure(gate("repeat-sync"), gate("repeat-sync").scaled(1000))[0])
+    params, _ = configure(gate("repeat-sync"), gate("repeat-sync").scaled(1000))
+    needs = needs_of("repeat-sync", gate("repeat-sync").load(params))
     assert needs.open_files == limits.FILES_BASE + 1000 * 21  # one per scope per fetch, the first clone included
     assert "repeat-sync at 1,000 scopes" in needs.why
 
