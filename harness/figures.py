@@ -65,6 +65,7 @@ FIGURES: dict[str, list[tuple[str, str, Callable[[Metrics], float | None]]]] = {
     "broker-bounce": [("scope after the bounce served", "s", _plain("after_served_s"))],
     "orphan-clones": [("clone dirs kept", "dirs", _leftover("clone_dirs")),
                       ("threads kept", "threads", _leftover("threads"))],
+    "remote-transitions": [("slowest transition served", "s", _plain("slowest_transition_s"))],
 }
 
 

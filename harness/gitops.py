@@ -57,6 +57,9 @@ class WorkingClones:
     # the repo (a gate owns its repos for its run), the clone is at the host's head already
     # and needs no fetch — at 1,000 repos a cycle, that is 3 git processes fewer per repo.
     pushed: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # repo -> the nonce of the content this object last committed (what a served bundle's
+    # data must carry to be that content, not just that commit's SHA)
+    nonces: dict[str, str] = field(default_factory=dict)
 
     def url(self, repo: str) -> str:
         return f"{self.base_url}{repo}.git"
@@ -99,6 +102,22 @@ class WorkingClones:
         self.pushed[repo] = (sha, revision)
         return sha
 
+    def delete_branch(self, repo: str) -> None:
+        """Delete the branch on the host (HEAD then names no branch; the seeded repos allow
+        it with receive.denyDeleteCurrent=ignore). The clone keeps its commits."""
+        clone, _ = self._synced(repo)
+        self._run(clone.git, repo, "push", "-q", "origin", f":refs/heads/{BRANCH}")
+        self.pushed.pop(repo, None)
+
+    def recreate_branch(self, repo: str) -> str:
+        """Re-create the deleted branch with new content on a history of its own (a root
+        commit: nothing the server fetched before is an ancestor); its SHA."""
+        clone = self.clone(repo)
+        sha = self._commit(clone, repo, 1, "recreate", f"harness re-creation of {repo}'s branch", parents=[])
+        self._run(clone.git, repo, "push", "-q", "--force", "origin", f"HEAD:refs/heads/{BRANCH}")
+        self.pushed[repo] = (sha, 1)
+        return sha
+
     # -- helpers ------------------------------------------------------------------------
     def _synced(self, repo: str) -> tuple[git.Repo, int]:
         """The clone at exactly the host's branch head, whatever was pushed or rewritten
@@ -118,13 +137,15 @@ class WorkingClones:
         gitpython's object writer: at 1,000 repos a cycle, git processes are most of a
         cycle's time); its SHA. Name, revision and a nonce make every commit distinct
         across repos, cycles, rewrites and runs."""
-        data = {"repo": repo, "revision": revision, "kind": kind, "nonce": f"{time.time_ns()}-{uuid.uuid4().hex}"}
+        nonce = f"{time.time_ns()}-{uuid.uuid4().hex}"
+        data = {"repo": repo, "revision": revision, "kind": kind, "nonce": nonce}
         Path(str(clone.working_tree_dir), DATA_FILE).write_text(json.dumps(data) + "\n")
         # `git add`, not IndexFile.add: gitpython's add chdirs the whole process into the
         # working tree for its duration, which pushes on other threads (and a worker's
         # cwd once the clone is gone) do not survive. Its commit does not chdir.
         self._run(clone.git, repo, "add", DATA_FILE)
         commit = clone.index.commit(message, parent_commits=parents, head=True, author=HARNESS, committer=HARNESS)
+        self.nonces[repo] = nonce
         return commit.hexsha
 
     def _run(self, runner: git.Git, repo: str, command: str, *args: str) -> str:

@@ -41,7 +41,9 @@ PROBE_REPOS = 4
 # Threads writing repos: the writes are file system calls, which release the GIL.
 PARALLEL = 4
 FIXED_DATE = "1700000000 +0000"
-BARE_CONFIG = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
+# receive.denyDeleteCurrent: remote-transitions deletes the branch HEAD names and re-creates it.
+BARE_CONFIG = ("[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
+               "[receive]\n\tdenyDeleteCurrent = ignore\n")
 
 
 def policy_repo_name(index: int) -> str:

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 # Seconds per gate, the slower release's, measured in the last full local run (README):
 # what balancing the groups goes by.
 EXPECTED_S = {"leak": 40, "repeat-sync": 18, "offline-repo": 49, "zombie-cap": 46, "boot-timing": 31,
-              "boot-dead-scope": 60, "broker-bounce": 84, "orphan-clones": 146}
+              "boot-dead-scope": 60, "broker-bounce": 84, "orphan-clones": 146,
+              "remote-transitions": 30}
 TIMED = ("boot-timing",)
 # A stack with its server needs about this much memory (Redis, Postgres, git, gunicorn).
 GB_PER_STACK = 2

@@ -260,6 +260,12 @@ class Stack(ABC):
         """At least `count` policy repos seeded (idempotent): a gate whose load moves with
         its scale seeds what it needs instead of failing on a stack seeded for less."""
 
+    @abstractmethod
+    def rename_repo(self, repo: str, new_name: str) -> None:
+        """Rename a repo on the git host, as the server and pushes reach it: to a name
+        nobody asks for, the remote is gone ("repository not found"); back, it is
+        restored with its history. The bare git host only."""
+
     # -- built on the above -------------------------------------------------------------
     def published(self, name: str) -> Address:
         """The address of a service this machine must reach (ConfigError when it cannot)."""

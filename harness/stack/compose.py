@@ -339,6 +339,11 @@ class ComposeStack(Stack):
         self._say(f"seeded up to {count} repos in {time.monotonic() - started:.1f} s")
         self.seeded = count
 
+    def rename_repo(self, repo: str, new_name: str) -> None:
+        if self.githost != "bare":
+            raise ConfigError("removing and restoring a repo needs the bare git host: run with HARNESS_GITHOST=bare")
+        self.exec_in("githost", ["mv", "-T", f"/repos/{repo}.git", f"/repos/{new_name}.git"], timeout=30)
+
 
 # What each service logs per accepted connection: git daemon --verbose (githost) and
 # harness.tcplisteners (blackhole, slowfail, latency).

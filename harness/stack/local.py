@@ -174,6 +174,11 @@ class LocalStack(Stack):
         self.seeded = count
 
 
+    def rename_repo(self, repo: str, new_name: str) -> None:
+        repos = self.githost.repos_dir
+        (repos / f"{repo}.git").rename(repos / f"{new_name}.git")
+
+
 class LocalServerProbe(ServerProbe):
     """The server as processes on this machine: gunicorn's tree, its venv, its run dir."""
 

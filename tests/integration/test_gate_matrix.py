@@ -15,7 +15,7 @@ from harness.gates.registry import GATES
 from harness.gates.runner import run_gate
 from harness.report import RunReport, schema_errors
 from harness.stack import make_stack
-from tests.integration import orphan_clones_control, repeat_sync_control
+from tests.integration import orphan_clones_control, remote_transitions_control, repeat_sync_control
 from tests.integration.compose_support import require_compose
 
 pytestmark = [pytest.mark.integration, pytest.mark.selftest]
@@ -43,7 +43,8 @@ class Server:
 
 # Source trees for controls, built from a release's wheels (tests/integration/source_tree.py).
 TREES = {"0.9.9-releasing-fetch-handles": repeat_sync_control.build,
-         "0.9.9-bounded-pool-closed-repo": orphan_clones_control.build}
+         "0.9.9-bounded-pool-closed-repo": orphan_clones_control.build,
+         "0.9.9-fast-forward-only-fetch": remote_transitions_control.build}
 
 R096, R099 = Server("0.9.6"), Server("0.9.9")
 # The zombie-cap control: the same release with its cap off passes under the same load.
@@ -59,6 +60,9 @@ R099_NO_ORPHANS = Server("0.9.9", orphan_clones_control.SERVER_ENV, tree="0.9.9-
 # re-subscribe before a buffered broadcast is replayed (see BOUNCE_099).
 R099_LONG_SETTLE = Server("0.9.9", (("OPAL_BROADCAST_RESYNC_SETTLE_SECONDS", "10"),))
 
+# remote-transitions' FAIL server: 0.9.9 treating the remote as fast-forward only, as OPAL #99
+# did (tests/integration/remote_transitions_control.py); both releases follow every transition.
+R099_FAST_FORWARD_ONLY = Server("0.9.9", tree="0.9.9-fast-forward-only-fetch")
 
 # broker-bounce's other fault modes (its module docstring), each on both releases' stacks.
 BOUNCE_MODES = {mode: tuple(Server(release, gate_settings=(("mode", mode),)) for release in ("0.9.6", "0.9.9"))
@@ -124,6 +128,9 @@ EXPECTED: dict[tuple[str, Server], Expected] = {
     ("orphan-clones", R096): ("fail", "orphan.caches_kept"),
     ("orphan-clones", R099): ORPHANS_099,
     ("orphan-clones", R099_NO_ORPHANS): ("pass", ""),
+    ("remote-transitions", R096): ("pass", ""),
+    ("remote-transitions", R099): ("pass", ""),
+    ("remote-transitions", R099_FAST_FORWARD_ONLY): ("fail", "transitions.force_push_not_served"),
 }
 RELEASE_CELLS = [(gate, server) for gate, server in EXPECTED
                  if not server.server_env and not server.tree and not server.gate_settings]
@@ -132,7 +139,7 @@ RELEASE_CELLS = [(gate, server) for gate, server in EXPECTED
 # and terminate gave the same verdicts as on the local backend when run by hand
 # (HARNESS_GATE_BROKER_BOUNCE_MODE=pause BACKEND=compose ... -m broker_bounce).
 COMPOSE_MODE_CELLS = [("broker-bounce", server) for server in BOUNCE_MODES["kill"]]
-# On compose, `make test` runs all seven gates on both releases too (about 8 minutes here).
+# On compose, `make test` runs every gate but orphan-clones on both releases too (about 8 minutes here).
 # HARNESS_SELFTEST_COMPOSE_GATES=core runs only the three whose faults differ most between
 # backends (a blackholed remote container, a stopped broker container, the server's
 # container fs), for a quicker local run. Controls run on the local backend.

@@ -55,10 +55,11 @@ def test_only_the_settings_module_reads_harness_variables():
 
 def test_the_stack_contract_is_lifecycle_and_topology():
     """Control and observation go through handles (service, server); a backend implements
-    these and nothing more."""
+    these and nothing more (the repos on the git host are topology: seeded, renamed away
+    and back)."""
     from harness.stack.base import ServerProbe, Stack
     assert Stack.__abstractmethods__ == {"up", "down", "service", "address", "server", "logs_dir",
-                                         "repo_url", "dead_url", "ensure_repos"}
+                                         "repo_url", "dead_url", "ensure_repos", "rename_repo"}
     assert ServerProbe.__abstractmethods__ == {"pids", "settings", "clone_dirs", "cpu_count", "python",
                                                "restart", "peer_ports"}
 

@@ -61,6 +61,27 @@ def test_force_push_rewrite_replaces_the_head_with_a_non_descendant(githost, tmp
     assert _host_head(githost, "policy-0000") == after
 
 
+def test_the_branch_is_deleted_and_recreated_on_a_history_of_its_own(githost, tmp_path):
+    """remote-transitions: HEAD's branch deleted on the host (the seeded config allows it),
+    then re-created as a root commit whose data carries a fresh nonce."""
+    clones = WorkingClones(tmp_path / "clones", push_base_url(f"git://127.0.0.1:{githost.port}/"))
+    before = clones.push_new_commit("policy-0000")
+    clones.delete_branch("policy-0000")
+    with pytest.raises(GitOpError, match="no branch main"):
+        clones.head("policy-0000")
+    recreated = clones.recreate_branch("policy-0000")
+    assert clones.head("policy-0000") == recreated != before
+    git_dir = f"--git-dir={githost.repos_dir / 'policy-0000.git'}"
+    parents = subprocess.run(["git", git_dir, "rev-list", "--parents", "-n1", recreated],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert parents == [recreated]  # a root commit: nothing served before is an ancestor
+    data = subprocess.run(["git", git_dir, "show", f"{recreated}:data.json"], capture_output=True, text=True,
+                          check=True).stdout
+    assert clones.nonces["policy-0000"] in data
+    # the next plain push builds on the re-created branch
+    assert clones.push_new_commit("policy-0000") == clones.head("policy-0000")
+
+
 def test_a_missing_repo_is_an_error_naming_the_repo(githost, tmp_path):
     clones = WorkingClones(tmp_path / "clones", f"git://127.0.0.1:{githost.port}/", timeout_s=10)
     with pytest.raises(GitOpError, match="policy-9999"):

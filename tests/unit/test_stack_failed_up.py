@@ -47,6 +47,9 @@ class HalfStartedStack(Stack):
     def ensure_repos(self, count):
         pass
 
+    def rename_repo(self, repo, new_name):
+        pass
+
 
 def test_a_failed_up_is_torn_down_even_when_its_report_cannot_be_written(tmp_path):
     not_a_dir = tmp_path / "reports"

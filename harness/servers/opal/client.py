@@ -17,10 +17,17 @@ class PolicyResult:
     seconds: float
     error: str = ""
     hash: str | None = None  # the served bundle's commit (policy_hash only)
+    data: tuple[str, ...] = ()  # the served bundle's data files, as text (policy_hash only)
 
     @property
     def served(self) -> bool:
         return self.status == 200
+
+
+def bundle_data(bundle: dict) -> tuple[str, ...]:
+    """The data files of an OPAL PolicyBundle (`data_modules[].data`, each file's text)."""
+    modules = bundle.get("data_modules") or []
+    return tuple(m["data"] for m in modules if isinstance(m, dict) and isinstance(m.get("data"), str))
 
 
 class OpalClient:
@@ -71,7 +78,7 @@ class OpalClient:
             return PolicyResult(None, time.monotonic() - started, type(exc).__name__)
 
     def policy_hash(self, scope_id: str, timeout: float | None = None) -> PolicyResult:
-        """GET policy, keeping the commit the served bundle was built from.
+        """GET policy, keeping the commit the served bundle was built from and its data files.
 
         OPAL's PolicyBundle carries it as `hash` (the commit SHA; `old_hash` is set only on
         diff bundles). A 200 without a string `hash` keeps `hash` None and says so in `error`."""
@@ -85,12 +92,13 @@ class OpalClient:
         if response.status_code != 200:
             return PolicyResult(response.status_code, seconds)
         try:
-            served = response.json().get("hash")
+            bundle = response.json()
+            served = bundle.get("hash")
         except (ValueError, AttributeError):
-            served = None
+            bundle, served = {}, None
         if not isinstance(served, str) or not served:
             return PolicyResult(200, seconds, "the bundle has no `hash` field")
-        return PolicyResult(200, seconds, hash=served)
+        return PolicyResult(200, seconds, hash=served, data=bundle_data(bundle))
 
     def cache_stats(self) -> CacheStats:
         response = self.session.get(self._url(STATS_PATH), timeout=self.timeout)
