@@ -66,6 +66,7 @@ FIGURES: dict[str, list[tuple[str, str, Callable[[Metrics], float | None]]]] = {
     "orphan-clones": [("clone dirs kept", "dirs", _leftover("clone_dirs")),
                       ("threads kept", "threads", _leftover("threads"))],
     "remote-transitions": [("slowest transition served", "s", _plain("slowest_transition_s"))],
+    "remote-failures": [("slowest recovery", "s", _plain("slowest_recovery_s"))],
 }
 
 

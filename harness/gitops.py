@@ -9,7 +9,9 @@ Every commit carries the repo's name, a revision number and a nonce, so no two c
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from harness.errors import ConfigError, HarnessError
 
 BRANCH = "main"
 DATA_FILE = "data.json"
+PAYLOAD_FILE = "payload.txt"
 # Fixed identity: the commits are the harness's, whatever the machine's git config says.
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Policy Harness", "GIT_AUTHOR_EMAIL": "harness@localhost",
@@ -60,6 +63,9 @@ class WorkingClones:
     # repo -> the nonce of the content this object last committed (what a served bundle's
     # data must carry to be that content, not just that commit's SHA)
     nonces: dict[str, str] = field(default_factory=dict)
+    # bytes of fresh incompressible data each commit also carries (PAYLOAD_FILE), so its
+    # pack is that large: what a throttled link takes long to deliver
+    payload_bytes: int = 0
 
     def url(self, repo: str) -> str:
         return f"{self.base_url}{repo}.git"
@@ -143,7 +149,13 @@ class WorkingClones:
         # `git add`, not IndexFile.add: gitpython's add chdirs the whole process into the
         # working tree for its duration, which pushes on other threads (and a worker's
         # cwd once the clone is gone) do not survive. Its commit does not chdir.
-        self._run(clone.git, repo, "add", DATA_FILE)
+        files = [DATA_FILE]
+        if self.payload_bytes:
+            # base64 of random bytes: zlib cannot shrink it much, so the pack stays about this size
+            Path(str(clone.working_tree_dir), PAYLOAD_FILE).write_bytes(
+                base64.b64encode(os.urandom(self.payload_bytes * 3 // 4)))
+            files.append(PAYLOAD_FILE)
+        self._run(clone.git, repo, "add", *files)
         commit = clone.index.commit(message, parent_commits=parents, head=True, author=HARNESS, committer=HARNESS)
         self.nonces[repo] = nonce
         return commit.hexsha

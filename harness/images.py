@@ -436,7 +436,8 @@ def _server_inputs(version: str) -> list[Path]:
 
 # The only harness modules the tools image runs (standard library only): edits elsewhere
 # in harness/ must not rebuild it.
-TOOLS_MODULES = [PROJECT_ROOT / "harness" / name for name in ("__init__.py", "seed.py", "tcplisteners.py")]
+TOOLS_MODULES = [PROJECT_ROOT / "harness" / name
+                 for name in ("__init__.py", "seed.py", "tcplisteners.py", "gitfront.py")]
 SEED_DIR = PROJECT_ROOT / "seed"
 SEED_DOCKERFILE = SEED_DIR / "Dockerfile"
 SEED_INPUTS = [SEED_DIR / "entrypoint.sh"]

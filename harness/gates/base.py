@@ -211,8 +211,9 @@ def cold_boot(ctx: GateContext, scopes: list[str], budget: float, label: str) ->
 class Poller:
     """Polls a scope's policy (and health) on its own thread while a fault is on."""
 
-    def __init__(self, ctx: GateContext, scope_id: str, interval: float, timeout: float):
+    def __init__(self, ctx: GateContext, scope_id: str, interval: float, timeout: float, label: str = ""):
         self.ctx, self.scope_id, self.interval, self.timeout = ctx, scope_id, interval, timeout
+        self.label = label  # recorded with every poll: which fault window it belongs to
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"poll-{scope_id}", daemon=True)
 
@@ -220,8 +221,9 @@ class Poller:
         client = OpalClient(self.ctx.client.base_url)
         while not self._stop.is_set():
             result = client.get_policy(self.scope_id, timeout=self.timeout)
-            self.ctx.timeline.record("poll", scope=self.scope_id, ok=result.served, status=result.status,
-                                     seconds=round(result.seconds, 3), healthy=client.healthy(timeout=2))
+            self.ctx.timeline.record("poll", scope=self.scope_id, label=self.label, ok=result.served,
+                                     status=result.status, seconds=round(result.seconds, 3),
+                                     healthy=client.healthy(timeout=2))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Poller:

@@ -146,9 +146,10 @@ class RemoteTransitionsGate(Gate, id="remote-transitions", params=Params, thresh
             return last[0].hash == sha
         ok = poll_until(served, budget, interval=0.3) is not None
         answer = last[0]
-        ctx.timeline.record("transition", name=name, pushed=sha, before=before, served=answer.hash, status=answer.status,
-                            error=answer.error, refresh=refresh, content_ok=_carries(answer, nonce),
-                            seconds=round(time.monotonic() - started, 2) if ok else None, budget_s=budget)
+        ctx.timeline.record("transition", name=name, pushed=sha, before=before, served=answer.hash,
+                            status=answer.status, error=answer.error, refresh=refresh,
+                            content_ok=_carries(answer, nonce), budget_s=budget,
+                            seconds=round(time.monotonic() - started, 2) if ok else None)
         return ok
 
     def _while_broken(self, ctx: GateContext, fault: Fault, budget: float) -> None:

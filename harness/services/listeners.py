@@ -1,9 +1,10 @@
-"""The fault listeners (blackhole, slowfail, latency proxy) as services of the stack."""
+"""The fault listeners (blackhole, slowfail, latency proxy, the git front) as services of the stack."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.services.base import LocalService
 from harness.tcplisteners import ACCEPTED_LINE
@@ -41,3 +42,15 @@ class ListenerService(LocalService):
         except OSError:
             return 0
         return sum(1 for line in lines if line.startswith(ACCEPTED_LINE))
+
+
+@dataclass
+class GitFrontService(ListenerService):
+    """`harness.gitfront`: smart HTTP over the git host's repos, its failure mode switched
+    by the gates (harness.gitfront.set_mode)."""
+
+    repos_dir: Path = Path()
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-u", "-m", "harness.gitfront", "--repos", str(self.repos_dir),
+                "--port-file", str(self.port_file), "--port", str(self.port)]

@@ -44,7 +44,7 @@ from harness.servers.opal import (
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("server", "redis", "postgres", "githost", "blackhole", "slowfail", "latency")
+SERVICES = ("server", "redis", "postgres", "githost", "blackhole", "slowfail", "latency", "gitfront")
 STATE_FILE = "stack.json"
 
 
@@ -248,8 +248,9 @@ class Stack(ABC):
         """A directory holding every service's log, current as of this call."""
 
     @abstractmethod
-    def repo_url(self, repo: str, via_latency: bool = False) -> str:
-        """URL of a seeded repo as the server reaches it."""
+    def repo_url(self, repo: str, via_latency: bool = False, via_front: bool = False) -> str:
+        """URL of a seeded repo as the server reaches it: from the git host, through the
+        latency proxy, or over smart HTTP through the git front (harness.gitfront)."""
 
     @abstractmethod
     def dead_url(self, index: int, kind: str = "blackhole") -> str:

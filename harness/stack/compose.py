@@ -89,7 +89,8 @@ class ComposeStack(Stack):
         self._ensure_server_image()
         self.run_dir.mkdir(parents=True, exist_ok=False)
         (self.run_dir / "logs").mkdir()
-        self.ports = {name: free_port() for name in ("server", "redis", "postgres", "githost")}
+        published = ("server", "redis", "postgres", "githost") + (("gitfront",) if self.githost == "bare" else ())
+        self.ports = {name: free_port() for name in published}
         self.write_state(compose_project=self.project)
         self._write_server_env()
         self._write_server_command()
@@ -287,6 +288,8 @@ class ComposeStack(Stack):
             return Address("redis", "127.0.0.1", port)
         if name == "postgres":
             return Address("postgres", "127.0.0.1", port, userinfo="opal:opal", path="/postgres")
+        if name == "gitfront":
+            return Address("http", "127.0.0.1", port)
         return Address("git" if self.githost == "bare" else "http", "127.0.0.1", port, path="/")
 
     def engine_version(self) -> str | None:
@@ -319,7 +322,11 @@ class ComposeStack(Stack):
         launch = {"HARNESS_WORKERS": str(self.workers)}  # read by the recipe's gunicorn config
         (self.run_dir / "server.env").write_text("".join(f"{k}={v}\n" for k, v in {**opal, **launch}.items()))
 
-    def repo_url(self, repo: str, via_latency: bool = False) -> str:
+    def repo_url(self, repo: str, via_latency: bool = False, via_front: bool = False) -> str:
+        if via_front:
+            if self.githost != "bare":
+                raise ConfigError("the git front serves the bare git host's repos: run with HARNESS_GITHOST=bare")
+            return f"http://gitfront:8080/{repo}.git"
         if self.githost == "bare":
             return f"git://{'latency' if via_latency else 'githost'}:9418/{repo}.git"
         host = "latency:9418" if via_latency else "githost:3000"
@@ -348,9 +355,9 @@ class ComposeStack(Stack):
 # What each service logs per accepted connection: git daemon --verbose (githost) and
 # harness.tcplisteners (blackhole, slowfail, latency).
 CONNECTION_MARKERS = {"githost": CONNECTION_LINE, "blackhole": ACCEPTED_LINE, "slowfail": ACCEPTED_LINE,
-                      "latency": ACCEPTED_LINE}
+                      "latency": ACCEPTED_LINE, "gitfront": ACCEPTED_LINE}
 # Services with a compose healthcheck: `start` waits until the engine reports them healthy.
-HEALTHCHECKED = ("redis", "postgres", "server", "blackhole", "slowfail", "latency")
+HEALTHCHECKED = ("redis", "postgres", "server", "blackhole", "slowfail", "latency", "gitfront")
 
 
 def write_container_log(container, path: Path) -> Path:

@@ -19,7 +19,7 @@ from harness.probes import clone_dirs
 from harness.servers.opal import OpalServerProcess
 from harness.servers.opal.venvs import ServerVenv, choose_constraints, ensure_server_venv
 from harness.services.base import LocalService
-from harness.services.listeners import ListenerService
+from harness.services.listeners import GitFrontService, ListenerService
 from harness.services.postgres import DB_NAME, DB_PASSWORD, DB_USER, PostgresService
 from harness.services.redis import RedisService
 from harness.stack.base import SERVICES, Address, ServerProbe, Stack
@@ -49,7 +49,7 @@ class LocalStack(Stack):
         os.chmod(self.run_dir, 0o755)  # postgres runs as another user when we are root
         self.write_state()
         self._build_services(venv)
-        for name in ("redis", "postgres", "githost", "blackhole", "slowfail", "latency"):
+        for name in ("redis", "postgres", "githost", "blackhole", "slowfail", "latency", "gitfront"):
             self.starting = name
             step = time.monotonic()
             self.services[name].start()
@@ -79,6 +79,8 @@ class LocalStack(Stack):
             "slowfail": ListenerService("slowfail", rd, port.get("slowfail", 0), mode="slowfail",
                                         extra_args=("--close-after", str(SLOWFAIL_CLOSE_AFTER_S))),
         }
+        self.services["gitfront"] = GitFrontService("gitfront", rd, port.get("gitfront", 0), mode="gitfront",
+                                                    repos_dir=githost.repos_dir)
         # The latency proxy needs the git host's port, known now.
         self.services["latency"] = ListenerService(
             "latency", rd, port.get("latency", 0), mode="latency",
@@ -108,7 +110,7 @@ class LocalStack(Stack):
         return stack
 
     def down(self) -> None:
-        order = ["server", "latency", "slowfail", "blackhole", "githost", "postgres", "redis"]
+        order = ["server", "gitfront", "latency", "slowfail", "blackhole", "githost", "postgres", "redis"]
         for name in order:
             service = self.services.get(name)
             if service is not None:
@@ -147,7 +149,7 @@ class LocalStack(Stack):
             return Address("postgres", "127.0.0.1", port, userinfo=f"{DB_USER}:{DB_PASSWORD}", path=f"/{DB_NAME}")
         if name == "githost":
             return Address("git", "127.0.0.1", port, path="/")
-        if name == "server":
+        if name in ("server", "gitfront"):
             return Address("http", "127.0.0.1", port)
         return Address("tcp", "127.0.0.1", port)
 
@@ -158,7 +160,9 @@ class LocalStack(Stack):
     def logs_dir(self) -> Path:
         return self.run_dir / "logs"
 
-    def repo_url(self, repo: str, via_latency: bool = False) -> str:
+    def repo_url(self, repo: str, via_latency: bool = False, via_front: bool = False) -> str:
+        if via_front:
+            return f"http://127.0.0.1:{self.services['gitfront'].port}/{repo}.git"
         return self.githost.url(repo, port=self.services["latency"].port if via_latency else None)
 
     def dead_url(self, index: int, kind: str = "blackhole") -> str:

@@ -1,8 +1,9 @@
 # The harness's utility image. One image, these roles in a compose stack:
 #   githost    git daemon over the seeded bare repos
 #   blackhole, slowfail, latency   python3 -m harness.tcplisteners MODE ...
+#   gitfront   python3 -m harness.gitfront --repos /repos ... (git http-backend behind it)
 #   seed       python3 -m harness.seed --root DIR --count N
-# harness.seed and harness.tcplisteners use only the standard library: no pip here.
+# harness.seed, harness.tcplisteners and harness.gitfront use only the standard library: no pip here.
 #
 # Build context: the project root.
 #   docker build -f stacks/images/tools.Dockerfile -t policy-harness/tools:public .
@@ -23,7 +24,7 @@ RUN set -eux; \
     apt-get install -y --no-install-recommends python3 git procps ca-certificates bash grep; \
     rm -rf /var/lib/apt/lists/*; \
     python3 --version; git --version; \
-    test -x /usr/lib/git-core/git-daemon
+    test -x /usr/lib/git-core/git-daemon; test -x /usr/lib/git-core/git-http-backend
 # After the RUN: code changes do not redo the package install. Only the modules the
 # roles above run (standard library only), so other harness edits do not rebuild it.
-COPY harness/__init__.py harness/seed.py harness/tcplisteners.py /opt/harness/harness/
+COPY harness/__init__.py harness/seed.py harness/tcplisteners.py harness/gitfront.py /opt/harness/harness/

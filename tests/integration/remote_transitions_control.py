@@ -30,7 +30,8 @@ FAST_FORWARD_ONLY_FETCH = source_tree.Patch(
     "                            # harness variant: a fast-forward-only fetch (OPAL #99)\n"
     "                            _ff_ref = f\"refs/remotes/{self._remote}/{self._source.branch}\"\n"
     "                            _ff_old = (repo.lookup_reference(_ff_ref).target\n"
-    "                                       if RepoInterface.has_remote_branch(repo, self._source.branch, self._remote)\n"
+    "                                       if RepoInterface.has_remote_branch(\n"
+    "                                           repo, self._source.branch, self._remote)\n"
     "                                       else None)\n",
 )
 REJECT_NON_FAST_FORWARD = source_tree.Patch(

@@ -156,6 +156,11 @@ def test_tools_seeds_serves_git_and_runs_the_listeners(offline_set, docker_run):
         "for i in $(seq 50); do git ls-remote git://127.0.0.1/policy-0002.git >/dev/null 2>&1 && break; sleep 0.2; done; "
         "git clone -q git://127.0.0.1/policy-0002.git /tmp/clone; grep -q policy-0002 /tmp/clone/policy.rego; "
         "python3 -m harness.tcplisteners --help >/dev/null; "
+        # the git front: a clone over smart HTTP through git http-backend
+        "(python3 -m harness.gitfront --repos /tmp/r --port-file /tmp/front.port &); "
+        "for i in $(seq 50); do test -f /tmp/front.port && break; sleep 0.2; done; "
+        "git clone -q http://127.0.0.1:$(cat /tmp/front.port)/policy-0001.git /tmp/http; "
+        "grep -q policy-0001 /tmp/http/policy.rego; "
         "ps -e >/dev/null; echo tools-ok"
     )
     tools = docker_run(images.OFFLINE.tools, ["bash", "-c", script])

@@ -1,0 +1,271 @@
+"""Gate `remote-failures`: remotes that answer, but wrongly — credentials suddenly required,
+an HTTP 500 from the git endpoint, a link throttled to a few KB/s, a connection reset
+mid-pack — while healthy scopes must keep serving.
+
+The failing scopes reach their repos over smart HTTP through the git front
+(harness.gitfront, `git http-backend` over the git host's repos); the healthy scopes reach
+theirs over git:// from the git host, untouched. There are more failing scopes than both
+the pre-fix default executor (min(32, cpus + 4)) and the server's git workers, so a server
+that lets slow fetches take every thread it also serves from is seen to stall.
+
+For each mode, in order (`modes`): a new commit is pushed to every failing repo (carrying
+`payload_kb` of incompressible data, so a throttled pack takes long to arrive), the front
+switches to the mode, and every failing scope is refreshed:
+- `auth`, `error`, `reset` fail fast. They are refreshed twice while broken; after each
+  attempt has reached the front (one request per failing scope at least) the worker's open
+  files, threads and clone dirs are recorded. What the second attempt added over the first
+  is what one failure leaves behind, and must stay within its tolerance.
+- `throttle` is held for the server's git fetch timeout plus slack (a fallback, said so,
+  for a server without one), so a server that bounds a slow fetch has bounded it. What a
+  fetch in flight holds (its thread, its temporary pack) is not a leftover; what the pool
+  grew by is bounded by the pool — so throttle is judged on the healthy scopes and on
+  recovery, not on counts.
+Throughout each window the healthy scopes are polled; they must answer GET policy
+`min_healthy_success` of the time. Then the front heals and every failing scope must serve
+its new commit within the recovery budget (the git timeout plus slack), refreshed every
+`refresh_every_s` as a webhook retry or a periodic pass would.
+
+The front counts the git requests it took: a window whose requests did not reach it tested
+nothing, an ERROR. Categories: `failures.healthy_stalled`, `failures.<mode>_not_recovered`,
+`failures.files_kept`, `failures.threads_kept`, `failures.clone_dirs_kept`.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from harness.gates.base import Gate, GateContext, Poller, ServerKnobs, pre_fix_executor_size
+from harness.gates.settings import GateSettings
+from harness.gitfront import set_mode
+from harness.gitops import GitOpError, WorkingClones, push_base_url
+from harness.seed import policy_repo_name
+from harness.stack.base import ServiceHandle
+from harness.timeline import Timeline
+from harness.verdict import ERROR, Problems, Verdict, load_failure
+from harness.waiting import poll_until
+
+MODES = {"auth": "credentials required (401)", "error": "HTTP 500 from the git endpoint",
+         "throttle": "a throttled link", "reset": "a connection reset mid-pack"}
+FAST = ("auth", "error", "reset")
+# snapshot key -> (threshold, category, what one unit is)
+KEPT = {"worker_files": ("files_tolerance", "failures.files_kept", "open files"),
+        "worker_threads": ("threads_tolerance", "failures.threads_kept", "threads"),
+        "clone_dirs": ("clone_dirs_tolerance", "failures.clone_dirs_kept", "clone dirs")}
+PUSH_PARALLEL = 4
+
+
+@dataclass
+class Params(GateSettings):
+    positive = ("healthy_scopes", "serve_budget_s", "fallback_budget_s", "observe_s", "throttle_bytes_per_s",
+                "payload_kb", "poll_interval_s", "poll_timeout_s", "refresh_every_s", "git_timeout_s")
+    modes: str = "auth,error,reset,throttle"
+    extra_failing: int = 2  # failing scopes beyond the larger of the pre-fix pool and the git workers
+    healthy_scopes: int = 2
+    # policy-0600..: past every repo another gate reads (orphan-clones reads 575), since the
+    # commits pushed here make these repos larger
+    first_repo: int = 600
+    slack_s: float = 5.0
+    serve_budget_s: float = 60.0  # the first load, before any fault
+    fallback_budget_s: float = 30.0  # for a server without a git fetch timeout
+    observe_s: float = 1.0  # after a fast failure's attempt reached the front, before its snapshot
+    throttle_bytes_per_s: int = 1024
+    payload_kb: int = 256
+    poll_interval_s: float = 0.5
+    poll_timeout_s: float = 3.0
+    refresh_every_s: float = 5.0
+    git_timeout_s: float = 30.0  # each git operation of the harness
+
+    def validate(self) -> None:
+        unknown = [m for m in self.mode_list() if m not in MODES]
+        if unknown or not self.mode_list():
+            self.refuse("modes", f"a comma-separated list of {', '.join(MODES)}")
+
+    def mode_list(self) -> list[str]:
+        return [m.strip() for m in self.modes.split(",") if m.strip()]
+
+
+@dataclass
+class Thresholds(GateSettings):
+    positive = ("min_healthy_success",)
+    min_healthy_success: float = 0.9
+    # what one failed attempt of every failing scope may leave behind, summed
+    files_tolerance: int = 1
+    threads_tolerance: int = 1
+    clone_dirs_tolerance: int = 0
+
+    def validate(self) -> None:
+        if self.min_healthy_success > 1:
+            self.refuse("min_healthy_success", "a share ≤ 1")
+
+
+def budgets(knobs: ServerKnobs, p: Params) -> tuple[float, str]:
+    """(seconds, how) of both the throttle window and a failing scope's recovery."""
+    if knobs.git_timeout_s is None:
+        return p.fallback_budget_s, (f"{p.fallback_budget_s:g} s (the harness's fallback: this server has no git "
+                                     "fetch timeout)")
+    budget = knobs.git_timeout_s + p.slack_s
+    return budget, f"{budget:g} s ({knobs.git_timeout_s:g} s git fetch timeout + {p.slack_s:g} s slack)"
+
+
+class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=Thresholds,
+                         title="remotes that refuse, fail, crawl or reset leave healthy scopes serving and "
+                               "recover"):
+
+    # -- scenario ---------------------------------------------------------------------------
+    def scenario(self, ctx: GateContext) -> None:
+        p: Params = ctx.params
+        stack, tl, client = ctx.stack, ctx.timeline, ctx.client
+        pool = pre_fix_executor_size(stack.server.cpu_count())
+        failing_count = max(pool, ctx.knobs.git_workers or 0) + p.extra_failing
+        stack.ensure_repos(p.first_repo + failing_count + p.healthy_scopes)
+        failing = {f"failing-{i}": policy_repo_name(p.first_repo + i) for i in range(failing_count)}
+        healthy = {f"healthy-{i}": policy_repo_name(p.first_repo + failing_count + i) for i in range(p.healthy_scopes)}
+        budget, how = budgets(ctx.knobs, p)
+        tl.fact("derived", {"failing_scopes": failing_count, "healthy_scopes": p.healthy_scopes, "budget_s": budget,
+                            "budget_how": how, "git_workers": ctx.knobs.git_workers})
+        front_url = stack.published("gitfront").url
+        set_mode(front_url, "ok")
+        for scope, repo in failing.items():
+            client.put_scope(scope, stack.repo_url(repo, via_front=True))
+        for scope, repo in healthy.items():
+            client.put_scope(scope, stack.repo_url(repo))
+        pending = ctx.all_served_within([*failing, *healthy], p.serve_budget_s, "initial load")
+        if pending:
+            tl.fact("load_failure", f"{len(pending)} scopes were not served within {p.serve_budget_s:g} s "
+                                    f"(first: {pending[0]})")
+            return
+        clones = WorkingClones(stack.run_dir / "gitops-failures", push_base_url(stack.published("githost").url),
+                               timeout_s=p.git_timeout_s, payload_bytes=p.payload_kb * 1024)
+        try:
+            for mode in p.mode_list():
+                self._round(ctx, mode, failing, list(healthy), clones, front_url, budget)
+        except GitOpError as exc:
+            tl.fact("load_failure", f"pushing the new commits failed: {exc}")
+        finally:
+            set_mode(front_url, "ok")
+
+    def _round(self, ctx: GateContext, mode: str, failing: dict[str, str], healthy: list[str],
+               clones: WorkingClones, front_url: str, budget: float) -> None:
+        p: Params = ctx.params
+        tl, client = ctx.timeline, ctx.client
+        with ThreadPoolExecutor(max_workers=PUSH_PARALLEL) as pool:
+            pushed = dict(zip(failing, pool.map(clones.push_new_commit, failing.values()), strict=True))
+        front = ctx.stack.service("gitfront")
+        pollers = [Poller(ctx, scope, p.poll_interval_s, p.poll_timeout_s, label=mode) for scope in healthy]
+        for poller in pollers:
+            poller.__enter__()
+        try:
+            with ctx.fault(mode, start=lambda: set_mode(front_url, _front_mode(mode, p)),
+                           heal=lambda: set_mode(front_url, "ok")):
+                attempts = 2 if mode in FAST else 1
+                for attempt in range(1, attempts + 1):
+                    before = front.accepted_connections()
+                    for scope in failing:
+                        client.refresh(scope)
+                    reached_s = _reached(front, before, len(failing), budget)
+                    time.sleep(p.observe_s if mode in FAST else max(0.0, budget - (reached_s or budget)))
+                    ctx.observe(f"{mode} attempt {attempt}", mode=mode, attempt=attempt,
+                                requests=front.accepted_connections() - before,
+                                reached_s=None if reached_s is None else round(reached_s, 2))
+        finally:
+            for poller in pollers:
+                poller.__exit__(None, None, None)
+        recovered_s, unrecovered = self._recover(ctx, pushed, budget)
+        tl.record("recovery", mode=mode, seconds=recovered_s, budget_s=budget, unrecovered=unrecovered[:5],
+                  not_recovered=len(unrecovered), scopes=len(failing))
+
+    def _recover(self, ctx: GateContext, pushed: dict[str, str], budget: float) -> tuple[float | None, list[str]]:
+        """Refresh every failing scope (again every refresh_every_s) until each serves its
+        new commit; (seconds, the scopes that did not)."""
+        p: Params = ctx.params
+        pending = list(pushed)
+        last_refresh = 0.0
+
+        def recovered() -> bool:
+            nonlocal pending, last_refresh
+            if time.monotonic() - last_refresh >= p.refresh_every_s:
+                for scope in pending:
+                    ctx.client.refresh(scope)
+                last_refresh = time.monotonic()
+            pending = [s for s in pending if ctx.client.policy_hash(s, timeout=5.0).hash != pushed[s]]
+            return not pending
+        seconds = poll_until(recovered, budget, interval=0.3)
+        return (None if seconds is None else round(seconds, 2)), pending
+
+    # -- checker ----------------------------------------------------------------------------
+    def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
+        if (failed := load_failure(timeline)) is not None:
+            return failed
+        derived = timeline.facts["derived"]
+        attempts = [s for s in timeline.of_kind("snapshot") if s.get("mode")]
+        if (unreached := next((a for a in attempts if not a.get("requests")), None)) is not None:
+            return Verdict(ERROR, f"{MODES[unreached['mode']]}: no git request of the failing scopes reached the "
+                                  "git front after their refresh, so nothing was tested", "error.not_exercised")
+        recoveries = {r["mode"]: r for r in timeline.of_kind("recovery")}
+        healthy = _healthy_by_mode(timeline)
+        kept = _kept_per_failure(attempts)
+        metrics: dict[str, Any] = {**derived, "healthy_success": healthy, "kept_per_failure": kept,
+                                   "recovery_s": {m: r["seconds"] for m, r in recoveries.items()},
+                                   "slowest_recovery_s": max((r["seconds"] for r in recoveries.values()
+                                                              if r["seconds"] is not None), default=None)}
+        if set(recoveries) != set(params.mode_list()):
+            return Verdict(ERROR, f"recorded {', '.join(recoveries) or 'no mode'} of {params.modes}",
+                           "error.no_data", metrics)
+        problems = Problems()
+        for mode, (ok, total) in healthy.items():
+            if total and ok / total < thresholds.min_healthy_success:
+                problems.add("failures.healthy_stalled",
+                             f"during {MODES[mode]} on {derived['failing_scopes']} scopes the healthy scopes answered "
+                             f"{ok} of {total} policy requests ({ok / total:.0%}, need "
+                             f"{thresholds.min_healthy_success:.0%})")
+        for mode, r in recoveries.items():
+            if r["seconds"] is None:
+                problems.add(f"failures.{mode}_not_recovered",
+                             f"after {MODES[mode]} healed, {r['not_recovered']} of {r['scopes']} failing scopes did "
+                             f"not serve their new commit within {derived['budget_how']} "
+                             f"(first: {', '.join(r['unrecovered'])})")
+        for mode, grew in kept.items():
+            for key, (bound_name, category, unit) in KEPT.items():
+                if grew.get(key) is not None and grew[key] > getattr(thresholds, bound_name):
+                    problems.add(category, f"one more failed attempt of {MODES[mode]} on every failing scope kept "
+                                           f"{grew[key]:+d} {unit} (tolerance {getattr(thresholds, bound_name)})")
+        shares = ", ".join(f"{m} {ok}/{total}" for m, (ok, total) in healthy.items())
+        return problems.verdict(
+            f"healthy scopes served through every failure ({shares}); {derived['failing_scopes']} failing scopes "
+            f"recovered after each (slowest {metrics['slowest_recovery_s']} s, budget {derived['budget_how']}); "
+            "a failed attempt kept nothing", metrics)
+
+
+def _reached(front: ServiceHandle, before: int, requests: int, budget: float) -> float | None:
+    """Seconds until the git front took `requests` more git requests than `before`."""
+    return poll_until(lambda: front.accepted_connections() - before >= requests, budget, interval=0.2)
+
+
+def _front_mode(mode: str, p: Params) -> str:
+    return f"throttle:{p.throttle_bytes_per_s}" if mode == "throttle" else mode
+
+
+def _healthy_by_mode(timeline: Timeline) -> dict[str, tuple[int, int]]:
+    """mode -> (healthy polls answered 200, healthy polls) during its window."""
+    shares: dict[str, tuple[int, int]] = {}
+    for poll in timeline.of_kind("poll"):
+        ok, total = shares.get(poll["label"], (0, 0))
+        shares[poll["label"]] = (ok + bool(poll["ok"]), total + 1)
+    return shares
+
+
+def _kept_per_failure(attempts: list[dict[str, Any]]) -> dict[str, dict[str, int | None]]:
+    """mode -> what its second failed attempt added over its first, per KEPT count."""
+    by_mode: dict[str, dict[int, dict[str, Any]]] = {}
+    for snapshot in attempts:
+        by_mode.setdefault(snapshot["mode"], {})[snapshot["attempt"]] = snapshot
+    kept: dict[str, dict[str, int | None]] = {}
+    for mode, shots in by_mode.items():
+        if 1 in shots and 2 in shots:
+            kept[mode] = {key: (shots[2][key] - shots[1][key]
+                                if shots[1].get(key) is not None and shots[2].get(key) is not None else None)
+                          for key in KEPT}
+    return kept
