@@ -1,0 +1,77 @@
+"""remote-failures' checker and budget on synthetic timelines (the real-server proof, both
+ways, is the self-test: 0.9.6 stalls its healthy scopes behind throttled fetches, 0.9.9 not)."""
+
+from harness.gates.base import ServerKnobs
+from harness.gates.remote_failures import Params, RemoteFailuresGate, Thresholds, budgets
+from harness.timeline import Timeline
+
+MODES = ("auth", "error", "reset", "throttle")
+
+
+def _timeline(healthy_ok=10, recovered=True, kept_files=0, requests=12, modes=MODES):
+    tl = Timeline("remote-failures")
+    tl.fact("derived", {"failing_scopes": 12, "healthy_scopes": 2, "budget_s": 15.0,
+                        "budget_how": "15 s (10 s + 5 s)", "git_workers": 10})
+    for mode in modes:
+        for i in range(10):
+            tl.record("poll", scope="healthy-0", label=mode, ok=i < healthy_ok, status=200, seconds=0.01,
+                      healthy=True)
+        for attempt in ((1, 2) if mode != "throttle" else (1,)):
+            tl.record("snapshot", label=f"{mode} attempt {attempt}", mode=mode, attempt=attempt, requests=requests,
+                      worker_files=20 + (kept_files if attempt == 2 else 0), worker_threads=6, clone_dirs=14)
+        tl.record("recovery", mode=mode, seconds=0.5 if recovered else None, budget_s=15.0,
+                  unrecovered=[] if recovered else ["failing-0"], not_recovered=0 if recovered else 12, scopes=12)
+    return tl
+
+
+def check(tl):
+    return RemoteFailuresGate().check(tl, Params(), Thresholds())
+
+
+def test_healthy_scopes_served_recovered_and_nothing_kept_passes():
+    verdict = check(_timeline())
+    assert verdict.verdict == "pass", verdict.reason
+    assert verdict.metrics["kept_per_failure"]["auth"]["worker_files"] == 0
+    assert verdict.metrics["slowest_recovery_s"] == 0.5
+
+
+def test_healthy_scopes_stalled_behind_failing_fetches_fail_naming_the_mode():
+    verdict = check(_timeline(healthy_ok=2))
+    assert (verdict.verdict, verdict.category) == ("fail", "failures.healthy_stalled")
+    assert "2 of 10" in verdict.reason and "credentials required" in verdict.reason
+
+
+def test_a_failing_scope_that_never_recovers_is_its_modes_category():
+    verdict = check(_timeline(recovered=False))
+    assert verdict.category == "failures.auth_not_recovered"
+    assert "12 of 12 failing scopes" in verdict.reason
+
+
+def test_what_each_failed_attempt_keeps_beyond_tolerance_fails():
+    verdict = check(_timeline(kept_files=12))
+    assert verdict.category == "failures.files_kept" and "+12 open files" in verdict.reason
+    assert check(_timeline(kept_files=1)).verdict == "pass"  # within the tolerance of 1
+
+
+def test_a_window_whose_requests_never_reached_the_front_is_an_error():
+    verdict = check(_timeline(requests=0))
+    assert (verdict.verdict, verdict.category) == ("error", "error.not_exercised")
+
+
+def test_a_mode_missing_from_the_recording_is_an_error():
+    assert check(_timeline(modes=("auth", "error"))).category == "error.no_data"
+
+
+def test_the_budget_is_the_git_timeout_plus_slack_or_a_said_fallback():
+    assert budgets(ServerKnobs(git_timeout_s=10), Params())[0] == 15.0
+    budget, how = budgets(ServerKnobs(), Params())
+    assert budget == 30.0 and "no git fetch timeout" in how
+
+
+def test_modes_are_validated_before_a_stack_is_touched():
+    import pytest
+
+    from harness.errors import ConfigError
+    from harness.gates.runner import build_settings
+    with pytest.raises(ConfigError, match="modes"):
+        build_settings(Params, {"modes": "auth,sideways"}, "remote-failures")
