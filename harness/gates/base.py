@@ -64,6 +64,16 @@ def pre_fix_executor_size(cpus: int) -> int:
     return min(32, cpus + 4)
 
 
+def fetch_timeout_budget(knobs: ServerKnobs, slack_s: float, fallback_s: float) -> tuple[float, str]:
+    """(seconds, how they were derived) for one fetch of a reachable remote to be done: the
+    server's git fetch timeout + slack, or — a server without one — the harness's fallback,
+    said so."""
+    if knobs.git_timeout_s is None:
+        return fallback_s, f"{fallback_s:g} s (the harness's fallback: this server has no git fetch timeout)"
+    budget = knobs.git_timeout_s + slack_s
+    return budget, f"{budget:g} s ({knobs.git_timeout_s:g} s git fetch timeout + {slack_s:g} s slack)"
+
+
 def batches(count: int, concurrency: int) -> int:
     return math.ceil(count / max(1, concurrency))
 

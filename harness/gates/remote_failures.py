@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from harness.gates.base import Gate, GateContext, Poller, ServerKnobs, pre_fix_executor_size
+from harness.gates.base import Gate, GateContext, Poller, ServerKnobs, fetch_timeout_budget, pre_fix_executor_size
 from harness.gates.settings import GateSettings
 from harness.gitfront import set_mode
 from harness.gitops import GitOpError, WorkingClones, push_base_url
@@ -103,11 +103,7 @@ class Thresholds(GateSettings):
 
 def budgets(knobs: ServerKnobs, p: Params) -> tuple[float, str]:
     """(seconds, how) of both the throttle window and a failing scope's recovery."""
-    if knobs.git_timeout_s is None:
-        return p.fallback_budget_s, (f"{p.fallback_budget_s:g} s (the harness's fallback: this server has no git "
-                                     "fetch timeout)")
-    budget = knobs.git_timeout_s + p.slack_s
-    return budget, f"{budget:g} s ({knobs.git_timeout_s:g} s git fetch timeout + {p.slack_s:g} s slack)"
+    return fetch_timeout_budget(knobs, p.slack_s, p.fallback_budget_s)
 
 
 class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=Thresholds,

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness.gates.base import Fault, Gate, GateContext, ServerKnobs
+from harness.gates.base import Fault, Gate, GateContext, ServerKnobs, fetch_timeout_budget
 from harness.gates.settings import GateSettings
 from harness.gitops import GitOpError, WorkingClones, push_base_url
 from harness.seed import policy_repo_name
@@ -78,11 +78,7 @@ class Thresholds(GateSettings):
 
 def sync_budget(knobs: ServerKnobs, p: Params) -> tuple[float, str]:
     """(seconds, how they were derived) for one transition to be served after a refresh."""
-    if knobs.git_timeout_s is None:
-        return p.fallback_budget_s, (f"{p.fallback_budget_s:g} s (the harness's fallback: this server has no git "
-                                     "fetch timeout)")
-    budget = knobs.git_timeout_s + p.slack_s
-    return budget, f"{budget:g} s ({knobs.git_timeout_s:g} s git fetch timeout + {p.slack_s:g} s slack)"
+    return fetch_timeout_budget(knobs, p.slack_s, p.fallback_budget_s)
 
 
 def _short(sha: str | None) -> str:
