@@ -1,6 +1,6 @@
-"""Exploration for the `redis-outage` gate (not a gate yet): what a server does when its scope
-store (Redis) stops for a few seconds, then returns with its data (`keep`: SAVE before the
-stop, reloaded at start) or empty (`empty`: as after a restart without persistence); `none`
+"""The exploration the `redis-outage` gate (harness/gates/redis_outage.py) came from: what a
+server does when its scope store (Redis) stops for a few seconds, then returns with its data
+(`keep`: SAVE before the stop, reloaded at start) or empty (`empty`: as after a restart without persistence); `none`
 runs the same steps without the outage (the control).
 
     .venv/bin/python examples/redis_outage_probe.py 0.9.9 keep
@@ -10,8 +10,8 @@ is answered at once (GET policy and PUT /scopes 500, /healthcheck 200); after it
 scopes are served again (`keep`), 0.9.9 answers 404 for scopes the empty store lost where
 0.9.6 answers 500; and a scope PUT after Redis is back is accepted (201) but never cloned or
 served within 90 s — its log says "Scope <id> is live but its clone is unavailable". The
-control (`none`) serves the same PUT in 0.04 s (0.9.6) and 1.0 s (0.9.9). The gate needs a
-server that passes this before it can be proven both ways.
+control (`none`) serves the same PUT in 0.04 s (0.9.6) and 1.0 s (0.9.9). Why the PUT after is
+lost, and the server that passes, are in the gate's docstring.
 """
 
 from __future__ import annotations

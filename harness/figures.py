@@ -67,6 +67,7 @@ FIGURES: dict[str, list[tuple[str, str, Callable[[Metrics], float | None]]]] = {
                       ("threads kept", "threads", _leftover("threads"))],
     "remote-transitions": [("slowest transition served", "s", _plain("slowest_transition_s"))],
     "remote-failures": [("slowest recovery", "s", _plain("slowest_recovery_s"))],
+    "redis-outage": [("PUT after the outage served", "s", _plain("after_served_s"))],
 }
 
 

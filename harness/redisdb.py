@@ -36,3 +36,22 @@ def set_many(url: str, values: Mapping[str, str]) -> None:
         for key, value in values.items():
             pipe.set(key, value)
         pipe.execute()
+
+
+def snapshot(url: str, empty: bool = False) -> None:
+    """Write the store's dump now (SAVE), which a restart loads: what it holds survives a
+    stop. `empty`: FLUSHALL first, so a restart finds nothing, as after a restart without
+    persistence (whatever dump an earlier snapshot left is overwritten)."""
+    with _client(url) as client:
+        if empty:
+            client.flushall()
+        client.save()
+
+
+def key_count(url: str) -> int | None:
+    """Keys in the store, or None when it does not answer."""
+    try:
+        with _client(url, timeout=2.0) as client:
+            return int(client.dbsize())
+    except redis.RedisError:
+        return None

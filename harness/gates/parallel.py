@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # what balancing the groups goes by.
 EXPECTED_S = {"leak": 40, "repeat-sync": 18, "offline-repo": 49, "zombie-cap": 46, "boot-timing": 31,
               "boot-dead-scope": 60, "broker-bounce": 84, "orphan-clones": 146,
-              "remote-transitions": 30, "remote-failures": 60}
+              "remote-transitions": 30, "remote-failures": 60, "redis-outage": 40}
 TIMED = ("boot-timing",)
 # A stack with its server needs about this much memory (Redis, Postgres, git, gunicorn).
 GB_PER_STACK = 2

@@ -9,6 +9,7 @@ from harness.gates.broker_bounce import BrokerBounceGate
 from harness.gates.leak import LeakGate
 from harness.gates.offline_repo import OfflineRepoGate
 from harness.gates.orphan_clones import OrphanClonesGate
+from harness.gates.redis_outage import RedisOutageGate
 from harness.gates.remote_failures import RemoteFailuresGate
 from harness.gates.remote_transitions import RemoteTransitionsGate
 from harness.gates.repeat_sync import RepeatSyncGate
@@ -17,7 +18,7 @@ from harness.gates.zombie_cap import ZombieCapGate
 GATES: dict[str, Gate] = {gate.id: gate for gate in (
     LeakGate(), RepeatSyncGate(), OfflineRepoGate(), ZombieCapGate(),
     BootTimingGate(), BootDeadScopeGate(), BrokerBounceGate(), OrphanClonesGate(), RemoteTransitionsGate(),
-    RemoteFailuresGate(),
+    RemoteFailuresGate(), RedisOutageGate(),
 )}
 
 

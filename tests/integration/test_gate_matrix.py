@@ -15,7 +15,12 @@ from harness.gates.registry import GATES
 from harness.gates.runner import run_gate
 from harness.report import RunReport, schema_errors
 from harness.stack import make_stack
-from tests.integration import orphan_clones_control, remote_transitions_control, repeat_sync_control
+from tests.integration import (
+    orphan_clones_control,
+    redis_outage_control,
+    remote_transitions_control,
+    repeat_sync_control,
+)
 from tests.integration.compose_support import require_compose
 
 pytestmark = [pytest.mark.integration, pytest.mark.selftest]
@@ -44,7 +49,8 @@ class Server:
 # Source trees for controls, built from a release's wheels (tests/integration/source_tree.py).
 TREES = {"0.9.9-releasing-fetch-handles": repeat_sync_control.build,
          "0.9.9-bounded-pool-closed-repo": orphan_clones_control.build,
-         "0.9.9-fast-forward-only-fetch": remote_transitions_control.build}
+         "0.9.9-fast-forward-only-fetch": remote_transitions_control.build,
+         "0.9.9-redis-retry": redis_outage_control.build}
 
 R096, R099 = Server("0.9.6"), Server("0.9.9")
 # The zombie-cap control: the same release with its cap off passes under the same load.
@@ -63,6 +69,13 @@ R099_LONG_SETTLE = Server("0.9.9", (("OPAL_BROADCAST_RESYNC_SETTLE_SECONDS", "10
 # remote-transitions' FAIL server: 0.9.9 treating the remote as fast-forward only, as OPAL #99
 # did (tests/integration/remote_transitions_control.py); both releases follow every transition.
 R099_FAST_FORWARD_ONLY = Server("0.9.9", tree="0.9.9-fast-forward-only-fetch")
+# redis-outage's control: 0.9.9 whose scope store client retries a command once on a connection
+# Redis closed (tests/integration/redis_outage_control.py); both releases lose the first sync after.
+R099_REDIS_RETRY = Server("0.9.9", tree="0.9.9-redis-retry")
+# the store returning empty (mode=empty), on the stacks of the releases and the control
+EMPTY_STORE = (("mode", "empty"),)
+R096_EMPTY_STORE = Server("0.9.6", gate_settings=EMPTY_STORE)
+R099_REDIS_RETRY_EMPTY_STORE = Server("0.9.9", tree="0.9.9-redis-retry", gate_settings=EMPTY_STORE)
 
 # broker-bounce's other fault modes (its module docstring), each on both releases' stacks.
 BOUNCE_MODES = {mode: tuple(Server(release, gate_settings=(("mode", mode),)) for release in ("0.9.6", "0.9.9"))
@@ -135,6 +148,13 @@ EXPECTED: dict[tuple[str, Server], Expected] = {
     # the slow fetches on the same pool; 0.9.9 fetches on its own pool, bounded by its git timeout
     ("remote-failures", R096): ("fail", "failures.healthy_stalled"),
     ("remote-failures", R099): ("pass", ""),
+    # an 8 s stop of the scope store: both releases answer 500 at once and serve the stored
+    # scopes after, but the PUT after the store returned is accepted (201) and never served
+    ("redis-outage", R096): ("fail", "redis.put_after_not_served"),
+    ("redis-outage", R099): ("fail", "redis.put_after_not_served"),
+    ("redis-outage", R099_REDIS_RETRY): ("pass", ""),
+    ("redis-outage", R096_EMPTY_STORE): ("fail", "redis.lost_unclear"),  # 500 for a scope the store lost
+    ("redis-outage", R099_REDIS_RETRY_EMPTY_STORE): ("pass", ""),  # 404 for it, and the PUT after served
 }
 RELEASE_CELLS = [(gate, server) for gate, server in EXPECTED
                  if not server.server_env and not server.tree and not server.gate_settings]
