@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,9 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
         budget, how = budgets(ctx.knobs, p)
         tl.fact("derived", {"failing_scopes": failing_count, "healthy_scopes": p.healthy_scopes, "budget_s": budget,
                             "budget_how": how, "git_workers": ctx.knobs.git_workers})
+        # first: on a Gitea host this is the message that names the fix (HARNESS_GITHOST=bare)
+        clones = WorkingClones(stack.run_dir / "gitops-failures", push_base_url(stack.published("githost").url),
+                               timeout_s=p.git_timeout_s, payload_bytes=p.payload_kb * 1024)
         front_url = stack.published("gitfront").url
         set_mode(front_url, "ok")
         for scope, repo in failing.items():
@@ -133,8 +137,6 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
             tl.fact("load_failure", f"{len(pending)} scopes were not served within {p.serve_budget_s:g} s "
                                     f"(first: {pending[0]})")
             return
-        clones = WorkingClones(stack.run_dir / "gitops-failures", push_base_url(stack.published("githost").url),
-                               timeout_s=p.git_timeout_s, payload_bytes=p.payload_kb * 1024)
         try:
             for mode in p.mode_list():
                 self._round(ctx, mode, failing, list(healthy), clones, front_url, budget)
@@ -150,10 +152,9 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
         with ThreadPoolExecutor(max_workers=PUSH_PARALLEL) as pool:
             pushed = dict(zip(failing, pool.map(clones.push_new_commit, failing.values()), strict=True))
         front = ctx.stack.service("gitfront")
-        pollers = [Poller(ctx, scope, p.poll_interval_s, p.poll_timeout_s, label=mode) for scope in healthy]
-        for poller in pollers:
-            poller.__enter__()
-        try:
+        with ExitStack() as polling:
+            for scope in healthy:
+                polling.enter_context(Poller(ctx, scope, p.poll_interval_s, p.poll_timeout_s, label=mode))
             with ctx.fault(mode, start=lambda: set_mode(front_url, _front_mode(mode, p)),
                            heal=lambda: set_mode(front_url, "ok")):
                 attempts = 2 if mode in FAST else 1
@@ -166,9 +167,6 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
                     ctx.observe(f"{mode} attempt {attempt}", mode=mode, attempt=attempt,
                                 requests=front.accepted_connections() - before,
                                 reached_s=None if reached_s is None else round(reached_s, 2))
-        finally:
-            for poller in pollers:
-                poller.__exit__(None, None, None)
         recovered_s, unrecovered = self._recover(ctx, pushed, budget)
         tl.record("recovery", mode=mode, seconds=recovered_s, budget_s=budget, unrecovered=unrecovered[:5],
                   not_recovered=len(unrecovered), scopes=len(failing))
@@ -232,7 +230,7 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
         return problems.verdict(
             f"healthy scopes served through every failure ({shares}); {derived['failing_scopes']} failing scopes "
             f"recovered after each (slowest {metrics['slowest_recovery_s']} s, budget {derived['budget_how']}); "
-            "a failed attempt kept nothing", metrics)
+            "a second failed attempt kept no more than the first", metrics)
 
 
 def _reached(front: ServiceHandle, before: int, requests: int, budget: float) -> float | None:
