@@ -108,6 +108,13 @@ ORPHANS_099 = Outcomes((("fail", "orphan.clone_dirs_kept"), ("fail", "orphan.fds
 # (replay at 22:56:52.2, the leader's listener back at 22:56:54.0); every other run here, the
 # PUT was served at once.
 BOUNCE_099 = Outcomes((("pass", ""), ("fail", "bounce.put_during_not_served")))
+# 0.9.6 loses the PUTs around a clean stop (a worker respawns); which one the checker names
+# first depends on whether the PUT made during the outage was answered 201 (then it is never
+# served: put_during) or 500 (then the PUT after is the lost one: put_after). Seen once with
+# put_during, on compose in CI with other compose stacks beside it (the PUT after was served
+# by the respawned worker); every other run gave put_after. The kill-mode cell keeps
+# broker-bounce's FAIL side proven with one outcome.
+BOUNCE_096 = Outcomes((("fail", "bounce.put_after_not_served"), ("fail", "bounce.put_during_not_served")))
 
 Expected = tuple[str, str] | Outcomes
 # (gate, server) -> (verdict, failure category), or the Outcomes of a timing-dependent cell
@@ -126,7 +133,7 @@ EXPECTED: dict[tuple[str, Server], Expected] = {
     ("boot-timing", R099): ("pass", ""),
     ("boot-dead-scope", R096): ("fail", "boot_dead.never_healthy"),
     ("boot-dead-scope", R099): ("pass", ""),
-    ("broker-bounce", R096): ("fail", "bounce.put_after_not_served"),
+    ("broker-bounce", R096): BOUNCE_096,
     ("broker-bounce", R099): BOUNCE_099,
     ("broker-bounce", R099_LONG_SETTLE): ("pass", ""),
     # kill -9: 0.9.6 stops syncing as after a clean stop (a worker respawned); 0.9.9 reconnects in place
