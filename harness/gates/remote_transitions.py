@@ -114,17 +114,19 @@ class RemoteTransitionsGate(Gate, id="remote-transitions", params=Params, thresh
         if not self._followed(ctx, "force_push", clones.force_push_rewrite(repo), clones.nonces[repo], budget):
             return
         recreated: list[str] = []
+        good = (clones.pushed[repo][0], clones.nonces[repo])  # what the force-push made the remote
         with ctx.fault("branch_deleted", start=lambda: clones.delete_branch(repo),
                        heal=lambda: recreated.append(clones.recreate_branch(repo)),
                        proof=lambda: _host_head(clones, repo) is None) as fault:
-            self._while_broken(ctx, fault, budget)
+            self._while_broken(ctx, fault, budget, good)
         if not self._followed(ctx, "branch_recreated", recreated[0], clones.nonces[repo], budget):
             return
+        good = (recreated[0], clones.nonces[repo])
         removed = f"{repo}{REMOVED_SUFFIX}"
         with ctx.fault("repo_removed", start=lambda: stack.rename_repo(repo, removed),
                        heal=lambda: stack.rename_repo(removed, repo),
                        proof=lambda: _host_head(clones, repo) is None) as fault:
-            self._while_broken(ctx, fault, budget)
+            self._while_broken(ctx, fault, budget, good)
         if not self._followed(ctx, "repo_restored", recreated[0], clones.nonces[repo], budget):
             return
         self._followed(ctx, "commit_after_restore", clones.push_new_commit(repo), clones.nonces[repo], budget)
@@ -148,11 +150,11 @@ class RemoteTransitionsGate(Gate, id="remote-transitions", params=Params, thresh
                             seconds=round(time.monotonic() - started, 2) if ok else None)
         return ok
 
-    def _while_broken(self, ctx: GateContext, fault: Fault, budget: float) -> None:
+    def _while_broken(self, ctx: GateContext, fault: Fault, budget: float, good: tuple[str, str]) -> None:
         """Refresh while the remote is broken, wait for the server to try it, then poll:
-        every answer must be the last good commit and content."""
+        every answer must be the last good commit and content (`good`: its SHA and nonce)."""
         p: Params = ctx.params
-        good = ctx.client.policy_hash(SCOPE, timeout=5.0)
+        good_sha, good_nonce = good
         githost = ctx.stack.service("githost")
         before = githost.accepted_connections()
         refresh = ctx.client.refresh(SCOPE)
@@ -166,12 +168,13 @@ class RemoteTransitionsGate(Gate, id="remote-transitions", params=Params, thresh
         while tried_s is not None and time.monotonic() < deadline:
             answers.append(ctx.client.policy_hash(SCOPE, timeout=5.0))
             time.sleep(0.3)
+
         def last_good(a: PolicyResult) -> bool:
-            return a.hash is not None and a.hash == good.hash and a.data == good.data
+            return a.hash == good_sha and _carries(a, good_nonce)
         others = [f"{a.status if a.status is not None else a.error} {_short(a.hash)}".strip()
                   for a in answers if not last_good(a)]
         ctx.timeline.record("broken", name=fault.name, proof=fault.took_effect, refresh=refresh,
-                            last_good=good.hash, tried_s=None if tried_s is None else round(tried_s, 2),
+                            last_good=good_sha, tried_s=None if tried_s is None else round(tried_s, 2),
                             connections=githost.accepted_connections() - before, polls=len(answers),
                             kept=len(answers) - len(others), others=others[:5])
 
