@@ -81,6 +81,7 @@ class RedisOutageGate(Gate, id="redis-outage", params=Params, thresholds=Thresho
             tl.fact("load_failure", f"{len(pending)} of {p.stored} scopes were not served within "
                                     f"{p.serve_budget_s:g} s")
             return
+        ctx.observe("loaded")  # caches, clone dirs and the worker, for the plot
         store = stack.published("redis").url
         redisdb.snapshot(store, empty=p.mode == "empty")
         redis = stack.service("redis")
@@ -118,6 +119,7 @@ class RedisOutageGate(Gate, id="redis-outage", params=Params, thresholds=Thresho
             tl.fact("during_served_s", ctx.served_within("during", budget, "the PUT during the outage"))
         tl.fact("put_after", _timed_put(ctx, "after", after_url, p.answer_budget_s))
         tl.fact("after_served_s", ctx.served_within("after", budget, "a PUT after the store returned"))
+        ctx.observe("after the outage")
 
     # -- checker ----------------------------------------------------------------------------
     def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:

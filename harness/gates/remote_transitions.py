@@ -102,6 +102,7 @@ class RemoteTransitionsGate(Gate, id="remote-transitions", params=Params, thresh
         if ctx.served_within(SCOPE, p.serve_budget_s, "initial load") is None:
             tl.fact("load_failure", f"the scope was not served within {p.serve_budget_s:g} s")
             return
+        ctx.observe("loaded")  # caches, clone dirs and the worker, for the plot: one per step
         try:
             self._run(ctx, clones, repo, budget)
         except GitOpError as exc:
@@ -148,6 +149,7 @@ class RemoteTransitionsGate(Gate, id="remote-transitions", params=Params, thresh
                             status=answer.status, error=answer.error, refresh=refresh,
                             content_ok=_carries(answer, nonce), budget_s=budget,
                             seconds=round(time.monotonic() - started, 2) if ok else None)
+        ctx.observe(f"after {name}")
         return ok
 
     def _while_broken(self, ctx: GateContext, fault: Fault, budget: float, good: tuple[str, str]) -> None:
