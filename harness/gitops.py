@@ -1,5 +1,6 @@
-"""Changing the seeded repos while a gate runs: new commits and history rewrites, pushed
-over git:// to the git host's host-visible endpoint (git daemon with receive-pack).
+"""Changing the seeded repos while a gate runs: new commits, history rewrites, a branch
+deleted and re-created, pushed over git:// to the git host's host-visible endpoint (git
+daemon with receive-pack).
 
 One working clone per repo, kept under a directory of the run and reused across cycles.
 Every commit carries the repo's name, a revision number and a nonce, so no two commits
