@@ -15,8 +15,8 @@ The control removes exactly those causes, each with the smallest change there is
 documented setting OPAL_SCOPES_STORE_READ_TIMEOUT=0 (the check completes, the clone goes);
 a bounded, blocking pool for the store's client (a command waits for a free connection
 instead of opening another; POOL_SIZE small enough that the gate's warm-up fills it); and
-make_bundle closing its Repo on every path. If the gate's reasons are right, this server
-passes; a leftover from anywhere else still fails it.
+make_bundle (and the new-commits callback, below) closing its Repo on every path. If the
+gate's reasons are right, this server passes; a leftover from anywhere else still fails it.
 """
 
 from __future__ import annotations
@@ -52,7 +52,35 @@ CLOSED_BUNDLE_REPO = source_tree.Patch(
 )
 
 
+# The same cause on the other path that opens a GitPython Repo: the new-commits callback
+# (on_update) never closes its Repo. When a delete races the update and it raises, the
+# exception the webhook task keeps (until the next webhook) holds the frame and the Repo, and
+# with them its two `git cat-file` processes — seen once in CI: +6 pipes to 2 git processes
+# after the mid-sync phase's settle. The update closes its Repo on every path here too.
+CLOSED_UPDATE_REPO = source_tree.Patch(
+    "opal_server/scopes/service.py",
+    "    async def on_update(self, previous_head: str, head: str):\n",
+    "    async def on_update(self, previous_head: str, head: str):\n"
+    "        # harness control: close the Repos the update opens, on every path\n"
+    "        self._harness_repos = []\n"
+    "        try:\n"
+    "            return await self._harness_on_update(previous_head, head)\n"
+    "        finally:\n"
+    "            for opened in self._harness_repos:\n"
+    "                opened.close()\n"
+    "\n"
+    "    async def _harness_on_update(self, previous_head: str, head: str):\n",
+)
+CLOSED_UPDATE_REPO_OPENED = source_tree.Patch(
+    "opal_server/scopes/service.py",
+    "            repo = git.Repo(self._scope_repo_dir)\n",
+    "            repo = git.Repo(self._scope_repo_dir)\n"
+    "            self._harness_repos.append(repo)\n",
+)
+
+
 def build(dest: Path, wheels_dir: Path) -> Path:
-    """0.9.9's own packages (its native stats route) plus the bounded pool and the closed Repo."""
+    """0.9.9's own packages (its native stats route) plus the bounded pool and the closed Repos."""
     return source_tree.build(dest, wheels_dir, release=RELEASE, native_stats=False,
-                             patches=[BOUNDED_POOL, CLOSED_BUNDLE_REPO])
+                             patches=[BOUNDED_POOL, CLOSED_BUNDLE_REPO, CLOSED_UPDATE_REPO,
+                                      CLOSED_UPDATE_REPO_OPENED])
