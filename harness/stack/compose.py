@@ -89,20 +89,29 @@ class ComposeStack(Stack):
         self._ensure_server_image()
         self.run_dir.mkdir(parents=True, exist_ok=False)
         (self.run_dir / "logs").mkdir()
-        published = ("server", "redis", "postgres", "githost") + (("gitfront",) if self.githost == "bare" else ())
-        self.ports = {name: free_port() for name in published}
-        self.write_state(compose_project=self.project)
         self._write_server_env()
         self._write_server_command()
         self._say(f"compose {self._cli.version} ({' '.join(self._cli.argv)}), images: {self._image_set.name}, "
                   f"git host: {self.githost}, project {self.project}: starting ...")
-        try:
-            self._compose(["up", "-d"], timeout=900)
-            self._check_ready()
-        except HarnessError as exc:
-            failed = self._failed_services()
-            raise ServiceFailed(f"{exc} (not healthy: {', '.join(failed) or 'none found'})",
-                                service=failed[0] if failed else None) from None
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            # Free ports are picked here and bound by the engine later: another process may take
+            # one in between (seen in CI with four test workers). Such an `up` is retried on new ports.
+            published = ("server", "redis", "postgres", "githost") + (("gitfront",) if self.githost == "bare" else ())
+            self.ports = {name: free_port() for name in published}
+            self.write_state(compose_project=self.project)
+            try:
+                self._compose(["up", "-d"], timeout=900)
+                self._check_ready()
+                break
+            except HarnessError as exc:
+                if attempt < PORT_ATTEMPTS and PORT_TAKEN in str(exc):
+                    self._say(f"a published port was taken before the engine bound it; again on new ports "
+                              f"(attempt {attempt + 1} of {PORT_ATTEMPTS})")
+                    self._compose(["down", "-v", "--remove-orphans", "-t", "10"], timeout=300)
+                    continue
+                failed = self._failed_services()
+                raise ServiceFailed(f"{exc} (not healthy: {', '.join(failed) or 'none found'})",
+                                    service=failed[0] if failed else None) from None
         if self.githost == "gitea":
             self._bootstrap_gitea()
         self._say(f"stack {self.run_id} up in {time.monotonic() - started:.1f} s (run dir {self.run_dir})")
@@ -351,6 +360,10 @@ class ComposeStack(Stack):
             raise ConfigError("removing and restoring a repo needs the bare git host: run with HARNESS_GITHOST=bare")
         self.exec_in("githost", ["mv", "-T", f"/repos/{repo}.git", f"/repos/{new_name}.git"], timeout=30)
 
+
+# An `up` whose published port another process took first is retried this many times in all.
+PORT_ATTEMPTS = 3
+PORT_TAKEN = "address already in use"
 
 # What each service logs per accepted connection: git daemon --verbose (githost) and
 # harness.tcplisteners (blackhole, slowfail, latency).
