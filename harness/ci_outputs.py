@@ -19,10 +19,19 @@ def junit_properties(gate: Mapping[str, Any], report_dir: Path) -> list[tuple[st
     """(name, value) pairs for one gate's testcase: verdict, category, time, report path,
     and every figure (`figure.<name> [unit]`)."""
     props = [("verdict", gate["verdict"]), ("category", gate["category"] or "none"),
+             ("problems", ",".join(p["category"] for p in gate.get("problems") or []) or "none"),
              ("duration_s", f"{gate['duration_s']:g}"), ("report", str(report_dir / "report.json")),
              ("plot", str(report_dir / gate.get("plot", f"plots/{gate['id']}.png")))]
     props += [(f"figure.{f['name']} [{f['unit']}]", f"{f['value']:g}") for f in gate.get("figures", [])]
     return props
+
+
+def problem_lines(gate: Mapping[str, Any]) -> str:
+    """Every problem of a gate, a line each (`category: text`); the reason when none is listed."""
+    problems = gate.get("problems") or []
+    if not problems:
+        return str(gate["reason"])
+    return "\n".join(f"{p['category']}: {p['text']}" for p in problems)
 
 
 def write_junit(report: Report, report_dir: Path, path: Path) -> Path:
@@ -41,7 +50,8 @@ def write_junit(report: Report, report_dir: Path, path: Path) -> Path:
             ET.SubElement(properties, "property", name=name, value=value)
         if gate["verdict"] != "pass":
             tag = "failure" if gate["verdict"] == "fail" else "error"
-            ET.SubElement(case, tag, message=gate["reason"][:500], type=gate["category"] or tag).text = gate["reason"]
+            ET.SubElement(case, tag, message=gate["reason"][:500], type=gate["category"] or tag).text = (
+                problem_lines(gate))
     if report.get("error"):
         case = ET.SubElement(suite, "testcase", classname="harness.stack", name="stack up")
         ET.SubElement(case, "error", message=report["error"]["message"][:500],
@@ -63,6 +73,9 @@ def step_summary(report: Report, report_dir: Path) -> str:
     lines.append("")
     for g in report["gates"]:
         lines.append(f"- **{g['id']}** {SYMBOL[g['verdict']]}: {g['reason']}")
+        problems = g.get("problems") or []
+        if len(problems) > 1:
+            lines += [f"  - `{p['category']}` {p['text']}" for p in problems]
     lines += ["", f"Report: `{report_dir}`", ""]
     return "\n".join(lines)
 

@@ -101,6 +101,9 @@ def verdict_table(gates: Iterable[dict[str, Any]]) -> str:
     rows = [f"{'gate':<16} {'verdict':<7} {'time':>6}  reason"]
     for g in gates:
         rows.append(f"{g['id']:<16} {SYMBOL[g['verdict']]:<7} {g['duration_s']:>5.0f}s  {g['reason']}")
+        problems = g.get("problems") or []
+        if len(problems) > 1:
+            rows += [f"{'':<16} {'':<7} {'':>6}  - {p['category']}" for p in problems]
     return "\n".join(rows)
 
 
@@ -141,6 +144,11 @@ def summary_markdown(report: dict[str, Any]) -> str:
         timing = g.get("timing") or {}
         split = f" ({timing['server_s']:.0f} + {timing['harness_s']:.0f})" if "server_s" in timing else ""
         lines.append(f"| `{g['id']}` | **{SYMBOL[g['verdict']]}** | {g['duration_s']:.0f} s{split} | {reason} |")
+    listed = [g for g in report["gates"] if len(g.get("problems") or []) > 1]
+    if listed:
+        lines += ["", "Every problem a gate found (the first names its category):", ""]
+        for g in listed:
+            lines += [f"- `{g['id']}`:"] + [f"  - `{p['category']}` {p['text']}" for p in g["problems"]]
     lines += ["", "Plots: `plots/<gate>.png`; recordings: `timelines/<gate>.json`; logs: `logs/`.",
               "Re-judge without the stack: `harness report <this dir> --threshold GATE.NAME=VALUE`.", ""]
     return "\n".join(lines)

@@ -183,8 +183,8 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
             problems.add("bounce.put_during_not_served",
                          f"a scope PUT during the outage (answered {f.get('put_during_status')}) was not "
                          f"served within {budget:g} s after it")
-        if problems.items:
-            problems.items.append(workers)
+        if problems:
+            problems.note(workers)
             return problems.verdict("", metrics)
         return problems.verdict(f"healthy {f['healthy_after_s']:.1f} s after the bounce; scope PUT after it "
                                 f"served in {f['after_served_s']:.1f} s, scope PUT during it in "

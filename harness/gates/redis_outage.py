@@ -142,7 +142,7 @@ class RedisOutageGate(Gate, id="redis-outage", params=Params, thresholds=Thresho
         _judge_during(polls, facts, params, problems)
         _judge_stored(facts, params, derived, problems)
         _judge_puts(facts, derived, problems)
-        if problems.items:
+        if problems:
             return problems.verdict("", metrics)
         return problems.verdict(
             f"{len(polls)} requests during the {params.outage_s:g} s outage all answered within "

@@ -35,7 +35,7 @@ def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[st
         judged.append({"id": g.id, "verdict": verdict.verdict, "reason": verdict.reason,
                        "category": verdict.category, "duration_s": entry["duration_s"],
                        "recorded_verdict": entry["verdict"], "thresholds": asdict(thresholds),
-                       "metrics": verdict.metrics})
+                       "metrics": verdict.metrics, "problems": [p.to_json() for p in verdict.problems]})
     return judged
 
 

@@ -197,7 +197,7 @@ class RemoteTransitionsGate(Gate, id="remote-transitions", params=Params, thresh
             "slowest_transition_s": max((s for s in followed.values() if s is not None), default=None),
             "broken": {s["name"]: {k: s[k] for k in ("polls", "kept", "connections", "tried_s")}
                        for s in steps if s["kind"] == "broken"}}
-        if not problems.items and set(followed) != set(TRANSITIONS):
+        if not problems and set(followed) != set(TRANSITIONS):
             return Verdict(ERROR, f"the scenario ended after {', '.join(followed) or 'no transition'}, "
                                   "with nothing wrong recorded", "error.no_data", metrics)
         return problems.verdict(

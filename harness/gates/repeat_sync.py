@@ -315,8 +315,8 @@ def _judge_growth(measured: list[dict[str, Any]], scopes: int, thresholds: Thres
             problems.add(kind, f"worker keeps {per_scope[key]:.1f} more {unit}{'' if unit.startswith('KB') else 's'} "
                             f"per scope per fetch: {values[0]} → {values[-1]} over {cycles} "
                             f"(bound {bound:g})")
-    if problems.items:
-        problems.items.append(projection["sentence"])
+    if problems:
+        problems.note(projection["sentence"])
     flat = ", ".join(f"{c}={series[c][0]}" for c in CACHES)
     return problems.verdict(f"every cycle's new commits served; caches constant ({flat}); per scope per fetch: "
                          f"{per_scope['mapped_packs']:+.2f} mapped packs, {per_scope['worker_files']:+.2f} "

@@ -168,6 +168,7 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
     log.info(f"[gate {g.id}] {verdict.verdict.upper()} in {duration:.0f} s: {verdict.reason}")
     return GateResult(id=g.id, verdict=verdict.verdict, reason=verdict.reason, category=verdict.category,
                       duration_s=round(duration, 1), metrics=verdict.metrics, thresholds=asdict(thresholds),
+                      problems=[p.to_json() for p in verdict.problems],
                       params=asdict(params), server_settings=server_settings, timeline=timeline,
                       timing=time_split(timing, duration))
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,32 @@ def test_bad_threshold_arguments_name_the_form(run_dir):
         rejudge(run_dir, {"leak": {"bogus": "1"}})
     with pytest.raises(HarnessError, match="no setting nonsense"):
         configure(gate("leak"), {"nonsense": "1"})
+
+
+def test_a_checker_lists_every_problem_with_its_figures_and_the_first_names_the_category():
+    from harness.verdict import Problems
+    problems = Problems()
+    problems.add("orphan.clone_dirs_kept", "burst: 22 of 500 clone dirs stayed", clone_dirs_kept=22)
+    problems.add("orphan.fds_kept", "burst: fds kept socket +412", socket_kept=412)
+    problems.note("the server said: nothing")
+    verdict = problems.verdict("fine", {})
+    assert verdict.verdict == "fail" and verdict.category == "orphan.clone_dirs_kept"
+    assert [p.category for p in verdict.problems] == ["orphan.clone_dirs_kept", "orphan.fds_kept"]
+    assert verdict.problems[1].figures == {"socket_kept": 412}
+    assert "socket +412" in verdict.reason and "the server said" in verdict.reason
+
+
+def test_junit_and_summary_list_every_problem():
+    from harness.ci_outputs import step_summary, write_junit
+    from harness.report import summary_markdown
+    gate = {"id": "orphan-clones", "verdict": "fail", "reason": "r", "category": "orphan.clone_dirs_kept",
+            "duration_s": 3.0, "problems": [{"category": "orphan.clone_dirs_kept", "text": "dirs kept"},
+                                            {"category": "orphan.fds_kept", "text": "sockets kept"}]}
+    report = {"run_id": "x", "target": "opal-server==0.9.9", "backend": "local", "server_profile": "quick",
+              "started_at": "a", "ended_at": "b", "gates": [gate]}
+    assert "`orphan.fds_kept` sockets kept" in summary_markdown(report)
+    assert "`orphan.fds_kept` sockets kept" in step_summary(report, Path("r"))
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        text = write_junit(report, Path(tmp), Path(tmp) / "j.xml").read_text()
+    assert "orphan.fds_kept: sockets kept" in text and 'name="problems"' in text
