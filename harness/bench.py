@@ -17,6 +17,10 @@ also given as a rate, which travels better between machines than seconds do.
                the serial one, whether every verdict and category agrees across the parallel
                runs and with the serial one, and the harness's share of each gate's time
                (report timing: harness_s over duration_s)
+  --stability  instead: the gate suite on every release (--releases) --repeats times
+               (default 3), the releases side by side, each `harness gates --jobs J`: per
+               gate and release, each run's verdict, category and problem set, and whether
+               the runs agree (reports/bench-stability-<time>/stability.md)
 """
 
 from __future__ import annotations
@@ -111,14 +115,15 @@ def _gates_argv(release: str, reports: Path, jobs: str) -> list[str]:
 class SuiteRun:
     """One release's suite as its report tells it."""
 
-    verdicts: dict[str, tuple[str, str]]  # gate -> (verdict, category)
+    verdicts: dict[str, tuple[str, ...]]  # gate -> (verdict, category, every problem's category)
     harness_s: dict[str, float]  # gate -> the harness's seconds (fresh server, snapshots, teardown)
     duration_s: dict[str, float]  # gate -> the gate's seconds
 
     @classmethod
     def read(cls, reports: Path) -> SuiteRun:
         gates = json.loads((reports / "latest" / "report.json").read_text())["gates"]
-        return cls({g["id"]: (g["verdict"], g["category"]) for g in gates},
+        return cls({g["id"]: (g["verdict"], g["category"], *(p["category"] for p in g.get("problems") or []))
+                    for g in gates},
                    {g["id"]: float((g.get("timing") or {}).get("harness_s", 0.0)) for g in gates},
                    {g["id"]: float(g["duration_s"]) for g in gates})
 
@@ -186,12 +191,58 @@ def measure_matrix(bench: Bench, releases: list[str], jobs: str, repeats: int, w
           + f"; suite {bench.figures['harness_share']:.0%}", flush=True)
 
 
+def _outcome(verdict: tuple[str, ...]) -> str:
+    """'pass', or 'fail: leak.caches_kept, leak.files_grew' (every problem, the category first)."""
+    problems = verdict[2:] or verdict[1:2]
+    return f"{verdict[0]}: {', '.join(p for p in problems if p)}" if any(problems) else verdict[0]
+
+
+def stability_table(runs: list[dict[str, SuiteRun]]) -> tuple[str, list[str]]:
+    """A markdown table — gate, release, then each run's verdict and problem set — and the
+    rows whose runs differ."""
+    header = "| gate | release | " + " | ".join(f"run {n}" for n in range(1, len(runs) + 1)) + " | same |"
+    lines = [header, "|---|---|" + "---|" * len(runs) + "---|"]
+    differ = []
+    releases = list(runs[0]) if runs else []
+    gates = list(dict.fromkeys(g for by_release in runs for run in by_release.values() for g in run.verdicts))
+    for gate in gates:
+        for release in releases:
+            outcomes = [by_release[release].verdicts.get(gate, ("missing",)) for by_release in runs]
+            cells = [_outcome(o) for o in outcomes]
+            same = len(set(outcomes)) == 1
+            if not same:
+                differ.append(f"{gate} on {release}: " + " / ".join(cells))
+            lines.append(f"| {gate} | {release} | " + " | ".join(cells) + f" | {'yes' if same else '**no**'} |")
+    return "\n".join(lines), differ
+
+
+def measure_stability(bench: Bench, releases: list[str], jobs: str, repeats: int, work: Path) -> None:
+    """Every release's suite `repeats` times (releases side by side): is each gate's outcome
+    — verdict, category, problem set — the same in every run?"""
+    runs: list[dict[str, SuiteRun]] = []
+    for n in range(1, repeats + 1):
+        argvs = {r: _gates_argv(r, work / f"run-{n}" / r, jobs) for r in releases}
+        bench.time(f"stability_run_{n}_s", partial(run_children, argvs))
+        runs.append({r: SuiteRun.read(work / f"run-{n}" / r) for r in releases})
+    table, differ = stability_table(runs)
+    (work / "stability.md").write_text(table + "\n")
+    bench.figures["stability_rows_differ"] = float(len(differ))
+    bench.details = {"releases": releases, "jobs": jobs, "repeats": repeats, "differ": differ,
+                     "runs": [{r: {g: list(v) for g, v in run.verdicts.items()} for r, run in by_release.items()}
+                              for by_release in runs]}
+    print(table, flush=True)
+    print(f"[bench] {len(differ)} gate × release rows differ across the {repeats} runs"
+          + (": " + "; ".join(differ) if differ else "") + f"; table: {work / 'stability.md'}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="also time a server venv install into an empty cache")
     parser.add_argument("--backend", default="local", choices=("local", "compose"))
     parser.add_argument("--repos", type=int, default=200)
     parser.add_argument("--matrix", action="store_true", help="time the two-release gate matrix, serial and parallel")
+    parser.add_argument("--stability", action="store_true",
+                        help="each release's suite --repeats times: verdict, category and problem set per run")
     parser.add_argument("--releases", nargs="+", default=["0.9.6", "0.9.9"])
     parser.add_argument("--jobs", default="auto", metavar="N|auto",
                         help="--jobs of each release's harness gates in the parallel runs (--matrix)")
@@ -204,7 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.from_env(backend=args.backend, seed_repos=args.repos)
         bench = Bench(settings.target.label, args.backend)
-        if args.matrix:
+        if args.stability:
+            bench.target = " ".join(args.releases)
+            work = settings.reports_dir / f"bench-stability-{time.strftime('%Y%m%d-%H%M%S')}"
+            measure_stability(bench, args.releases, args.jobs, args.repeats, work)
+        elif args.matrix:
             bench.target = " ".join(args.releases)
             work = settings.reports_dir / f"bench-matrix-{time.strftime('%Y%m%d-%H%M%S')}"
             measure_matrix(bench, args.releases, args.jobs, args.repeats, work)

@@ -34,3 +34,14 @@ def test_a_category_that_changes_between_runs_is_a_difference():
     assert _differences(first, same) == []
     assert _differences(first, other) == ["0.9.9 orphan-clones: fail orphan.fds_kept vs fail orphan.clone_dirs_kept",
                                           "0.9.9 leak: pass  vs missing "]
+
+
+def test_the_stability_table_names_each_run_and_the_rows_that_differ():
+    from harness.bench import SuiteRun, stability_table
+    same = SuiteRun({"leak": ("fail", "leak.caches_kept", "leak.caches_kept", "leak.files_grew")}, {}, {})
+    other = SuiteRun({"leak": ("fail", "leak.files_grew", "leak.files_grew")}, {}, {})
+    table, differ = stability_table([{"0.9.6": same}, {"0.9.6": same}, {"0.9.6": other}])
+    assert "| leak | 0.9.6 | fail: leak.caches_kept, leak.files_grew |" in table and "**no**" in table
+    assert differ == ["leak on 0.9.6: fail: leak.caches_kept, leak.files_grew / fail: leak.caches_kept, "
+                      "leak.files_grew / fail: leak.files_grew"]
+    assert stability_table([{"0.9.9": SuiteRun({"leak": ("pass", "")}, {}, {})}] * 3)[1] == []
