@@ -210,13 +210,16 @@ class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
         if cache_keys:
             kept = ", ".join(f"{c} {'/'.join(map(str, series[c]))}" for c in cache_keys)
             problems.add("leak.caches_kept", f"caches kept entries after every DELETE: {kept} after cycles "
-                                             f"1..{len(after)} (baseline {'/'.join(str(base[c]) for c in CACHES)})")
+                                             f"1..{len(after)} (baseline {'/'.join(str(base[c]) for c in CACHES)})",
+                         **{f"{c}_kept": series[c][-1] - base[c] for c in cache_keys})
         if "clone_dirs" in grew:
             problems.add("leak.clone_dirs_kept", f"clone dirs on disk {'/'.join(map(str, series['clone_dirs']))} "
-                                                 f"(baseline {base['clone_dirs']})")
+                                                 f"(baseline {base['clone_dirs']})",
+                         clone_dirs_kept=series["clone_dirs"][-1] - base["clone_dirs"])
         if "worker_files" in grew:
             problems.add("leak.files_grew", f"worker open files {base['worker_files']}→"
                                             f"{'→'.join(map(str, series['worker_files']))} "
-                                            f"(tolerance +{thresholds.open_file_tolerance})")
+                                            f"(tolerance +{thresholds.open_file_tolerance})",
+                         files_grew=series["worker_files"][-1] - base["worker_files"])
         return problems.verdict(f"caches, clone dirs and open files back to baseline after each of "
                                 f"{len(after)} cycles of {params.scopes} scopes", metrics)

@@ -307,14 +307,14 @@ def _judge_growth(measured: list[dict[str, Any]], scopes: int, thresholds: Thres
     if drift:
         problems.add("repeat_sync.caches_grew", "caches changed while re-syncing the same scopes: " + ", ".join(
             f"{c} {v[0]} → {v[-1]} ({per_scope[c]:+.2f} per scope per fetch)" for c, v in drift.items())
-            + f" over {cycles}")
+            + f" over {cycles}", **{f"{c}_per_scope_per_fetch": round(per_scope[c], 3) for c in drift})
     for key, (bound_name, kind, unit) in GROWTH.items():
         bound = getattr(thresholds, bound_name)
         if per_scope[key] > bound:
             values = series[key]
             problems.add(kind, f"worker keeps {per_scope[key]:.1f} more {unit}{'' if unit.startswith('KB') else 's'} "
                             f"per scope per fetch: {values[0]} → {values[-1]} over {cycles} "
-                            f"(bound {bound:g})")
+                            f"(bound {bound:g})", per_scope_per_fetch=round(per_scope[key], 3))
     if problems:
         problems.note(projection["sentence"])
     flat = ", ".join(f"{c}={series[c][0]}" for c in CACHES)
