@@ -197,14 +197,20 @@ class XdistReports:
 def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(XdistReports(), "policy-harness-xdist-reports")
+    if _baseline_asked(config):  # a missing or broken baseline stops the run before anything starts
+        session_baseline(config)
+
+
+def _baseline_asked(pytest_config: pytest.Config) -> bool:
+    from harness.config import baseline_setting
+    return bool(pytest_config.getoption("harness_baseline", None) or baseline_setting())
 
 
 def _say_baseline(pytest_config: pytest.Config) -> None:
     """Said before any stack comes up: which baseline judges the gates (a bad one stops here)."""
     choice = session_baseline(pytest_config)
     reporter = pytest_config.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None and (choice.baseline is not None or pytest_config.getoption("harness_baseline", None)
-                                 or config.baseline_setting()):
+    if reporter is not None and (choice.baseline is not None or _baseline_asked(pytest_config)):
         reporter.write_line(f"[harness] baseline: {choice.said}")
 
 
