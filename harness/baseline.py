@@ -88,7 +88,7 @@ class Baseline:
                                    for gate, outcomes in sorted(self.known.items())}}
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2) + "\n"
+        return json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"  # UTF-8: reasons stay readable
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def load(path: Path) -> Baseline:
     if not path.is_file():
         raise ConfigError(f"baseline {path} does not exist: {MAKE_ONE.format(path=path)}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"baseline {path} does not parse ({exc}): {MAKE_ONE.format(path=path)}") from None
     return parse(data, path)
@@ -296,7 +296,7 @@ def read_report(run_dir: Path) -> tuple[str, dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(f"{run_dir} holds no report.json: give a run directory under reports/ (reports/latest)")
     try:
-        report = json.loads(path.read_text())
+        report = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} does not parse ({exc}): give the directory of a finished run") from None
     return str(report.get("run_id") or run_dir.name), report

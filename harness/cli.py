@@ -118,7 +118,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(made.baseline.dumps())
+    out.write_text(made.baseline.dumps(), encoding="utf-8")
     print(f"baseline of {made.baseline.target} written to {out}: {known_summary(made.baseline)}")
     print(f"use it: harness gates --baseline {out}   (or HARNESS_BASELINE={out})")
     return 0
