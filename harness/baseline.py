@@ -216,8 +216,9 @@ class Judgement:
                   (KNOWN, "known failures (not failing the run)"))
         out = [f"baseline {self.baseline.name} (made on {self.baseline.target})"]
         for status, title in titles:
-            found = self.of(status)
-            out += [f"{title}: {len(found)}"] + [f"  - {g.gate}: {g.text}" for g in found] if found else []
+            if found := self.of(status):
+                out.append(f"{title}: {len(found)}")
+                out += [f"  - {g.gate}: {g.text}" for g in found]
         return out
 
 

@@ -206,12 +206,11 @@ def _baseline_asked(pytest_config: pytest.Config) -> bool:
     return bool(pytest_config.getoption("harness_baseline", None) or baseline_setting())
 
 
-def _say_baseline(pytest_config: pytest.Config) -> None:
-    """Said before any stack comes up: which baseline judges the gates (a bad one stops here)."""
-    choice = session_baseline(pytest_config)
-    reporter = pytest_config.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None and (choice.baseline is not None or _baseline_asked(pytest_config)):
-        reporter.write_line(f"[harness] baseline: {choice.said}")
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Said at the start (also by an xdist controller): which baseline judges the gates."""
+    if not _baseline_asked(config):
+        return []
+    return [f"[harness] baseline: {session_baseline(config).said}"]
 
 
 def _gate_case(item: pytest.Item) -> str | None:
@@ -246,7 +245,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         preflight(settings, sorted({gate_id for _, gate_id in cases}))
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
-    _say_baseline(config)
     timeout = _run_timeout(config)
     for item, gate_id in cases:
         g = gate(gate_id)

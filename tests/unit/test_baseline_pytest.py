@@ -47,7 +47,8 @@ def test_known_is_xfail_new_fails_fixed_xpasses(pytester, monkeypatch):
     monkeypatch.delenv("HARNESS_BASELINE", raising=False)
     result, junit = _run(pytester, "--baseline", "base.json")
     result.assert_outcomes(passed=1, failed=2, xfailed=1, xpassed=1)
-    result.stdout.fnmatch_lines(["*leak*new failure leak.caches_kept*",
+    result.stdout.fnmatch_lines(["[[]harness[]] baseline: base.json (made on opal-server==0.9.9): known failures *",
+                                 "*leak*new failure leak.caches_kept*",
                                  "*XPASS*zombie-cap*remove it from the baseline*"])
     skipped = junit.find(".//testcase[@name='test_gate[repeat-sync-fail-repeat_sync.packs_grew]']/skipped")
     assert skipped.get("type") == "pytest.xfail" and skipped.get("message").startswith("known failure: ")
