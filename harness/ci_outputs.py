@@ -1,6 +1,11 @@
 """What a CI job reads of a gate run: JUnit properties per gate, a JUnit file for `harness
 gates`, and the verdict table appended to GitHub's job summary ($GITHUB_STEP_SUMMARY).
 The benchmark trend file (benchmark.json) is written with every report (harness/report.py).
+
+Judged against a baseline (harness/baseline.py), a known failure is a skipped testcase in
+pytest's xfail convention (`<skipped type="pytest.xfail" message="known failure: ...">`), a
+new or changed one a <failure>, a fixed one a pass (a <failure> when strict); the job
+summary lists known, new, changed and fixed apart.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.report import SYMBOL
+from harness.report import SYMBOL, baseline_section, baseline_tag
 
 Report = Mapping[str, Any]
 
@@ -19,6 +24,7 @@ def junit_properties(gate: Mapping[str, Any], report_dir: Path) -> list[tuple[st
     """(name, value) pairs for one gate's testcase: verdict, category, time, report path,
     and every figure (`figure.<name> [unit]`)."""
     props = [("verdict", gate["verdict"]), ("category", gate["category"] or "none"),
+             *([("baseline", gate["baseline"]["status"])] if gate.get("baseline") else []),
              ("problems", ",".join(p["category"] for p in gate.get("problems") or []) or "none"),
              ("duration_s", f"{gate['duration_s']:g}"), ("report", str(report_dir / "report.json")),
              ("plot", str(report_dir / gate.get("plot", f"plots/{gate['id']}.png")))]
@@ -38,19 +44,24 @@ def write_junit(report: Report, report_dir: Path, path: Path) -> Path:
     """One testsuite, one testcase per gate: a FAIL is a <failure>, an ERROR an <error>, and
     a stack that never came up one <error> testcase naming the service."""
     gates = list(report["gates"])
+    outcomes = [_outcome(g, report) for g in gates]
     suite = ET.Element("testsuite", name="policy-harness gates", tests=str(len(gates) or 1),
-                       failures=str(sum(g["verdict"] == "fail" for g in gates)),
-                       errors=str(sum(g["verdict"] == "error" for g in gates) + (1 if report.get("error") else 0)),
+                       failures=str(outcomes.count("failure")),
+                       errors=str(outcomes.count("error") + (1 if report.get("error") else 0)),
+                       skipped=str(outcomes.count("skipped")),
                        time=f"{sum(g['duration_s'] for g in gates):.1f}")
-    for gate in gates:
+    for gate, outcome in zip(gates, outcomes, strict=True):
         case = ET.SubElement(suite, "testcase", classname=f"harness.gates.{report['target']}", name=gate["id"],
                              time=f"{gate['duration_s']:.1f}")
         properties = ET.SubElement(case, "properties")
         for name, value in junit_properties(gate, report_dir):
             ET.SubElement(properties, "property", name=name, value=value)
-        if gate["verdict"] != "pass":
-            tag = "failure" if gate["verdict"] == "fail" else "error"
-            ET.SubElement(case, tag, message=gate["reason"][:500], type=gate["category"] or tag).text = (
+        judged = gate.get("baseline") or {}
+        if outcome == "skipped":  # pytest's xfail convention: CI tools show it as an expected failure
+            ET.SubElement(case, "skipped", type="pytest.xfail", message=judged["text"][:500]).text = problem_lines(gate)
+        elif outcome != "pass":
+            message = judged["text"] if judged.get("status") in ("new", "changed", "fixed") else gate["reason"]
+            ET.SubElement(case, outcome, message=message[:500], type=gate["category"] or outcome).text = (
                 problem_lines(gate))
     if report.get("error"):
         case = ET.SubElement(suite, "testcase", classname="harness.stack", name="stack up")
@@ -61,6 +72,16 @@ def write_junit(report: Report, report_dir: Path, path: Path) -> Path:
     return path
 
 
+def _outcome(gate: Mapping[str, Any], report: Report) -> str:
+    """The testcase's element: pass, failure, error or skipped (a known failure)."""
+    status = (gate.get("baseline") or {}).get("status")
+    if status == "known":
+        return "skipped"
+    if status == "fixed":
+        return "failure" if report["baseline"].get("strict") else "pass"
+    return {"pass": "pass", "fail": "failure"}.get(gate["verdict"], "error")
+
+
 def step_summary(report: Report, report_dir: Path) -> str:
     """The markdown GitHub shows on the job page: the verdict table, then every reason."""
     lines = [f"### Gates on `{report['target']}` ({report['backend']})", ""]
@@ -69,7 +90,9 @@ def step_summary(report: Report, report_dir: Path) -> str:
                   f"{report['error']['message']}", ""]
     lines += ["| gate | verdict | category | time |", "|---|---|---|---|"]
     for g in report["gates"]:
-        lines.append(f"| `{g['id']}` | **{SYMBOL[g['verdict']]}** | {g['category'] or ''} | {g['duration_s']:.0f} s |")
+        lines.append(f"| `{g['id']}` | **{SYMBOL[g['verdict']]}**{baseline_tag(g)} | {g['category'] or ''} "
+                     f"| {g['duration_s']:.0f} s |")
+    lines += baseline_section(report)
     lines.append("")
     for g in report["gates"]:
         lines.append(f"- **{g['id']}** {SYMBOL[g['verdict']]}: {g['reason']}")

@@ -1,8 +1,9 @@
 """The `harness` command: bring a stack up, run gates on it, compare two targets, rerun a
 recorded run, look at stacks, tear them down, clean up, re-judge reports.
 
-Exit status: 0 success (every gate passed); 1 a gate failed (`compare`: B fails a gate A
-passes); 2 an error or bad input (one line naming the fix); 130 interrupted."""
+Exit status: 0 success (every gate passed, or with --baseline every failure a known one); 1 a
+gate failed (with --baseline: a new or changed failure; `compare`: B fails a gate A passes);
+2 an error or bad input (one line naming the fix); 130 interrupted."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import config, console, runs
+from harness import config, console, harness_version, runs
+from harness.baseline import resolve
 from harness.errors import HarnessError
 from harness.stack import make_stack
 from harness.stack.base import SERVICES
@@ -28,7 +30,7 @@ DETACH_TIMEOUT_S = 1800
 
 def _settings(args: argparse.Namespace) -> config.Settings:
     overrides = {}
-    for name in ("version", "source", "image", "workers", "backend", "reports_dir", "scale"):
+    for name in ("version", "source", "image", "workers", "backend", "reports_dir", "scale", "baseline"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -56,7 +58,8 @@ def cmd_gates(args: argparse.Namespace) -> int:
     from harness.gates.registry import GATES
     settings = _settings(args)
     batch = Batch(gates=args.gate or list(GATES), keep=args.keep_stack,
-                  junit=Path(args.junitxml) if args.junitxml else None)
+                  junit=Path(args.junitxml) if args.junitxml else None,
+                  baseline=resolve(settings.baseline, settings.target), strict_baseline=args.strict)
     jobs = _jobs(args.jobs, batch.gates)
     if jobs > 1:
         if args.against:
@@ -96,11 +99,38 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     report = load_report(run_dir)
     settings, batch = rerun_plan(report, _settings(args), _target_given(args))
     batch.keep, batch.junit = args.keep_stack, Path(args.junitxml) if args.junitxml else None
+    batch.baseline, batch.strict_baseline = resolve(settings.baseline, settings.target), args.strict
     print(f"[harness] rerunning {', '.join(batch.gates)} of {run_dir} on {settings.target.label}")
     status, new_dir = run_batch(settings, batch)
     for line in compare_with_recorded(report, new_dir):
         print(line)
     return status
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """Write a baseline of the runs' failures (several runs of one target: every outcome seen)."""
+    from harness.baseline import from_reports, known_summary, read_report
+    made = from_reports([read_report(Path(d)) for d in args.run_dirs], harness_version())
+    for line in made.skipped:
+        print(f"not recorded: {line}", file=sys.stderr)
+    if args.output == "-":
+        sys.stdout.write(made.baseline.dumps())
+        return 0
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(made.baseline.dumps(), encoding="utf-8")
+    print(f"baseline of {made.baseline.target} written to {out}: {known_summary(made.baseline)}")
+    print(f"use it: harness gates --baseline {out}   (or HARNESS_BASELINE={out})")
+    return 0
+
+
+def _add_baseline_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", metavar="FILE|NAME|auto|none",
+                        help="known failures that do not fail the run: a file `harness baseline` wrote, a shipped "
+                             "one's name (opal-server-0.9.9), auto (the target release's shipped one) or none "
+                             "(default: HARNESS_BASELINE, else none)")
+    parser.add_argument("--strict", "--strict-baseline", dest="strict", action="store_true",
+                        help="with --baseline: a known failure that now passes fails the run (exit 1)")
 
 
 def describe(stack) -> dict:
@@ -275,7 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--jobs", default="1", metavar="N|auto",
                        help="run the gates in N groups side by side, each on its own stack, one merged report "
                             "(auto: one per core and 2 GB; boot-timing runs alone after them; default 1)")
+    _add_baseline_flags(gates)
     gates.set_defaults(func=cmd_gates)
+
+    base = sub.add_parser("baseline", help="write a baseline (known failures) from the failures of one or more "
+                                           "runs of one target")
+    base.add_argument("run_dirs", nargs="+", metavar="REPORT_DIR", help="a run directory (reports/latest); give "
+                                                                        "several to keep every outcome they saw")
+    base.add_argument("-o", "--output", default="-", metavar="FILE", help="where to write it (default: stdout)")
+    base.set_defaults(func=cmd_baseline)
 
     compare = sub.add_parser("compare", help="run gates on two targets side by side; exit 1 when B fails a "
                                              "gate A passes")
@@ -292,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target_flags(rerun)
     rerun.add_argument("--keep-stack", choices=("never", "on-failure", "always"), default="never")
     rerun.add_argument("--junitxml", metavar="PATH")
+    _add_baseline_flags(rerun)
     rerun.set_defaults(func=cmd_rerun)
 
     sub.add_parser("status", help="list runs, their endpoints and processes").set_defaults(func=cmd_status)

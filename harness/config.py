@@ -24,6 +24,9 @@ Environment variables (all optional):
   HARNESS_GATE_<GATE>_<NAME>  a gate's parameter or threshold, e.g. HARNESS_GATE_LEAK_CYCLES=5
   HARNESS_SCALE        the scale profile: leak, repeat-sync and boot-timing at N live scopes
                        (budgets, seeding and limits move with N; HARNESS_GATE_* still win)
+  HARNESS_BASELINE     known failures that do not fail a run (harness/baseline.py): a baseline file, the
+                       name of a shipped one (opal-server-0.9.9), `auto` (the shipped baseline of the
+                       target release, if any: what `make leak-test` and `make gates` use) or `none`
   GITHUB_STEP_SUMMARY  set by GitHub Actions: gate runs append their verdict table to it
 
 This module is the only one that reads HARNESS_* variables: everything else gets Settings.
@@ -56,6 +59,8 @@ IMAGE_SET_NAMES = ("auto", "public", "offline")
 SERVER_PROFILES = ("quick", "defaults")
 DEFAULT_GITEA_IMAGE = "gitea/gitea:1.22.3"
 GATE_PREFIX = "HARNESS_GATE_"
+BASELINE_AUTO = "auto"  # the shipped baseline of the target release, when one exists
+BASELINE_OFF = "none"
 MAX_SCALE = 19_000  # repeat-sync reads policy-0040 onwards, and seeding stops at 20,000 repos
 
 
@@ -109,6 +114,9 @@ class Settings:
     gate_vars: Mapping[str, str] = field(default_factory=dict)
     # HARNESS_SCALE: N live scopes for the gates whose load grows with it (None: their own)
     scale: int | None = None
+    # HARNESS_BASELINE: None (no baseline), "auto", a shipped baseline's name or a file path;
+    # harness/baseline.py resolves and reads it (a missing or broken file: one ConfigError).
+    baseline: str | None = None
 
     def gate_overrides(self, gate_id: str) -> dict[str, str]:
         """HARNESS_GATE_<ID>_<NAME>=value as {name: value}, e.g. HARNESS_GATE_LEAK_CYCLES=5."""
@@ -247,7 +255,8 @@ def validate_source_tree(path: Path) -> Path:
 _FLAG_VARS = {"workers": "HARNESS_WORKERS", "seed_repos": "HARNESS_SEED_REPOS", "run_root": "HARNESS_RUN_ROOT",
               "cache_dir": "HARNESS_CACHE_DIR", "reports_dir": "HARNESS_REPORTS_DIR",
               "keep_stack": "HARNESS_KEEP_STACK", "version": "OPAL_VERSION", "source": "OPAL_SOURCE",
-              "image": "OPAL_IMAGE", "backend": "BACKEND", "scale": "HARNESS_SCALE"}
+              "image": "OPAL_IMAGE", "backend": "BACKEND", "scale": "HARNESS_SCALE",
+              "baseline": "HARNESS_BASELINE"}
 
 
 def _with_flags(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str, str]:
@@ -296,4 +305,13 @@ def from_env(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
         step_summary=step_summary_path(env),
         gate_vars={k.removeprefix(GATE_PREFIX): v for k, v in env.items() if k.startswith(GATE_PREFIX)},
         scale=_int(env, "HARNESS_SCALE", 1000, 1, MAX_SCALE) if env.get("HARNESS_SCALE") else None,
+        baseline=baseline_setting(env),
     )
+
+
+def baseline_setting(env: Mapping[str, str] | None = None) -> str | None:
+    """HARNESS_BASELINE: None when unset or `none`, `auto`, or a name or path as given."""
+    raw = ((os.environ if env is None else env).get("HARNESS_BASELINE") or "").strip()
+    if raw.lower() in ("", BASELINE_OFF):
+        return None
+    return BASELINE_AUTO if raw.lower() == BASELINE_AUTO else raw

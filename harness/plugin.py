@@ -2,6 +2,10 @@
 
 - `--harness-require` (or HARNESS_REQUIRE=1, set by CI) turns every skip into a failure,
   so a test that needs something missing (a binary, a Docker engine) cannot pass quietly.
+  An xfail (a known failure of a baseline) is left alone: it is not a skip.
+- `--baseline FILE|NAME|auto|none` (default HARNESS_BASELINE): the gate suite's known
+  failures become xfail with the reason, new or changed ones fail, fixed ones XPASS
+  (`--strict-baseline`: fail). harness/gates/fixtures.py applies it.
 - Fixtures: `harness_settings`, `stack_factory` (stacks torn down after the test), and the
   gate fixtures in `harness.gates.fixtures`.
 """
@@ -33,6 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-require", action="store_true",
                     default=config.require_switch(),
                     help="fail instead of skip when something a test needs is missing (CI sets this)")
+    group.addoption("--baseline", dest="harness_baseline", default=None, metavar="FILE|NAME|auto|none",
+                    help="known gate failures that do not fail the run (xfail): a baseline file, a shipped one's "
+                         "name (opal-server-0.9.9), auto (the target release's shipped one) or none "
+                         "(default: HARNESS_BASELINE, else none)")
+    group.addoption("--strict-baseline", action="store_true", default=False,
+                    help="with --baseline: a known failure that now passes fails (XPASS strict)")
     group.addoption("--keep-stack", action="store_true", default=False,
                     help="leave the gate stack up after the run for debugging (or HARNESS_KEEP_STACK=1)")
 

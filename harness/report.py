@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.baseline import Baseline, annotate
 from harness.figures import figures
 from harness.timeline import Timeline
 from harness.verdict import GateResult
@@ -42,6 +43,9 @@ class RunReport:
         self.error: dict[str, Any] | None = None
         self.started_at = time.time()
         self.results: list[GateResult] = []
+        # known failures (harness/baseline.py): report.json records each gate's status against it
+        self.baseline: Baseline | None = None
+        self.strict_baseline = False
         self.dir.mkdir(parents=True, exist_ok=True)
         point_latest(reports_dir, self.dir)
 
@@ -77,7 +81,7 @@ class RunReport:
                           for r in self.results]}
         if self.error is not None:
             data["error"] = self.error
-        return data
+        return annotate(data, self.baseline, self.strict_baseline) if self.baseline is not None else data
 
     def write(self) -> None:
         data = self.to_json()
@@ -100,7 +104,9 @@ def point_latest(reports_dir: Path, run_dir: Path) -> None:
 def verdict_table(gates: Iterable[dict[str, Any]]) -> str:
     rows = [f"{'gate':<16} {'verdict':<7} {'time':>6}  reason"]
     for g in gates:
-        rows.append(f"{g['id']:<16} {SYMBOL[g['verdict']]:<7} {g['duration_s']:>5.0f}s  {g['reason']}")
+        status = (g.get("baseline") or {}).get("status", "")
+        tag = f"[{status}] " if status and status not in ("pass", "error") else ""
+        rows.append(f"{g['id']:<16} {SYMBOL[g['verdict']]:<7} {g['duration_s']:>5.0f}s  {tag}{g['reason']}")
         problems = g.get("problems") or []
         if len(problems) > 1:
             rows += [f"{'':<16} {'':<7} {'':>6}  - {p['category']}" for p in problems]
@@ -143,7 +149,9 @@ def summary_markdown(report: dict[str, Any]) -> str:
         reason = g["reason"].replace("|", "\\|")
         timing = g.get("timing") or {}
         split = f" ({timing['server_s']:.0f} + {timing['harness_s']:.0f})" if "server_s" in timing else ""
-        lines.append(f"| `{g['id']}` | **{SYMBOL[g['verdict']]}** | {g['duration_s']:.0f} s{split} | {reason} |")
+        lines.append(f"| `{g['id']}` | **{SYMBOL[g['verdict']]}**{baseline_tag(g)} | {g['duration_s']:.0f} s{split} "
+                     f"| {reason} |")
+    lines += baseline_section(report)
     listed = [g for g in report["gates"] if len(g.get("problems") or []) > 1]
     if listed:
         lines += ["", "Every problem a gate found (the first names its category):", ""]
@@ -152,6 +160,35 @@ def summary_markdown(report: dict[str, Any]) -> str:
     lines += ["", "Plots: `plots/<gate>.png`; recordings: `timelines/<gate>.json`; logs: `logs/`.",
               "Re-judge without the stack: `harness report <this dir> --threshold GATE.NAME=VALUE`.", ""]
     return "\n".join(lines)
+
+
+def baseline_tag(gate: Mapping[str, Any]) -> str:
+    """` (known)`, ` (new)` ... after a verdict judged against a baseline; empty without one."""
+    status = (gate.get("baseline") or {}).get("status", "")
+    return f" ({status})" if status and status not in ("pass", "error") else ""
+
+
+BASELINE_GROUPS = (("new", "New failures (fail the run)"), ("changed", "Known failures that changed (fail the run)"),
+                   ("fixed", "Fixed: remove them from the baseline"), ("known", "Known failures (do not fail the run)"))
+
+
+def baseline_section(report: Mapping[str, Any]) -> list[str]:
+    """Markdown: the baseline a run was judged against, then known, new, changed and fixed
+    gates apart, each with its sentence. Empty for a run without a baseline."""
+    baseline = report.get("baseline")
+    if not baseline:
+        return []
+    lines = ["", f"Judged against the baseline `{baseline['path']}` (made on `{baseline['target']}`)"
+             + (", strict: a fixed failure fails the run" if baseline.get("strict") else "") + ":"]
+    for status, title in BASELINE_GROUPS:
+        found = [g for g in report["gates"] if (g.get("baseline") or {}).get("status") == status]
+        if found:
+            lines += ["", f"**{title}** ({len(found)}):", ""]
+            lines += [f"- `{g['id']}`: {g['baseline']['text'].replace(chr(10), ' ')}" for g in found]
+    if not any((g.get("baseline") or {}).get("status") in ("new", "changed", "fixed", "known")
+               for g in report["gates"]):
+        lines += ["", "No known, new or fixed failures."]
+    return lines
 
 
 def plot_timeline(timeline: Timeline, path: Path, result: GateResult | None = None) -> None:

@@ -4,7 +4,8 @@ exit status a CI job can act on.
 
 Exit status: 0 every gate passed; 1 a gate FAILED (a regression: it wins over errors);
 2 nothing failed but a gate could not judge (ERROR), the stack did not come up, or the
-input was bad.
+input was bad. Judged against a baseline (harness/baseline.py): 0 when every failure is a
+known one, 1 on a new or changed failure (or a fixed one, when strict), 2 as above.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.baseline import Choice, judge
 from harness.ci_outputs import append_step_summary, write_junit
 from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
@@ -41,6 +43,30 @@ class Batch:
     run_env: Mapping[str, str] = field(default_factory=dict)
     keep: str = "never"
     junit: Path | None = None
+    # known failures that do not fail the run (--baseline / HARNESS_BASELINE), and whether a
+    # fixed one does (--strict)
+    baseline: Choice = field(default_factory=lambda: Choice(None, ""))
+    strict_baseline: bool = False
+
+    def exit_status(self, gates: Sequence[Mapping[str, Any]]) -> int:
+        """The run's exit status: from the verdicts, or judged against the baseline."""
+        if self.baseline.baseline is None:
+            return exit_status([g["verdict"] for g in gates])
+        return judge(gates, self.baseline.baseline, self.strict_baseline).exit_status()
+
+    def announce(self) -> None:
+        """Said at the start of a run: which baseline judges it (or that none does)."""
+        if self.baseline.said:
+            log.info(f"[harness] baseline: {self.baseline.said}")
+
+    def baseline_lines(self, gates: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Said at the end: known, new, changed and fixed failures (nothing without a baseline)."""
+        if self.baseline.baseline is None:
+            return []
+        return judge(gates, self.baseline.baseline, self.strict_baseline).lines()
+
+    def apply_baseline(self, report: RunReport) -> None:
+        report.baseline, report.strict_baseline = self.baseline.baseline, self.strict_baseline
 
     def validate(self, settings: Settings) -> None:
         """Bad input refused before any stack comes up: the keep policy, the gate ids, each
@@ -66,6 +92,7 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
     """(exit status, report dir). `stack`: an attached stack to run on (`--against`); by
     default a new one, torn down after (unless `batch.keep` says otherwise)."""
     batch.validate(settings)
+    batch.announce()
     owned = stack is None  # an attached stack belongs to the `harness up --detach` that made it
     if stack is None:
         stack = make_stack(settings)
@@ -80,6 +107,7 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
             return EXIT_ERROR, failed
     report = RunReport(settings.reports_dir, stack.run_id, settings.target.label, stack.backend,
                        settings.server_profile, meta=stack.run_metadata(batch.run_env))
+    batch.apply_baseline(report)
     try:
         for gate_id in batch.gates:
             overrides = batch.overrides.get(gate_id) if batch.overrides is not None else None
@@ -89,14 +117,16 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
     finally:
         report.collect_logs(stack.logs_dir())
         report.write()
-        verdicts = [r.verdict for r in report.results]
+        status = batch.exit_status(report.to_json()["gates"])
         if owned:
-            stack.keep = batch.keep == "always" or (batch.keep == "on-failure" and exit_status(verdicts) != EXIT_PASS)
+            # on-failure goes by the verdicts, not the baseline: a known failure is still one to look at
+            any_failed = exit_status([r.verdict for r in report.results]) != EXIT_PASS
+            stack.keep = batch.keep == "always" or (batch.keep == "on-failure" and any_failed)
             stack.__exit__(None, None, None)
         else:  # leave the attached stack as `harness up` left it: a fresh server, serving
             stack.server.restart(fresh_state=True, overrides=dict(settings.server_env), workers=settings.workers)
     _ci_outputs(report.to_json(), report.dir, batch, settings)
-    return exit_status(verdicts), report.dir
+    return status, report.dir
 
 
 def _ci_outputs(data: Mapping[str, Any], report_dir: Path, batch: Batch, settings: Settings) -> None:
@@ -105,4 +135,6 @@ def _ci_outputs(data: Mapping[str, Any], report_dir: Path, batch: Batch, setting
         write_junit(data, report_dir, batch.junit)
     append_step_summary(data, report_dir, settings.step_summary)
     print(verdict_table(data["gates"]))
+    for line in batch.baseline_lines(data["gates"]):
+        print(line)
     print(f"report: {report_dir}/summary.md")

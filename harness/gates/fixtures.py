@@ -6,6 +6,10 @@ into one, like `harness gates --jobs` does (`reports/<run>-xdist<N>/`, the parts
 `parts/`), points `reports/latest` at it and writes the job summary once. Unlike `--jobs`,
 xdist does not keep `boot-timing` apart; in `make test` its cells give the expected verdicts
 with three other stacks beside them on 2 cores.
+
+With a baseline (`--baseline`, HARNESS_BASELINE; harness/baseline.py) a known failure is an
+xfail with its reason, a new or changed one fails, a fixed one XPASSes (strict with
+`--strict-baseline`); the report and the job summary record each gate's status.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from harness import config, console
+from harness.baseline import CHANGED, FIXED, KNOWN, NEW, Baseline, Choice, judge, judge_gate, resolve
 from harness.ci_outputs import append_step_summary, junit_properties
 from harness.errors import HarnessError
 from harness.gates.runner import run_gate
@@ -28,6 +33,7 @@ from harness.stack.base import Stack
 from harness.verdict import GateResult
 
 REPORT_KEY = pytest.StashKey[RunReport]()
+BASELINE_KEY = pytest.StashKey[Choice]()
 PART_KEY = "policy_harness_report_dir"  # a worker's report dir, in xdist's workeroutput
 
 
@@ -52,6 +58,11 @@ class GateSession:
     stack: Stack
     report: RunReport
     profile: str
+    baseline: Baseline | None = None
+    strict_baseline: bool = False
+
+    def __post_init__(self) -> None:
+        self.report.baseline, self.report.strict_baseline = self.baseline, self.strict_baseline
 
     def run(self, gate_id: str) -> GateResult:
         try:
@@ -66,6 +77,22 @@ class GateSession:
         gate = next(g for g in self.report.to_json()["gates"] if g["id"] == gate_id)
         return junit_properties(gate, self.report.dir)
 
+    def judge(self, result: GateResult, node: pytest.Item) -> None:
+        """The test case's outcome: without a baseline, pass or fail by the verdict; with one,
+        a known failure is an xfail with its reason, a new or changed one a failure, a fixed
+        one an XPASS (a failure with --strict-baseline). An ERROR always fails."""
+        if self.baseline is None or result.verdict == "error":
+            assert_gate_passed(result)
+            return
+        gate = next(g for g in self.report.to_json()["gates"] if g["id"] == result.id)
+        status = judge_gate(gate, self.baseline)
+        if status.status == KNOWN:
+            pytest.xfail(status.text)
+        if status.status in (NEW, CHANGED):
+            pytest.fail(f"gate {result.id} FAIL, {status.text}", pytrace=False)
+        if status.status == FIXED:  # pytest reports a passing xfail-marked test as XPASS
+            node.add_marker(pytest.mark.xfail(reason=status.text, strict=self.strict_baseline))
+
 
 @pytest.fixture(scope="session")
 def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settings) -> Iterator[GateSession]:
@@ -79,8 +106,9 @@ def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settin
     report = RunReport(harness_settings.reports_dir, stack.run_id, harness_settings.target.label,
                        stack.backend, profile, meta=stack.run_metadata())
     request.config.stash[REPORT_KEY] = report
+    choice = session_baseline(request.config)
     try:
-        yield GateSession(stack, report, profile)
+        yield GateSession(stack, report, profile, choice.baseline, strict_baseline(request.config))
     finally:
         report.collect_logs(stack.logs_dir())
         report.write()
@@ -90,6 +118,31 @@ def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settin
         else:
             append_step_summary(report.to_json(), report.dir, harness_settings.step_summary)
         stack.__exit__(None, None, None)
+
+
+def session_baseline(pytest_config: pytest.Config) -> Choice:
+    """The run's baseline: --baseline, else HARNESS_BASELINE (read once; a missing or broken
+    file is a usage error naming the fix)."""
+    if BASELINE_KEY not in pytest_config.stash:
+        try:
+            settings = config.from_env()
+            option = pytest_config.getoption("harness_baseline", None)
+            pytest_config.stash[BASELINE_KEY] = resolve(option if option is not None else settings.baseline,
+                                                        settings.target)
+        except HarnessError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return pytest_config.stash[BASELINE_KEY]
+
+
+def strict_baseline(pytest_config: pytest.Config) -> bool:
+    return bool(pytest_config.getoption("strict_baseline", False))
+
+
+def baseline_lines(pytest_config: pytest.Config, gates: list[dict]) -> list[str]:
+    choice = session_baseline(pytest_config)
+    if choice.baseline is None:
+        return []
+    return judge(gates, choice.baseline, strict_baseline(pytest_config)).lines()
 
 
 def assert_gate_passed(result: GateResult) -> None:
@@ -104,6 +157,7 @@ class XdistReports:
     parts: list[Path] = field(default_factory=list)
     merged: dict | None = None
     merged_dir: Path | None = None
+    config: pytest.Config | None = None
 
     def pytest_testnodedown(self, node, error) -> None:
         part = getattr(node, "workeroutput", {}).get(PART_KEY)
@@ -120,7 +174,9 @@ class XdistReports:
         reports_dir = self.parts[0].parent
         run_id = f"{new_run_id()}-xdist{len(self.parts)}"
         self.merged_dir = reports_dir / run_id
-        self.merged = merge(sorted(self.parts), list(GATES), self.merged_dir, run_id)
+        self.merged = merge(sorted(self.parts), list(GATES), self.merged_dir, run_id,
+                            session_baseline(session.config).baseline, strict_baseline(session.config))
+        self.config = session.config
         for part in self.parts:
             shutil.move(str(part), self.merged_dir / "parts" / part.name)
         point_latest(reports_dir, self.merged_dir)
@@ -133,12 +189,28 @@ class XdistReports:
         terminalreporter.section(f"gate verdicts: {len(self.parts)} xdist workers, one stack each")
         for line in verdict_table(self.merged["gates"]).splitlines():
             terminalreporter.write_line(line)
+        for line in baseline_lines(self.config, self.merged["gates"]) if self.config is not None else []:
+            terminalreporter.write_line(line)
         terminalreporter.write_line(f"report: {self.merged_dir}/summary.md")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(XdistReports(), "policy-harness-xdist-reports")
+    if _baseline_asked(config):  # a missing or broken baseline stops the run before anything starts
+        session_baseline(config)
+
+
+def _baseline_asked(pytest_config: pytest.Config) -> bool:
+    from harness.config import baseline_setting
+    return bool(pytest_config.getoption("harness_baseline", None) or baseline_setting())
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Said at the start (also by an xdist controller): which baseline judges the gates."""
+    if not _baseline_asked(config):
+        return []
+    return [f"[harness] baseline: {session_baseline(config).said}"]
 
 
 def _gate_case(item: pytest.Item) -> str | None:
@@ -187,5 +259,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         return
     terminalreporter.section(f"gate verdicts: {report.target} ({report.backend}, profile {report.profile})")
     for line in report.table().splitlines():
+        terminalreporter.write_line(line)
+    for line in baseline_lines(config, report.to_json()["gates"]):
         terminalreporter.write_line(line)
     terminalreporter.write_line(f"report: {report.dir}/summary.md")

@@ -20,11 +20,12 @@ from typing import Any
 
 import psutil
 
+from harness.baseline import Baseline, annotate
 from harness.children import run_children, target_flags
 from harness.ci_outputs import append_step_summary, write_junit
 from harness.config import Settings
 from harness.errors import HarnessError
-from harness.gates.batch import EXIT_ERROR, Batch, exit_status
+from harness.gates.batch import EXIT_ERROR, Batch
 from harness.report import benchmark_entries, point_latest, schema_errors, summary_markdown, verdict_table
 from harness.stack.base import new_run_id
 
@@ -59,9 +60,11 @@ def plan(gates: Sequence[str], jobs: int) -> list[list[str]]:
     return [group for group in groups if group] + ([timed] if timed else [])
 
 
-def merge(parts: Sequence[Path], order: Sequence[str], out_dir: Path, run_id: str) -> dict[str, Any]:
+def merge(parts: Sequence[Path], order: Sequence[str], out_dir: Path, run_id: str,
+          baseline: Baseline | None = None, strict: bool = False) -> dict[str, Any]:
     """One run report from the parts' reports: gates in `order`, their timelines and plots,
-    each part's logs under logs/<part run id>/."""
+    each part's logs under logs/<part run id>/; judged against `baseline` when one is given
+    (the parts' own judgements, if any, are replaced)."""
     reports = [(part, json.loads((part / "report.json").read_text())) for part in parts]
     gates = {g["id"]: g for _, report in reports for g in report["gates"]}
     first = reports[0][1]
@@ -72,6 +75,8 @@ def merge(parts: Sequence[Path], order: Sequence[str], out_dir: Path, run_id: st
     errors = [r["error"] for _, r in reports if r.get("error")]
     if errors:
         merged["error"] = errors[0]
+    if baseline is not None:
+        merged = annotate(merged, baseline, strict)
     out_dir.mkdir(parents=True, exist_ok=True)
     for part, report in reports:
         for sub in ("timelines", "plots"):
@@ -94,6 +99,7 @@ def _latest(parts_dir: Path) -> Path | None:
 
 def run_parallel(settings: Settings, batch: Batch, jobs: int, backend_flag: str | None) -> tuple[int, Path | None]:
     batch.validate(settings)
+    batch.announce()
     if batch.keep != "never" or batch.overrides is not None:
         raise HarnessError("--jobs runs every group on a stack of its own and tears it down: "
                            "use --keep-stack only without --jobs")
@@ -119,13 +125,15 @@ def run_parallel(settings: Settings, batch: Batch, jobs: int, backend_flag: str 
     if not parts:
         log.error(f"[harness] no group produced a report (exit statuses {codes})")
         return EXIT_ERROR, None
-    merged = merge(parts, batch.gates, out_dir, run_id)
+    merged = merge(parts, batch.gates, out_dir, run_id, batch.baseline.baseline, batch.strict_baseline)
     point_latest(settings.reports_dir, out_dir)
     if batch.junit is not None:
         write_junit(merged, out_dir, batch.junit)
     append_step_summary(merged, out_dir, settings.step_summary)
     print(verdict_table(merged["gates"]))
+    for line in batch.baseline_lines(merged["gates"]):
+        print(line)
     print(f"report: {out_dir}/summary.md ({len(groups)} groups, {time.monotonic() - started:.0f} s wall)")
-    verdicts = [g["verdict"] for g in merged["gates"]]
+    status = batch.exit_status(merged["gates"])
     missing = [g for g in batch.gates if g not in {x["id"] for x in merged["gates"]}]
-    return (EXIT_ERROR if missing and exit_status(verdicts) == 0 else exit_status(verdicts)), out_dir
+    return (EXIT_ERROR if missing and status == 0 else status), out_dir

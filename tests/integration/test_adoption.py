@@ -71,6 +71,9 @@ def test_the_wheel_runs_gates_from_an_empty_directory(wheel_venv, tmp_path, harn
     where = _run([str(wheel_venv / "bin" / "python"), "-c", "import harness; print(harness.PROJECT_ROOT)"], empty, env)
     assert where.stdout.strip().endswith("site-packages/harness/_bundled"), where.stdout + where.stderr
     assert (Path(where.stdout.strip()) / "stacks" / "constraints" / "opal-server-0.9.9.txt").is_file()
+    baseline = _run([str(wheel_venv / "bin" / "python"), "-c",
+                     "from harness.baseline import shipped; print(shipped('opal-server-0.9.9'))"], empty, env)
+    assert baseline.stdout.strip().endswith("site-packages/harness/baselines/opal-server-0.9.9.json"), baseline
 
     cli = _run([str(wheel_venv / "bin" / "harness"), "gates", "--gate", "leak", "--junitxml", "cli.xml"], empty, env)
     assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-2000:]

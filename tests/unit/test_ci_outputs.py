@@ -152,14 +152,27 @@ def test_rerun_repeats_target_profile_settings_and_env_but_yours_win(tmp_path):
         rerun_plan(recorded, Settings(), target_given=False)
 
 
-def test_the_example_workflow_is_valid_yaml_and_runs_the_commands_the_readme_documents():
+def _workflow_commands() -> tuple[list[dict], list[str]]:
     workflow = yaml.safe_load((PROJECT_ROOT / "examples" / "github-actions.yml").read_text())
     steps = workflow["jobs"]["gates"]["steps"]
-    commands = [step["run"].strip() for step in steps if "run" in step]
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    block = readme.split("## In your repository's CI", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    assert commands == [line.strip() for line in block.strip().splitlines()]
-    assert any("harness compare" in c for c in commands) and any("--junitxml" in c for c in commands)
+    return steps, [step["run"].strip() for step in steps if "run" in step]
+
+
+def test_the_example_workflow_is_valid_yaml_compares_and_gates_the_pr_against_its_committed_baseline():
+    steps, commands = _workflow_commands()
+    assert any(c.startswith("harness compare base pr") for c in commands)
+    [gates] = [c for c in commands if c.startswith("harness gates")]
+    assert "--opal-source pr" in gates and "--junitxml" in gates
+    assert "--baseline pr/.github/policy-harness-baseline.json" in gates  # the PR's own committed file
     assert {"actions/cache@v4", "actions/upload-artifact@v4"} <= {s.get("uses") for s in steps}
     upload = next(s for s in steps if s.get("uses") == "actions/upload-artifact@v4")
     assert upload["with"]["path"] == "reports/" and upload["if"] == "always()"
+
+
+@pytest.mark.xfail(strict=True, reason="the README's CI block does not show --baseline yet (README edits are the "
+                                       "lead's; the text is written); strict: remove this marker once it does")
+def test_the_example_workflow_runs_the_commands_the_readme_documents():
+    _, commands = _workflow_commands()
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    block = readme.split("## In your repository's CI", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    assert commands == [line.strip() for line in block.strip().splitlines()]
