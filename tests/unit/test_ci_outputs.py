@@ -169,8 +169,6 @@ def test_the_example_workflow_is_valid_yaml_compares_and_gates_the_pr_against_it
     assert upload["with"]["path"] == "reports/" and upload["if"] == "always()"
 
 
-@pytest.mark.xfail(strict=True, reason="the README's CI block does not show --baseline yet (README edits are the "
-                                       "lead's; the text is written); strict: remove this marker once it does")
 def test_the_example_workflow_runs_the_commands_the_readme_documents():
     _, commands = _workflow_commands()
     readme = (PROJECT_ROOT / "README.md").read_text()
