@@ -111,10 +111,9 @@ def _relative(path: Path) -> str:
 
 # --- the artefacts -------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def artefacts(tmp_path_factory) -> SimpleNamespace:
-    pytest.importorskip("build", reason="the build frontend: pip install -e '.[test]'")
-    work = tmp_path_factory.mktemp("artefacts")
+def build_artefacts(work: Path) -> SimpleNamespace:
+    """sdist, the wheel built from it, and a wheel built straight from the tree, from a copy
+    of this checkout in `work`. Needs the build frontend (the test extra)."""
     source = work / "src"
     shutil.copytree(PROJECT_ROOT, source, ignore=NOT_PROJECT)
     run = [sys.executable, "-m", "build", *(["--no-isolation"] if _can_build_in_place() else [])]
@@ -125,6 +124,12 @@ def artefacts(tmp_path_factory) -> SimpleNamespace:
     [wheel] = (work / "dist").glob("policy_harness-*.whl")  # built from the extracted sdist
     [direct] = (work / "direct").glob("policy_harness-*.whl")
     return SimpleNamespace(sdist=sdist, wheel=wheel, direct=direct, work=work)
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory) -> SimpleNamespace:
+    pytest.importorskip("build", reason="the build frontend: pip install -e '.[test]'")
+    return build_artefacts(tmp_path_factory.mktemp("artefacts"))
 
 
 def _can_build_in_place() -> bool:

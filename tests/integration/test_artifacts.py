@@ -1,0 +1,103 @@
+"""The harness installed the way a server's own CI installs it: sdist -> wheel (built from the
+sdist) -> ONE fresh virtualenv with `opal-server==0.9.9` beside it, then the packaged pytest
+suite and `harness gates` run from an empty directory with that venv's programs.
+
+opal-server 0.9.9 requires redis<5: the install resolving at all is the first check (it was
+ResolutionImpossible while the harness required redis>=5). The install uses the release's
+committed pin set as constraints (stacks/constraints/opal-server-0.9.9.txt) and pip's cache,
+so it is repeatable and takes about a minute once the cache is warm. Real stacks (local backend).
+See tests/integration/test_adoption.py for the same routes from a wheel installed alone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from harness import PROJECT_ROOT
+from tests.integration.test_adoption import _env, _report, _run, _testcases
+from tests.unit.test_packaging import build_artefacts
+
+pytestmark = pytest.mark.integration
+# For `make test`'s ordering (tests/conftest.py): build + install (~90 s warm) and two leak runs.
+EXPECTED_COST_S = 200
+RELEASE = "0.9.9"
+
+
+@pytest.fixture(scope="module")
+def beside_server(tmp_path_factory) -> SimpleNamespace:
+    """sdist -> wheel -> one fresh venv holding the harness and opal-server 0.9.9."""
+    pytest.importorskip("build", reason="the build frontend: pip install -e '.[test]'")
+    work = tmp_path_factory.mktemp("beside-server")
+    started = time.monotonic()
+    built = build_artefacts(work)
+    build_s = time.monotonic() - started
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    started = time.monotonic()
+    installed = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+         "-c", str(PROJECT_ROOT / "stacks" / "constraints" / f"opal-server-{RELEASE}.txt"),
+         str(built.wheel), f"opal-server=={RELEASE}"],
+        capture_output=True, text=True, timeout=1200)
+    install_s = time.monotonic() - started
+    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-3000:]
+    print(f"\n[artefacts] sdist + wheels built in {build_s:.1f} s; wheel + opal-server=={RELEASE} "
+          f"installed in {install_s:.1f} s")
+    return SimpleNamespace(venv=venv, wheel=built.wheel, build_s=build_s, install_s=install_s)
+
+
+def _versions(venv: Path) -> dict[str, str]:
+    listed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format", "json", "--disable-pip-version-check"],
+                            capture_output=True, text=True, timeout=120, check=True)
+    return {p["name"].lower(): p["version"] for p in json.loads(listed.stdout)}
+
+
+def test_the_harness_and_the_server_share_one_venv(beside_server, tmp_path):
+    venv = beside_server.venv
+    versions = _versions(venv)
+    assert versions["opal-server"] == RELEASE and versions["policy-harness"]
+    assert versions["redis"].split(".")[0] == "4", versions["redis"]  # opal-server: redis<5
+    check = subprocess.run([str(venv / "bin" / "pip"), "check", "--disable-pip-version-check"],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    both = subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "import opal_server, harness.redisdb, harness.gates.suite, harness;"
+                           "print(harness.PROJECT_ROOT)"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.strip().endswith("site-packages/harness/_bundled")
+    version = subprocess.run([str(venv / "bin" / "harness"), "--version"], capture_output=True, text=True,
+                             timeout=60)
+    assert version.returncode == 0 and version.stdout.strip() == f"harness {versions['policy-harness']}"
+
+
+def test_the_pytest_route_runs_from_the_servers_venv(beside_server, tmp_path, harness_settings):
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    reports = tmp_path / "reports"
+    env = _env(tmp_path, harness_settings, OPAL_VERSION=RELEASE, HARNESS_REPORTS_DIR=str(reports))
+    suite = _run([str(beside_server.venv / "bin" / "pytest"), "--pyargs", "harness.gates.suite", "-m", "leak",
+                  "--strict-markers", "-p", "no:cacheprovider", "--junitxml", "pytest.xml"], empty, env, timeout=900)
+    assert suite.returncode == 0, suite.stdout[-3000:] + suite.stderr[-2000:]
+    [(name, props)] = _testcases(empty / "pytest.xml").items()
+    assert name == "test_gate[leak]" and props["verdict"] == "pass", props
+    report = _report((reports / "latest").resolve())
+    assert report["server_version"] == RELEASE
+    assert not list(empty.glob("*.py")), "nothing was copied into the directory"
+
+
+def test_harness_gates_runs_from_the_sdist_built_wheel(beside_server, tmp_path, harness_settings):
+    reports = tmp_path / "reports"
+    env = _env(tmp_path, harness_settings, OPAL_VERSION=RELEASE, HARNESS_REPORTS_DIR=str(reports))
+    done = _run([str(beside_server.venv / "bin" / "harness"), "gates", "--gate", "leak", "--backend", "local"],
+                tmp_path, env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    [gate] = _report((reports / "latest").resolve())["gates"]
+    assert (gate["id"], gate["verdict"]) == ("leak", "pass")
