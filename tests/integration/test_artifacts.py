@@ -1,6 +1,8 @@
 """The harness installed the way a server's own CI installs it: sdist -> wheel (built from the
 sdist) -> ONE fresh virtualenv with `opal-server==0.9.9` beside it, then the packaged pytest
-suite and `harness gates` run from an empty directory with that venv's programs.
+suite and `harness gates` run from an empty directory with that venv's programs, and a compose
+stack comes up from it (its image inputs digest the same from the wheel's bundle as from this
+checkout, so the engine's images are reused, not rebuilt).
 
 opal-server 0.9.9 requires redis<5: the install resolving at all is the first check (it was
 ResolutionImpossible while the harness required redis>=5). The install uses the release's
@@ -19,15 +21,27 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import requests
 
-from harness import PROJECT_ROOT
+from harness import PROJECT_ROOT, images
+from tests.integration.compose_support import labelled_resources, require_compose
 from tests.integration.test_adoption import _env, _report, _run, _testcases
 from tests.unit.test_packaging import build_artefacts
 
 pytestmark = pytest.mark.integration
-# For `make test`'s ordering (tests/conftest.py): build + install (~90 s warm) and two leak runs.
-EXPECTED_COST_S = 200
+# For `make test`'s ordering (tests/conftest.py): build + install (~65 s warm), two leak runs
+# (~20 s each), a compose stack up and down (~60 s).
+EXPECTED_COST_S = 180
 RELEASE = "0.9.9"
+# Each image the public set builds here -> the digest of its inputs (Dockerfile, .dockerignore,
+# copied files, build arguments) as harness.images computes it for its reuse label.
+IMAGE_DIGESTS = (
+    "import json\n"
+    "from harness import PROJECT_ROOT, images\n"
+    "print(json.dumps({ref: images.inputs_digest([dockerfile, PROJECT_ROOT / '.dockerignore', *inputs],\n"
+    "                                            {f'arg {k}': v for k, v in args.items()})\n"
+    "                  for ref, dockerfile, args, inputs in images.public_plan()}))\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +115,35 @@ def test_harness_gates_runs_from_the_sdist_built_wheel(beside_server, tmp_path, 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     [gate] = _report((reports / "latest").resolve())["gates"]
     assert (gate["id"], gate["verdict"]) == ("leak", "pass")
+
+
+def test_image_inputs_digest_the_same_from_the_wheel_as_from_the_checkout(beside_server, tmp_path):
+    from_wheel = subprocess.run([str(beside_server.venv / "bin" / "python"), "-c", IMAGE_DIGESTS], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+    assert from_wheel.returncode == 0, from_wheel.stderr
+    from_checkout = {ref: images.inputs_digest([dockerfile, PROJECT_ROOT / ".dockerignore", *inputs],
+                                               {f"arg {k}": v for k, v in args.items()})
+                     for ref, dockerfile, args, inputs in images.public_plan()}
+    assert json.loads(from_wheel.stdout) == from_checkout
+
+
+@pytest.mark.compose
+def test_a_compose_stack_comes_up_from_the_installed_wheel(beside_server, tmp_path, harness_settings):
+    require_compose([RELEASE])
+    env = _env(tmp_path, harness_settings, OPAL_VERSION=RELEASE)
+    env["BACKEND"] = "compose"
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    up = _run([str(beside_server.venv / "bin" / "harness"), "up", "--backend", "compose", "--detach", "--json",
+               "--repos", "6"], empty, env, timeout=900)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    described = json.loads(up.stdout.strip().splitlines()[-1])
+    run_id = described["run_id"]
+    try:
+        assert described["backend"] == "compose"
+        assert requests.get(f"{described['endpoints']['server']}/healthcheck", timeout=10).status_code == 200
+    finally:
+        down = _run([str(beside_server.venv / "bin" / "harness"), "down", run_id], empty, env, timeout=600)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert labelled_resources(run_id) == []
+    assert not list(empty.iterdir()), "nothing was written into the directory"
