@@ -1,8 +1,8 @@
 """The harness installed the way a server's own CI installs it: sdist -> wheel (built from the
 sdist) -> ONE fresh virtualenv with `opal-server==0.9.9` beside it, then the packaged pytest
-suite and `harness gates` run from an empty directory with that venv's programs, and a compose
-stack comes up from it (its image inputs digest the same from the wheel's bundle as from this
-checkout, so the engine's images are reused, not rebuilt).
+suite and `harness gates` run from an empty directory with that venv's programs, on the local
+backend and on a compose stack (its image inputs digest the same from the wheel's bundle as
+from this checkout, so the engine's images are reused, not rebuilt).
 
 opal-server 0.9.9 requires redis<5: the install resolving at all is the first check (it was
 ResolutionImpossible while the harness required redis>=5). The install uses the release's
@@ -21,7 +21,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import requests
 
 from harness import PROJECT_ROOT, images
 from tests.integration.compose_support import labelled_resources, require_compose
@@ -30,8 +29,8 @@ from tests.unit.test_packaging import build_artefacts
 
 pytestmark = pytest.mark.integration
 # For `make test`'s ordering (tests/conftest.py): build + install (~65 s warm), two leak runs
-# (~20 s each), a compose stack up and down (~60 s).
-EXPECTED_COST_S = 180
+# on the local backend (~20 s each), one on compose (~80 s).
+EXPECTED_COST_S = 200
 RELEASE = "0.9.9"
 # Each image the public set builds here -> the digest of its inputs (Dockerfile, .dockerignore,
 # copied files, build arguments) as harness.images computes it for its reuse label.
@@ -128,22 +127,22 @@ def test_image_inputs_digest_the_same_from_the_wheel_as_from_the_checkout(beside
 
 
 @pytest.mark.compose
-def test_a_compose_stack_comes_up_from_the_installed_wheel(beside_server, tmp_path, harness_settings):
+def test_a_compose_stack_runs_a_gate_from_the_installed_wheel(beside_server, tmp_path, harness_settings):
+    """`harness gates --backend compose` brings its stack up and down itself. (Not `up --detach`
+    then `harness down`: on a loaded machine `down` races the owner's own teardown once the
+    owner takes longer than its 30 s grace, and the engine answers 404/409; seen twice here.)"""
     require_compose([RELEASE])
-    env = _env(tmp_path, harness_settings, OPAL_VERSION=RELEASE)
+    reports = tmp_path / "reports"
+    env = _env(tmp_path, harness_settings, OPAL_VERSION=RELEASE, HARNESS_REPORTS_DIR=str(reports))
     env["BACKEND"] = "compose"
     empty = tmp_path / "elsewhere"
     empty.mkdir()
-    up = _run([str(beside_server.venv / "bin" / "harness"), "up", "--backend", "compose", "--detach", "--json",
-               "--repos", "6"], empty, env, timeout=900)
-    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-    described = json.loads(up.stdout.strip().splitlines()[-1])
-    run_id = described["run_id"]
-    try:
-        assert described["backend"] == "compose"
-        assert requests.get(f"{described['endpoints']['server']}/healthcheck", timeout=10).status_code == 200
-    finally:
-        down = _run([str(beside_server.venv / "bin" / "harness"), "down", run_id], empty, env, timeout=600)
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert labelled_resources(run_id) == []
+    done = _run([str(beside_server.venv / "bin" / "harness"), "gates", "--gate", "leak", "--backend", "compose"],
+                empty, env, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = _report((reports / "latest").resolve())
+    assert report["backend"] == "compose" and report["server_version"] == RELEASE
+    [gate] = report["gates"]
+    assert (gate["id"], gate["verdict"]) == ("leak", "pass")
+    assert labelled_resources(report["run_id"]) == []
     assert not list(empty.iterdir()), "nothing was written into the directory"
