@@ -2,7 +2,8 @@
 
 `stacks/` (compose files, Dockerfiles, the OPAL recipe, pin sets), `seed/` (the seed
 sidecar) and `.dockerignore` go into the wheel as `harness/_bundled/`, laid out like this
-checkout — with the three standard-library modules the tools image copies — so image builds
+checkout — with the standard-library modules the tools image copies (stacks/images/tools.Dockerfile's
+COPY line; tests/unit/test_packaging.py checks them against harness/images.py) — so image builds
 see the same context, and the same input digests, from a wheel as from a checkout. An
 editable install reads them from the checkout instead (harness/__init__.py decides).
 """
@@ -15,7 +16,8 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 BUNDLED_TREES = ("stacks", "seed")
-BUNDLED_FILES = (".dockerignore", "harness/__init__.py", "harness/seed.py", "harness/tcplisteners.py")
+BUNDLED_FILES = (".dockerignore", "harness/__init__.py", "harness/seed.py", "harness/tcplisteners.py",
+                 "harness/gitfront.py")
 
 
 class BuildWithBundle(build_py):
