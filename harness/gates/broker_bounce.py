@@ -15,9 +15,12 @@ The server runs two workers, so a scope PUT that one worker takes reaches the sy
 (the leader) only through the broadcaster: delivery needs the backbone.
 
 **Every PUT around the return is judged.** `spread_puts` (16) scope PUTs are spread over the
-reconnect window: `spread_before` (4) during the outage (the first 1 s after it began), the
-rest over the `spread_after_s` (3 s) after Postgres returns — the seconds in which the
-workers' listeners re-subscribe. For each the timeline records when it was sent (relative to
+reconnect window: `spread_before` (4) during the outage (from 1 s after it began), then
+`spread_burst` (3) at once at the moment Postgres accepts sessions again and 3 more 50 ms
+later (concurrent, so both workers take some), the rest spreading out to `spread_after_s`
+(3 s) — the seconds in which the workers' listeners re-subscribe. The return is that moment,
+polled every 5 ms with a startup message (`accepts_sessions`), not the heal's own readiness
+check, which lags it by up to 0.1 s. For each the timeline records when it was sent (relative to
 the return), its answer, and — from the server's own log — the worker that took it, the
 leader then, when each worker's listener came back and the buffered broadcasts each worker
 replayed (see harness/gates/bounce_log.py). A PUT the server accepted (2xx) and never served
@@ -31,12 +34,17 @@ PUT of the spread is served (`bounce.put_lost_in_reconnect`); the problems are l
 order. The worker PIDs before and after are recorded, and whether recovery happened in place
 (same workers) or by respawn.
 
-Measured on 0.9.9 (two workers): a non-leader's publish after Postgres returns reaches the
-backbone (NOTIFY succeeds on a fresh connection) while the leader's LISTEN is still in its
-reconnect backoff, and Postgres keeps no NOTIFY for a channel nobody listens on — so the
-event is neither delivered nor buffered; a publish during the outage is buffered and replayed
-`BROADCAST_RESYNC_SETTLE_SECONDS` after that worker's own listener is back, lost the same way
-when the leader is back later than that.
+Measured (local backend, 5 s outage; the README has the runs): 0.9.9 `stop` and `kill` lose
+3-8 of 16 accepted PUTs in every run (10 of 10; `OPAL_BROADCAST_RESYNC_SETTLE_SECONDS=10` too,
+3 of 3), `pause` and `terminate` none. Every lost PUT was taken by the worker that is not the
+leader, after Postgres returned and before the leader's listener was back (+0.6 to +2.3 s):
+that worker's publish reaches Postgres (`SELECT pg_notify` on a fresh connection per publish
+succeeds, so nothing is buffered) while the leader is still in its reconnect backoff and not LISTENing, and Postgres
+keeps no NOTIFY for a channel nobody listens on. A PUT during the outage is buffered and
+replayed `BROADCAST_RESYNC_SETTLE_SECONDS` after its worker's own listener is back — lost only
+when the leader is back later than that (not seen in these runs). 0.9.6 `stop` and `kill`: the
+leader SIGTERMs itself, its respawn takes the leadership while Postgres is down and never
+syncs again: every accepted PUT and the PUT after are lost.
 """
 
 from __future__ import annotations
