@@ -157,3 +157,8 @@ def test_the_puts_after_the_return_start_when_postgres_accepts_sessions_not_when
     spread.mark_returned()  # the heal's mark, later: the first moment stands
     assert spread.returned_at == pytest.approx(polls[2], abs=0.01)
     assert [put.status for put in spread.puts] == [201] * 4
+
+
+def test_a_server_side_disconnect_has_no_outage_to_put_into_so_every_put_follows_the_cut():
+    before, after = spread_offsets(Params(mode="terminate"))
+    assert before == [] and len(after) == 16 and after[:6] == [0.0] * 3 + [0.05] * 3
