@@ -159,6 +159,6 @@ def test_the_puts_after_the_return_start_when_postgres_accepts_sessions_not_when
     assert [put.status for put in spread.puts] == [201] * 4
 
 
-def test_a_server_side_disconnect_has_no_outage_to_put_into_so_every_put_follows_the_cut():
+def test_a_server_side_disconnect_has_no_outage_to_put_into_so_every_put_follows_it():
     before, after = spread_offsets(Params(mode="terminate"))
     assert before == [] and len(after) == 16 and after[:6] == [0.0] * 3 + [0.05] * 3
