@@ -55,3 +55,12 @@ def key_count(url: str) -> int | None:
             return int(client.dbsize())
     except redis.RedisError:
         return None
+
+
+def present(url: str, keys: list[str]) -> list[str] | None:
+    """Which of `keys` the store holds, or None when it does not answer."""
+    try:
+        with _client(url, timeout=2.0) as client:
+            return [key for key in keys if client.exists(key)]
+    except redis.RedisError:
+        return None

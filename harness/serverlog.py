@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 # OPAL (OPAL_LOG_FORMAT_INCLUDE_PID=true): "<time> | <pid> | <module> |<LEVEL> | <message>"
@@ -67,3 +68,33 @@ def summarize(lines: list[str], levels: tuple[str, ...] = LEVELS, most: int = 8)
         counts[key] += 1
         examples.setdefault(key, match["message"][:400])
     return [LogMessage(key[0], n, key[1], key[2], examples[key]) for key, n in counts.most_common(most)]
+
+
+# -- timed lines: which worker said what, when --------------------------------------------
+# The same format with its time and PID captured (loguru's {time}: ISO 8601 with an offset).
+TIMED_LINE = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT[\d:.]+[+-]\d{2}:?\d{2}) \| *(?P<pid>\d+) \| *(?P<module>\S+) *\| *"
+                        r"(?P<level>[A-Z]+) *\| (?P<message>.*)$")
+
+
+@dataclass(frozen=True)
+class TimedLine:
+    at: float  # wall clock (epoch seconds): comparable with the harness's time.time()
+    pid: int
+    level: str
+    message: str
+
+
+def timed_lines(lines: list[str]) -> list[TimedLine]:
+    """The lines the server wrote in its own format, with when and which process; other
+    output (gunicorn's, tracebacks) is skipped."""
+    parsed = []
+    for line in lines:
+        match = TIMED_LINE.match(line)
+        if match is None:
+            continue
+        try:
+            at = datetime.fromisoformat(match["time"]).timestamp()
+        except ValueError:
+            continue
+        parsed.append(TimedLine(at, int(match["pid"]), match["level"], match["message"]))
+    return parsed

@@ -8,13 +8,17 @@ scope's GET policy and /healthcheck, and PUTs one scope (`during`); after, it PU
 - every request during the outage is answered within `answer_budget_s` (an error status
   is a clear answer; a request that hangs is not) — `redis.hung`;
 - `keep`: every stored scope is served again within the sync budget — `redis.stored_not_served`;
-  `empty`: every lost scope is answered 404 (the store says it is gone), not 5xx — `redis.lost_unclear`;
+  `empty`: every lost scope is answered as this server answered a scope it never had, asked
+  before the fault (`unknown_answer`: 404 on 0.9.9; 0.9.6 answers 500 to any unknown scope,
+  outage or not, so its 500 is no outage finding) — `redis.lost_unclear`;
 - the PUT during the outage was refused with an error status, or, accepted, is served after
   — `redis.put_during_lost`;
 - the scope PUT once the store is back is served within the sync budget — `redis.put_after_not_served`.
 The sync budget is the server's git fetch timeout plus slack (a fallback, said so, for a
 server without one). The stop's proof is that the store no longer answers PING; the return's,
-that it does, with the number of keys it came back with.
+that it does, with what the mode says: `keep` — every stored scope's key is back, `empty` —
+none is (`stored_keys_after`, with the store's total `keys_after`). A store that returned with
+anything else is ERROR `error.fault`: the outage was not the one the mode names.
 
 0.9.6 and 0.9.9 lose the first sync after the store returns: the leader's scope store
 client keeps a pooled connection Redis closed when it stopped, the webhook trigger's first
@@ -38,6 +42,7 @@ from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 
 MODES = ("keep", "empty")
+NEVER_STORED = "never-stored"  # a scope id no gate PUTs: the server's answer for a scope it does not know
 
 
 @dataclass
@@ -81,6 +86,8 @@ class RedisOutageGate(Gate, id="redis-outage", params=Params, thresholds=Thresho
             tl.fact("load_failure", f"{len(pending)} of {p.stored} scopes were not served within "
                                     f"{p.serve_budget_s:g} s")
             return
+        # The same server's answer for a scope it never had, before any fault: what "gone" looks like here
+        tl.fact("unknown_answer", _answer(client.get_policy(NEVER_STORED, timeout=p.answer_budget_s)))
         ctx.observe("loaded")  # caches, clone dirs and the worker, for the plot
         store = stack.published("redis").url
         redisdb.snapshot(store, empty=p.mode == "empty")
@@ -89,6 +96,8 @@ class RedisOutageGate(Gate, id="redis-outage", params=Params, thresholds=Thresho
                        proof=lambda: not redisdb.ping(store)):
             self._during(ctx, stored[0], stack.repo_url(policy_repo_name(p.first_repo + p.stored)))
         tl.fact("keys_after", redisdb.key_count(store))
+        kept = stack.server.stored_scope_ids(stored)
+        tl.fact("stored_keys_after", None if kept is None else len(kept))
         self._after(ctx, stored, stack.repo_url(policy_repo_name(p.first_repo + p.stored + 1)), budget)
 
     def _during(self, ctx: GateContext, stored_scope: str, during_url: str) -> None:
@@ -133,11 +142,15 @@ class RedisOutageGate(Gate, id="redis-outage", params=Params, thresholds=Thresho
         polls = timeline.of_kind("outage_poll")
         metrics: dict[str, Any] = {"mode": params.mode, "outage_polls": len(polls),
                                    "keys_after": facts.get("keys_after"),
+                                   "stored_keys_after": facts.get("stored_keys_after"),
+                                   "unknown_answer": facts.get("unknown_answer"),
                                    "statuses_during": sorted({str(p["status"]) for p in polls}),
                                    "put_during": facts.get("put_during"), "put_after": facts.get("put_after"),
                                    "after_served_s": facts.get("after_served_s"), **derived}
         if not polls:
             return Verdict(ERROR, "no request was made during the outage", "error.no_data", metrics)
+        if (wrong := _store_returned_wrong(facts, params, derived)) is not None:
+            return Verdict(ERROR, wrong, "error.fault", metrics)
         problems = Problems()
         _judge_during(polls, facts, params, problems)
         _judge_stored(facts, params, derived, problems)
@@ -147,7 +160,8 @@ class RedisOutageGate(Gate, id="redis-outage", params=Params, thresholds=Thresho
         return problems.verdict(
             f"{len(polls)} requests during the {params.outage_s:g} s outage all answered within "
             f"{params.answer_budget_s:g} s ({'/'.join(metrics['statuses_during'])}); "
-            + ("the stored scopes served again" if params.mode == "keep" else "the lost scopes answered 404")
+            + ("the stored scopes served again" if params.mode == "keep"
+               else f"the lost scopes answered {_gone_answer(facts)}, as a scope this server never had")
             + f"; a PUT after the store returned served in {facts.get('after_served_s'):.1f} s", metrics)
 
 
@@ -182,10 +196,36 @@ def _judge_stored(facts: dict[str, Any], p: Params, derived: dict[str, Any], pro
                      f"{len(facts['stored_pending'])} of {len(derived['stored'])} stored scopes were not served within "
                      f"{derived['budget_how']} after the store returned with {facts.get('keys_after')} keys")
     if p.mode == "empty":
-        unclear = {s: a for s, a in (facts.get("lost_answers") or {}).items() if a != "404"}
+        gone = _gone_answer(facts)
+        unclear = {s: a for s, a in (facts.get("lost_answers") or {}).items() if a != gone}
         if unclear:
             problems.add("redis.lost_unclear", "scopes the store lost were answered "
-                         + ", ".join(f"{s}: {a}" for s, a in unclear.items()) + ", not 404")
+                         + ", ".join(f"{s}: {a}" for s, a in unclear.items())
+                         + f", not {gone} as this server answered a scope it never had before the outage",
+                         lost_answers=unclear, unknown_answer=gone)
+
+
+def _gone_answer(facts: dict[str, Any]) -> str:
+    """What a scope the server does not know answers on this server: asked before the fault
+    (`unknown_answer`); 404 for a recording from before that fact."""
+    return str(facts.get("unknown_answer") or "404")
+
+
+def _store_returned_wrong(facts: dict[str, Any], p: Params, derived: dict[str, Any]) -> str | None:
+    """Why the store's return was not the mode's (keep: every stored scope's key back; empty:
+    none), or None. Recordings from before `stored_keys_after` are not judged on it."""
+    if "stored_keys_after" not in facts:
+        return None
+    kept, stored = facts["stored_keys_after"], len(derived["stored"])
+    if kept is None:
+        return "the store did not answer when asked which keys it came back with"
+    if p.mode == "keep" and kept != stored:
+        return (f"the store came back with {kept} of the {stored} stored scopes' keys ({facts.get('keys_after')} keys "
+                "in all), not all of them: the SAVE before the stop did not hold (mode keep)")
+    if p.mode == "empty" and kept:
+        return (f"the store came back with {kept} of the {stored} stored scopes' keys ({facts.get('keys_after')} keys "
+                "in all), not none: the FLUSHALL before the stop did not hold (mode empty)")
+    return None
 
 
 def _judge_puts(facts: dict[str, Any], derived: dict[str, Any], problems: Problems) -> None:

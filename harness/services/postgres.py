@@ -44,6 +44,23 @@ def answers(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
         return False
 
 
+def accepts_sessions(port: int, host: str = "127.0.0.1", user: str = DB_USER, database: str = DB_NAME,
+                     timeout: float = 1.0) -> bool:
+    """Whether Postgres on host:port accepts sessions now: its first reply to a startup
+    message is an authentication request ('R'), not an error ('E': "the database system is
+    starting up" comes before authentication). Finer than pg_isready in a poll loop: it
+    names the moment a client can LISTEN or NOTIFY again to within a few milliseconds."""
+    params = f"user\0{user}\0database\0{database}\0\0".encode()
+    body = (196608).to_bytes(4, "big") + params  # protocol 3.0
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall((len(body) + 4).to_bytes(4, "big") + body)
+            return conn.recv(1) == b"R"
+    except OSError:
+        return False
+
+
 def _unprivileged_user() -> str | None:
     if os.geteuid() != 0:
         return None

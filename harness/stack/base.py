@@ -143,6 +143,14 @@ class ServerProbe(ABC):
         """Store scopes (id -> repo URL) directly where the server keeps them."""
         redisdb.set_many(self.stack.published("redis").url, stored_scopes(scopes))
 
+    def stored_scope_ids(self, scope_ids: list[str]) -> list[str] | None:
+        """Which of `scope_ids` the store holds now (None: the store does not answer)."""
+        keys = stored_scopes(dict.fromkeys(scope_ids, ""))
+        present = redisdb.present(self.stack.published("redis").url, list(keys))
+        if present is None:
+            return None
+        return [scope for scope, key in zip(scope_ids, keys, strict=True) if key in present]
+
     def flush_store(self) -> None:
         redisdb.flush_all(self.stack.published("redis").url)
 
