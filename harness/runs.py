@@ -1,7 +1,7 @@
 """Run directories under the run root: find them, tell live from stale, remove them.
 
-A run directory holds `stack.json` (owner PID, endpoints) and `pids.jsonl` (every process
-the run started). `harness status/down/clean` work from these alone, so they also find
+A run directory holds `stack.json` (owner PID, the directory it was started in, endpoints)
+and `pids.jsonl` (every process the run started). `harness status/down/clean` work from these alone, so they also find
 what a crashed or killed run left behind.
 """
 
@@ -35,6 +35,32 @@ class RunInfo:
 def _owner_alive(state: dict) -> bool:
     entry = {"pid": state.get("owner_pid", -1), "create_time": state.get("owner_create_time", 0)}
     return entry["pid"] > 0 and procs.still_running(entry) is not None
+
+
+def checkout_of(path: Path) -> Path:
+    """The git checkout (or worktree: `.git` is then a file) around `path`, else `path`:
+    where a run was started from, as `harness down` matches it."""
+    path = path.resolve()
+    return next((p for p in (path, *path.parents) if (p / ".git").exists()), path)
+
+
+def owner_cwd(run: RunInfo) -> Path | None:
+    """The directory the run's owner was started in: recorded in stack.json; for a run made
+    by an older harness, asked of its live owner; None when neither can say."""
+    if run.state.get("owner_cwd"):
+        return Path(run.state["owner_cwd"])
+    if not run.owner_alive:
+        return None
+    try:
+        return Path(psutil.Process(run.state["owner_pid"]).cwd())
+    except (psutil.Error, KeyError):
+        return None
+
+
+def started_here(run: RunInfo, here: Path) -> bool:
+    """Whether `run` was started from the checkout around `here`."""
+    cwd = owner_cwd(run)
+    return cwd is not None and checkout_of(cwd) == checkout_of(here)
 
 
 def list_runs(run_root: Path) -> list[RunInfo]:

@@ -305,8 +305,19 @@ class Stack(ABC):
         owner process (PID and start time, so a recycled PID is not mistaken for it)."""
         state = {"run_id": self.run_id, "backend": self.backend, "target": self.settings.target.label,
                  "target_spec": target_spec(self.settings), "owner_pid": os.getpid(),
-                 "owner_create_time": psutil.Process().create_time(), **extra}
+                 "owner_create_time": psutil.Process().create_time(),
+                 # `harness down` without a run id stops only the runs started from its checkout
+                 "owner_cwd": _cwd(), **extra}
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def _cwd() -> str | None:
+    """The current directory; None when it was removed under us (then `harness down --all`
+    or the run id stops the run)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
 
 
 def _raise_keyboard_interrupt(signum, frame):
