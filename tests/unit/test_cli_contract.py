@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -405,6 +406,24 @@ def test_latest_is_swapped_atomically_under_racing_writers(tmp_path):
     latest = reports / "latest"
     assert latest.is_symlink() and latest.resolve() in {d.resolve() for d in dirs}
     assert sorted(p.name for p in reports.iterdir()) == sorted(["latest", *(d.name for d in dirs)])
+
+
+def test_latest_is_swapped_atomically_under_racing_processes(tmp_path):
+    import subprocess
+    import sys
+    reports = tmp_path / "reports"
+    for name in ("run-a", "run-b"):
+        (reports / name).mkdir(parents=True)
+    # both start their loops at the same moment: interpreter start-up must not keep them apart
+    loop = ("import sys, time; from pathlib import Path; from harness.report import point_latest\n"
+            "time.sleep(max(0.0, float(sys.argv[3]) - time.time()))\n"
+            "for _ in range(1000): point_latest(Path(sys.argv[1]), Path(sys.argv[1]) / sys.argv[2])")
+    start = str(time.time() + 3)
+    racers = [subprocess.Popen([sys.executable, "-c", loop, str(reports), name, start], stderr=subprocess.PIPE,
+                               text=True) for name in ("run-a", "run-b")]
+    errors = [racer.communicate(timeout=120)[1] for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0], errors
+    assert sorted(p.name for p in reports.iterdir()) == ["latest", "run-a", "run-b"]
 
 
 # -- down ---------------------------------------------------------------------------------
