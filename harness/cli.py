@@ -340,7 +340,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.gates.rejudge import rejudge_command
-    return rejudge_command(args.run_dir, args.threshold)
+    baseline = args.baseline if args.baseline is not None else config.from_env().baseline
+    return rejudge_command(args.run_dir, args.threshold, baseline, args.strict)
 
 
 EXIT_CODES = """exit status:
@@ -357,8 +358,8 @@ COMPARE_EXIT_CODES = """exit status:
   130 interrupted"""
 
 REPORT_EXIT_CODES = """exit status (the same as `harness gates` for the re-judged verdicts):
-  0  every re-judged gate passed
-  1  a gate failed under these thresholds
+  0  every re-judged gate passed (with --baseline: every failure a known one)
+  1  a gate failed under these thresholds (with --baseline: a new or changed failure)
   2  the harness could not judge: usage, bad input (no or a damaged report, an unknown gate or
      threshold), a recorded stack that did not come up, an ERROR verdict"""
 
@@ -461,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("--threshold", action="append", default=[], metavar="GATE.NAME=VALUE",
                      help="override a threshold, e.g. leak.cache_tolerance=2 (repeatable)")
+    _add_baseline_flags(rep)
     _contract(rep, REPORT_EXIT_CODES)
     rep.set_defaults(func=cmd_report)
 

@@ -8,8 +8,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from harness.baseline import judge as judge_against
+from harness.baseline import resolve
+from harness.config import Target
 from harness.errors import HarnessError
 from harness.gates.batch import exit_status
+from harness.gates.rerun import recorded_target
 from harness.gates.runner import build_settings, gate, judge
 from harness.report import verdict_table
 from harness.timeline import Timeline
@@ -64,14 +68,23 @@ def parse_threshold_args(args: list[str]) -> dict[str, dict[str, str]]:
     return overrides
 
 
-def rejudge_command(run_dir: str, threshold_args: list[str]) -> int:
+def rejudge_command(run_dir: str, threshold_args: list[str], baseline: str | None = None,
+                    strict: bool = False) -> int:
+    """Re-judge, print, write rejudged.json; the exit status `harness gates` would give these
+    verdicts (against `baseline` when given: a file, a shipped name, auto or none)."""
     path = Path(run_dir)
     judged = rejudge(path, parse_threshold_args(threshold_args))
+    choice = resolve(baseline, recorded_target(_read_json(path / "report.json", "report.json")) or Target())
     print(verdict_table(judged))
     changed = [j for j in judged if j["verdict"] != j["recorded_verdict"]]
     for j in changed:
         print(f"  {j['id']}: recorded {j['recorded_verdict']}, now {j['verdict']}")
     (path / "rejudged.json").write_text(json.dumps(judged, indent=2, default=str))
     print(f"written: {path / 'rejudged.json'}")
-    # the same statuses as `harness gates`: 1 a failure, 2 an ERROR that nothing failed beside
-    return exit_status([j["verdict"] for j in judged])
+    if choice.baseline is None:
+        # the same statuses as `harness gates`: 1 a failure, 2 an ERROR that nothing failed beside
+        return exit_status([j["verdict"] for j in judged])
+    judgement = judge_against(judged, choice.baseline, strict)
+    for line in judgement.lines():
+        print(line)
+    return judgement.exit_status()

@@ -229,6 +229,20 @@ def test_report_exit_status_is_the_same_as_gates(monkeypatch, tmp_path, verdicts
     assert cli.main(["report", str(run)]) == status
 
 
+def test_report_judged_against_a_baseline_exits_0_on_only_known_failures(monkeypatch, tmp_path):
+    run = _recorded_run(tmp_path, {"zombie-cap": "pass", "offline-repo": "pass"})
+    _rejudged_as(monkeypatch, {"zombie-cap": "fail", "offline-repo": "pass"})
+    baseline = tmp_path / "known.json"
+    baseline.write_text(json.dumps({"schema_version": 1, "target": "opal-server==0.9.9", "known_failures": {
+        "zombie-cap": [{"category": "x.y", "problems": None}]}}))
+    assert cli.main(["report", str(run), "--baseline", str(baseline)]) == 0
+    monkeypatch.setenv("HARNESS_BASELINE", str(baseline))
+    assert cli.main(["report", str(run)]) == 0
+    assert cli.main(["report", str(run), "--baseline", "none"]) == 1
+    _rejudged_as(monkeypatch, {"zombie-cap": "pass", "offline-repo": "pass"})
+    assert cli.main(["report", str(run), "--strict"]) == 1  # fixed, and strict
+
+
 def test_report_of_a_run_whose_stack_did_not_come_up_is_exit_2(tmp_path):
     run = _recorded_run(tmp_path, {})
     data = json.loads((run / "report.json").read_text())
