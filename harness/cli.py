@@ -275,7 +275,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no runs under {settings.run_root}")
         return 0
     for run in found:
-        state = "live" if run.owner_alive else "STALE (owner gone; `harness clean` removes it)"
+        state = ("live" if run.owner_alive else f"kept (`harness down {run.run_id}` stops it)" if run.kept
+                 else "STALE (owner gone; `harness clean` removes it)")
         print(f"{run.run_id}  {run.state.get('target', '?')}  {state}")
         for name, url in run.state.get("endpoints", {}).items():
             print(f"    {name:<10} {url}")
@@ -321,12 +322,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     settings = config.from_env()
-    found = [r for r in runs.list_runs(settings.run_root) if args.all or r.stale]
+    listed = runs.list_runs(settings.run_root)
+    found = [r for r in listed if args.all or r.stale]
     _remove(found)
     # Compose resources whose owner process is gone are found by their labels alone,
     # also when their run dir is gone or lives under another run root.
     try:
-        orphans = runs.remove_compose_resources(everything=args.all)
+        orphans = runs.remove_compose_resources(everything=args.all,
+                                                spare=frozenset(r.run_id for r in listed if r.kept))
     except Exception as exc:  # the engine answered ping but not the listing (busy, vfs)
         print(f"warning: could not sweep compose resources ({type(exc).__name__}: {exc}); "
               "run `harness clean` again when the Docker engine answers")
@@ -453,9 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--all", action="store_true", help="stop every run under the run root, whoever started it")
     down.set_defaults(func=cmd_down)
 
-    clean = sub.add_parser("clean", help="remove what crashed runs left: processes, run dirs")
+    clean = sub.add_parser("clean", help="remove what crashed runs left: processes, run dirs (not a stack kept on "
+                                         "purpose)")
     clean.add_argument("--all", action="store_true",
-                       help="also stop runs (and compose stacks) whose owner is alive")
+                       help="also stop kept runs and runs (and compose stacks) whose owner is alive")
     clean.set_defaults(func=cmd_clean)
 
     rep = sub.add_parser("report", help="re-judge a recorded run without running the stack")

@@ -28,8 +28,14 @@ class RunInfo:
     live_processes: list[str]
 
     @property
+    def kept(self) -> bool:
+        """Left up on purpose (--keep-stack, HARNESS_KEEP_STACK) after its command finished."""
+        return bool(self.state.get("kept"))
+
+    @property
     def stale(self) -> bool:
-        return not self.owner_alive
+        """What a crashed or killed run left: its owner is gone and it was not kept."""
+        return not self.owner_alive and not self.kept
 
 
 def _owner_alive(state: dict) -> bool:
@@ -96,10 +102,11 @@ def remove_run(run: RunInfo, owner_grace: float = 30.0) -> list[str]:
     return stopped
 
 
-def remove_compose_resources(run_id: str | None = None, everything: bool = False) -> list[str]:
+def remove_compose_resources(run_id: str | None = None, everything: bool = False,
+                             spare: frozenset[str] = frozenset()) -> list[str]:
     """Containers, networks and volumes labelled by the harness: one run's; or (run_id None)
-    those whose owner process is gone — every run's with `everything`. Nothing to do when no
-    Docker engine answers."""
+    those whose owner process is gone, but for the runs in `spare` (kept on purpose) —
+    every run's with `everything`. Nothing to do when no Docker engine answers."""
     from harness.errors import HarnessError
     from harness.images import docker_client
     from harness.stack.compose import OWNER_LABEL, RUN_LABEL, owner_alive, remove_labelled
@@ -118,6 +125,6 @@ def remove_compose_resources(run_id: str | None = None, everything: bool = False
         owners.setdefault(labels[RUN_LABEL], labels.get(OWNER_LABEL))
     removed = []
     for orphan, owner in sorted(owners.items()):
-        if everything or not owner_alive(owner):
+        if everything or (not owner_alive(owner) and orphan not in spare):
             removed += remove_labelled(client, orphan)
     return removed

@@ -492,3 +492,21 @@ def test_a_run_records_the_checkout_it_was_started_from(tmp_path, monkeypatch):
     assert state["owner_cwd"] == str(tmp_path)
     [run] = runs.list_runs(tmp_path / "runs")
     assert runs.started_here(run, tmp_path)
+
+
+def test_a_kept_stack_is_not_taken_for_a_crashed_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("harness.runs.remove_compose_resources", lambda *a, **k: [])
+    stack = FakeStack(replace(Settings(), run_root=tmp_path / "runs", keep_stack=True))
+    with stack:
+        stack.write_state()  # what an up stack has written
+    # its command finished (the owner, this test, would exit now)
+    state = json.loads((stack.run_dir / "stack.json").read_text())
+    (stack.run_dir / "stack.json").write_text(json.dumps({**state, "owner_pid": 999999999}))
+    assert state["kept"] is True
+
+    assert cli.main(["status"]) == 0
+    assert f"kept (`harness down {stack.run_id}` stops it)" in capsys.readouterr().out
+    assert cli.main(["clean"]) == 0
+    assert stack.run_dir.exists()
+    assert cli.main(["clean", "--all"]) == 0
+    assert not stack.run_dir.exists()
