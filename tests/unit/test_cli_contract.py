@@ -174,6 +174,14 @@ def test_an_explicit_keep_stack_flag_wins_over_the_variable(monkeypatch):
     assert FakeStack.last is not None and FakeStack.last.kept_at_exit is False
 
 
+@pytest.mark.parametrize("flag", [[], ["--keep-stack", "never"]])
+def test_gates_jobs_refuses_harness_keep_stack(monkeypatch, capsys, flag):
+    monkeypatch.setenv("HARNESS_KEEP_STACK", "1")
+    assert cli.main(["gates", "--backend", "local", "--jobs", "2", "--gate", "zombie-cap", "--gate", "leak",
+                     *flag]) == 2
+    assert "HARNESS_KEEP_STACK=1" in capsys.readouterr().err
+
+
 # -- rerun --------------------------------------------------------------------------------
 
 def _recorded_run(tmp_path: Path, verdicts: dict[str, str]) -> Path:
