@@ -1,9 +1,11 @@
 """The `harness` command: bring a stack up, run gates on it, compare two targets, rerun a
 recorded run, look at stacks, tear them down, clean up, re-judge reports.
 
-Exit status: 0 success (every gate passed, or with --baseline every failure a known one); 1 a
-gate failed (with --baseline: a new or changed failure; `compare`: B fails a gate A passes);
-2 an error or bad input (one line naming the fix); 130 interrupted."""
+Exit status, the same for `gates`, `compare`, `rerun`, `report` and `scale`: 0 every judged
+gate passed (with --baseline: every failure a known one); 1 a gate failed (with --baseline: a
+new or changed failure; `compare`: B regressed); 2 the harness could not judge — usage, bad
+input, a stack that did not come up, an ERROR verdict, a crash of the harness itself (one
+line naming the fix); 130 interrupted. Each of those commands' --help says it for itself."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,16 +57,23 @@ def _add_target_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_gates(args: argparse.Namespace) -> int:
-    from harness.gates.batch import Batch, run_batch
+    from harness.gates.batch import Batch, keep_policy, run_batch
     from harness.gates.registry import GATES
+    if args.list:
+        return list_gates(args.json)
+    if args.json:
+        raise HarnessError("--json goes with --list: `harness gates --list --json`")
     settings = _settings(args)
-    batch = Batch(gates=args.gate or list(GATES), keep=args.keep_stack,
+    batch = Batch(gates=args.gate or list(GATES), keep=keep_policy(args.keep_stack, settings),
                   junit=Path(args.junitxml) if args.junitxml else None,
                   baseline=resolve(settings.baseline, settings.target), strict_baseline=args.strict)
     jobs = _jobs(args.jobs, batch.gates)
     if jobs > 1:
         if args.against:
             raise HarnessError("--against drives one running stack: it cannot go with --jobs")
+        if settings.keep_stack:  # each group's `harness gates` would read it and keep its stack
+            raise HarnessError("HARNESS_KEEP_STACK=1 keeps the one stack of a run: it cannot go with --jobs; "
+                               "unset it, or run with --jobs 1")
         from harness.gates.parallel import run_parallel
         return run_parallel(settings, batch, jobs, args.backend)[0]
     stack = None
@@ -73,6 +83,31 @@ def cmd_gates(args: argparse.Namespace) -> int:
         settings = stack.settings
     status, _ = run_batch(settings, batch, stack=stack)
     return status
+
+
+def list_gates(as_json: bool) -> int:
+    """`harness gates --list`: every gate, what it needs, its settings, defaults and variables."""
+    from harness.gates.runner import catalogue
+    gates = catalogue()
+    if as_json:
+        print(json.dumps(gates, indent=2))
+        return 0
+    for g in gates:
+        print(f"{g['id']}: {g['title']}")
+        print(f"  needs: {_needs_text(g)}")
+        for entry in g["settings"]:
+            print(f"  {entry['name']:<28} {entry['kind']:<9} {entry['type']:<5} default {entry['default']!r:<10} "
+                  f"{entry['variable']}")
+    print("\nSet a setting with its variable (e.g. HARNESS_GATE_LEAK_CYCLES=5); an unknown one is an error.")
+    return 0
+
+
+def _needs_text(gate: dict) -> str:
+    workers = f"{gate['workers']} gunicorn workers" if gate["workers"] else "HARNESS_WORKERS workers (default 1)"
+    load = gate["load"]
+    if load is None:
+        return f"{workers}; a small fixed load"
+    return f"{workers}; {load['scopes']} scopes over {load['repos']} seeded repos, each fetched {load['fetches']}×"
 
 
 def _jobs(value: str, gates: Sequence[str]) -> int:
@@ -88,17 +123,32 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.compare import compare_command
     from harness.gates.registry import GATES
     settings = config.from_env(**({"reports_dir": args.reports_dir} if args.reports_dir else {}))
+    gates = args.gate or list(GATES)
+    _validate_compare(args, gates)
     extra = ["--backend", args.backend] if args.backend else []
-    return compare_command(args.a, args.b, args.gate or list(GATES), settings.reports_dir, extra)
+    return compare_command(args.a, args.b, gates, settings.reports_dir, extra)
+
+
+def _validate_compare(args: argparse.Namespace, gates: Sequence[str]) -> None:
+    """What each side's `harness gates` would refuse, refused here first: no compare
+    folder is made for a comparison that cannot start."""
+    from harness.compare import spec_target
+    from harness.gates.batch import Batch
+    for spec in (args.a, args.b):
+        target = spec_target(spec)
+        chosen = ({"source": str(target.source)} if target.source else {"image": target.image} if target.image
+                  else {"version": target.version})
+        side = config.from_env(None, **chosen, **({"backend": args.backend} if args.backend else {}))
+        Batch(gates=gates).validate(side)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from harness.gates.batch import run_batch
+    from harness.gates.batch import keep_policy, run_batch
     from harness.gates.rerun import compare_with_recorded, load_report, rerun_plan
     run_dir = Path(args.run_dir)
     report = load_report(run_dir)
     settings, batch = rerun_plan(report, _settings(args), _target_given(args))
-    batch.keep, batch.junit = args.keep_stack, Path(args.junitxml) if args.junitxml else None
+    batch.keep, batch.junit = keep_policy(args.keep_stack, settings), Path(args.junitxml) if args.junitxml else None
     batch.baseline, batch.strict_baseline = resolve(settings.baseline, settings.target), args.strict
     print(f"[harness] rerunning {', '.join(batch.gates)} of {run_dir} on {settings.target.label}")
     status, new_dir = run_batch(settings, batch)
@@ -225,11 +275,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no runs under {settings.run_root}")
         return 0
     for run in found:
-        state = "live" if run.owner_alive else "STALE (owner gone; `harness clean` removes it)"
+        state = ("live" if run.owner_alive else f"kept (`harness down {run.run_id}` stops it)" if run.kept
+                 else "STALE (owner gone; `harness clean` removes it)")
         print(f"{run.run_id}  {run.state.get('target', '?')}  {state}")
         for name, url in run.state.get("endpoints", {}).items():
             print(f"    {name:<10} {url}")
         print(f"    processes: {', '.join(run.live_processes) or 'none running'}")
+        print(f"    started from: {runs.owner_cwd(run) or 'unknown'}")
     return 0
 
 
@@ -242,25 +294,42 @@ def _remove(selected: list[runs.RunInfo]) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    """A run id: that run. None: the runs started from this checkout (the git checkout
+    around the current directory, else the directory) — another checkout's, or another
+    user's on a shared machine, are not this command's to stop; --all stops every run."""
     settings = config.from_env()
     found = runs.list_runs(settings.run_root)
     if args.run_id:
         found = [r for r in found if r.run_id == args.run_id]
         if not found:
             raise HarnessError(f"no run {args.run_id} under {settings.run_root}; see `harness status`")
-    if not found:
-        print("nothing to stop")
-    return _remove(found)
+        return _remove(found)
+    if args.all:
+        if not found:
+            print("nothing to stop")
+        return _remove(found)
+    here = Path.cwd()
+    mine = [r for r in found if runs.started_here(r, here)]
+    others = [r for r in found if r not in mine]
+    if not mine:
+        print(f"nothing started from {runs.checkout_of(here)} to stop")
+    _remove(mine)
+    if others:
+        print(f"left {len(others)} run(s) started elsewhere ({', '.join(r.run_id for r in others)}): "
+              "`harness down RUN_ID` stops one, `harness down --all` every run")
+    return 0
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
     settings = config.from_env()
-    found = [r for r in runs.list_runs(settings.run_root) if args.all or r.stale]
+    listed = runs.list_runs(settings.run_root)
+    found = [r for r in listed if args.all or r.stale]
     _remove(found)
     # Compose resources whose owner process is gone are found by their labels alone,
     # also when their run dir is gone or lives under another run root.
     try:
-        orphans = runs.remove_compose_resources(everything=args.all)
+        orphans = runs.remove_compose_resources(everything=args.all,
+                                                spare=frozenset(r.run_id for r in listed if r.kept))
     except Exception as exc:  # the engine answered ping but not the listing (busy, vfs)
         print(f"warning: could not sweep compose resources ({type(exc).__name__}: {exc}); "
               "run `harness clean` again when the Docker engine answers")
@@ -274,12 +343,51 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.gates.rejudge import rejudge_command
-    return rejudge_command(args.run_dir, args.threshold)
+    baseline = args.baseline if args.baseline is not None else config.from_env().baseline
+    return rejudge_command(args.run_dir, args.threshold, baseline, args.strict)
+
+
+EXIT_CODES = """exit status:
+  0  every judged gate passed (with --baseline: every failure a known one)
+  1  a gate failed (with --baseline: a new or changed failure; --strict: or a fixed one)
+  2  the harness could not judge: usage, bad input, a stack that did not come up, an ERROR verdict
+  130 interrupted"""
+
+COMPARE_EXIT_CODES = """exit status:
+  0  B regressed on no gate, and every gate was judged on both sides
+  1  B regressed: it fails a gate A passes (whatever else happened)
+  2  the harness could not judge: usage, bad input, a side whose stack did not come up or that wrote
+     no report, an ERROR (or a gate not run) on B, an ERROR on A where B did not pass
+  130 interrupted"""
+
+REPORT_EXIT_CODES = """exit status (the same as `harness gates` for the re-judged verdicts):
+  0  every re-judged gate passed (with --baseline: every failure a known one)
+  1  a gate failed under these thresholds (with --baseline: a new or changed failure)
+  2  the harness could not judge: usage, bad input (no or a damaged report, an unknown gate or
+     threshold), a recorded stack that did not come up, an ERROR verdict"""
+
+SCALE_EXIT_CODES = """exit status:
+  0  every release was measured at every N (a curve judges nothing: nothing here fails)
+  1  not used
+  2  the harness could not measure: usage, bad input, a release whose stack did not come up or ran
+     no N; what was measured is still written
+  130 interrupted
+
+HARNESS_KEEP_STACK=1 leaves each release's stack up after its curve (`harness down RUN_ID`)."""
+
+KEEP_HELP = ("leave the stack up after the run (default: HARNESS_KEEP_STACK=1 means always, else never); "
+             "stop it with `harness down RUN_ID`")
+
+
+def _contract(parser: argparse.ArgumentParser, epilog: str) -> argparse.ArgumentParser:
+    parser.epilog = epilog
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {harness_version()}")
+    parser.add_argument("--version", action="version", version=f"harness {harness_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="bring a stack up and keep it up until Ctrl-C (or --detach)")
@@ -295,8 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "pass, 1 a gate failed, 2 error")
     _add_target_flags(gates)
     gates.add_argument("--gate", action="append", metavar="ID", help="a gate id (repeatable; default: every gate)")
-    gates.add_argument("--keep-stack", choices=("never", "on-failure", "always"), default="never",
-                       help="leave the stack up after the run (default never)")
+    gates.add_argument("--keep-stack", choices=("never", "on-failure", "always"), help=KEEP_HELP)
+    gates.add_argument("--list", action="store_true",
+                       help="list every gate, what it needs, and its settings with defaults and variables")
+    gates.add_argument("--json", action="store_true", help="with --list: as JSON")
     gates.add_argument("--against", metavar="RUN_ID", help="run on the stack `harness up --detach` left running")
     gates.add_argument("--junitxml", metavar="PATH", help="also write JUnit XML (a testcase per gate, with "
                                                           "verdict, category and figures as properties)")
@@ -307,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the gates in N groups side by side, each on its own stack, one merged report "
                             "(auto: one per core and 2 GB; boot-timing runs alone after them; default 1)")
     _add_baseline_flags(gates)
+    _contract(gates, EXIT_CODES)
     gates.set_defaults(func=cmd_gates)
 
     base = sub.add_parser("baseline", help="write a baseline (known failures) from the failures of one or more "
@@ -322,37 +433,46 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("b", help="B: the same kinds as A")
     compare.add_argument("--gate", action="append", metavar="ID", help="a gate id (repeatable; default: every gate)")
     compare.add_argument("--backend", help="auto | local | compose (both sides)")
-    compare.add_argument("--reports-dir", dest="reports_dir", help="where compare-<time>/ goes (default ./reports)")
+    compare.add_argument("--reports-dir", dest="reports_dir", help="where compare-<time>-<id>/ goes (default "
+                                                                   "./reports)")
+    _contract(compare, COMPARE_EXIT_CODES + "\n\nHARNESS_KEEP_STACK=1 leaves both sides' stacks up.")
     compare.set_defaults(func=cmd_compare)
 
     rerun = sub.add_parser("rerun", help="run a recorded run's gates again with its parameters, thresholds and "
                                          "server settings, on its target or another")
     rerun.add_argument("run_dir", help="a run directory under reports/")
     _add_target_flags(rerun)
-    rerun.add_argument("--keep-stack", choices=("never", "on-failure", "always"), default="never")
+    rerun.add_argument("--keep-stack", choices=("never", "on-failure", "always"), help=KEEP_HELP)
     rerun.add_argument("--junitxml", metavar="PATH")
     _add_baseline_flags(rerun)
+    _contract(rerun, EXIT_CODES)
     rerun.set_defaults(func=cmd_rerun)
 
     sub.add_parser("status", help="list runs, their endpoints and processes").set_defaults(func=cmd_status)
 
-    down = sub.add_parser("down", help="stop a run (or all runs) and remove its run dir")
-    down.add_argument("run_id", nargs="?")
+    down = sub.add_parser("down", help="stop a run, or the runs started from this checkout, and remove their run "
+                                       "dirs")
+    down.add_argument("run_id", nargs="?", help="the run to stop (default: every run started from this checkout)")
+    down.add_argument("--all", action="store_true", help="stop every run under the run root, whoever started it")
     down.set_defaults(func=cmd_down)
 
-    clean = sub.add_parser("clean", help="remove what crashed runs left: processes, run dirs")
+    clean = sub.add_parser("clean", help="remove what crashed runs left: processes, run dirs (not a stack kept on "
+                                         "purpose)")
     clean.add_argument("--all", action="store_true",
-                       help="also stop runs (and compose stacks) whose owner is alive")
+                       help="also stop kept runs and runs (and compose stacks) whose owner is alive")
     clean.set_defaults(func=cmd_clean)
 
     rep = sub.add_parser("report", help="re-judge a recorded run without running the stack")
     rep.add_argument("run_dir")
     rep.add_argument("--threshold", action="append", default=[], metavar="GATE.NAME=VALUE",
                      help="override a threshold, e.g. leak.cache_tolerance=2 (repeatable)")
+    _add_baseline_flags(rep)
+    _contract(rep, REPORT_EXIT_CODES)
     rep.set_defaults(func=cmd_report)
 
     from harness.scale import add_parser as add_scale_parser
     add_scale_parser(sub)
+    _contract(sub.choices["scale"], SCALE_EXIT_CODES)
     return parser
 
 
@@ -367,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug in the harness judged nothing: 2, never 1 ("a gate failed")
+        traceback.print_exc()
+        print("error: the harness crashed (the traceback above); nothing was judged", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 and overlay plots: per gate the verdict of A and of B, and each figure with the ratio B/A.
 
 This is how a fix PR is judged against its base. Exit status 1 when B fails a gate that A
-passes (B is worse); 2 when a side produced no report; else 0.
+passes (B regressed); else 2 when a gate could not be judged (an ERROR on B or a gate B did
+not run, an ERROR on A where B did not pass, a side whose stack did not come up or that
+produced no report); else 0.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,7 +73,8 @@ def comparison(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
                             "ratio_b_over_a": None if ratio is None else round(ratio, 3)})
         rows.append({"id": ga["id"], "a": ga["verdict"], "b": gb.get("verdict", "not run"),
                      "a_category": ga["category"], "b_category": gb.get("category", ""),
-                     "b_worse": ga["verdict"] == "pass" and gb.get("verdict") != "pass", "figures": figures})
+                     # an ERROR (or a gate not run) on B is not judged, not a regression
+                     "b_worse": ga["verdict"] == "pass" and gb.get("verdict") == "fail", "figures": figures})
     return rows
 
 
@@ -118,28 +123,74 @@ def overlay_plot(gate_id: str, a_dir: Path, b_dir: Path, path: Path, labels: tup
     plt.close(fig)
 
 
+def new_out_dir(reports_dir: Path) -> Path:
+    """compare-<time>-<random>/, made here: unique even for compares started in the same second."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(8):
+        out_dir = reports_dir / f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        try:
+            out_dir.mkdir()
+            return out_dir
+        except FileExistsError:
+            continue
+    raise HarnessError(f"could not make a new compare-* folder under {reports_dir}")
+
+
+def status_of(rows: list[dict[str, Any]], a: dict[str, Any], b: dict[str, Any]) -> tuple[int, list[str], list[str]]:
+    """(exit status, gates B regressed on, gates not judged). 1 when B regressed on any
+    gate; else 2 when any gate could not be judged on either side (an ERROR on B, a gate
+    B did not run, an ERROR on A where B did not pass, a side whose stack did not come up);
+    else 0."""
+    worse = [row["id"] for row in rows if row["b_worse"]]
+    unjudged = [row["id"] for row in rows if row["b"] in ("error", "not run")
+                or (row["a"] == "error" and row["b"] != "pass")]
+    if worse:
+        return 1, worse, unjudged
+    if unjudged or a.get("error") or b.get("error") or not rows:
+        return 2, worse, unjudged
+    return 0, worse, unjudged
+
+
 def compare_command(spec_a: str, spec_b: str, gates: Sequence[str], reports_dir: Path,
                     extra: Sequence[str] = ()) -> int:
-    out_dir = reports_dir / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-    out_dir.mkdir(parents=True, exist_ok=False)
-    codes = run_sides((spec_a, spec_b), gates, out_dir, extra)
+    """Run both sides; the caller validated the specs, gates and settings, so a folder is
+    made only for a comparison that can start — and removed when neither side wrote a report."""
+    out_dir = new_out_dir(reports_dir)
+    try:
+        codes = run_sides((spec_a, spec_b), gates, out_dir, extra)
+    except BaseException:
+        _remove_if_empty(out_dir)
+        raise
     sides = {side: side_report(out_dir, side) for side in SIDES}
     missing = [side for side, found in sides.items() if found is None]
     if missing:
-        raise HarnessError(f"side {' and '.join(missing)} produced no report (exit {codes}); see the lines above "
-                           f"and {out_dir}")
+        kept = _remove_if_empty(out_dir)
+        raise HarnessError(f"side {' and '.join(missing)} produced no report (exit {codes}); see the lines above"
+                           + (f" and {out_dir}" if kept else ""))
     (a, a_dir), (b, b_dir) = sides["A"], sides["B"]  # type: ignore[misc]
     rows = comparison(a, b)
     for row in rows:
         overlay_plot(row["id"], a_dir, b_dir, out_dir / "plots" / f"{row['id']}.png", ("A", "B"))
-    worse = [row["id"] for row in rows if row["b_worse"]]
-    status = 1 if worse else 0
+    status, worse, unjudged = status_of(rows, a, b)
     result = {"a": {"spec": spec_a, "target": a["target"], "report": str(a_dir), "exit": codes["A"]},
               "b": {"spec": spec_b, "target": b["target"], "report": str(b_dir), "exit": codes["B"]},
-              "gates": rows, "b_worse": worse, "exit_status": status}
+              "gates": rows, "b_worse": worse, "b_error": unjudged, "exit_status": status}
     (out_dir / "compare.json").write_text(json.dumps(result, indent=2))
     markdown = compare_markdown(a, b, rows)
     (out_dir / "compare.md").write_text(markdown)
     print(markdown)
-    print(f"compare: {out_dir}/compare.md" + (f"; B is worse on {', '.join(worse)}" if worse else ""))
+    print(f"compare: {out_dir}/compare.md" + (f"; B is worse on {', '.join(worse)}" if worse else "")
+          + (f"; not judged (ERROR or not run): {', '.join(unjudged)}" if unjudged else ""))
+    for side, data in (("A", a), ("B", b)):
+        if data.get("error"):
+            print(f"compare: side {side}'s stack did not come up: {data['error'].get('message')}")
     return status
+
+
+def _remove_if_empty(out_dir: Path) -> bool:
+    """Remove a compare folder no side wrote a report into (an input error a child found,
+    Ctrl-C before any stack); True when something worth keeping is there."""
+    if any(out_dir.glob("*/*/report.json")):
+        return True
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return False

@@ -12,7 +12,8 @@ Environment variables (all optional):
   HARNESS_RUN_ROOT     where run directories live (default /tmp/policy-harness)
   HARNESS_CACHE_DIR    per-version virtualenvs (default ~/.cache/policy-harness)
   HARNESS_REPORTS_DIR  gate reports (default ./reports)
-  HARNESS_KEEP_STACK   1 = leave the stack running after a gate run, for debugging
+  HARNESS_KEEP_STACK   1 = leave the stack running after any command that brings one up (gates, rerun,
+                       compare's sides, scale), for debugging; `--keep-stack` wins; `harness down` stops it
   HARNESS_CONSTRAINTS  pins for the server's install: a pip constraints file, or `none` (unpinned);
                        unset = chosen by the target's requirements (see harness/servers/opal/venvs.py)
   HARNESS_LATENCY_MS   delay per chunk of the latency proxy in front of the git host (default 150)
@@ -35,7 +36,7 @@ This module is the only one that reads HARNESS_* variables: everything else gets
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,32 @@ class Settings:
         return {k[len(prefix):].lower(): v for k, v in self.gate_vars.items() if k.startswith(prefix)}
 
 
+def gate_variable(gate_id: str, name: str) -> str:
+    """The variable that sets a gate's setting: leak, cycles -> HARNESS_GATE_LEAK_CYCLES."""
+    return f"{GATE_PREFIX}{gate_id.upper().replace('-', '_')}_{name.upper()}"
+
+
+def check_gate_vars(gate_vars: Mapping[str, str], known: Mapping[str, Sequence[str]]) -> None:
+    """Every HARNESS_GATE_<GATE>_<NAME> names a gate of `known` (gate id -> its settings)
+    and one of its settings; otherwise one ConfigError lists each unknown variable with the
+    gate ids, or the gate's settings — a typo must not silently run a gate on defaults."""
+    problems = [problem for key in sorted(gate_vars) if (problem := _gate_var_problem(key, known))]
+    if problems:
+        raise ConfigError("; ".join(problems) + " (`harness gates --list` shows every gate's settings and variables)")
+
+
+def _gate_var_problem(key: str, known: Mapping[str, Sequence[str]]) -> str | None:
+    prefixes = {gate_id.upper().replace("-", "_") + "_": gate_id for gate_id in known}
+    # the longest gate prefix that matches: a gate id is never cut short by another's
+    matched = max((p for p in prefixes if key.startswith(p)), key=len, default=None)
+    if matched is None:
+        return (f"{GATE_PREFIX}{key} names no gate: use {GATE_PREFIX}<GATE>_<SETTING> with <GATE> one of "
+                f"{', '.join(p.rstrip('_') for p in prefixes)}")
+    gate_id, name = prefixes[matched], key[len(matched):].lower()
+    if name in known[gate_id]:
+        return None
+    return (f"{GATE_PREFIX}{key}: gate {gate_id} has no setting {name or '(empty)'}; its settings: "
+            f"{', '.join(sorted(known[gate_id])) or 'none'} (each set with {gate_variable(gate_id, '<NAME>')})")
 
 
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float,

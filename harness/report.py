@@ -9,7 +9,11 @@ the saved timelines with the same or new thresholds, without running the stack.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import secrets
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,6 +23,8 @@ from harness.baseline import Baseline, annotate
 from harness.figures import figures
 from harness.timeline import Timeline
 from harness.verdict import GateResult
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -94,11 +100,22 @@ class RunReport:
 
 
 def point_latest(reports_dir: Path, run_dir: Path) -> None:
-    """reports/latest -> this run (what the README's `reports/latest/...` paths read)."""
+    """reports/latest -> this run (what the README's `reports/latest/...` paths read).
+
+    Swapped atomically: a symlink under a name of this process's own, renamed over
+    `latest` (rename(2) replaces a symlink in one step), so runs finishing together
+    (`--jobs`, `compare`, CI shards on one disk) never see it missing or collide."""
     latest = reports_dir / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(run_dir.name)
+    if latest.is_dir() and not latest.is_symlink():
+        log.warning(f"[harness] {latest} is a directory, not the harness's symlink: left as it is")
+        return
+    temp = reports_dir / f".latest-{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}"
+    temp.symlink_to(run_dir.name)
+    try:
+        os.replace(temp, latest)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def verdict_table(gates: Iterable[dict[str, Any]]) -> str:

@@ -1,7 +1,7 @@
 """Run directories under the run root: find them, tell live from stale, remove them.
 
-A run directory holds `stack.json` (owner PID, endpoints) and `pids.jsonl` (every process
-the run started). `harness status/down/clean` work from these alone, so they also find
+A run directory holds `stack.json` (owner PID, the directory it was started in, endpoints)
+and `pids.jsonl` (every process the run started). `harness status/down/clean` work from these alone, so they also find
 what a crashed or killed run left behind.
 """
 
@@ -28,13 +28,45 @@ class RunInfo:
     live_processes: list[str]
 
     @property
+    def kept(self) -> bool:
+        """Left up on purpose (--keep-stack, HARNESS_KEEP_STACK) after its command finished."""
+        return bool(self.state.get("kept"))
+
+    @property
     def stale(self) -> bool:
-        return not self.owner_alive
+        """What a crashed or killed run left: its owner is gone and it was not kept."""
+        return not self.owner_alive and not self.kept
 
 
 def _owner_alive(state: dict) -> bool:
     entry = {"pid": state.get("owner_pid", -1), "create_time": state.get("owner_create_time", 0)}
     return entry["pid"] > 0 and procs.still_running(entry) is not None
+
+
+def checkout_of(path: Path) -> Path:
+    """The git checkout (or worktree: `.git` is then a file) around `path`, else `path`:
+    where a run was started from, as `harness down` matches it."""
+    path = path.resolve()
+    return next((p for p in (path, *path.parents) if (p / ".git").exists()), path)
+
+
+def owner_cwd(run: RunInfo) -> Path | None:
+    """The directory the run's owner was started in: recorded in stack.json; for a run made
+    by an older harness, asked of its live owner; None when neither can say."""
+    if run.state.get("owner_cwd"):
+        return Path(run.state["owner_cwd"])
+    if not run.owner_alive:
+        return None
+    try:
+        return Path(psutil.Process(run.state["owner_pid"]).cwd())
+    except (psutil.Error, KeyError):
+        return None
+
+
+def started_here(run: RunInfo, here: Path) -> bool:
+    """Whether `run` was started from the checkout around `here`."""
+    cwd = owner_cwd(run)
+    return cwd is not None and checkout_of(cwd) == checkout_of(here)
 
 
 def list_runs(run_root: Path) -> list[RunInfo]:
@@ -70,10 +102,11 @@ def remove_run(run: RunInfo, owner_grace: float = 30.0) -> list[str]:
     return stopped
 
 
-def remove_compose_resources(run_id: str | None = None, everything: bool = False) -> list[str]:
+def remove_compose_resources(run_id: str | None = None, everything: bool = False,
+                             spare: frozenset[str] = frozenset()) -> list[str]:
     """Containers, networks and volumes labelled by the harness: one run's; or (run_id None)
-    those whose owner process is gone — every run's with `everything`. Nothing to do when no
-    Docker engine answers."""
+    those whose owner process is gone, but for the runs in `spare` (kept on purpose) —
+    every run's with `everything`. Nothing to do when no Docker engine answers."""
     from harness.errors import HarnessError
     from harness.images import docker_client
     from harness.stack.compose import OWNER_LABEL, RUN_LABEL, owner_alive, remove_labelled
@@ -92,6 +125,6 @@ def remove_compose_resources(run_id: str | None = None, everything: bool = False
         owners.setdefault(labels[RUN_LABEL], labels.get(OWNER_LABEL))
     removed = []
     for orphan, owner in sorted(owners.items()):
-        if everything or not owner_alive(owner):
+        if everything or (not owner_alive(owner) and orphan not in spare):
             removed += remove_labelled(client, orphan)
     return removed

@@ -80,6 +80,14 @@ class Batch:
         preflight(settings, self.gates, self.overrides)
 
 
+def keep_policy(flag: str | None, settings: Settings) -> str:
+    """--keep-stack when given, else HARNESS_KEEP_STACK (1 = always): every command that
+    brings a stack up keeps it the same way (`harness up` keeps its stack anyway)."""
+    if flag is not None:
+        return flag
+    return "always" if settings.keep_stack else "never"
+
+
 def exit_status(verdicts: Sequence[str]) -> int:
     if "fail" in verdicts:
         return EXIT_FAIL

@@ -8,7 +8,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from harness.baseline import judge as judge_against
+from harness.baseline import resolve
+from harness.config import Target
 from harness.errors import HarnessError
+from harness.gates.batch import exit_status
+from harness.gates.rerun import recorded_target
 from harness.gates.runner import build_settings, gate, judge
 from harness.report import verdict_table
 from harness.timeline import Timeline
@@ -19,7 +24,10 @@ def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[st
     report_path = run_dir / "report.json"
     if not report_path.is_file():
         raise HarnessError(f"{run_dir} holds no report.json; pass a directory under reports/")
-    report = json.loads(report_path.read_text())
+    report = _read_json(report_path, "report.json")
+    if report.get("error") and not report.get("gates"):
+        raise HarnessError(f"{run_dir} is a run whose stack did not come up ({report['error'].get('message')}): "
+                           "there is nothing to re-judge")
     unknown = set(overrides) - {g["id"] for g in report["gates"]}
     if unknown:
         raise HarnessError(f"this run has no gate {', '.join(sorted(unknown))}; "
@@ -27,7 +35,7 @@ def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[st
     judged = []
     for entry in report["gates"]:
         g = gate(entry["id"])
-        timeline = Timeline.load(run_dir / entry["timeline"])
+        timeline = Timeline.from_dict(_read_json(run_dir / entry["timeline"], f"gate {g.id}'s recording"))
         params = build_settings(g.params_type, entry.get("params", {}), g.id)
         thresholds = build_settings(g.thresholds_type, {**entry["thresholds"], **overrides.get(entry["id"], {})},
                                     g.id)
@@ -37,6 +45,16 @@ def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[st
                        "recorded_verdict": entry["verdict"], "thresholds": asdict(thresholds),
                        "metrics": verdict.metrics, "problems": [p.to_json() for p in verdict.problems]})
     return judged
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    """A recorded file, or one HarnessError saying which is missing or damaged."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"{what} is missing: {path}; re-judge a complete run directory") from None
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{what} cannot be read ({path}: {exc}); re-judge a complete run directory") from None
 
 
 def parse_threshold_args(args: list[str]) -> dict[str, dict[str, str]]:
@@ -50,13 +68,23 @@ def parse_threshold_args(args: list[str]) -> dict[str, dict[str, str]]:
     return overrides
 
 
-def rejudge_command(run_dir: str, threshold_args: list[str]) -> int:
+def rejudge_command(run_dir: str, threshold_args: list[str], baseline: str | None = None,
+                    strict: bool = False) -> int:
+    """Re-judge, print, write rejudged.json; the exit status `harness gates` would give these
+    verdicts (against `baseline` when given: a file, a shipped name, auto or none)."""
     path = Path(run_dir)
     judged = rejudge(path, parse_threshold_args(threshold_args))
+    choice = resolve(baseline, recorded_target(_read_json(path / "report.json", "report.json")) or Target())
     print(verdict_table(judged))
     changed = [j for j in judged if j["verdict"] != j["recorded_verdict"]]
     for j in changed:
         print(f"  {j['id']}: recorded {j['recorded_verdict']}, now {j['verdict']}")
     (path / "rejudged.json").write_text(json.dumps(judged, indent=2, default=str))
     print(f"written: {path / 'rejudged.json'}")
-    return 0 if all(j["verdict"] == "pass" for j in judged) else 1
+    if choice.baseline is None:
+        # the same statuses as `harness gates`: 1 a failure, 2 an ERROR that nothing failed beside
+        return exit_status([j["verdict"] for j in judged])
+    judgement = judge_against(judged, choice.baseline, strict)
+    for line in judgement.lines():
+        print(line)
+    return judgement.exit_status()

@@ -6,10 +6,10 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 from harness import limits
-from harness.config import Settings
+from harness.config import Settings, check_gate_vars, gate_variable
 from harness.errors import ConfigError, HarnessError
 from harness.gates.base import PROFILES, Gate, GateContext
 from harness.gates.load import Load
@@ -56,9 +56,11 @@ def needs_of(gate_id: str, load: Load | None) -> limits.Needs | None:
 
 def preflight(settings: Settings, gate_ids: Sequence[str],
               overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Before any stack comes up: every gate's settings valid (one ConfigError naming the
-    setting), and the machine holding the largest of their loads (limits.ensure raises
-    the open-file limit or names the number the run needs)."""
+    """Before any stack comes up: every HARNESS_GATE_* variable known and every gate's
+    settings valid (one ConfigError naming the variable), and the machine holding the
+    largest of their loads (limits.ensure raises the open-file limit or names the number
+    the run needs)."""
+    check_gate_variables(settings)
     needs = []
     for gate_id in gate_ids:
         g = gate(gate_id)
@@ -83,14 +85,73 @@ def build_settings(cls: type, values: Mapping[str, Any], gate_id: str) -> Any:
     if unknown:
         raise ConfigError(f"gate {gate_id} has no setting {', '.join(unknown)}; "
                           f"settings: {', '.join(sorted(known)) or 'none'}")
-    converted = {}
-    for name, raw in values.items():
-        kind = type(getattr(defaults, name))
-        try:
-            converted[name] = kind(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"gate {gate_id}: {name}={raw!r} is not a {kind.__name__}") from None
-    return cls(**converted)
+    kinds = setting_kinds(cls)
+    return cls(**{name: _convert(gate_id, name, raw, kinds[name], getattr(defaults, name))
+                  for name, raw in values.items()})
+
+
+def setting_kinds(cls: type) -> dict[str, type]:
+    """Each setting's declared type (int, float, bool, str), else its default's type: a
+    float setting with a whole default (`budget_s: float = 10`) still takes 2.5."""
+    hints = get_type_hints(cls)
+    defaults = cls()
+    return {f.name: hints[f.name] if hints.get(f.name) in (int, float, bool, str) else type(getattr(defaults, f.name))
+            for f in fields(cls)}
+
+
+_KIND_WORDS = {int: "a whole number", float: "a number", bool: "a switch (1 or 0)"}
+
+
+def _convert(gate_id: str, name: str, raw: Any, kind: type, default: Any) -> Any:
+    """One value as its setting's type; a wrong one is a ConfigError naming the variable."""
+    try:
+        if kind is bool and not isinstance(raw, bool):
+            return _switch(str(raw))
+        return kind(raw)
+    except (TypeError, ValueError):
+        variable = gate_variable(gate_id, name)
+        shown = int(default) if kind is bool else default
+        raise ConfigError(f"{variable}={raw!r} is not {_KIND_WORDS.get(kind, kind.__name__)} (gate {gate_id}'s "
+                          f"{name}, default {default!r}); set e.g. {variable}={shown}") from None
+
+
+def _switch(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def setting_names(g: Gate) -> list[str]:
+    return sorted({f.name for f in fields(g.params_type)} | {f.name for f in fields(g.thresholds_type)})
+
+
+def check_gate_variables(settings: Settings) -> None:
+    """Every HARNESS_GATE_* variable names a gate and one of its settings (one ConfigError)."""
+    check_gate_vars(settings.gate_vars, {gate_id: setting_names(g) for gate_id, g in GATES.items()})
+
+
+def catalogue() -> list[dict[str, Any]]:
+    """Every gate, what it needs and its settings with their defaults and variables
+    (`harness gates --list`)."""
+    return [{"id": g.id, "title": g.title, "workers": g.workers, "load": _default_load(g),
+             "settings": _settings_of(g)} for g in GATES.values()]
+
+
+def _default_load(g: Gate) -> dict[str, int] | None:
+    load = g.load(g.params_type())
+    return None if load is None else {"scopes": load.scopes, "repos": load.repos, "fetches": load.fetches}
+
+
+def _settings_of(g: Gate) -> list[dict[str, Any]]:
+    entries = []
+    for kind, cls in (("param", g.params_type), ("threshold", g.thresholds_type)):
+        kinds = setting_kinds(cls)
+        entries += [{"name": name, "kind": kind, "type": kinds[name].__name__, "default": default,
+                     "variable": gate_variable(g.id, name)} for name, default in asdict(cls()).items()]
+    return entries
 
 
 def judge(g: Gate, timeline: Timeline, params: Any, thresholds: Any) -> Verdict:

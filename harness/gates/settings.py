@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from harness.config import GATE_PREFIX
+from harness.config import gate_variable
 from harness.errors import ConfigError
 
 
@@ -36,5 +36,5 @@ class GateSettings:
         """Rules across fields; call `refuse` for a value that breaks one."""
 
     def refuse(self, name: str, rule: str) -> None:
-        variable = f"{GATE_PREFIX}{self.gate_id.upper().replace('-', '_')}_{name.upper()}"
+        variable = gate_variable(self.gate_id, name)
         raise ConfigError(f"gate {self.gate_id}: {name}={getattr(self, name)!r} must be {rule} (set with {variable})")

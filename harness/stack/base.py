@@ -228,6 +228,7 @@ class Stack(ABC):
     def __exit__(self, *exc_info) -> None:
         try:
             if self.keep:
+                self._mark_kept()
                 log.info(f"[harness] keeping stack {self.run_id} ({self.backend}) up:")
                 for service, where in self.endpoints().items():
                     log.info(f"[harness]   {service:<10} {where}")
@@ -308,13 +309,39 @@ class Stack(ABC):
         """The container engine's version (None: no engine involved)."""
         return None
 
+    def _mark_kept(self) -> None:
+        if self.run_dir.is_dir():
+            _mark_kept_state(self.run_dir)
+
     def write_state(self, **extra) -> None:
         """stack.json: what `harness status/down/clean` know of this run, including the
         owner process (PID and start time, so a recycled PID is not mistaken for it)."""
         state = {"run_id": self.run_id, "backend": self.backend, "target": self.settings.target.label,
                  "target_spec": target_spec(self.settings), "owner_pid": os.getpid(),
-                 "owner_create_time": psutil.Process().create_time(), **extra}
+                 "owner_create_time": psutil.Process().create_time(),
+                 # `harness down` without a run id stops only the runs started from its checkout
+                 "owner_cwd": _cwd(), **extra}
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def _mark_kept_state(run_dir: Path) -> None:
+    """stack.json says the run was kept on purpose: its owner exits, and `harness clean`
+    must not take it for what a crash left (`harness down` or `clean --all` stop it)."""
+    path = run_dir / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        path.write_text(json.dumps({**state, "kept": True}, indent=2))
+    except (OSError, ValueError) as exc:  # no state yet: nothing registered to keep apart
+        log.warning(f"[harness] could not mark {run_dir.name} as kept: {exc}")
+
+
+def _cwd() -> str | None:
+    """The current directory; None when it was removed under us (then `harness down --all`
+    or the run id stops the run)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -131,3 +131,36 @@ def test_cli_flags_go_through_the_same_validation_as_the_variables():
     assert config.from_env({"OPAL_VERSION": "0.9.6"}, source=None).target.version == "0.9.6"
     with pytest.raises(ConfigError, match="unknown setting"):
         config.from_env({}, colour="blue")
+
+
+KNOWN_GATES = {"leak": ["cycles", "scopes"], "repeat-sync": ["cycles", "scopes"], "boot-timing": ["max_ratio"]}
+
+
+def test_a_gate_variable_naming_no_gate_is_an_error_listing_the_gate_ids():
+    with pytest.raises(ConfigError) as raised:
+        config.check_gate_vars({"LEEK_CYCLES": "5"}, KNOWN_GATES)
+    message = str(raised.value)
+    assert "HARNESS_GATE_LEEK_CYCLES names no gate" in message
+    assert "LEAK, REPEAT_SYNC, BOOT_TIMING" in message
+
+
+def test_a_gate_variable_naming_no_setting_is_an_error_listing_the_gate_s_settings():
+    with pytest.raises(ConfigError, match=r"HARNESS_GATE_REPEAT_SYNC_CYLCES: gate repeat-sync has no setting "
+                                          r"cylces; its settings: cycles, scopes"):
+        config.check_gate_vars({"REPEAT_SYNC_CYLCES": "5"}, KNOWN_GATES)
+
+
+def test_several_unknown_gate_variables_are_one_error():
+    with pytest.raises(ConfigError) as raised:
+        config.check_gate_vars({"LEEK_CYCLES": "5", "LEAK_CYLCES": "5", "LEAK_CYCLES": "5"}, KNOWN_GATES)
+    message = str(raised.value)
+    assert "HARNESS_GATE_LEEK_CYCLES" in message and "HARNESS_GATE_LEAK_CYLCES" in message
+    assert "HARNESS_GATE_LEAK_CYCLES=" not in message and "harness gates --list" in message
+
+
+def test_known_gate_variables_pass():
+    config.check_gate_vars({"LEAK_CYCLES": "5", "BOOT_TIMING_MAX_RATIO": "2"}, KNOWN_GATES)
+
+
+def test_a_gate_setting_s_variable():
+    assert config.gate_variable("repeat-sync", "cycles") == "HARNESS_GATE_REPEAT_SYNC_CYCLES"
