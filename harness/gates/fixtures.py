@@ -77,6 +77,23 @@ class GateSession:
         gate = next(g for g in self.report.to_json()["gates"] if g["id"] == gate_id)
         return junit_properties(gate, self.report.dir)
 
+    def record(self, gate_id: str, request: pytest.FixtureRequest) -> None:
+        """The gate's JUnit properties, where pytest's JUnit family holds them without a
+        warning (a warning is a test error under `filterwarnings = error`): on the testcase
+        under xunit1/legacy (`record_property`); under xunit2, pytest's default, whose
+        testcases have no properties, on the testsuite (`record_testsuite_property`) as
+        `<gate>.<name>`. An xdist controller keeps no testsuite properties of its workers:
+        there report.json (and `harness gates --junitxml`) carries them."""
+        properties = self.properties(gate_id)
+        if junit_family(request.config) in ("xunit1", "legacy"):
+            record = request.getfixturevalue("record_property")
+            for name, value in properties:
+                record(name, value)
+            return
+        record_suite = request.getfixturevalue("record_testsuite_property")
+        for name, value in properties:
+            record_suite(f"{gate_id}.{name}", value)
+
     def judge(self, result: GateResult, node: pytest.Item) -> None:
         """The test case's outcome: without a baseline, pass or fail by the verdict; with one,
         a known failure is an xfail with its reason, a new or changed one a failure, a fixed
@@ -118,6 +135,14 @@ def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settin
         else:
             append_step_summary(report.to_json(), report.dir, harness_settings.step_summary)
         stack.__exit__(None, None, None)
+
+
+def junit_family(pytest_config: pytest.Config) -> str:
+    """pytest's `junit_family` ini (xunit2 by default; empty when the junitxml plugin is off)."""
+    try:
+        return str(pytest_config.getini("junit_family") or "xunit2")
+    except ValueError:  # -p no:junitxml: the ini is not registered
+        return ""
 
 
 def session_baseline(pytest_config: pytest.Config) -> Choice:

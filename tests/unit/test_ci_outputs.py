@@ -21,6 +21,8 @@ from harness.report import RunReport, schema_errors
 from harness.runinfo import settings_metadata
 from harness.verdict import GateResult
 
+pytest_plugins = ["pytester"]
+
 LEAK_FAIL = {"baseline": {"repo_locks": 1, "repos": 1, "repos_last_fetched": 1, "clone_dirs": 1, "worker_files": 4},
              "after_each_cycle": {"repo_locks": [11, 21], "repos": [11, 21], "repos_last_fetched": [11, 21],
                                   "clone_dirs": [11, 21], "worker_files": [14, 24]}}
@@ -174,3 +176,99 @@ def test_the_example_workflow_runs_the_commands_the_readme_documents():
     readme = (PROJECT_ROOT / "README.md").read_text()
     block = readme.split("## In your repository's CI", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     assert commands == [line.strip() for line in block.strip().splitlines()]
+
+
+def test_annotations_name_each_failed_gate_and_its_reason_and_say_nothing_of_a_pass(tmp_path, capsys):
+    from harness.ci_outputs import annotation_lines, print_annotations
+    report = _report(tmp_path, _result("leak", "fail", LEAK_FAIL, "leak.caches_kept"),
+                     _result("offline-repo", "error", {}, "error.scenario"), _result("zombie-cap", "pass", LEAK_PASS))
+    lines = annotation_lines(report.to_json())
+    # the reason's "|" stays, a title's ":" and "," are escaped, as GitHub's workflow commands want
+    assert lines == ["::error title=gate leak FAIL::leak fail | because",
+                     "::error title=gate offline-repo ERROR::offline-repo error | because"]
+    print_annotations(report.to_json(), github_actions=False)  # outside GitHub Actions: nothing
+    assert capsys.readouterr().out == ""
+    print_annotations(report.to_json(), github_actions=True)
+    assert capsys.readouterr().out.splitlines() == lines
+
+
+def test_annotations_judged_by_a_baseline_a_known_failure_is_a_notice(tmp_path):
+    from harness.baseline import Baseline, Outcome
+    from harness.ci_outputs import annotation_lines
+    report = _report(tmp_path, _result("leak", "fail", LEAK_FAIL, "leak.caches_kept"),
+                     _result("repeat-sync", "fail", {}, "repeat_sync.packs_grew"), _result("zombie-cap", "pass", {}))
+    report.baseline = Baseline("opal-server==0.9.9", {"repeat-sync": (Outcome("repeat_sync.packs_grew", None),),
+                                                      "zombie-cap": (Outcome("zombie.new_scope_not_served", None),)})
+    leak, repeat, zombie = annotation_lines(report.to_json())
+    assert leak.startswith("::error title=gate leak FAIL (new)::new failure")
+    assert repeat.startswith("::notice title=gate repeat-sync FAIL (known)::known failure")
+    assert zombie.startswith("::notice title=gate zombie-cap PASS (fixed)::")
+
+
+def test_annotations_escape_newlines_and_say_a_stack_that_never_came_up(tmp_path):
+    from harness.ci_outputs import annotation_lines
+    report = _report(tmp_path)
+    report.stack_failed("postgres", "exited 1\nsee logs: 100%")
+    assert annotation_lines(report.to_json()) == [
+        "::error title=stack up::the stack did not come up (postgres): exited 1%0Asee logs: 100%25"]
+
+
+def test_github_actions_is_read_with_the_step_summary_in_config():
+    from harness.config import from_env
+    assert from_env({"GITHUB_ACTIONS": "true"}).github_actions is True
+    assert from_env({}).github_actions is False and from_env({"GITHUB_ACTIONS": "false"}).github_actions is False
+
+
+# The pytest route (harness.gates.suite's test_gate, the fixtures' real record path) in a
+# fresh pytest process, as a user runs it, on a session whose gates return canned results:
+# no stack comes up.
+CANNED_SESSION = '''
+import pytest
+from harness.gates.fixtures import GateSession
+from harness.report import RunReport
+from harness.verdict import GateResult
+
+METRICS = {"baseline": {"repo_locks": 1, "repos": 1, "repos_last_fetched": 1, "clone_dirs": 1, "worker_files": 4},
+           "after_each_cycle": {"repo_locks": [1, 1], "repos": [1, 1], "repos_last_fetched": [1, 1],
+                                "clone_dirs": [1, 1], "worker_files": [4, 4]}}
+
+
+class Canned(GateSession):
+    def run(self, gate_id):
+        result = GateResult(id=gate_id, verdict="pass", reason="canned", category="", duration_s=1.0,
+                            metrics=METRICS, thresholds={}, params={}, server_settings={})
+        self.report.add(result)
+        return result
+
+
+@pytest.fixture(scope="session")
+def gate_session(tmp_path_factory):
+    return Canned(None, RunReport(tmp_path_factory.mktemp("reports"), "run", "opal-server==0.9.9", "local",
+                                  "quick"), "quick")
+'''
+
+
+@pytest.mark.parametrize("family", ["xunit2", "xunit1"])
+def test_the_pytest_route_records_junit_properties_without_a_warning(pytester, monkeypatch, family):
+    monkeypatch.delenv("HARNESS_BASELINE", raising=False)
+    pytester.makeconftest(CANNED_SESSION)
+    pytester.makepyfile(test_gates="from harness.gates.suite import test_gate  # noqa: F401\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-m", "leak",
+                                           "--junitxml=out.xml", "-o", f"junit_family={family}")
+    result.assert_outcomes(passed=1, warnings=0)
+    suite = ET.parse(pytester.path / "out.xml").getroot().find("testsuite")
+    [case] = suite.iter("testcase")
+    if family == "xunit2":  # pytest's default: no testcase properties, so the testsuite's, per gate
+        props = {p.get("name"): p.get("value") for p in suite.find("properties").iter("property")}
+        assert props["leak.verdict"] == "pass" and props["leak.report"].endswith("report.json")
+        assert case.find("properties") is None
+    else:
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert props["verdict"] == "pass" and props["figure.cache entries kept [entries]"] == "0"
+
+
+def test_record_property_under_xunit2_is_what_warned(pytester):
+    """The control: the way the suite recorded before is a test error under `-W error`."""
+    pytester.makepyfile(test_old="def test_old(record_property):\n    record_property('verdict', 'pass')\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "--junitxml=out.xml")
+    result.assert_outcomes(errors=1)
