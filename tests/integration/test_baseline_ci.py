@@ -34,7 +34,8 @@ def as_run_here(argv: list[str], version: str, baseline: Path, out: Path) -> lis
     """The workflow's command with a release for the PR's tree, the shipped baseline for its
     committed one, the cheap gate subset, and this test's report and JUnit paths."""
     replace = {"--opal-source": ["--opal-version", version], "--baseline": ["--baseline", str(baseline)],
-               "--junitxml": ["--junitxml", str(out / "gates.xml")], "--gate": []}
+               "--junitxml": ["--junitxml", str(out / "gates.xml")], "--gate": [],
+               "--shard": []}  # one machine here: every gate of the subset
     done, args = [], iter(argv[1:])  # argv[0] is `harness`
     for arg in args:
         if arg in replace:

@@ -154,10 +154,20 @@ def test_rerun_repeats_target_profile_settings_and_env_but_yours_win(tmp_path):
         rerun_plan(recorded, Settings(), target_given=False)
 
 
+def _workflow() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "examples" / "github-actions.yml").read_text())
+
+
 def _workflow_commands() -> tuple[list[dict], list[str]]:
-    workflow = yaml.safe_load((PROJECT_ROOT / "examples" / "github-actions.yml").read_text())
-    steps = workflow["jobs"]["gates"]["steps"]
-    return steps, [step["run"].strip() for step in steps if "run" in step]
+    """The `gates` job's steps, and every job's commands in order (each once: the jobs share
+    their setup lines)."""
+    jobs = _workflow()["jobs"]
+    commands = [step["run"].strip() for job in jobs.values() for step in job["steps"] if "run" in step]
+    return jobs["gates"]["steps"], list(dict.fromkeys(commands))
+
+
+def _uploads(job: dict) -> list[dict]:
+    return [s for s in job["steps"] if s.get("uses") == "actions/upload-artifact@v4"]
 
 
 def test_the_example_workflow_is_valid_yaml_compares_and_gates_the_pr_against_its_committed_baseline():
@@ -167,8 +177,37 @@ def test_the_example_workflow_is_valid_yaml_compares_and_gates_the_pr_against_it
     assert "--opal-source pr" in gates and "--junitxml" in gates
     assert "--baseline pr/.github/policy-harness-baseline.json" in gates  # the PR's own committed file
     assert {"actions/cache@v4", "actions/upload-artifact@v4"} <= {s.get("uses") for s in steps}
-    upload = next(s for s in steps if s.get("uses") == "actions/upload-artifact@v4")
-    assert upload["with"]["path"] == "reports/" and upload["if"] == "always()"
+    for job in _workflow()["jobs"].values():
+        for upload in _uploads(job):  # reports/latest links to a run the artifact already holds
+            assert upload["with"]["path"].split() == ["reports/", "!reports/latest"] and upload["if"] == "always()"
+
+
+def test_the_example_workflow_shards_the_gates_and_merges_them_judged_by_the_baseline():
+    jobs = _workflow()["jobs"]
+    shards = jobs["gates"]["strategy"]["matrix"]["shard"]
+    assert shards == list(range(1, len(shards) + 1)) and len(shards) >= 2
+    assert jobs["gates"]["strategy"]["fail-fast"] is False
+    [gates] = [s["run"] for s in jobs["gates"]["steps"] if s.get("run", "").startswith("harness gates")]
+    assert f"--shard ${{{{ matrix.shard }}}}/{len(shards)}" in gates
+    assert _uploads(jobs["gates"])[0]["with"]["name"] == "policy-gate-shard-${{ matrix.shard }}"
+    merge = jobs["merge"]
+    assert merge["needs"] == "gates" and merge["if"] == "always()"
+    download = next(s for s in merge["steps"] if s.get("uses") == "actions/download-artifact@v4")
+    assert download["with"] == {"pattern": "policy-gate-shard-*", "path": "shards"}
+    [merging] = [s["run"] for s in merge["steps"] if s.get("run", "").startswith("harness merge")]
+    assert merging.startswith("harness merge shards/* ") and "--junitxml" in merging
+    assert "--baseline pr/.github/policy-harness-baseline.json" in merging
+
+
+def test_the_example_workflow_publishes_the_benchmark_and_the_a_b_table():
+    jobs = _workflow()["jobs"]
+    bench = next(s for s in jobs["merge"]["steps"]
+                 if s.get("uses") == "benchmark-action/github-action-benchmark@v1")
+    assert bench["with"]["tool"] == "customSmallerIsBetter"  # what report.benchmark_entries writes
+    assert bench["with"]["output-file-path"] == "reports/latest/benchmark.json" and bench["if"] == "always()"
+    summary = next(s for s in jobs["compare"]["steps"] if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+    assert summary["run"].strip() == 'cat reports/compare-*/compare.md >> "$GITHUB_STEP_SUMMARY"'
+    assert summary["if"] == "always()"
 
 
 def test_the_example_workflow_runs_the_commands_the_readme_documents():
