@@ -205,6 +205,10 @@ def test_the_example_workflow_publishes_the_benchmark_and_the_a_b_table():
                  if s.get("uses") == "benchmark-action/github-action-benchmark@v1")
     assert bench["with"]["tool"] == "customSmallerIsBetter"  # what report.benchmark_entries writes
     assert bench["with"]["output-file-path"] == "reports/latest/benchmark.json" and bench["if"] == "always()"
+    # the history in a cached file: a PR's job needs no gh-pages branch and pushes nothing
+    history = next(s for s in jobs["merge"]["steps"] if s.get("uses") == "actions/cache@v4")
+    assert bench["with"]["external-data-json-path"].startswith(history["with"]["path"] + "/")
+    assert "auto-push" not in bench["with"]
     summary = next(s for s in jobs["compare"]["steps"] if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
     assert summary["run"].strip() == 'cat reports/compare-*/compare.md >> "$GITHUB_STEP_SUMMARY"'
     assert summary["if"] == "always()"
