@@ -3,6 +3,7 @@ shard reports merge into one run (or are refused)."""
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +157,25 @@ def test_gates_shard_input_is_checked_before_any_stack(capsys):
         assert cli.main(["gates", "--gate", "leak", "--shard", bad]) == 2
     assert capsys.readouterr().err.count("give I/N") == 3
     assert cli.main(["gates", "--gate", "leak", "--gate", "boot-timing", "--shard", "1/3"]) == 2
+
+
+def test_a_shard_with_jobs_runs_its_gates_in_groups_and_its_merged_report_is_the_shard(tmp_path, monkeypatch):
+    """`--shard 2/2 --jobs 2`: the groups' children (canned here: no stack) run the shard's
+    gates, and the merged run records the shard as any shard run does."""
+    import harness.gates.parallel as parallel
+
+    def children(argvs, drop_env=()):
+        for argv in argvs.values():
+            reports = argv[argv.index("--reports-dir") + 1]
+            gates = [argv[i + 1] for i, a in enumerate(argv) if a == "--gate"]
+            part = Path(reports)
+            _shard_run(part.parent, part.name, [(g, "pass", "") for g in gates])
+        return dict.fromkeys(argvs, 0)
+    monkeypatch.setattr(parallel, "run_children", children)
+    monkeypatch.setenv("HARNESS_REPORTS_DIR", str(tmp_path / "reports"))
+    status = cli.main(["gates", "--opal-version", "0.9.9", "--backend", "local", "--jobs", "2", "--shard", "2/2",
+                       *(a for g in SELECTED for a in ("--gate", g))])
+    assert status == 0
+    report = json.loads((tmp_path / "reports" / "latest" / "report.json").read_text())
+    assert report["shard"] == record(SELECTED, Shard(2, 2)) and schema_errors(report) == []
+    assert [g["id"] for g in report["gates"]] == ["repeat-sync", "remote-transitions"]
