@@ -82,8 +82,8 @@ class GateSession:
         warning (a warning is a test error under `filterwarnings = error`): on the testcase
         under xunit1/legacy (`record_property`); under xunit2, pytest's default, whose
         testcases have no properties, on the testsuite (`record_testsuite_property`) as
-        `<gate>.<name>`. An xdist controller keeps no testsuite properties of its workers:
-        there report.json (and `harness gates --junitxml`) carries them."""
+        `<gate>.<name>` (under xdist the controller records them from the merged report:
+        see suite_properties)."""
         properties = self.properties(gate_id)
         if junit_family(request.config) in ("xunit1", "legacy"):
             record = request.getfixturevalue("record_property")
@@ -189,6 +189,7 @@ class XdistReports:
         if part:
             self.parts.append(Path(part))
 
+    @pytest.hookimpl(tryfirst=True)  # before the junitxml plugin writes its file
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.parts:
             return
@@ -206,6 +207,7 @@ class XdistReports:
             shutil.move(str(part), self.merged_dir / "parts" / part.name)
         point_latest(reports_dir, self.merged_dir)
         append_step_summary(self.merged, self.merged_dir, config.step_summary_path())
+        suite_properties(session.config, self.merged, self.merged_dir)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.merged is None:
@@ -217,6 +219,20 @@ class XdistReports:
         for line in baseline_lines(self.config, self.merged["gates"]) if self.config is not None else []:
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"report: {self.merged_dir}/summary.md")
+
+
+def suite_properties(pytest_config: pytest.Config, merged: dict, report_dir: Path) -> None:
+    """Under xunit2 the workers' testsuite properties never reach the controller's JUnit
+    file (a worker writes none): the controller records every gate's from the merged report,
+    as a single session would (`<gate>.<name>`)."""
+    from _pytest.junitxml import xml_key  # the junitxml plugin's own handle on its file
+
+    xml = pytest_config.stash.get(xml_key, None)
+    if xml is None or junit_family(pytest_config) in ("xunit1", "legacy"):
+        return  # no JUnit file; or the testcases carry them (user properties travel from workers)
+    for gate in merged["gates"]:
+        for name, value in junit_properties(gate, report_dir):
+            xml.add_global_property(f"{gate['id']}.{name}", value)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -266,8 +266,10 @@ def test_github_actions_is_read_with_the_step_summary_in_config():
 # fresh pytest process, as a user runs it, on a session whose gates return canned results:
 # no stack comes up.
 CANNED_SESSION = '''
+import os
+
 import pytest
-from harness.gates.fixtures import GateSession
+from harness.gates.fixtures import PART_KEY, GateSession
 from harness.report import RunReport
 from harness.verdict import GateResult
 
@@ -285,9 +287,14 @@ class Canned(GateSession):
 
 
 @pytest.fixture(scope="session")
-def gate_session(tmp_path_factory):
-    return Canned(None, RunReport(tmp_path_factory.mktemp("reports"), "run", "opal-server==0.9.9", "local",
-                                  "quick"), "quick")
+def gate_session(request, tmp_path_factory):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    session = Canned(None, RunReport(tmp_path_factory.mktemp("reports"), f"run-{worker}", "opal-server==0.9.9",
+                                     "local", "quick"), "quick")
+    yield session
+    session.report.write()
+    if hasattr(request.config, "workeroutput"):  # as the real fixture: the controller merges the parts
+        request.config.workeroutput[PART_KEY] = str(session.report.dir)
 '''
 
 
@@ -308,6 +315,19 @@ def test_the_pytest_route_records_junit_properties_without_a_warning(pytester, m
     else:
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert props["verdict"] == "pass" and props["figure.cache entries kept [entries]"] == "0"
+
+
+def test_the_pytest_route_on_xdist_workers_records_every_gate_s_properties_on_the_controller(pytester, monkeypatch):
+    monkeypatch.delenv("HARNESS_BASELINE", raising=False)
+    pytester.makeconftest(CANNED_SESSION)
+    pytester.makepyfile(test_gates="from harness.gates.suite import test_gate  # noqa: F401\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-n", "2",
+                                           "-m", "leak or repeat_sync", "--junitxml=out.xml")
+    result.assert_outcomes(passed=2, warnings=0)
+    suite = ET.parse(pytester.path / "out.xml").getroot().find("testsuite")
+    props = {p.get("name"): p.get("value") for p in suite.find("properties").iter("property")}
+    assert props["leak.verdict"] == "pass" and props["repeat-sync.verdict"] == "pass"
+    assert "-xdist2" in props["leak.report"]  # the merged report's path, not a worker's
 
 
 def test_record_property_under_xunit2_is_what_warned(pytester):
