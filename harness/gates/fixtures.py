@@ -218,6 +218,7 @@ class XdistReports:
             terminalreporter.write_line(line)
         for line in baseline_lines(self.config, self.merged["gates"]) if self.config is not None else []:
             terminalreporter.write_line(line)
+        write_annotations(terminalreporter, self.merged)
         terminalreporter.write_line(f"report: {self.merged_dir}/summary.md")
 
 
@@ -303,4 +304,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         terminalreporter.write_line(line)
     for line in baseline_lines(config, report.to_json()["gates"]):
         terminalreporter.write_line(line)
+    write_annotations(terminalreporter, report.to_json())
     terminalreporter.write_line(f"report: {report.dir}/summary.md")
+
+
+def write_annotations(terminalreporter, data: dict) -> None:
+    """Inside GitHub Actions, the gates' `::error` / `::notice` lines (harness/ci_outputs.py)
+    on the terminal, which is the step's stdout: the PR page shows them."""
+    from harness.ci_outputs import annotation_lines
+    from harness.config import github_actions
+    for line in annotation_lines(data) if github_actions() else []:
+        terminalreporter.write_line(line)

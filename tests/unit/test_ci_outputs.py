@@ -269,7 +269,7 @@ CANNED_SESSION = '''
 import os
 
 import pytest
-from harness.gates.fixtures import PART_KEY, GateSession
+from harness.gates.fixtures import PART_KEY, REPORT_KEY, GateSession
 from harness.report import RunReport
 from harness.verdict import GateResult
 
@@ -291,6 +291,7 @@ def gate_session(request, tmp_path_factory):
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     session = Canned(None, RunReport(tmp_path_factory.mktemp("reports"), f"run-{worker}", "opal-server==0.9.9",
                                      "local", "quick"), "quick")
+    request.config.stash[REPORT_KEY] = session.report  # as the real fixture: the terminal summary reads it
     yield session
     session.report.write()
     if hasattr(request.config, "workeroutput"):  # as the real fixture: the controller merges the parts
@@ -306,6 +307,7 @@ def test_the_pytest_route_records_junit_properties_without_a_warning(pytester, m
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-m", "leak",
                                            "--junitxml=out.xml", "-o", f"junit_family={family}")
     result.assert_outcomes(passed=1, warnings=0)
+    assert "::" not in result.stdout.str()  # a passing gate has no annotation (nor outside GitHub Actions)
     suite = ET.parse(pytester.path / "out.xml").getroot().find("testsuite")
     [case] = suite.iter("testcase")
     if family == "xunit2":  # pytest's default: no testcase properties, so the testsuite's, per gate
@@ -324,10 +326,22 @@ def test_the_pytest_route_on_xdist_workers_records_every_gate_s_properties_on_th
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-n", "2",
                                            "-m", "leak or repeat_sync", "--junitxml=out.xml")
     result.assert_outcomes(passed=2, warnings=0)
+    assert "::" not in result.stdout.str()
     suite = ET.parse(pytester.path / "out.xml").getroot().find("testsuite")
     props = {p.get("name"): p.get("value") for p in suite.find("properties").iter("property")}
     assert props["leak.verdict"] == "pass" and props["repeat-sync.verdict"] == "pass"
     assert "-xdist2" in props["leak.report"]  # the merged report's path, not a worker's
+
+
+def test_the_pytest_route_annotates_a_failed_gate_inside_github_actions(pytester, monkeypatch):
+    monkeypatch.delenv("HARNESS_BASELINE", raising=False)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    failing = 'verdict="fail", reason="kept 60 entries", category="leak.caches_kept"'
+    pytester.makeconftest(CANNED_SESSION.replace('verdict="pass", reason="canned", category=""', failing))
+    pytester.makepyfile(test_gates="from harness.gates.suite import test_gate  # noqa: F401\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-m", "leak")
+    result.assert_outcomes(failed=1, warnings=0)
+    assert "::error title=gate leak FAIL::kept 60 entries" in result.stdout.lines
 
 
 def test_record_property_under_xunit2_is_what_warned(pytester):
