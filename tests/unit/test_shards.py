@@ -90,8 +90,10 @@ def _merge(tmp_path, *args):
     return cli.main(["merge", *map(str, args), "--reports-dir", str(tmp_path / "merged")])
 
 
-def test_merge_makes_one_run_in_the_selection_s_order_with_every_ci_output(tmp_path, capsys):
+def test_merge_makes_one_run_in_the_selection_s_order_with_every_ci_output(tmp_path, capsys, monkeypatch):
     one, two = _two_shards(tmp_path)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step-summary.md"))
     status = cli.main(["merge", str(two), str(one), "--reports-dir", str(tmp_path / "merged"),
                        "--junitxml", str(tmp_path / "gates.xml")])
     assert status == 1  # repeat-sync failed, and no baseline says it is known
@@ -103,7 +105,10 @@ def test_merge_makes_one_run_in_the_selection_s_order_with_every_ci_output(tmp_p
     assert "| `repeat-sync` | **FAIL**" in (merged_dir / "summary.md").read_text()
     cases = {c.get("name"): c for c in ET.parse(tmp_path / "gates.xml").getroot().iter("testcase")}
     assert set(cases) == set(SELECTED) and cases["repeat-sync"].find("failure") is not None
-    assert "merged from 2 reports: shard 2/2, shard 1/2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "merged from 2 reports: shard 2/2, shard 1/2" in out
+    assert "::error title=gate repeat-sync FAIL::repeat-sync because" in out.splitlines()
+    assert (tmp_path / "step-summary.md").read_text().count("### Gates on") == 1  # the merged run's, once
 
 
 def test_merge_judges_against_a_baseline(tmp_path):
