@@ -1,6 +1,6 @@
 """What a CI job reads of a gate run: JUnit properties per gate, a JUnit file for `harness
 gates`, the verdict table appended to GitHub's job summary ($GITHUB_STEP_SUMMARY), and
-GitHub annotations (`::error title=gate leak FAIL::<reason>`) inside GitHub Actions.
+GitHub annotations (`::error title=leak::<reason>`) inside GitHub Actions.
 The benchmark trend file (benchmark.json) is written with every report (harness/report.py).
 
 Judged against a baseline (harness/baseline.py), a known failure is a skipped testcase in
@@ -120,8 +120,9 @@ def _escape(text: str, in_property: bool = False) -> str:
 
 
 def annotation_lines(report: Report) -> list[str]:
-    """GitHub annotations (workflow commands) for the gates that need a look, naming the
-    gate and the reason: `::error` for a failure that fails the run (without a baseline
+    """GitHub annotations (workflow commands) for the gates that need a look, titled with the
+    gate's id, the reason (or, judged by a baseline, its sentence: "new failure ...",
+    "known failure ...") as the message: `::error` for a failure that fails the run (without a baseline
     every FAIL; with one a new or changed failure, a fixed one when strict) and for an
     ERROR or a stack that never came up; `::notice` for a known failure and a fixed one
     (not strict). A passing gate says nothing."""
@@ -137,8 +138,7 @@ def annotation_lines(report: Report) -> list[str]:
             continue
         judged = gate.get("baseline") or {}
         reason = judged["text"] if judged.get("status") in ("known", "new", "changed", "fixed") else gate["reason"]
-        title = f"gate {gate['id']} {SYMBOL[gate['verdict']]}" + baseline_tag(gate)
-        lines.append(f"::{level} title={_escape(title, True)}::{_escape(reason)}")
+        lines.append(f"::{level} title={_escape(gate['id'], True)}::{_escape(reason)}")
     return lines
 
 

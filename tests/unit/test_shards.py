@@ -107,7 +107,7 @@ def test_merge_makes_one_run_in_the_selection_s_order_with_every_ci_output(tmp_p
     assert set(cases) == set(SELECTED) and cases["repeat-sync"].find("failure") is not None
     out = capsys.readouterr().out
     assert "merged from 2 reports: shard 2/2, shard 1/2" in out
-    assert "::error title=gate repeat-sync FAIL::repeat-sync because" in out.splitlines()
+    assert "::error title=repeat-sync::repeat-sync because" in out.splitlines()
     assert (tmp_path / "step-summary.md").read_text().count("### Gates on") == 1  # the merged run's, once
 
 
