@@ -1,5 +1,6 @@
 """What a CI job reads of a gate run: JUnit properties per gate, a JUnit file for `harness
-gates`, and the verdict table appended to GitHub's job summary ($GITHUB_STEP_SUMMARY).
+gates`, the verdict table appended to GitHub's job summary ($GITHUB_STEP_SUMMARY), and
+GitHub annotations (`::error title=leak::<reason>`) inside GitHub Actions.
 The benchmark trend file (benchmark.json) is written with every report (harness/report.py).
 
 Judged against a baseline (harness/baseline.py), a known failure is a skipped testcase in
@@ -109,3 +110,51 @@ def append_step_summary(report: Report, report_dir: Path, summary_file: Path | N
         return
     with open(summary_file, "a", encoding="utf-8") as out:
         out.write(step_summary(report, report_dir))
+
+
+def _escape(text: str, in_property: bool = False) -> str:
+    """GitHub's workflow-command escaping: a message may not hold %, CR or LF as they are,
+    a property (the title) also no ':' or ','."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if in_property else text
+
+
+def annotation_lines(report: Report) -> list[str]:
+    """GitHub annotations (workflow commands) for the gates that need a look, titled with the
+    gate's id, the reason (or, judged by a baseline, its sentence: "new failure ...",
+    "known failure ...") as the message: `::error` for a failure that fails the run (without a baseline
+    every FAIL; with one a new or changed failure, a fixed one when strict) and for an
+    ERROR or a stack that never came up; `::notice` for a known failure and a fixed one
+    (not strict). A passing gate says nothing."""
+    lines = []
+    if report.get("error"):
+        error = report["error"]
+        lines.append(f"::error title={_escape('stack up', True)}::"
+                     + _escape(f"the stack did not come up ({error.get('service') or 'unknown service'}): "
+                               f"{error['message']}"))
+    for gate in report["gates"]:
+        level = _annotation_level(gate, report)
+        if level is None:
+            continue
+        judged = gate.get("baseline") or {}
+        reason = judged["text"] if judged.get("status") in ("known", "new", "changed", "fixed") else gate["reason"]
+        lines.append(f"::{level} title={_escape(gate['id'], True)}::{_escape(reason)}")
+    return lines
+
+
+def _annotation_level(gate: Mapping[str, Any], report: Report) -> str | None:
+    """error, notice or None (nothing to say), by the same outcome the JUnit file gives."""
+    outcome = _outcome(gate, report)
+    if outcome in ("failure", "error"):
+        return "error"
+    if outcome == "skipped" or (gate.get("baseline") or {}).get("status") == "fixed":
+        return "notice"
+    return None
+
+
+def print_annotations(report: Report, github_actions: bool) -> None:
+    """On stdout, where the runner reads workflow commands; only inside GitHub Actions
+    (Settings.github_actions), where anything else would be noise."""
+    if github_actions:
+        for line in annotation_lines(report):
+            print(line, flush=True)

@@ -67,6 +67,7 @@ def cmd_gates(args: argparse.Namespace) -> int:
     batch = Batch(gates=args.gate or list(GATES), keep=keep_policy(args.keep_stack, settings),
                   junit=Path(args.junitxml) if args.junitxml else None,
                   baseline=resolve(settings.baseline, settings.target), strict_baseline=args.strict)
+    _apply_shard(args, batch)
     jobs = _jobs(args.jobs, batch.gates)
     if jobs > 1:
         if args.against:
@@ -108,6 +109,35 @@ def _needs_text(gate: dict) -> str:
     if load is None:
         return f"{workers}; a small fixed load"
     return f"{workers}; {load['scopes']} scopes over {load['repos']} seeded repos, each fetched {load['fetches']}×"
+
+
+def _apply_shard(args: argparse.Namespace, batch) -> None:
+    """`--shard I/N`: this machine runs its share of the selected gates (harness/gates/shards.py)."""
+    if args.shard is None:
+        return
+    from harness.gates.shards import Shard, record
+    shard = Shard.parse(args.shard)
+    batch.shard = record(batch.gates, shard)
+    batch.gates = batch.shard["gates"]
+    print(f"[harness] shard {shard}: {', '.join(batch.gates)} (of {', '.join(batch.shard['selected'])})")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from harness.gates.shards import merge_command
+    settings = config.from_env(**({"reports_dir": args.reports_dir} if args.reports_dir else {}))
+    return merge_command([Path(d) for d in args.dirs], settings, Path(args.junitxml) if args.junitxml else None,
+                         args.baseline, args.strict)
+
+
+def _add_merge_parser(sub) -> None:
+    merge = sub.add_parser("merge", help="merge shard reports (`harness gates --shard I/N` on several machines) "
+                                         "into one run; exit 0 all pass, 1 a gate failed, 2 error")
+    merge.add_argument("dirs", nargs="+", metavar="DIR",
+                       help="a shard's run dir, a reports dir (its latest), or a downloaded artifact holding run dirs")
+    merge.add_argument("--reports-dir", dest="reports_dir", help="where the merged run goes (default ./reports)")
+    merge.add_argument("--junitxml", metavar="PATH", help="also write JUnit XML of the merged run")
+    _add_baseline_flags(merge)
+    merge.set_defaults(func=cmd_merge)
 
 
 def _jobs(value: str, gates: Sequence[str]) -> int:
@@ -416,9 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--jobs", default="1", metavar="N|auto",
                        help="run the gates in N groups side by side, each on its own stack, one merged report "
                             "(auto: one per core and 2 GB; boot-timing runs alone after them; default 1)")
+    gates.add_argument("--shard", metavar="I/N",
+                       help="run shard I of N of the selected gates (a CI matrix; split by measured durations, "
+                            "boot-timing alone), a complete report each; `harness merge` joins them")
     _add_baseline_flags(gates)
     _contract(gates, EXIT_CODES)
     gates.set_defaults(func=cmd_gates)
+    _add_merge_parser(sub)
 
     base = sub.add_parser("baseline", help="write a baseline (known failures) from the failures of one or more "
                                            "runs of one target")

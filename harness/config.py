@@ -29,6 +29,7 @@ Environment variables (all optional):
                        name of a shipped one (opal-server-0.9.9), `auto` (the shipped baseline of the
                        target release, if any: what `make leak-test` and `make gates` use) or `none`
   GITHUB_STEP_SUMMARY  set by GitHub Actions: gate runs append their verdict table to it
+  GITHUB_ACTIONS       `true` inside GitHub Actions: gate runs print annotations (::error) for failed gates
 
 This module is the only one that reads HARNESS_* variables: everything else gets Settings.
 """
@@ -110,6 +111,8 @@ class Settings:
     require: bool = False
     # GITHUB_STEP_SUMMARY: a CI job's summary file; gate runs append their verdict table to it.
     step_summary: Path | None = None
+    # GITHUB_ACTIONS=true: gate runs print `::error` / `::notice` annotations for the PR page.
+    github_actions: bool = False
     # HARNESS_GATE_<GATE>_<NAME>: raw values by gate variable prefix, resolved per gate by
     # gate_overrides() (the gates validate the names and types).
     gate_vars: Mapping[str, str] = field(default_factory=dict)
@@ -198,6 +201,11 @@ def step_summary_path(env: Mapping[str, str] | None = None) -> Path | None:
     """GitHub Actions' job summary file (GITHUB_STEP_SUMMARY), when there is one."""
     env = os.environ if env is None else env
     return Path(env["GITHUB_STEP_SUMMARY"]) if env.get("GITHUB_STEP_SUMMARY") else None
+
+
+def github_actions(env: Mapping[str, str] | None = None) -> bool:
+    """Inside GitHub Actions (GITHUB_ACTIONS=true), whose runner reads annotations on stdout."""
+    return (os.environ if env is None else env).get("GITHUB_ACTIONS", "").strip().lower() == "true"
 
 
 def require_switch(env: Mapping[str, str] | None = None) -> bool:
@@ -330,6 +338,7 @@ def from_env(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
         server_profile=_choice(env, "HARNESS_SERVER_PROFILE", "quick", SERVER_PROFILES),
         require=_bool(env, "HARNESS_REQUIRE"),
         step_summary=step_summary_path(env),
+        github_actions=github_actions(env),
         gate_vars={k.removeprefix(GATE_PREFIX): v for k, v in env.items() if k.startswith(GATE_PREFIX)},
         scale=_int(env, "HARNESS_SCALE", 1000, 1, MAX_SCALE) if env.get("HARNESS_SCALE") else None,
         baseline=baseline_setting(env),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.baseline import Choice, judge
-from harness.ci_outputs import append_step_summary, write_junit
+from harness.ci_outputs import append_step_summary, print_annotations, write_junit
 from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
 from harness.gates.registry import GATES
@@ -47,6 +47,8 @@ class Batch:
     # fixed one does (--strict)
     baseline: Choice = field(default_factory=lambda: Choice(None, ""))
     strict_baseline: bool = False
+    # `--shard I/N`: what the report records of the shard (harness/gates/shards.py)
+    shard: Mapping[str, Any] | None = None
 
     def exit_status(self, gates: Sequence[Mapping[str, Any]]) -> int:
         """The run's exit status: from the verdicts, or judged against the baseline."""
@@ -114,7 +116,8 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
             _ci_outputs(json.loads((failed / "report.json").read_text()), failed, batch, settings)
             return EXIT_ERROR, failed
     report = RunReport(settings.reports_dir, stack.run_id, settings.target.label, stack.backend,
-                       settings.server_profile, meta=stack.run_metadata(batch.run_env))
+                       settings.server_profile,
+                       meta={**stack.run_metadata(batch.run_env), **({"shard": batch.shard} if batch.shard else {})})
     batch.apply_baseline(report)
     try:
         for gate_id in batch.gates:
@@ -142,6 +145,7 @@ def _ci_outputs(data: Mapping[str, Any], report_dir: Path, batch: Batch, setting
     if batch.junit is not None:
         write_junit(data, report_dir, batch.junit)
     append_step_summary(data, report_dir, settings.step_summary)
+    print_annotations(data, settings.github_actions)
     print(verdict_table(data["gates"]))
     for line in batch.baseline_lines(data["gates"]):
         print(line)

@@ -77,6 +77,23 @@ class GateSession:
         gate = next(g for g in self.report.to_json()["gates"] if g["id"] == gate_id)
         return junit_properties(gate, self.report.dir)
 
+    def record(self, gate_id: str, request: pytest.FixtureRequest) -> None:
+        """The gate's JUnit properties, where pytest's JUnit family holds them without a
+        warning (a warning is a test error under `filterwarnings = error`): on the testcase
+        under xunit1/legacy (`record_property`); under xunit2, pytest's default, whose
+        testcases have no properties, on the testsuite (`record_testsuite_property`) as
+        `<gate>.<name>` (under xdist the controller records them from the merged report:
+        see suite_properties)."""
+        properties = self.properties(gate_id)
+        if junit_family(request.config) in ("xunit1", "legacy"):
+            record = request.getfixturevalue("record_property")
+            for name, value in properties:
+                record(name, value)
+            return
+        record_suite = request.getfixturevalue("record_testsuite_property")
+        for name, value in properties:
+            record_suite(f"{gate_id}.{name}", value)
+
     def judge(self, result: GateResult, node: pytest.Item) -> None:
         """The test case's outcome: without a baseline, pass or fail by the verdict; with one,
         a known failure is an xfail with its reason, a new or changed one a failure, a fixed
@@ -118,6 +135,14 @@ def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settin
         else:
             append_step_summary(report.to_json(), report.dir, harness_settings.step_summary)
         stack.__exit__(None, None, None)
+
+
+def junit_family(pytest_config: pytest.Config) -> str:
+    """pytest's `junit_family` ini (xunit2 by default; empty when the junitxml plugin is off)."""
+    try:
+        return str(pytest_config.getini("junit_family") or "xunit2")
+    except ValueError:  # -p no:junitxml: the ini is not registered
+        return ""
 
 
 def session_baseline(pytest_config: pytest.Config) -> Choice:
@@ -164,6 +189,7 @@ class XdistReports:
         if part:
             self.parts.append(Path(part))
 
+    @pytest.hookimpl(tryfirst=True)  # before the junitxml plugin writes its file
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.parts:
             return
@@ -181,6 +207,7 @@ class XdistReports:
             shutil.move(str(part), self.merged_dir / "parts" / part.name)
         point_latest(reports_dir, self.merged_dir)
         append_step_summary(self.merged, self.merged_dir, config.step_summary_path())
+        suite_properties(session.config, self.merged, self.merged_dir)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.merged is None:
@@ -191,7 +218,22 @@ class XdistReports:
             terminalreporter.write_line(line)
         for line in baseline_lines(self.config, self.merged["gates"]) if self.config is not None else []:
             terminalreporter.write_line(line)
+        write_annotations(terminalreporter, self.merged)
         terminalreporter.write_line(f"report: {self.merged_dir}/summary.md")
+
+
+def suite_properties(pytest_config: pytest.Config, merged: dict, report_dir: Path) -> None:
+    """Under xunit2 the workers' testsuite properties never reach the controller's JUnit
+    file (a worker writes none): the controller records every gate's from the merged report,
+    as a single session would (`<gate>.<name>`)."""
+    from _pytest.junitxml import xml_key  # the junitxml plugin's own handle on its file
+
+    xml = pytest_config.stash.get(xml_key, None)
+    if xml is None or junit_family(pytest_config) in ("xunit1", "legacy"):
+        return  # no JUnit file; or the testcases carry them (user properties travel from workers)
+    for gate in merged["gates"]:
+        for name, value in junit_properties(gate, report_dir):
+            xml.add_global_property(f"{gate['id']}.{name}", value)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -262,4 +304,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         terminalreporter.write_line(line)
     for line in baseline_lines(config, report.to_json()["gates"]):
         terminalreporter.write_line(line)
+    write_annotations(terminalreporter, report.to_json())
     terminalreporter.write_line(f"report: {report.dir}/summary.md")
+
+
+def write_annotations(terminalreporter, data: dict) -> None:
+    """Inside GitHub Actions, the gates' `::error` / `::notice` lines (harness/ci_outputs.py)
+    on the terminal, which is the step's stdout: the PR page shows them."""
+    from harness.ci_outputs import annotation_lines
+    from harness.config import github_actions
+    for line in annotation_lines(data) if github_actions() else []:
+        terminalreporter.write_line(line)

@@ -22,7 +22,7 @@ import psutil
 
 from harness.baseline import Baseline, annotate
 from harness.children import run_children, target_flags
-from harness.ci_outputs import append_step_summary, write_junit
+from harness.ci_outputs import append_step_summary, print_annotations, write_junit
 from harness.config import Settings
 from harness.errors import HarnessError
 from harness.gates.batch import EXIT_ERROR, Batch
@@ -62,21 +62,26 @@ def plan(gates: Sequence[str], jobs: int) -> list[list[str]]:
 
 def merge(parts: Sequence[Path], order: Sequence[str], out_dir: Path, run_id: str,
           baseline: Baseline | None = None, strict: bool = False) -> dict[str, Any]:
-    """One run report from the parts' reports: gates in `order`, their timelines and plots,
-    each part's logs under logs/<part run id>/; judged against `baseline` when one is given
-    (the parts' own judgements, if any, are replaced)."""
+    """One run report from the parts' reports (`--jobs` groups, xdist workers, `--shard`
+    runs): gates in `order`, their timelines and plots, each part's logs under
+    logs/<part run id>/; judged against `baseline` when one is given (the parts' own
+    judgements, if any, are replaced; without one, dropped). A part's `shard` moves into `parts`: the merged run
+    is no shard."""
     reports = [(part, json.loads((part / "report.json").read_text())) for part in parts]
     gates = {g["id"]: g for _, report in reports for g in report["gates"]}
-    first = reports[0][1]
+    first = {k: v for k, v in reports[0][1].items() if k != "shard"}
     merged = {**first, "run_id": run_id, "started_at": min(r["started_at"] for _, r in reports),
               "ended_at": max(r["ended_at"] for _, r in reports),
               "gates": [gates[g] for g in order if g in gates],
-              "parts": [{"run_id": r["run_id"], "gates": [g["id"] for g in r["gates"]]} for _, r in reports]}
+              "parts": [_part_entry(r) for _, r in reports]}
     errors = [r["error"] for _, r in reports if r.get("error")]
     if errors:
         merged["error"] = errors[0]
     if baseline is not None:
         merged = annotate(merged, baseline, strict)
+    else:  # judged without one: a part's judgement must not speak for the merged run
+        merged.pop("baseline", None)
+        merged["gates"] = [{k: v for k, v in g.items() if k != "baseline"} for g in merged["gates"]]
     out_dir.mkdir(parents=True, exist_ok=True)
     for part, report in reports:
         for sub in ("timelines", "plots"):
@@ -90,6 +95,32 @@ def merge(parts: Sequence[Path], order: Sequence[str], out_dir: Path, run_id: st
     if problems := schema_errors(merged):
         log.warning(f"[harness] the merged report breaks the schema: {'; '.join(problems[:3])}")
     return merged
+
+
+def _part_entry(report: dict[str, Any]) -> dict[str, Any]:
+    entry = {"run_id": report["run_id"], "gates": [g["id"] for g in report["gates"]]}
+    if report.get("shard"):
+        entry["shard"] = f"{report['shard']['index']}/{report['shard']['count']}"
+    return entry
+
+
+def publish(merged: dict[str, Any], out_dir: Path, settings: Settings, batch: Batch) -> int:
+    """What a merged run gives CI, as a single run gives it: reports/latest, JUnit (if
+    asked), the job summary, annotations, the verdict table; returns the exit status (an
+    error when a selected gate has no verdict)."""
+    point_latest(settings.reports_dir, out_dir)
+    if batch.junit is not None:
+        write_junit(merged, out_dir, batch.junit)
+    append_step_summary(merged, out_dir, settings.step_summary)
+    print_annotations(merged, settings.github_actions)
+    print(verdict_table(merged["gates"]))
+    for line in batch.baseline_lines(merged["gates"]):
+        print(line)
+    status = batch.exit_status(merged["gates"])
+    missing = [g for g in batch.gates if g not in {x["id"] for x in merged["gates"]}]
+    if missing:
+        print(f"no verdict for {', '.join(missing)}: the run is not judged in full")
+    return EXIT_ERROR if missing and status == 0 else status
 
 
 def _latest(parts_dir: Path) -> Path | None:
@@ -126,14 +157,9 @@ def run_parallel(settings: Settings, batch: Batch, jobs: int, backend_flag: str 
         log.error(f"[harness] no group produced a report (exit statuses {codes})")
         return EXIT_ERROR, None
     merged = merge(parts, batch.gates, out_dir, run_id, batch.baseline.baseline, batch.strict_baseline)
-    point_latest(settings.reports_dir, out_dir)
-    if batch.junit is not None:
-        write_junit(merged, out_dir, batch.junit)
-    append_step_summary(merged, out_dir, settings.step_summary)
-    print(verdict_table(merged["gates"]))
-    for line in batch.baseline_lines(merged["gates"]):
-        print(line)
+    if batch.shard is not None:  # `--shard` with `--jobs`: the merged run is the shard's report
+        merged["shard"] = dict(batch.shard)
+        (out_dir / "report.json").write_text(json.dumps(merged, indent=2, default=str))
+    status = publish(merged, out_dir, settings, batch)
     print(f"report: {out_dir}/summary.md ({len(groups)} groups, {time.monotonic() - started:.0f} s wall)")
-    status = batch.exit_status(merged["gates"])
-    missing = [g for g in batch.gates if g not in {x["id"] for x in merged["gates"]}]
-    return (EXIT_ERROR if missing and status == 0 else status), out_dir
+    return status, out_dir

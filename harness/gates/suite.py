@@ -4,8 +4,11 @@ From any directory where the harness is installed (no files to copy):
 
     pytest --pyargs harness.gates.suite -m leak --strict-markers --junitxml=gates.xml
 
-Every testcase carries the gate's verdict, category, figures and report path as JUnit
-properties. `tests/gates/test_gates.py` in this checkout is the same suite (`make gates`).
+Every gate's verdict, category, figures and report path are JUnit properties: the
+testcase's under `-o junit_family=xunit1`, the testsuite's (`<gate>.<name>`) under pytest's
+default xunit2, which has no testcase properties — either way without a warning, so the
+suite runs under `filterwarnings = error`. `tests/gates/test_gates.py` in this checkout is
+the same suite (`make gates`).
 
 With `--baseline FILE` (or HARNESS_BASELINE) a known failure is an xfail with its reason
 (JUnit: `<skipped type="pytest.xfail">`), a new one fails, a fixed one XPASSes.
@@ -22,8 +25,7 @@ def _case(gate_id: str):
 
 
 @pytest.mark.parametrize("gate_id", [_case(gate_id) for gate_id in GATES])
-def test_gate(gate_session: GateSession, gate_id: str, record_property, request: pytest.FixtureRequest) -> None:
+def test_gate(gate_session: GateSession, gate_id: str, request: pytest.FixtureRequest) -> None:
     result = gate_session.run(gate_id)
-    for name, value in gate_session.properties(gate_id):
-        record_property(name, value)
+    gate_session.record(gate_id, request)
     gate_session.judge(result, request.node)

@@ -27,14 +27,15 @@ GATES = ("leak", "repeat-sync")
 def workflow_gates_command() -> list[str]:
     steps = yaml.safe_load((PROJECT_ROOT / "examples" / "github-actions.yml").read_text())["jobs"]["gates"]["steps"]
     [command] = [step["run"].strip() for step in steps if step.get("run", "").startswith("harness gates")]
-    return shlex.split(command)
+    return shlex.split(command.replace("${{ matrix.shard }}", "1"))  # GitHub fills it in before the shell
 
 
 def as_run_here(argv: list[str], version: str, baseline: Path, out: Path) -> list[str]:
     """The workflow's command with a release for the PR's tree, the shipped baseline for its
     committed one, the cheap gate subset, and this test's report and JUnit paths."""
     replace = {"--opal-source": ["--opal-version", version], "--baseline": ["--baseline", str(baseline)],
-               "--junitxml": ["--junitxml", str(out / "gates.xml")], "--gate": []}
+               "--junitxml": ["--junitxml", str(out / "gates.xml")], "--gate": [],
+               "--shard": ["--shard", "1/1"]}  # one machine here: the matrix's one shard
     done, args = [], iter(argv[1:])  # argv[0] is `harness`
     for arg in args:
         if arg in replace:

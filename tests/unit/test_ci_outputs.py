@@ -21,6 +21,8 @@ from harness.report import RunReport, schema_errors
 from harness.runinfo import settings_metadata
 from harness.verdict import GateResult
 
+pytest_plugins = ["pytester"]
+
 LEAK_FAIL = {"baseline": {"repo_locks": 1, "repos": 1, "repos_last_fetched": 1, "clone_dirs": 1, "worker_files": 4},
              "after_each_cycle": {"repo_locks": [11, 21], "repos": [11, 21], "repos_last_fetched": [11, 21],
                                   "clone_dirs": [11, 21], "worker_files": [14, 24]}}
@@ -152,10 +154,20 @@ def test_rerun_repeats_target_profile_settings_and_env_but_yours_win(tmp_path):
         rerun_plan(recorded, Settings(), target_given=False)
 
 
+def _workflow() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "examples" / "github-actions.yml").read_text())
+
+
 def _workflow_commands() -> tuple[list[dict], list[str]]:
-    workflow = yaml.safe_load((PROJECT_ROOT / "examples" / "github-actions.yml").read_text())
-    steps = workflow["jobs"]["gates"]["steps"]
-    return steps, [step["run"].strip() for step in steps if "run" in step]
+    """The `gates` job's steps, and every job's commands in order (each once: the jobs share
+    their setup lines)."""
+    jobs = _workflow()["jobs"]
+    commands = [step["run"].strip() for job in jobs.values() for step in job["steps"] if "run" in step]
+    return jobs["gates"]["steps"], list(dict.fromkeys(commands))
+
+
+def _uploads(job: dict) -> list[dict]:
+    return [s for s in job["steps"] if s.get("uses") == "actions/upload-artifact@v4"]
 
 
 def test_the_example_workflow_is_valid_yaml_compares_and_gates_the_pr_against_its_committed_baseline():
@@ -165,8 +177,41 @@ def test_the_example_workflow_is_valid_yaml_compares_and_gates_the_pr_against_it
     assert "--opal-source pr" in gates and "--junitxml" in gates
     assert "--baseline pr/.github/policy-harness-baseline.json" in gates  # the PR's own committed file
     assert {"actions/cache@v4", "actions/upload-artifact@v4"} <= {s.get("uses") for s in steps}
-    upload = next(s for s in steps if s.get("uses") == "actions/upload-artifact@v4")
-    assert upload["with"]["path"] == "reports/" and upload["if"] == "always()"
+    for job in _workflow()["jobs"].values():
+        for upload in _uploads(job):  # reports/latest links to a run the artifact already holds
+            assert upload["with"]["path"].split() == ["reports/", "!reports/latest"] and upload["if"] == "always()"
+
+
+def test_the_example_workflow_shards_the_gates_and_merges_them_judged_by_the_baseline():
+    jobs = _workflow()["jobs"]
+    shards = jobs["gates"]["strategy"]["matrix"]["shard"]
+    assert shards == list(range(1, len(shards) + 1)) and len(shards) >= 2
+    assert jobs["gates"]["strategy"]["fail-fast"] is False
+    [gates] = [s["run"] for s in jobs["gates"]["steps"] if s.get("run", "").startswith("harness gates")]
+    assert f"--shard ${{{{ matrix.shard }}}}/{len(shards)}" in gates
+    assert _uploads(jobs["gates"])[0]["with"]["name"] == "policy-gate-shard-${{ matrix.shard }}"
+    merge = jobs["merge"]
+    assert merge["needs"] == "gates" and merge["if"] == "always()"
+    download = next(s for s in merge["steps"] if s.get("uses") == "actions/download-artifact@v4")
+    assert download["with"] == {"pattern": "policy-gate-shard-*", "path": "shards"}
+    [merging] = [s["run"] for s in merge["steps"] if s.get("run", "").startswith("harness merge")]
+    assert merging.startswith("harness merge shards/* ") and "--junitxml" in merging
+    assert "--baseline pr/.github/policy-harness-baseline.json" in merging
+
+
+def test_the_example_workflow_publishes_the_benchmark_and_the_a_b_table():
+    jobs = _workflow()["jobs"]
+    bench = next(s for s in jobs["merge"]["steps"]
+                 if s.get("uses") == "benchmark-action/github-action-benchmark@v1")
+    assert bench["with"]["tool"] == "customSmallerIsBetter"  # what report.benchmark_entries writes
+    assert bench["with"]["output-file-path"] == "reports/latest/benchmark.json" and bench["if"] == "always()"
+    # the history in a cached file: a PR's job needs no gh-pages branch and pushes nothing
+    history = next(s for s in jobs["merge"]["steps"] if s.get("uses") == "actions/cache@v4")
+    assert bench["with"]["external-data-json-path"].startswith(history["with"]["path"] + "/")
+    assert "auto-push" not in bench["with"]
+    summary = next(s for s in jobs["compare"]["steps"] if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+    assert summary["run"].strip() == 'cat reports/compare-*/compare.md >> "$GITHUB_STEP_SUMMARY"'
+    assert summary["if"] == "always()"
 
 
 def test_the_example_workflow_runs_the_commands_the_readme_documents():
@@ -174,3 +219,133 @@ def test_the_example_workflow_runs_the_commands_the_readme_documents():
     readme = (PROJECT_ROOT / "README.md").read_text()
     block = readme.split("## In your repository's CI", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     assert commands == [line.strip() for line in block.strip().splitlines()]
+
+
+def test_annotations_name_each_failed_gate_and_its_reason_and_say_nothing_of_a_pass(tmp_path, capsys):
+    from harness.ci_outputs import annotation_lines, print_annotations
+    report = _report(tmp_path, _result("leak", "fail", LEAK_FAIL, "leak.caches_kept"),
+                     _result("offline-repo", "error", {}, "error.scenario"), _result("zombie-cap", "pass", LEAK_PASS))
+    lines = annotation_lines(report.to_json())
+    # the reason's "|" stays (only %, CR and LF are escaped in a message)
+    assert lines == ["::error title=leak::leak fail | because",
+                     "::error title=offline-repo::offline-repo error | because"]
+    print_annotations(report.to_json(), github_actions=False)  # outside GitHub Actions: nothing
+    assert capsys.readouterr().out == ""
+    print_annotations(report.to_json(), github_actions=True)
+    assert capsys.readouterr().out.splitlines() == lines
+
+
+def test_annotations_judged_by_a_baseline_a_known_failure_is_a_notice(tmp_path):
+    from harness.baseline import Baseline, Outcome
+    from harness.ci_outputs import annotation_lines
+    report = _report(tmp_path, _result("leak", "fail", LEAK_FAIL, "leak.caches_kept"),
+                     _result("repeat-sync", "fail", {}, "repeat_sync.packs_grew"), _result("zombie-cap", "pass", {}))
+    report.baseline = Baseline("opal-server==0.9.9", {"repeat-sync": (Outcome("repeat_sync.packs_grew", None),),
+                                                      "zombie-cap": (Outcome("zombie.new_scope_not_served", None),)})
+    leak, repeat, zombie = annotation_lines(report.to_json())
+    assert leak.startswith("::error title=leak::new failure")
+    assert repeat.startswith("::notice title=repeat-sync::known failure")
+    assert zombie.startswith("::notice title=zombie-cap::passes now")
+
+
+def test_annotations_escape_newlines_and_say_a_stack_that_never_came_up(tmp_path):
+    from harness.ci_outputs import annotation_lines
+    report = _report(tmp_path)
+    report.stack_failed("postgres", "exited 1\nsee logs: 100%")
+    assert annotation_lines(report.to_json()) == [
+        "::error title=stack up::the stack did not come up (postgres): exited 1%0Asee logs: 100%25"]
+
+
+def test_github_actions_is_read_with_the_step_summary_in_config():
+    from harness.config import from_env
+    assert from_env({"GITHUB_ACTIONS": "true"}).github_actions is True
+    assert from_env({}).github_actions is False and from_env({"GITHUB_ACTIONS": "false"}).github_actions is False
+
+
+# The pytest route (harness.gates.suite's test_gate, the fixtures' real record path) in a
+# fresh pytest process, as a user runs it, on a session whose gates return canned results:
+# no stack comes up.
+CANNED_SESSION = '''
+import os
+
+import pytest
+from harness.gates.fixtures import PART_KEY, REPORT_KEY, GateSession
+from harness.report import RunReport
+from harness.verdict import GateResult
+
+METRICS = {"baseline": {"repo_locks": 1, "repos": 1, "repos_last_fetched": 1, "clone_dirs": 1, "worker_files": 4},
+           "after_each_cycle": {"repo_locks": [1, 1], "repos": [1, 1], "repos_last_fetched": [1, 1],
+                                "clone_dirs": [1, 1], "worker_files": [4, 4]}}
+
+
+class Canned(GateSession):
+    def run(self, gate_id):
+        result = GateResult(id=gate_id, verdict="pass", reason="canned", category="", duration_s=1.0,
+                            metrics=METRICS, thresholds={}, params={}, server_settings={})
+        self.report.add(result)
+        return result
+
+
+@pytest.fixture(scope="session")
+def gate_session(request, tmp_path_factory):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    session = Canned(None, RunReport(tmp_path_factory.mktemp("reports"), f"run-{worker}", "opal-server==0.9.9",
+                                     "local", "quick"), "quick")
+    request.config.stash[REPORT_KEY] = session.report  # as the real fixture: the terminal summary reads it
+    yield session
+    session.report.write()
+    if hasattr(request.config, "workeroutput"):  # as the real fixture: the controller merges the parts
+        request.config.workeroutput[PART_KEY] = str(session.report.dir)
+'''
+
+
+@pytest.mark.parametrize("family", ["xunit2", "xunit1"])
+def test_the_pytest_route_records_junit_properties_without_a_warning(pytester, monkeypatch, family):
+    monkeypatch.delenv("HARNESS_BASELINE", raising=False)
+    pytester.makeconftest(CANNED_SESSION)
+    pytester.makepyfile(test_gates="from harness.gates.suite import test_gate  # noqa: F401\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-m", "leak",
+                                           "--junitxml=out.xml", "-o", f"junit_family={family}")
+    result.assert_outcomes(passed=1, warnings=0)
+    assert "::" not in result.stdout.str()  # a passing gate has no annotation (nor outside GitHub Actions)
+    suite = ET.parse(pytester.path / "out.xml").getroot().find("testsuite")
+    [case] = suite.iter("testcase")
+    if family == "xunit2":  # pytest's default: no testcase properties, so the testsuite's, per gate
+        props = {p.get("name"): p.get("value") for p in suite.find("properties").iter("property")}
+        assert props["leak.verdict"] == "pass" and props["leak.report"].endswith("report.json")
+        assert case.find("properties") is None
+    else:
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert props["verdict"] == "pass" and props["figure.cache entries kept [entries]"] == "0"
+
+
+def test_the_pytest_route_on_xdist_workers_records_every_gate_s_properties_on_the_controller(pytester, monkeypatch):
+    monkeypatch.delenv("HARNESS_BASELINE", raising=False)
+    pytester.makeconftest(CANNED_SESSION)
+    pytester.makepyfile(test_gates="from harness.gates.suite import test_gate  # noqa: F401\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-n", "2",
+                                           "-m", "leak or repeat_sync", "--junitxml=out.xml")
+    result.assert_outcomes(passed=2, warnings=0)
+    assert "::" not in result.stdout.str()
+    suite = ET.parse(pytester.path / "out.xml").getroot().find("testsuite")
+    props = {p.get("name"): p.get("value") for p in suite.find("properties").iter("property")}
+    assert props["leak.verdict"] == "pass" and props["repeat-sync.verdict"] == "pass"
+    assert "-xdist2" in props["leak.report"]  # the merged report's path, not a worker's
+
+
+def test_the_pytest_route_annotates_a_failed_gate_inside_github_actions(pytester, monkeypatch):
+    monkeypatch.delenv("HARNESS_BASELINE", raising=False)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    failing = 'verdict="fail", reason="kept 60 entries", category="leak.caches_kept"'
+    pytester.makeconftest(CANNED_SESSION.replace('verdict="pass", reason="canned", category=""', failing))
+    pytester.makepyfile(test_gates="from harness.gates.suite import test_gate  # noqa: F401\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-m", "leak")
+    result.assert_outcomes(failed=1, warnings=0)
+    assert "::error title=leak::kept 60 entries" in result.stdout.lines
+
+
+def test_record_property_under_xunit2_is_what_warned(pytester):
+    """The control: the way the suite recorded before is a test error under `-W error`."""
+    pytester.makepyfile(test_old="def test_old(record_property):\n    record_property('verdict', 'pass')\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "--junitxml=out.xml")
+    result.assert_outcomes(errors=1)

@@ -51,3 +51,20 @@ def test_a_gate_s_time_splits_into_server_bound_waiting_and_the_harness_s_own():
     split = time_split({"fresh_server_s": 2.0, "scenario_s": 10.0, "sampling_s": 1.5, "teardown_s": 0.5}, 13.0)
     assert (split["server_s"], split["harness_s"]) == (8.5, 4.5)
     assert time_split({"fresh_server_s": 2.0}, 2.5)["server_s"] == 0.0  # the restart failed: all harness
+
+
+def test_a_merge_of_shards_records_each_shard_and_is_no_shard_itself(tmp_path):
+    from harness.baseline import Baseline, Outcome, annotate
+    parts = [_part(tmp_path, "a", "offline-repo", "pass"), _part(tmp_path, "b", "leak", "fail")]
+    for index, part in enumerate(parts, start=1):
+        report = json.loads((part / "report.json").read_text())
+        report["shard"] = {"index": index, "count": 2, "gates": [report["gates"][0]["id"]],
+                           "selected": ["leak", "offline-repo"]}
+        report = annotate(report, Baseline("opal-server==0.9.9", {"leak": (Outcome("x.y", None),)}))
+        assert schema_errors(report) == []
+        (part / "report.json").write_text(json.dumps(report))
+    merged = merge(parts, ["leak", "offline-repo"], tmp_path / "run", "run-x")
+    assert "shard" not in merged and [p["shard"] for p in merged["parts"]] == ["1/2", "2/2"]
+    # merged without a baseline: the shards' judgements do not speak for it
+    assert "baseline" not in merged and all("baseline" not in g for g in merged["gates"])
+    assert schema_errors(merged) == []
