@@ -24,9 +24,24 @@ Which pins (decisions):
 - opal-* pins are always dropped from the constraints: the target provides those
   packages (a checkout is opal-common==0.0.0, which no pin set names).
 
-A checkout is installed "as it is": both packages from the tree in place in one pip command
-(opal-server's setup.py requires opal-common==<its own placeholder version>), so pip builds
-them in-tree and their setup.py read ../__packaging__.py and ../../README.md.
+A checkout is installed "as it is": both packages from the tree in place in one installer
+command (opal-server's setup.py requires opal-common==<its own placeholder version>), so they
+are built from the tree and their setup.py read ../__packaging__.py and ../../README.md.
+
+How (decisions):
+
+- The installer is uv where present (the `uv` package the harness depends on ships it; one on
+  PATH does too), pip otherwise; HARNESS_INSTALLER=auto|uv|pip. A log line says which.
+- A tree installs on its third-party layer: a venv of the tree's requirements (opal-* left out)
+  plus aiofiles under the chosen pins, keyed by those requirements, the pins and the Python
+  (venvs/opal-base-<key>) and built once; the tree's venv (same key as ever: its content and the
+  pins) is a hard-linked clone of it plus the tree's two packages (--no-deps, then pip/uv check;
+  with their dependencies again should the check fail). A code edit reinstalls two packages.
+- What an install put in a venv is read from machine-readable reports (pip's --report JSON,
+  `uv pip list --format json`), kept as <venv>/resolved.json, and a resolve is locked from it.
+  The index's releases come from `pip index versions --json`. Only a failed resolution has no
+  structured report in either installer: its conflict is named from the target's requirements
+  against the pins where they clash, and read from the installer's output otherwise.
 """
 
 from __future__ import annotations
@@ -443,7 +458,8 @@ def venv_dir(target: Target, cache_dir: Path, constraints: Constraints | None = 
 # --- installing ----------------------------------------------------------------------------
 
 def pip_conflicts(log: str, pins: Mapping[str, str] | None = None) -> list[str]:
-    """The conflicting requirements pip names in a failed install's output.
+    """The conflicting requirements pip names in a failed install's output (pip writes no
+    report of a failed resolution: its --report is written on success only).
 
     pip words it two ways: "The conflict is caused by:" followed by indented lines (two
     requirements that exclude each other), or "Could not find a version that satisfies the
