@@ -17,6 +17,13 @@ also given as a rate, which travels better between machines than seconds do.
                the serial one, whether every verdict and category agrees across the parallel
                runs and with the serial one, and the harness's share of each gate's time
                (report timing: harness_s over duration_s)
+  --installs   instead: the server's venv installed the way it was (pip, a tree rebuilt whole)
+               and the way it is (uv where present, a tree on its cached third-party layer),
+               in one run, each in an empty cache of its own: 0.9.9 cold (empty installer
+               cache) and warm (the venv removed, the installer's cache kept), a source tree's
+               first install and its install after a one-line change (--tree DIR, else
+               OPAL_SOURCE, else a tree built from 0.9.9's wheels by the checkout's
+               tests/integration/source_tree.py; the tree is copied, never edited)
   --stability  instead: the gate suite on every release (--releases) --repeats times
                (default 3), the releases side by side, each `harness gates --jobs J`: per
                gate and release, each run's verdict, category and problem set, and whether
@@ -28,6 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -39,8 +48,9 @@ from typing import Any, TypeVar
 
 from harness import config, console, seed
 from harness.children import run_children
+from harness.config import Target
 from harness.errors import HarnessError
-from harness.servers.opal.venvs import ensure_server_venv
+from harness.servers.opal.venvs import choose_installer, ensure_server_venv, venv_dir
 from harness.stack import make_stack
 
 T = TypeVar("T")
@@ -67,6 +77,82 @@ def measure_venv(bench: Bench, settings: config.Settings, cold: bool) -> None:
             bench.time("venv_install_cold_s", lambda: ensure_server_venv(settings.target, Path(empty)))
     ensure_server_venv(settings.target, settings.cache_dir)  # make sure the cache is filled
     bench.time("venv_cached_s", lambda: ensure_server_venv(settings.target, settings.cache_dir))
+
+
+def bench_tree(dest: Path, wheels: Path, given: Path | None) -> Path:
+    """A source tree to install at `dest`: a copy of `given`, or one built from 0.9.9's wheels
+    the way the gate matrix builds its trees (tests/integration/source_tree.py, in a checkout)."""
+    if given is not None:
+        shutil.copytree(given, dest, symlinks=True,
+                        ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "build"))
+        return dest
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "tests" / "integration" / "source_tree.py").is_file():
+        raise HarnessError("--installs needs a source tree: --tree DIR or OPAL_SOURCE (the tree the checkout's "
+                           "tests build is not in an installed harness)")
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    from tests.integration import source_tree  # type: ignore[import-not-found,unused-ignore]
+
+    return source_tree.build(dest, wheels, release="0.9.9", native_stats=False)
+
+
+def one_line_change(tree: Path, n: int) -> None:
+    """A one-line edit of the tree's server package, as a developer's commit would make."""
+    init = tree / "packages" / "opal-server" / "opal_server" / "__init__.py"
+    init.write_text(init.read_text() + f"# policy-harness bench: one-line change {n}\n")
+
+
+def measure_installs(bench: Bench, settings: config.Settings, tree_given: Path | None, work: Path) -> None:
+    """Before (pip, a tree rebuilt whole) and after (uv where present, a tree on its reused
+    third-party layer), in one run, each in an empty cache of its own (the installer's own
+    cache in it too: pip's via PIP_CACHE_DIR, uv's under it), so cold is cold."""
+    after = choose_installer()
+    # before: pip, a tree rebuilt whole; after: the default installer, a tree on its layer.
+    ways = {"pip": (choose_installer("pip"), False),
+            (after.name if after.name != "pip" else "pip-layer"): (after, True)}
+    release = Target(version="0.9.9")
+    tree = bench_tree(work / "tree", settings.cache_dir / "wheels", tree_given)
+    saved = {k: os.environ.pop(k) for k in ("PIP_CACHE_DIR", "UV_CACHE_DIR", "PIP_NO_CACHE_DIR") if k in os.environ}
+    try:
+        for name, (installer, reuse) in ways.items():
+            cache = work / f"cache-{name}"
+            os.environ["PIP_CACHE_DIR"] = str(cache / "pip")
+
+            def install(target: Target, cache: Path = cache, installer=installer, reuse: bool = reuse) -> None:
+                ensure_server_venv(target, cache, installer=installer, reuse_layer=reuse)
+
+            bench.time(install_figure("release_cold", name), partial(install, release))
+            shutil.rmtree(venv_dir(release, cache))
+            bench.time(install_figure("release_warm", name), partial(install, release))
+            copy = work / f"tree-{name}"
+            shutil.copytree(tree, copy, symlinks=True)
+            bench.time(install_figure("tree_first", name), partial(install, Target(source=copy)))
+            one_line_change(copy, 1)
+            bench.time(install_figure("tree_one_line_change", name), partial(install, Target(source=copy)))
+            bench.time(install_figure("tree_cached", name), partial(install, Target(source=copy)))
+    finally:
+        os.environ.pop("PIP_CACHE_DIR", None)
+        os.environ.update(saved)
+    before, now = list(ways)
+    for what in INSTALL_STEPS:
+        bench.figures[f"install_speedup_{what}"] = round(
+            bench.figures[install_figure(what, before)] / max(bench.figures[install_figure(what, now)], 1e-3), 2)
+    bench.details = {"before": "pip, a tree's venv rebuilt whole",
+                     "after": f"{after.describe()}, a tree on its cached third-party layer",
+                     "tree": str(tree_given or "built from 0.9.9's wheels"), "ways": [before, now]}
+    print("[bench] before -> after: " + ", ".join(
+        f"{what} {bench.figures[install_figure(what, before)]:.1f} s -> "
+        f"{bench.figures[install_figure(what, now)]:.1f} s (x{bench.figures[f'install_speedup_{what}']})"
+        for what in INSTALL_STEPS), flush=True)
+
+
+INSTALL_STEPS = ("release_cold", "release_warm", "tree_first", "tree_one_line_change", "tree_cached")
+
+
+def install_figure(step: str, way: str) -> str:
+    """e.g. install_release_cold_uv_s, install_tree_one_line_change_pip_s"""
+    return f"install_{step}_{way}_s"
 
 
 def measure_seed(bench: Bench, repos: int) -> None:
@@ -241,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="local", choices=("local", "compose"))
     parser.add_argument("--repos", type=int, default=200)
     parser.add_argument("--matrix", action="store_true", help="time the two-release gate matrix, serial and parallel")
+    parser.add_argument("--installs", action="store_true",
+                        help="server venv installs before (pip, whole rebuilds) and after (uv, reused layer)")
+    parser.add_argument("--tree", type=Path, default=None, help="the source tree --installs copies and installs")
     parser.add_argument("--stability", action="store_true",
                         help="each release's suite --repeats times: verdict, category and problem set per run")
     parser.add_argument("--releases", nargs="+", default=["0.9.6", "0.9.9"])
@@ -255,7 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.from_env(backend=args.backend, seed_repos=args.repos)
         bench = Bench(settings.target.label, args.backend)
-        if args.stability:
+        if args.installs:
+            bench.target = "0.9.9 and a source tree"
+            work = Path(tempfile.mkdtemp(prefix="harness-bench-installs-"))
+            try:
+                measure_installs(bench, settings, args.tree or settings.target.source, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        elif args.stability:
             bench.target = " ".join(args.releases)
             work = settings.reports_dir / f"bench-stability-{time.strftime('%Y%m%d-%H%M%S')}"
             measure_stability(bench, args.releases, args.jobs, args.repeats, work)
