@@ -16,6 +16,7 @@ Environment variables (all optional):
                        compare's sides, scale), for debugging; `--keep-stack` wins; `harness down` stops it
   HARNESS_CONSTRAINTS  pins for the server's install: a pip constraints file, or `none` (unpinned);
                        unset = chosen by the target's requirements (see harness/servers/opal/venvs.py)
+  HARNESS_INSTALLER    what installs the server's venvs: auto (default: uv when found, else pip) | uv | pip
   HARNESS_LATENCY_MS   delay per chunk of the latency proxy in front of the git host (default 150)
   HARNESS_GITHOST      compose git host profile: bare | gitea (default: follows the image set)
   HARNESS_GITEA_IMAGE  the Gitea image of the `gitea` profile (default gitea/gitea:1.22.3)
@@ -247,6 +248,19 @@ def validate_target(target: Target, backend: str) -> Target:
             f"stacks/constraints/opal-server-{target.version}.txt and run `make images-offline`"
         )
     return target
+
+
+INSTALLER_VAR = "HARNESS_INSTALLER"
+INSTALLER_SETTINGS = ("auto", "uv", "pip")
+
+
+def installer_setting(env: Mapping[str, str] | None = None) -> str:
+    """HARNESS_INSTALLER: auto (uv when found, pip otherwise), uv or pip."""
+    raw = ((os.environ if env is None else env).get(INSTALLER_VAR) or "").strip()
+    chosen = raw.lower() or "auto"
+    if chosen not in INSTALLER_SETTINGS:
+        raise ConfigError(f"{INSTALLER_VAR}={raw} is not known; use one of {', '.join(INSTALLER_SETTINGS)}")
+    return chosen
 
 
 def constraints_setting(env: Mapping[str, str] | None = None) -> str:

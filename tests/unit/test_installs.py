@@ -34,7 +34,7 @@ def test_uv_is_the_installer_where_present_pip_otherwise(monkeypatch, tmp_path):
     assert fallback.name == "pip" and "uv not found" in fallback.describe()
     with pytest.raises(HarnessError, match="HARNESS_INSTALLER=uv but no uv was found"):
         venvs.choose_installer("uv")
-    with pytest.raises(HarnessError, match="HARNESS_INSTALLER=conda is not one of auto, uv, pip"):
+    with pytest.raises(HarnessError, match="HARNESS_INSTALLER=conda is not known; use one of auto, uv, pip"):
         venvs.choose_installer("conda")
 
 

@@ -71,8 +71,10 @@ from harness.config import (
     CONSTRAINTS_AUTO,
     CONSTRAINTS_NONE,
     CONSTRAINTS_VAR,
+    INSTALLER_VAR,
     Target,
     constraints_setting,
+    installer_setting,
 )
 from harness.errors import HarnessError
 from harness.servers.opal.recipe import VERSION_READER
@@ -519,8 +521,6 @@ def uv_conflicts(log: str) -> list[str]:
 
 # --- the installer: uv where present, pip otherwise -------------------------------------------
 
-INSTALLER_VAR = "HARNESS_INSTALLER"  # auto (default: uv when found, else pip), uv or pip
-INSTALLER_SETTINGS = ("auto", "uv", "pip")
 RESOLVED_FILE = "resolved.json"  # per venv: the installer and {name: version} of what it holds
 
 
@@ -565,10 +565,7 @@ class Installer:
 def choose_installer(setting: str | None = None) -> Installer:
     """uv when it is found (HARNESS_INSTALLER=auto, the default), pip otherwise;
     HARNESS_INSTALLER=uv insists on uv, =pip keeps to pip."""
-    raw = os.environ.get(INSTALLER_VAR, "") if setting is None else setting
-    chosen = raw.strip().lower() or "auto"
-    if chosen not in INSTALLER_SETTINGS:
-        raise HarnessError(f"{INSTALLER_VAR}={raw} is not one of {', '.join(INSTALLER_SETTINGS)}")
+    chosen = installer_setting({INSTALLER_VAR: setting} if setting is not None else None)
     if chosen == "pip":
         return Installer("pip", why=f"{INSTALLER_VAR}=pip")
     uv = find_uv()
