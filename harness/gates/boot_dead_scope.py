@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from harness.gates.base import Gate, GateContext, ServerKnobs, cold_boot
-from harness.gates.proof import not_exercised, record_connections, repos_of
+from harness.gates.proof import OLD_LISTENER, not_exercised, record_connections, repos_of, without_detail
 from harness.gates.settings import GateSettings
 from harness.seed import dead_repo_name, policy_repo_name
 from harness.timeline import FAULT_START, Timeline
@@ -112,6 +112,8 @@ def dead_untried_at_boot(timeline: Timeline) -> Verdict | None:
     if boot_end is None or records is None or seen is None:
         return not_exercised("no record of the blackhole's connections during the boot: the dead remote's "
                              "part in it is unproven")
+    if without_detail(records):
+        return not_exercised(f"whether the dead remote was connected during the boot is unknown: {OLD_LISTENER}")
     during = [r for r in records if r.get("accepted_t") is None or r["accepted_t"] <= boot_end["t"]]
     if not seen or dead_repo_name(DEAD_INDEX) not in repos_of(during):
         return not_exercised(f"the dead remote was never connected during the boot ({seen} blackhole connections "

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from harness.gates.base import Gate, GateContext, cold_boot
 from harness.gates.load import Load
-from harness.gates.proof import not_exercised, record_connections, repos_of
+from harness.gates.proof import OLD_LISTENER, not_exercised, record_connections, repos_of, without_detail
 from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name, probe_repo_name
 from harness.timeline import Timeline
@@ -132,6 +132,8 @@ def bypassed_proxy(timeline: Timeline) -> Verdict | None:
     if records is None:
         return not_exercised("no record of the latency proxy's connections during the boot: whether the "
                              "server's clones went through it is unproven")
+    if without_detail(records):
+        return not_exercised(f"which repos the boot fetched through the latency proxy is unknown: {OLD_LISTENER}")
     wanted = {policy_repo_name(i) for i in range(scopes)}
     through = len(wanted & repos_of(records))
     if through < scopes:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext, Poller, ServerKnobs, batches, pre_fix_executor_size
-from harness.gates.proof import not_exercised, record_connections, repos_of
+from harness.gates.proof import OLD_LISTENER, not_exercised, record_connections, repos_of, without_detail
 from harness.gates.settings import GateSettings
 from harness.seed import dead_repo_name, policy_repo_name
 from harness.timeline import FAULT_START, Timeline
@@ -145,6 +145,8 @@ def untried_dead(timeline: Timeline) -> Verdict | None:
     records = timeline.facts.get("blackhole_connection_times")
     if records is None:
         return not_exercised("no record of which dead remotes the blackhole saw: the load is unproven")
+    if without_detail(records):
+        return not_exercised(f"which of the {dead} dead remotes were connected is unknown: {OLD_LISTENER}")
     wanted = {dead_repo_name(i) for i in range(dead)}
     missing = sorted(wanted - repos_of(records))
     if missing:

@@ -38,7 +38,14 @@ from typing import Any
 
 from harness.fds import fd_census
 from harness.gates.base import Gate, GateContext, batches, pre_fix_executor_size
-from harness.gates.proof import listener_connections, not_exercised, open_at, record_connections
+from harness.gates.proof import (
+    OLD_LISTENER,
+    listener_connections,
+    not_exercised,
+    open_at,
+    record_connections,
+    without_detail,
+)
 from harness.gates.settings import GateSettings
 from harness.gates.settle import settle, settle_record, still_falling
 from harness.gitops import WorkingClones, push_base_url
@@ -316,6 +323,8 @@ def _phase_error(name: str, data: dict[str, Any]) -> Verdict | None:
     if name == "mid-sync" and not data["deletes"].get("fetches_in_window"):
         return Verdict(ERROR, "mid-sync: no fetch reached the git host between the refreshes and the end of "
                               "the deletes: no delete raced a sync", "error.no_overlap")
+    if name == "mid-sync" and without_detail(data["deletes"].get("connections") or []):
+        return not_exercised(f"mid-sync: whether the deletes raced a fetch is unknown: {OLD_LISTENER}")
     if name == "mid-sync" and (raced := in_flight_at_delete(data["deletes"])) * 2 < data["size"]:
         return not_exercised(f"mid-sync: only {raced} of {data['size']} scopes had a fetch in flight at the proxy "
                              f"when their DELETE was sent ({data['deletes'].get('fetches_in_window')} fetches "

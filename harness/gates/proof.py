@@ -40,6 +40,16 @@ def record_connections(timeline: Timeline, handle: ServiceHandle, after: int, ke
     return records
 
 
+# What a listener built before per-connection records (an old tools image on compose) gives.
+OLD_LISTENER = ("the listener logged no per-connection times or repos (on compose: a tools image built before "
+                "they were logged — rebuild it: `make images-offline`)")
+
+
+def without_detail(records: list[dict[str, Any]]) -> bool:
+    """Connections were counted but none carries a time or a repo: the listener predates them."""
+    return bool(records) and all(r.get("accepted_t") is None and not r.get("repo") for r in records)
+
+
 def _on_timeline(timeline: Timeline, unix_time: float | None) -> float | None:
     # The listener stamps unix time (a container shares the host's clock); the timeline
     # counts from its own start.

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.gates.base import Gate, GateContext, Poller, ServerKnobs, fetch_timeout_budget, pre_fix_executor_size
-from harness.gates.proof import listener_connections, not_exercised, repos_of
+from harness.gates.proof import OLD_LISTENER, listener_connections, not_exercised, repos_of
 from harness.gates.settings import GateSettings
 from harness.gitfront import set_mode
 from harness.gitops import GitOpError, WorkingClones, push_base_url
@@ -246,8 +246,14 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
 
 
 def _reached(front: ServiceHandle, before: int, repos: set[str], budget: float) -> float | None:
-    """Seconds until the git front took a request for each of `repos` after request `before`."""
-    return poll_until(lambda: repos <= _tried(front, before), budget, interval=0.2)
+    """Seconds until the git front took a request for each of `repos` after request `before`
+    (a front that logs no repos, built before it did: as many requests as repos)."""
+    def reached() -> bool:
+        taken = [c for c in listener_connections(front) if c.number > before]
+        if taken and not any(c.repo for c in taken):
+            return len(taken) >= len(repos)
+        return repos <= repos_of([{"repo": c.repo} for c in taken])
+    return poll_until(reached, budget, interval=0.2)
 
 
 def _tried(front: ServiceHandle, before: int) -> set[str]:
@@ -289,6 +295,8 @@ def _short_windows(timeline: Timeline, params: Params, attempts: list[dict[str, 
     derived = timeline.facts["derived"]
     failing = set(derived.get("failing_repos") or [])
     short = []
+    if failing and attempts and not any(a.get("tried") for a in attempts):
+        return [f"which failing scopes reached the git front is unknown: {OLD_LISTENER}"]
     for mode in params.mode_list():
         tried = set().union(*[set(a.get("tried") or []) for a in attempts if a["mode"] == mode])
         if failing and not failing <= tried:

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext, ServerKnobs, batches, pre_fix_executor_size
-from harness.gates.proof import not_exercised, open_at, record_connections
+from harness.gates.proof import OLD_LISTENER, not_exercised, open_at, record_connections, without_detail
 from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name
 from harness.serverlog import read_slice
@@ -177,6 +177,8 @@ def zombie_pile(timeline: Timeline, params: Params) -> Pile:
     records = facts.get("blackhole_connection_times")
     if put is None or records is None:
         return Pile(None, "no record of the blackhole's connections", needed, what)
+    if without_detail(records):
+        return Pile(None, f"blackhole connections held at the PUT: {OLD_LISTENER}", needed, what)
     timeout = derived.get("git_timeout_s")
     held = open_at(records, put["t"], held_s=timeout or 0.0)
     how = (f"open ≥ the {timeout:g} s git timeout" if timeout else "no git timeout: every connection held")

@@ -302,3 +302,11 @@ def test_orphan_a_clone_dir_count_that_never_saw_the_load_is_an_error():
     next(s for s in tl.samples if s.get("label") == "burst loaded")["clone_dirs"] = 0
     verdict = check(OrphanClonesGate(), tl, OrphanThresholds())
     assert verdict.category == "error.count_unavailable" and "does not see the server's clones" in verdict.reason
+
+
+def test_records_of_a_listener_that_predates_them_say_to_rebuild_the_tools_image():
+    tl = _offline()
+    tl.fact("blackhole_connection_times", [{"n": i, "accepted_t": None, "closed_t": None, "repo": None}
+                                           for i in range(1, 13)])
+    verdict = check(OfflineRepoGate(), tl, OfflineThresholds())
+    assert (verdict.verdict, verdict.category) == NOT_EXERCISED and "make images-offline" in verdict.reason
