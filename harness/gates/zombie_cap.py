@@ -19,14 +19,23 @@ held then that had been open for at least the server's git timeout. Fewer is ERR
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext, ServerKnobs, batches, pre_fix_executor_size
-from harness.gates.proof import OLD_LISTENER, not_exercised, open_at, record_connections, without_detail
+from harness.gates.proof import (
+    OLD_LISTENER,
+    listener_connections,
+    not_exercised,
+    open_at,
+    record_connections,
+    without_detail,
+)
 from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name
 from harness.serverlog import read_slice
 from harness.serverlog import size as log_size
+from harness.stack.base import ServiceHandle
 from harness.timeline import FAULT_START, Timeline
 from harness.verdict import ERROR, FAIL, PASS, Verdict
 from harness.waiting import poll_until
@@ -107,6 +116,11 @@ class ZombieCapGate(Gate, id="zombie-cap", params=Params, thresholds=Thresholds,
         # Wait out the timeouts so the timed-out ops linger as zombies (bounded: pile_up_s).
         poll_until(lambda: ctx.stack.service("blackhole").accepted_connections() - accepted_before >= dead,
                    pile_up_s, interval=1.0)
+        # Then until the claim's pile has timed out (not merely started): ops accepted in the
+        # last round are live, not zombies, for one more git timeout.
+        needed, _ = pile_needed(knobs.max_zombies, p)
+        timeout = knobs.git_timeout_s or 0.0
+        poll_until(lambda: _zombies_now(blackhole, accepted_before, timeout) >= needed, timeout + 3.0, interval=0.5)
         ctx.observe("piled up")
         tl.fact("blackhole_connections", ctx.stack.service("blackhole").accepted_connections() - accepted_before)
         client.put_scope("healthy", ctx.stack.repo_url(policy_repo_name(2)))
@@ -128,7 +142,9 @@ class ZombieCapGate(Gate, id="zombie-cap", params=Params, thresholds=Thresholds,
                    "new_scope_served_s": served_s, "zombies": pile.count, "zombies_needed": pile.needed,
                    "zombies_source": pile.source}
         if served_s is None:
-            hung, dead, cap = facts["blackhole_connections"], derived["dead_remotes"], derived["zombie_cap"]
+            # the pile as counted for the claim (the server's own report where it gives one)
+            hung = pile.count if pile.count is not None else facts["blackhole_connections"]
+            dead, cap = derived["dead_remotes"], derived["zombie_cap"]
             if cap is None:
                 why = (f"{hung} of {dead} dead remotes were attempted; this server has no zombie cap, so its git "
                        "operations stalled on the dead remotes themselves (a jammed git thread pool)")
@@ -136,8 +152,8 @@ class ZombieCapGate(Gate, id="zombie-cap", params=Params, thresholds=Thresholds,
                 why = (f"only {hung} of {dead} dead remotes were even attempted: git ops stalled before "
                        f"the zombie cap of {cap} was reached (a jammed git thread pool)")
             elif cap:
-                why = (f"{hung} dead-remote git ops piled up past the zombie cap of {cap}: new git ops "
-                       "are refused for healthy scopes too (raise OPAL_SCOPES_GIT_MAX_ZOMBIES or set 0)")
+                why = (f"{hung} dead-remote git ops piled up past the zombie cap of {cap} ({pile.source}): new "
+                       "git ops are refused for healthy scopes too (raise OPAL_SCOPES_GIT_MAX_ZOMBIES or set 0)")
             else:
                 why = f"{hung} of {dead} dead remotes were attempted with the zombie cap off"
             return Verdict(FAIL, f"a new healthy scope was not served within "
@@ -163,12 +179,25 @@ class Pile:
     what: str
 
 
+def pile_needed(cap: int | None, params: Params) -> tuple[int, str]:
+    """(timed-out ops in flight the claim needs, how to say it): the cap, or — cap off or
+    absent — the pile the capped cell faces."""
+    if cap:
+        return cap, f"the cap of {cap}"
+    return params.pile_without_cap, (f"{'the cap off' if cap == 0 else 'no cap'}: the capped cell's pile of "
+                                     f"{params.pile_without_cap}")
+
+
+def _zombies_now(blackhole: ServiceHandle, after: int, timeout: float) -> int:
+    """Blackhole connections (numbered above `after`) open for at least `timeout` s now."""
+    now = time.time()
+    return sum(1 for c in listener_connections(blackhole) if c.number > after and c.closed_at is None
+               and c.accepted_at is not None and c.accepted_at <= now - timeout)
+
+
 def zombie_pile(timeline: Timeline, params: Params) -> Pile:
     derived, facts = timeline.facts["derived"], timeline.facts
-    cap = derived["zombie_cap"]
-    needed, what = ((cap, f"the cap of {cap}") if cap else
-                    (params.pile_without_cap, f"{'the cap off' if cap == 0 else 'no cap'}: the capped cell's "
-                                              f"pile of {params.pile_without_cap}"))
+    needed, what = pile_needed(derived["zombie_cap"], params)
     reported = facts.get("server_reported_in_flight")
     if reported is not None:
         return Pile(reported, f"as the server's log reported (\"{reported} in-flight at/over "
