@@ -130,12 +130,15 @@ class OfflineRepoGate(Gate, id="offline-repo", params=Params, thresholds=Thresho
             budget = derived.get("budget_how", derived["new_scope_budget_s"])
             problems.add("offline.new_scope_not_served",
                          f"a new healthy scope was not served within its budget of {budget}")
+        if (untried := untried_dead(timeline)) is not None:
+            if not problems:
+                return untried
+            problems.note(f"{untried.reason} (a stalled server may never reach them)")
+        if served_s is None:
             return problems.verdict("", metrics)
-        if not problems and (untried := untried_dead(timeline)) is not None:
-            return untried
         return problems.verdict(f"loaded scope served {ratio:.0%} of {len(polls)} requests; new scope served "
                                 f"in {served_s:.1f} s (budget {derived['new_scope_budget_s']:g} s) with "
-                                f"{derived['dead_remotes']} dead remotes", metrics)
+                                f"{derived['dead_remotes']} dead remotes, each connected at least once", metrics)
 
 
 def untried_dead(timeline: Timeline) -> Verdict | None:
