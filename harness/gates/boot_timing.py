@@ -113,7 +113,8 @@ class BootTimingGate(Gate, id="boot-timing", params=Params, thresholds=Threshold
         metrics.update(boot_s=round(boot_s, 3), ratio=round(ratio, 3))
         summary = (f"serving all {scopes} stored scopes took {boot['served_s']:.1f} s − {empty['healthy_s']:.1f} s "
                    f"zero-scope boot = {boot_s:.1f} s = {ratio:.2f} × ({scopes} × {derived['one_clone_s']:.2f} s "
-                   "for one clone)")
+                   f"for one clone), every stored scope's repo fetched through the latency proxy "
+                   f"({facts.get('proxy_connections_at_boot')} connections)")
         if ratio >= thresholds.max_ratio:
             return Verdict(FAIL, f"{summary}, at or over the {thresholds.max_ratio:g} bound: the boot clones "
                                  "serially", "boot.serial", metrics)
