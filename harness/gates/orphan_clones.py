@@ -197,20 +197,24 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
         before = proxy.accepted_connections()
         ctx.timeline.mark("refresh_start")
         started = time.monotonic()
-        refreshes = [ctx.client.refresh(scope) for scope in repos]
-        ctx.timeline.mark("delete_start")
         deadline = started + DELETE_DEADLINE_S
         by_repo = {repo: scope for scope, repo in repos.items()}
         futures: dict[str, Future[tuple[float, int | None]]] = {}
-        with ThreadPoolExecutor(max_workers=ctx.params.delete_clients) as pool:
+        # The refreshes go out on their own thread (a server may take a while to answer each),
+        # so the first fetches are watched, and deleted, while the later refreshes are sent.
+        with ThreadPoolExecutor(max_workers=1) as refresher, \
+                ThreadPoolExecutor(max_workers=ctx.params.delete_clients) as pool:
+            refreshing = refresher.submit(lambda: [ctx.client.refresh(scope) for scope in repos])
+            ctx.timeline.mark("delete_start")
             while len(futures) < len(repos):
                 fetching = {c.repo.strip("/").removesuffix(".git") for c in listener_connections(proxy)
                             if c.number > before and c.repo and c.closed_at is None}
-                late = time.monotonic() >= deadline
+                late = refreshing.done() and time.monotonic() >= deadline
                 for repo, scope in by_repo.items():
                     if scope not in futures and (late or repo in fetching):
                         futures[scope] = pool.submit(_delete, ctx, scope)
                 time.sleep(0.05)
+            refreshes = refreshing.result()
         sent = {scope: future.result() for scope, future in futures.items()}
         ctx.timeline.mark("delete_end")
         connections = record_connections(ctx.timeline, proxy, before, "mid-sync proxy connections")

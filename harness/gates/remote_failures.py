@@ -241,8 +241,8 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
         shares = ", ".join(f"{m} {ok}/{total}" for m, (ok, total) in healthy.items())
         return problems.verdict(
             f"healthy scopes served through every failure ({shares}); {derived['failing_scopes']} failing scopes, "
-            f"each tried in every window, recovered after each (slowest {metrics['slowest_recovery_s']} s, budget {derived['budget_how']}); "
-            "a second failed attempt kept no more than the first", metrics)
+            f"each tried in every window, recovered after each (slowest {metrics['slowest_recovery_s']} s, budget "
+            f"{derived['budget_how']}); a second failed attempt kept no more than the first", metrics)
 
 
 def _reached(front: ServiceHandle, before: int, repos: set[str], budget: float) -> float | None:
