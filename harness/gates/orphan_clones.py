@@ -54,6 +54,7 @@ from harness.seed import policy_repo_name
 from harness.serverlog import read_slice, summarize
 from harness.serverlog import size as log_size
 from harness.servers.opal import CACHES, OpalClient
+from harness.stack.base import ServiceHandle
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 
@@ -197,27 +198,15 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
         before = proxy.accepted_connections()
         ctx.timeline.mark("refresh_start")
         started = time.monotonic()
-        deadline = started + DELETE_DEADLINE_S
-        by_repo = {repo: scope for scope, repo in repos.items()}
-        futures: dict[str, Future[tuple[float, int | None]]] = {}
         # The refreshes go out on their own thread (a server may take a while to answer each),
         # so the first fetches are watched, and deleted, while the later refreshes are sent.
-        with ThreadPoolExecutor(max_workers=1) as refresher, \
-                ThreadPoolExecutor(max_workers=ctx.params.delete_clients) as pool:
+        with ThreadPoolExecutor(max_workers=1) as refresher:
             refreshing = refresher.submit(lambda: [ctx.client.refresh(scope) for scope in repos])
             ctx.timeline.mark("delete_start")
-            while len(futures) < len(repos):
-                fetching = {c.repo.strip("/").removesuffix(".git") for c in listener_connections(proxy)
-                            if c.number > before and c.repo and c.closed_at is None}
-                late = refreshing.done() and time.monotonic() >= deadline
-                for repo, scope in by_repo.items():
-                    if scope not in futures and (late or repo in fetching):
-                        futures[scope] = pool.submit(_delete, ctx, scope)
-                time.sleep(0.05)
+            sent = _delete_while_fetching(ctx, proxy, before, repos, refreshing, started + DELETE_DEADLINE_S)
             refreshes = refreshing.result()
-        sent = {scope: future.result() for scope, future in futures.items()}
         ctx.timeline.mark("delete_end")
-        connections = record_connections(ctx.timeline, proxy, before, "mid-sync proxy connections")
+        connections = record_connections(ctx.timeline, proxy, before)  # saved with the deletes
         return {"statuses": [sent[scope][1] for scope in repos], "seconds": round(time.monotonic() - started, 2),
                 "refresh_statuses": sorted(set(refreshes)), "fetches_in_window": len(connections),
                 "delete_sent_t": {scope: sent[scope][0] for scope in repos}, "repos": repos,
@@ -257,6 +246,24 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
         phases = ", ".join(f"{n} ({_size(timeline, n)} scopes)" for n in results)
         return problems.verdict(f"caches, clone dirs, fds of every kind, threads and RSS back to each phase's "
                                 f"start after {phases}", metrics, separator=" | ")
+
+
+def _delete_while_fetching(ctx: GateContext, proxy: ServiceHandle, before: int, repos: dict[str, str],
+                           refreshing: Future[list[int]], deadline: float) -> dict[str, tuple[float, int | None]]:
+    """DELETE each scope as soon as the proxy shows a fetch of its repo open (connections
+    numbered above `before`); once the refreshes are sent and `deadline` has passed, the
+    rest. scope -> (when its DELETE was sent, its status)."""
+    futures: dict[str, Future[tuple[float, int | None]]] = {}
+    with ThreadPoolExecutor(max_workers=ctx.params.delete_clients) as pool:
+        while len(futures) < len(repos):
+            fetching = {c.repo.strip("/").removesuffix(".git") for c in listener_connections(proxy)
+                        if c.number > before and c.repo and c.closed_at is None}
+            late = refreshing.done() and time.monotonic() >= deadline
+            for scope, repo in repos.items():
+                if scope not in futures and (late or repo in fetching):
+                    futures[scope] = pool.submit(_delete, ctx, scope)
+            time.sleep(0.05)
+    return {scope: future.result() for scope, future in futures.items()}
 
 
 def _delete(ctx: GateContext, scope: str) -> tuple[float, int | None]:

@@ -29,14 +29,16 @@ def listener_connections(handle: ServiceHandle) -> list[Connection]:
     return parse_connections(handle.logs().read_text(errors="replace"))
 
 
-def record_connections(timeline: Timeline, handle: ServiceHandle, after: int, key: str) -> list[dict[str, Any]]:
+def record_connections(timeline: Timeline, handle: ServiceHandle, after: int,
+                       key: str | None = None) -> list[dict[str, Any]]:
     """The listener's connections numbered above `after` (those of this step), with their
     accept and close times on the timeline's clock (s since the gate started; None: not
-    logged, or still open), saved as the fact `key`."""
+    logged, or still open), saved as the fact `key` when given."""
     records = [{"n": c.number, "accepted_t": _on_timeline(timeline, c.accepted_at),
                 "closed_t": _on_timeline(timeline, c.closed_at), "repo": c.repo}
                for c in listener_connections(handle) if c.number > after]
-    timeline.fact(key, records)
+    if key is not None:
+        timeline.fact(key, records)
     return records
 
 
