@@ -205,6 +205,9 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
         if (unreached := next((a for a in attempts if not a.get("requests")), None)) is not None:
             return Verdict(ERROR, f"{MODES[unreached['mode']]}: no git request of the failing scopes reached the "
                                   "git front after their refresh, so nothing was tested", "error.not_exercised")
+        if (uncounted := next((a for a in attempts if a.get("clone_dirs_error")), None)) is not None:
+            return Verdict(ERROR, f"the clone dirs could not be counted at {uncounted['label']}: "
+                                  f"{uncounted['clone_dirs_error']}", "error.count_unavailable")
         recoveries = {r["mode"]: r for r in timeline.of_kind("recovery")}
         healthy = _healthy_by_mode(timeline)
         kept = _kept_per_failure(attempts)

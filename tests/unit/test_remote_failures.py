@@ -101,3 +101,11 @@ def test_a_failure_stays_a_failure_and_notes_the_window_that_fell_short():
     verdict = check(_timeline(healthy_ok=2, tried={"throttle": FAILING[:6]}))
     assert (verdict.verdict, verdict.category) == ("fail", "failures.healthy_stalled")
     assert "not exercised: during a throttled link only 6 of 12" in verdict.reason
+
+
+def test_a_clone_dir_count_that_could_not_be_taken_is_an_error_not_zero():
+    tl = _timeline()
+    tl.samples[-2].update(clone_dirs=None, clone_dirs_error="exec in the server's container failed")
+    verdict = check(tl)
+    assert (verdict.verdict, verdict.category) == ("error", "error.count_unavailable")
+    assert "exec in the server's container failed" in verdict.reason
