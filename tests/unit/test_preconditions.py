@@ -310,3 +310,14 @@ def test_records_of_a_listener_that_predates_them_say_to_rebuild_the_tools_image
                                            for i in range(1, 13)])
     verdict = check(OfflineRepoGate(), tl, OfflineThresholds())
     assert (verdict.verdict, verdict.category) == NOT_EXERCISED and "make images-offline" in verdict.reason
+
+
+def test_orphan_a_burst_failure_stands_when_mid_sync_did_not_race_and_says_so():
+    from tests.unit.test_orphan_clones import _phase
+    tl = Timeline("orphan-clones")
+    _phase(tl, "burst", 500, after_caches=500)
+    _phase(tl, "mid-sync", 50, raced=3)
+    verdict = check(OrphanClonesGate(), tl, OrphanThresholds())
+    assert (verdict.verdict, verdict.category) == ("fail", "orphan.caches_kept")
+    assert "only 3 of 50 scopes had a fetch in flight" in verdict.reason
+    assert verdict.metrics["deletes"]["mid-sync"]["in_flight_at_delete"] == 3
