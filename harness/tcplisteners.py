@@ -125,11 +125,6 @@ class Connection:
     closed_at: float | None = None
     repo: str | None = None
 
-    def open_at(self, moment: float) -> bool:
-        """Accepted by `moment` and not yet closed then."""
-        return (self.accepted_at is not None and self.accepted_at <= moment
-                and (self.closed_at is None or self.closed_at > moment))
-
 
 LOG_LINE = re.compile(r"\b(accepted|closed|repo) (\d+)(?: at=([\d.]+)| (\S+))?\s*$")
 
