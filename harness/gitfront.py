@@ -14,7 +14,9 @@ client depends on the mode in effect when the request arrives:
 
 The harness sets the mode with `POST /_harness/mode` (body: the mode) on the same port, so
 one mechanism works for a local process and a container's published port. Every git
-request is logged as "accepted N" on stdout (how the harness proves a fault took effect).
+request is logged as "accepted N at=<unix time>" and "repo N /<repo>.git" on stdout, the
+listeners' format (harness.tcplisteners.parse_connections): how the harness proves a fault
+took effect, and on which scopes' repos.
 Standard library only: the tools image runs it. Binds 127.0.0.1 unless --bind.
 """
 
@@ -32,7 +34,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from harness.tcplisteners import ACCEPTED_LINE
+from harness.tcplisteners import ACCEPTED_LINE, REPO_LINE
 
 MODE_PATH = "/_harness/mode"
 MODES = ("ok", "auth", "error", "throttle", "reset")
@@ -70,7 +72,7 @@ class Front:
     def count(self) -> int:
         with self.lock:
             self.requests += 1
-            print(f"{ACCEPTED_LINE}{self.requests}", flush=True)
+            print(f"{ACCEPTED_LINE}{self.requests} at={time.time():.3f}", flush=True)
             return self.requests
 
 
@@ -109,7 +111,9 @@ def handler_for(front: Front) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def _git(self) -> None:
-            front.count()
+            number = front.count()
+            repo = self.path.partition("?")[0].partition(".git")[0]
+            print(f"{REPO_LINE}{number} {repo}.git", flush=True)  # which scope's repo the request was for
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             mode, rate = front.mode
             if mode == "auth":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psutil
 
+from harness.errors import HarnessError
 from harness.fds import fd_kind, fd_targets
 
 
@@ -46,11 +47,24 @@ def sample_server(master_pid: int | None, worker_pids: list[int]) -> list[Proces
     return [s for s in samples if s is not None]
 
 
+class CountUnavailable(HarnessError):
+    """A count the harness could not take (a directory that is not there, an exec that
+    failed): the gate judging it is an ERROR naming why, never a count of 0."""
+
+
 def clone_dirs(clones_dir: Path) -> list[str]:
-    """Names of the scope clone directories the server keeps on disk."""
+    """Names of the scope clone directories the server keeps on disk. The clones' directory
+    appears with the first clone, so it may be missing under the server's base dir (none
+    yet); a missing base dir means the harness looks in the wrong place: CountUnavailable."""
+    if not clones_dir.parent.is_dir():
+        raise CountUnavailable(f"the server's base dir {clones_dir.parent} is missing: its clone dirs cannot "
+                               "be counted")
     if not clones_dir.is_dir():
         return []
-    return sorted(p.name for p in clones_dir.iterdir() if p.is_dir())
+    try:
+        return sorted(p.name for p in clones_dir.iterdir() if p.is_dir())
+    except OSError as exc:
+        raise CountUnavailable(f"the clone dirs under {clones_dir} could not be listed: {exc}") from exc
 
 
 PACK_SUFFIXES = (".pack", ".idx")

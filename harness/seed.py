@@ -50,6 +50,11 @@ def policy_repo_name(index: int) -> str:
     return f"policy-{index:04d}"
 
 
+def dead_repo_name(index: int) -> str:
+    """The repo path of a dead remote (never seeded: the blackhole logs it as asked for)."""
+    return f"dead-{index:04d}"
+
+
 def probe_repo_name(index: int) -> str:
     return f"probe-{index}"
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from harness.errors import HarnessError
-from harness.probes import sample_server
+from harness.probes import CountUnavailable, sample_server
 from harness.servers.opal import OpalClient
 from harness.stack.base import Stack
 from harness.timeline import FAULT_END, FAULT_START, Timeline
@@ -158,7 +158,10 @@ class GateContext:
         if worker:
             snapshot.update(worker_rss_kb=worker.rss_kb, worker_fds=worker.open_fds,
                             worker_files=worker.open_files, worker_threads=worker.threads)
-        snapshot["clone_dirs"] = len(self.stack.server.clone_dirs())
+        try:
+            snapshot["clone_dirs"] = len(self.stack.server.clone_dirs())
+        except CountUnavailable as exc:  # recorded as not taken: a checker judging it is an ERROR
+            snapshot["clone_dirs"], snapshot["clone_dirs_error"] = None, str(exc)[:300]
         return self.timeline.record("snapshot", **snapshot)
 
     def served_within(self, scope_id: str, budget: float, label: str) -> float | None:

@@ -19,6 +19,7 @@ from functools import partial
 from harness.gates.base import Gate, GateContext
 from harness.gates.load import Load, for_each_scope, scaled_budgets
 from harness.gates.settings import GateSettings
+from harness.gates.settle import settle, settle_record, still_falling
 from harness.seed import policy_repo_name, probe_repo_name
 from harness.servers.opal import CACHES, OpalClient
 from harness.timeline import Timeline
@@ -71,18 +72,10 @@ def _counts(snapshot: dict) -> dict[str, int]:
 
 
 def _settle(ctx: GateContext, label: str, budget: float, target: dict[str, int] | None = None) -> dict:
-    """Observe until every count is at most its `target` (or, without one, the counts stop
-    changing), at most `budget` s — a correct server may drop entries, remove clone dirs
-    and close files a moment after answering DELETE."""
-    previous: list[dict[str, int]] = []
-
-    def settled() -> bool:
-        counts = _counts(ctx.observe(f"settling {label}"))
-        done = (all(counts[k] <= target[k] for k in target) if target
-                else bool(previous) and counts == previous[-1])
-        previous.append(counts)
-        return done
-    poll_until(settled, budget, interval=0.5)
+    """Observe until every count is at most its `target` or the counts stop changing, at
+    most `budget` s — a correct server may drop entries, remove clone dirs and close files
+    a moment after answering DELETE (harness.gates.settle)."""
+    settle(ctx.timeline, label, lambda: _counts(ctx.observe(f"settling {label}")), budget, target)
     return ctx.observe(label)
 
 
@@ -195,6 +188,9 @@ class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
         if len(pids) > 1:
             return Verdict(ERROR, f"the worker restarted during the gate (pids {sorted(pids)}): "
                                   "cache sizes of different processes cannot be compared", "error.restart")
+        if (uncounted := next((s for s in snaps.values() if s.get("clone_dirs_error")), None)) is not None:
+            return Verdict(ERROR, f"the clone dirs could not be counted at {uncounted['label']}: "
+                                  f"{uncounted['clone_dirs_error']}", "error.count_unavailable")
         if (unfilled := _unfilled(snaps, base, params.scopes)) is not None:
             return unfilled
         if (failed_deletes := _failed_deletes(timeline)) is not None:
@@ -205,7 +201,8 @@ class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
         problems = Problems()
         tolerance = {**{c: thresholds.cache_tolerance for c in CACHES},
                      "clone_dirs": thresholds.clone_dir_tolerance, "worker_files": thresholds.open_file_tolerance}
-        grew = {k: v for k, v in series.items() if any(x > base[k] + tolerance[k] for x in v)}
+        over, falling = _over(timeline, series, {k: base[k] + tolerance[k] for k in base})
+        grew = {k: series[k] for k in over}
         cache_keys = [c for c in CACHES if c in grew]
         if cache_keys:
             kept = ", ".join(f"{c} {'/'.join(map(str, series[c]))}" for c in cache_keys)
@@ -221,5 +218,28 @@ class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
                                             f"{'→'.join(map(str, series['worker_files']))} "
                                             f"(tolerance +{thresholds.open_file_tolerance})",
                          files_grew=series["worker_files"][-1] - base["worker_files"])
+        for key, (label, tail) in falling.items():
+            problems.add("leak.still_falling", f"{key} still falling when the {label} settle ran out "
+                                               f"({'→'.join(map(str, tail))}, baseline {base[key]}): not back yet, "
+                                               "and not seen to stay", **{f"{key}_tail": tail})
         return problems.verdict(f"caches, clone dirs and open files back to baseline after each of "
                                 f"{len(after)} cycles of {params.scopes} scopes", metrics)
+
+
+def _over(timeline: Timeline, series: dict[str, list[int]],
+          bound: dict[str, int]) -> tuple[list[str], dict[str, tuple[str, list[int]]]]:
+    """(figures kept over their bound after some cycle, figures over it only while still
+    falling when that cycle's settle ran out: figure -> (the settle, its last values))."""
+    kept: list[str] = []
+    falling: dict[str, tuple[str, list[int]]] = {}
+    for index in range(len(next(iter(series.values()), []))):
+        label = f"after {index + 1}"
+        going_down = still_falling(settle_record(timeline, label))
+        for key, values in series.items():
+            if values[index] <= bound[key]:
+                continue
+            if key in going_down:
+                falling.setdefault(key, (label, going_down[key]))
+            elif key not in kept:
+                kept.append(key)
+    return kept, falling

@@ -7,6 +7,11 @@ of, (ceil(dead / git workers) + 1) × git timeout + slack. A server without a gi
 (pre-fix) gets the harness's fallback budget, and the reason says so. Passes when an
 already-loaded scope keeps serving throughout (success ratio) and the new scope is served
 within budget. The connections the blackhole and the git host accepted are recorded.
+
+A PASS claims the server faced every dead remote: each of them (by its repo path on the
+blackhole) must have been connected at least once by the end of the window, else ERROR
+`error.not_exercised` naming the ones never tried. No poll of the loaded scope at all is an
+ERROR too: a success ratio of 0 of 0 judges nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import time
 from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext, Poller, ServerKnobs, batches, pre_fix_executor_size
+from harness.gates.proof import OLD_LISTENER, not_exercised, record_connections, repos_of, without_detail
 from harness.gates.settings import GateSettings
-from harness.seed import policy_repo_name
+from harness.seed import dead_repo_name, policy_repo_name
 from harness.timeline import FAULT_START, Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 
@@ -91,6 +97,7 @@ class OfflineRepoGate(Gate, id="offline-repo", params=Params, thresholds=Thresho
             ctx.observe("end")
         tl.fact("githost_connections", ctx.stack.service("githost").accepted_connections() - git_before)
         tl.fact("blackhole_connections_total", ctx.stack.service("blackhole").accepted_connections() - accepted_before)
+        record_connections(tl, ctx.stack.service("blackhole"), accepted_before, "blackhole_connection_times")
 
     def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
         facts = timeline.facts
@@ -101,8 +108,10 @@ class OfflineRepoGate(Gate, id="offline-repo", params=Params, thresholds=Thresho
             return Verdict(ERROR, "the blackhole accepted no connection: the fault did not take effect",
                            "error.fault")
         polls = timeline.of_kind("poll")
+        if not polls:
+            return not_exercised("the loaded scope was never polled while the remotes were dead: no answer to judge")
         ok = sum(1 for s in polls if s["ok"])
-        ratio = ok / len(polls) if polls else 0.0
+        ratio = ok / len(polls)
         healthy = sum(1 for s in polls if s["healthy"])
         served_s = facts.get("new_scope_served_s")
         metrics = {"loaded_success_ratio": round(ratio, 3), "loaded_polls": len(polls),
@@ -121,7 +130,30 @@ class OfflineRepoGate(Gate, id="offline-repo", params=Params, thresholds=Thresho
             budget = derived.get("budget_how", derived["new_scope_budget_s"])
             problems.add("offline.new_scope_not_served",
                          f"a new healthy scope was not served within its budget of {budget}")
+        if (untried := untried_dead(timeline)) is not None:
+            if not problems:
+                return untried
+            problems.note(f"{untried.reason} (a stalled server may never reach them)")
+        if served_s is None:
             return problems.verdict("", metrics)
         return problems.verdict(f"loaded scope served {ratio:.0%} of {len(polls)} requests; new scope served "
                                 f"in {served_s:.1f} s (budget {derived['new_scope_budget_s']:g} s) with "
-                                f"{derived['dead_remotes']} dead remotes", metrics)
+                                f"{derived['dead_remotes']} dead remotes, each connected at least once", metrics)
+
+
+def untried_dead(timeline: Timeline) -> Verdict | None:
+    """ERROR when a dead remote was never connected: the PASS would claim a load the server
+    never faced (a server that tries one and skips the rest is not under the fault)."""
+    dead = timeline.facts["derived"]["dead_remotes"]
+    records = timeline.facts.get("blackhole_connection_times")
+    if records is None:
+        return not_exercised("no record of which dead remotes the blackhole saw: the load is unproven")
+    if without_detail(records):
+        return not_exercised(f"which of the {dead} dead remotes were connected is unknown: {OLD_LISTENER}")
+    wanted = {dead_repo_name(i) for i in range(dead)}
+    missing = sorted(wanted - repos_of(records))
+    if missing:
+        return not_exercised(f"only {dead - len(missing)} of {dead} dead remotes were ever connected "
+                             f"({len(records)} blackhole connections; never: {', '.join(missing[:5])}"
+                             f"{', ...' if len(missing) > 5 else ''}): the server never faced them all")
+    return None

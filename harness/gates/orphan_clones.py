@@ -5,8 +5,16 @@ Two phases, each judged against the state it started from:
 1. **burst** — N scopes on distinct repos PUT and served, then N DELETEs at once (a few
    concurrent clients), then a bounded settle.
 2. **mid-sync** — M scopes on repos behind the latency proxy, a new commit pushed to each
-   repo and a refresh asked, then every scope DELETEd while those fetches run; the fetch
-   connections the proxy accepted during the deletes are recorded (0 = no overlap: ERROR).
+   repo and a refresh asked, then each scope DELETEd as soon as the proxy shows its fetch
+   open (the rest when a deadline passes). The proxy's connections (accept and close
+   times, repo) and each DELETE's send time are recorded: fewer than half of the M scopes
+   with a fetch in flight when their DELETE was sent is ERROR `error.not_exercised` —
+   no delete raced a sync.
+
+A settle ends when the judged figures (caches, clone dirs, fds, threads) are back at the
+phase's start or have stood still for three snapshots, at most `settle_s`
+(harness.gates.settle); a figure still going down when the budget ran out is
+`orphan.still_falling`, not kept. A clone-dir count that could not be taken is an ERROR.
 
 Passes when, after each phase's settle, the three git-fetcher caches, the clone dirs on
 disk, the worker's fds of every kind (files, sockets, pipes, anon inodes) and its threads
@@ -23,24 +31,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
 from harness.fds import fd_census
 from harness.gates.base import Gate, GateContext, batches, pre_fix_executor_size
+from harness.gates.proof import (
+    OLD_LISTENER,
+    listener_connections,
+    not_exercised,
+    open_at,
+    record_connections,
+    without_detail,
+)
 from harness.gates.settings import GateSettings
+from harness.gates.settle import settle, settle_record, still_falling
 from harness.gitops import WorkingClones, push_base_url
+from harness.probes import CountUnavailable
 from harness.seed import policy_repo_name
 from harness.serverlog import read_slice, summarize
 from harness.serverlog import size as log_size
 from harness.servers.opal import CACHES, OpalClient
+from harness.stack.base import ServiceHandle
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
-from harness.waiting import poll_until
 
 PHASES = ("burst", "mid-sync")
+# what a deletes record keeps for the checker and the saved timeline, not for the metrics
+RECORD_ONLY = ("kind", "t", "statuses", "connections", "delete_sent_t", "repos")
+# Mid-sync: a scope whose fetch the proxy has not shown by then is deleted anyway.
+DELETE_DEADLINE_S = 30.0
 
 
 @dataclass
@@ -69,6 +91,12 @@ class Thresholds(GateSettings):
     # allocator after it is deleted (Python rarely hands freed memory back to the OS).
     rss_kb_per_scope: int = 256
     rss_floor_kb: int = 32 * 1024
+
+
+def _settled_figures(snapshot: dict[str, Any]) -> dict[str, int | None]:
+    """What a settle waits on: the counts that return when a purge is done (not RSS)."""
+    counts = _counts(snapshot)
+    return {**{k: counts[k] for k in (*CACHES, "clone_dirs", "threads")}, "fds": snapshot.get("worker_fds")}
 
 
 def _counts(snapshot: dict[str, Any]) -> dict[str, int]:
@@ -141,71 +169,73 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
             ctx.timeline.record("fds", label=label, by_kind=census.by_kind, examples=census.examples,
                                 sockets_by_peer=census.sockets_by_peer, pipes_by_peer=census.pipes_by_peer,
                                 peer_ports=ctx.stack.server.peer_ports())
-        ctx.timeline.fact(f"clone dirs {label}", ctx.stack.server.clone_dirs())
+        try:
+            ctx.timeline.fact(f"clone dirs {label}", ctx.stack.server.clone_dirs())
+        except CountUnavailable:
+            pass  # the snapshot says why (clone_dirs_error); the checker makes it an ERROR
         return snapshot
 
     def _settle(self, ctx: GateContext, name: str, start: dict[str, Any], budget: float) -> None:
-        """Until caches, clone dirs, fds and threads are back to the phase's start, at most
-        `budget` s: a correct server may finish its purge a moment after answering DELETE."""
-        target = _counts(start)
-        start_fds = start.get("worker_fds", 0)
-
-        def settled() -> bool:
-            counts = _counts(ctx.observe(f"{name} settling"))
-            snap = ctx.timeline.of_kind("snapshot")[-1]
-            return (all(counts[k] <= target[k] for k in (*CACHES, "clone_dirs", "threads"))
-                    and snap.get("worker_fds", 0) <= start_fds)
-        poll_until(settled, budget, interval=1.0)
+        """Until caches, clone dirs, fds and threads are back to the phase's start or stand
+        still, at most `budget` s: a correct server may finish its purge a moment after
+        answering DELETE."""
+        target = {k: v for k, v in _settled_figures(start).items() if v is not None}
+        settle(ctx.timeline, name, lambda: _settled_figures(ctx.observe(f"{name} settling")), budget, target)
 
     # -- deleting ----------------------------------------------------------------------
     def _delete_all(self, ctx: GateContext, scopes: list[str]) -> dict[str, Any]:
         started = time.monotonic()
-        base_url, timeout = ctx.client.base_url, max(30.0, ctx.client.timeout)
-
-        def delete(scope: str) -> int | None:
-            try:
-                return OpalClient(base_url, timeout=timeout).delete_scope(scope)
-            except Exception:  # a refused or dropped request is a recorded outcome
-                return None
         with ThreadPoolExecutor(max_workers=ctx.params.delete_clients) as pool:
-            statuses = list(pool.map(delete, scopes))
-        return {"statuses": statuses, "seconds": round(time.monotonic() - started, 2)}
+            sent = list(pool.map(partial(_delete, ctx), scopes))
+        return {"statuses": [status for _, status in sent], "seconds": round(time.monotonic() - started, 2)}
 
     def _delete_mid_sync(self, ctx: GateContext, repos: dict[str, str]) -> dict[str, Any]:
-        """New commits pushed, refreshes asked, then the deletes while those fetches run
-        (slowed by the latency proxy); the fetches the proxy accepted meanwhile are counted."""
+        """New commits pushed, refreshes asked, then each scope DELETEd as soon as the
+        latency proxy shows its fetch open — the race the phase is about — and the rest when
+        the deadline passes. Records the proxy's connections and each DELETE's send time."""
         clones = WorkingClones(ctx.stack.run_dir / "gitops", push_base_url(ctx.stack.published("githost").url))
         for repo in repos.values():
             clones.push_new_commit(repo)
-        before = ctx.stack.service("latency").accepted_connections()
+        proxy = ctx.stack.service("latency")
+        before = proxy.accepted_connections()
         ctx.timeline.mark("refresh_start")
-        refresh_started = time.monotonic()
-        refreshes = [ctx.client.refresh(scope) for scope in repos]
-        at_delete = ctx.stack.service("latency").accepted_connections()
-        ctx.timeline.mark("delete_start")
-        # A fetch through the proxy takes about one clone's time (measured by the phase): a
-        # fetch accepted less than that before the deletes began was still running then.
-        refresh_to_delete_s = round(time.monotonic() - refresh_started, 2)
-        deletes = self._delete_all(ctx, list(repos))
-        after = ctx.stack.service("latency").accepted_connections()
+        started = time.monotonic()
+        # The refreshes go out on their own thread (a server may take a while to answer each),
+        # so the first fetches are watched, and deleted, while the later refreshes are sent.
+        with ThreadPoolExecutor(max_workers=1) as refresher:
+            refreshing = refresher.submit(lambda: [ctx.client.refresh(scope) for scope in repos])
+            ctx.timeline.mark("delete_start")
+            sent = _delete_while_fetching(ctx, proxy, before, repos, refreshing, started + DELETE_DEADLINE_S)
+            refreshes = refreshing.result()
         ctx.timeline.mark("delete_end")
-        return {**deletes, "refresh_statuses": sorted(set(refreshes)), "refresh_to_delete_s": refresh_to_delete_s,
-                "fetches_before_deletes": at_delete - before, "fetches_during_deletes": after - at_delete,
-                "fetches_in_window": after - before}
+        connections = record_connections(ctx.timeline, proxy, before)  # saved with the deletes
+        return {"statuses": [sent[scope][1] for scope in repos], "seconds": round(time.monotonic() - started, 2),
+                "refresh_statuses": sorted(set(refreshes)), "fetches_in_window": len(connections),
+                "delete_sent_t": {scope: sent[scope][0] for scope in repos}, "repos": repos,
+                "connections": connections}
 
     # -- judging -----------------------------------------------------------------------
     def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
         if (failed := load_failure(timeline)) is not None and not _phase_data(timeline, "burst"):
             return failed
-        results, problems = {}, Problems()
+        results, problems, unraced = {}, Problems(), None
         for name in PHASES:
             data = _phase_data(timeline, name)
             if data is None:
                 continue
             if (error := _phase_error(name, data)) is not None:
                 return error
+            if name == "mid-sync":
+                unraced = _unraced(data)
             left, kinds = _leftovers(data, thresholds)
             results[name] = left
+            falling = still_falling(settle_record(timeline, name))
+            kinds = [kind for kind in kinds if not _falling_only(kind, falling)]
+            if falling:
+                problems.add("orphan.still_falling", f"{name}: still falling when the {params.settle_s:g} s settle ran "
+                                                     "out: " + ", ".join(f"{k} {'→'.join(map(str, tail))}"
+                                                                         for k, tail in falling.items()),
+                             **{f"{k}_tail": tail for k, tail in falling.items()})
             for kind, text, figures in _describe(name, data, left, thresholds, kinds):
                 problems.add(f"orphan.{kind}", text, **figures)
             if kinds and (said := _server_said(timeline.facts.get(f"log {name}", []))):
@@ -213,13 +243,68 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
         if not results:
             return load_failure(timeline) or Verdict(ERROR, "no phase was recorded", "error.no_data")
         metrics = {"leftovers": results, **timeline.facts.get("derived", {}),
-                   "deletes": {r["phase"]: {k: v for k, v in r.items() if k not in ("kind", "t", "statuses")}
+                   "deletes": {r["phase"]: {**{k: v for k, v in r.items() if k not in RECORD_ONLY},
+                                            **({"in_flight_at_delete": in_flight_at_delete(r)} if "repos" in r else {})}
                                for r in timeline.of_kind("deletes")}}
         if not problems and (failed := load_failure(timeline)) is not None:
             return failed
+        if unraced and not problems:
+            return not_exercised(unraced)  # a PASS of mid-sync would claim a race that did not happen
+        if unraced:
+            problems.note(unraced)
         phases = ", ".join(f"{n} ({_size(timeline, n)} scopes)" for n in results)
         return problems.verdict(f"caches, clone dirs, fds of every kind, threads and RSS back to each phase's "
                                 f"start after {phases}", metrics, separator=" | ")
+
+
+def _delete_while_fetching(ctx: GateContext, proxy: ServiceHandle, before: int, repos: dict[str, str],
+                           refreshing: Future[list[int]], deadline: float) -> dict[str, tuple[float, int | None]]:
+    """DELETE each scope as soon as the proxy shows a fetch of its repo open (connections
+    numbered above `before`); once the refreshes are sent and `deadline` has passed, the
+    rest. scope -> (when its DELETE was sent, its status)."""
+    futures: dict[str, Future[tuple[float, int | None]]] = {}
+    with ThreadPoolExecutor(max_workers=ctx.params.delete_clients) as pool:
+        while len(futures) < len(repos):
+            fetching = {c.repo.strip("/").removesuffix(".git") for c in listener_connections(proxy)
+                        if c.number > before and c.repo and c.closed_at is None}
+            late = refreshing.done() and time.monotonic() >= deadline
+            for scope, repo in repos.items():
+                if scope not in futures and (late or repo in fetching):
+                    futures[scope] = pool.submit(_delete, ctx, scope)
+            time.sleep(0.05)
+    return {scope: future.result() for scope, future in futures.items()}
+
+
+def _delete(ctx: GateContext, scope: str) -> tuple[float, int | None]:
+    """(when the DELETE was sent, on the timeline's clock; its status, None if it failed)."""
+    sent_t = ctx.timeline.now()
+    try:
+        return sent_t, OpalClient(ctx.client.base_url, timeout=max(30.0, ctx.client.timeout)).delete_scope(scope)
+    except Exception:  # a refused or dropped request is a recorded outcome
+        return sent_t, None
+
+
+def in_flight_at_delete(deletes: dict[str, Any]) -> int:
+    """Scopes whose repo had a fetch open at the proxy (accepted, not closed) when their
+    DELETE was sent."""
+    connections, sent_t = deletes.get("connections") or [], deletes.get("delete_sent_t") or {}
+    count = 0
+    for scope, repo in (deletes.get("repos") or {}).items():
+        mine = [c for c in connections if c.get("repo") and c["repo"].strip("/").removesuffix(".git") == repo]
+        if scope in sent_t and open_at(mine, sent_t[scope]):
+            count += 1
+    return count
+
+
+# settle figure(s) behind each kind of leftover
+KIND_FIGURES: dict[str, tuple[str, ...]] = {"caches_kept": CACHES, "clone_dirs_kept": ("clone_dirs",),
+                                             "fds_kept": ("fds",), "threads_kept": ("threads",)}
+
+
+def _falling_only(kind: str, falling: dict[str, list[int]]) -> bool:
+    """A leftover whose figures were all still going down: "still falling", not kept."""
+    figures = KIND_FIGURES.get(kind, ())
+    return bool(figures) and all(f in falling for f in figures)
 
 
 def _size(timeline: Timeline, phase: str) -> int:
@@ -258,9 +343,31 @@ def _phase_error(name: str, data: dict[str, Any]) -> Verdict | None:
     if name == "mid-sync" and not data["deletes"].get("fetches_in_window"):
         return Verdict(ERROR, "mid-sync: no fetch reached the git host between the refreshes and the end of "
                               "the deletes: no delete raced a sync", "error.no_overlap")
+    for label in ("start", "loaded", "after"):
+        if data[label].get("clone_dirs_error"):
+            return Verdict(ERROR, f"{name}: the clone dirs could not be counted at {label}: "
+                                  f"{data[label]['clone_dirs_error']}", "error.count_unavailable")
+    if data["loaded"]["clone_dirs"] <= data["start"]["clone_dirs"]:
+        return Verdict(ERROR, f"{name}: with {data['size']} scopes served the clone-dir count stayed at "
+                              f"{data['loaded']['clone_dirs']} (start {data['start']['clone_dirs']}): it does not "
+                              "see the server's clones, so their removal would prove nothing",
+                       "error.count_unavailable")
     if data["fds_start"] is None or data["fds_after"] is None:
         return Verdict(ERROR, f"{name}: the worker's fds could not be read", "error.no_data")
     return None
+
+
+def _unraced(data: dict[str, Any]) -> str | None:
+    """Why the mid-sync phase's deletes did not race a sync (fewer than half of its scopes
+    had a fetch in flight when their DELETE was sent), or None."""
+    if without_detail(data["deletes"].get("connections") or []):
+        return f"mid-sync: whether the deletes raced a fetch is unknown: {OLD_LISTENER}"
+    raced = in_flight_at_delete(data["deletes"])
+    if raced * 2 >= data["size"]:
+        return None
+    return (f"mid-sync: only {raced} of {data['size']} scopes had a fetch in flight at the proxy when their DELETE "
+            f"was sent ({data['deletes'].get('fetches_in_window')} fetches through it): fewer than half of the "
+            "deletes raced a sync")
 
 
 def _leftovers(data: dict[str, Any], th: Thresholds) -> tuple[dict[str, Any], list[str]]:

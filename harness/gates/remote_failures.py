@@ -26,8 +26,12 @@ its new commit within the recovery budget (the git timeout plus slack), refreshe
 `refresh_every_s` as a webhook retry or a periodic pass would.
 
 The front counts the git requests it took: a window whose requests did not reach it tested
-nothing, an ERROR. Categories: `failures.healthy_stalled`, `failures.<mode>_not_recovered`,
-`failures.files_kept`, `failures.threads_kept`, `failures.clone_dirs_kept`.
+nothing, an ERROR. A PASS claims more, and is ERROR `error.not_exercised` otherwise: every
+failing scope tried in every window (counted as distinct repos in the front's request log,
+not as requests: one scope retried twelve times is one scope), and the healthy scopes
+polled in every window. A FAIL notes the windows that fell short. Categories:
+`failures.healthy_stalled`, `failures.<mode>_not_recovered`, `failures.files_kept`,
+`failures.threads_kept`, `failures.clone_dirs_kept`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.gates.base import Gate, GateContext, Poller, ServerKnobs, fetch_timeout_budget, pre_fix_executor_size
+from harness.gates.proof import OLD_LISTENER, listener_connections, not_exercised, repos_of
 from harness.gates.settings import GateSettings
 from harness.gitfront import set_mode
 from harness.gitops import GitOpError, WorkingClones, push_base_url
@@ -122,7 +127,8 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
         healthy = {f"healthy-{i}": policy_repo_name(p.first_repo + failing_count + i) for i in range(p.healthy_scopes)}
         budget, how = budgets(ctx.knobs, p)
         tl.fact("derived", {"failing_scopes": failing_count, "healthy_scopes": p.healthy_scopes, "budget_s": budget,
-                            "budget_how": how, "git_workers": ctx.knobs.git_workers})
+                            "budget_how": how, "git_workers": ctx.knobs.git_workers,
+                            "failing_repos": sorted(failing.values())})
         # first: on a Gitea host this is the message that names the fix (HARNESS_GITHOST=bare)
         clones = WorkingClones(stack.run_dir / "gitops-failures", push_base_url(stack.published("githost").url),
                                timeout_s=p.git_timeout_s, payload_bytes=p.payload_kb * 1024)
@@ -162,10 +168,11 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
                     before = front.accepted_connections()
                     for scope in failing:
                         client.refresh(scope)
-                    reached_s = _reached(front, before, len(failing), budget)
+                    reached_s = _reached(front, before, set(failing.values()), budget)
                     time.sleep(p.observe_s if mode in FAST else max(0.0, budget - (reached_s or budget)))
                     ctx.observe(f"{mode} attempt {attempt}", mode=mode, attempt=attempt,
                                 requests=front.accepted_connections() - before,
+                                tried=sorted(_tried(front, before) & set(failing.values())),
                                 reached_s=None if reached_s is None else round(reached_s, 2))
         recovered_s, unrecovered = self._recover(ctx, pushed, budget)
         tl.record("recovery", mode=mode, seconds=recovered_s, budget_s=budget, unrecovered=unrecovered[:5],
@@ -198,6 +205,9 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
         if (unreached := next((a for a in attempts if not a.get("requests")), None)) is not None:
             return Verdict(ERROR, f"{MODES[unreached['mode']]}: no git request of the failing scopes reached the "
                                   "git front after their refresh, so nothing was tested", "error.not_exercised")
+        if (uncounted := next((a for a in attempts if a.get("clone_dirs_error")), None)) is not None:
+            return Verdict(ERROR, f"the clone dirs could not be counted at {uncounted['label']}: "
+                                  f"{uncounted['clone_dirs_error']}", "error.count_unavailable")
         recoveries = {r["mode"]: r for r in timeline.of_kind("recovery")}
         healthy = _healthy_by_mode(timeline)
         kept = _kept_per_failure(attempts)
@@ -226,16 +236,32 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
                 if grew.get(key) is not None and grew[key] > getattr(thresholds, bound_name):
                     problems.add(category, f"one more failed attempt of {MODES[mode]} on every failing scope kept "
                                            f"{grew[key]:+d} {unit} (tolerance {getattr(thresholds, bound_name)})")
+        short = _short_windows(timeline, params, attempts, healthy)
+        if not problems and short:
+            return not_exercised("; ".join(short))
+        for text in short:
+            problems.note(f"not exercised: {text}")
         shares = ", ".join(f"{m} {ok}/{total}" for m, (ok, total) in healthy.items())
         return problems.verdict(
-            f"healthy scopes served through every failure ({shares}); {derived['failing_scopes']} failing scopes "
-            f"recovered after each (slowest {metrics['slowest_recovery_s']} s, budget {derived['budget_how']}); "
-            "a second failed attempt kept no more than the first", metrics)
+            f"healthy scopes served through every failure ({shares}); {derived['failing_scopes']} failing scopes, "
+            f"each tried in every window, recovered after each (slowest {metrics['slowest_recovery_s']} s, budget "
+            f"{derived['budget_how']}); a second failed attempt kept no more than the first", metrics)
 
 
-def _reached(front: ServiceHandle, before: int, requests: int, budget: float) -> float | None:
-    """Seconds until the git front took `requests` more git requests than `before`."""
-    return poll_until(lambda: front.accepted_connections() - before >= requests, budget, interval=0.2)
+def _reached(front: ServiceHandle, before: int, repos: set[str], budget: float) -> float | None:
+    """Seconds until the git front took a request for each of `repos` after request `before`
+    (a front that logs no repos, built before it did: as many requests as repos)."""
+    def reached() -> bool:
+        taken = [c for c in listener_connections(front) if c.number > before]
+        if taken and not any(c.repo for c in taken):
+            return len(taken) >= len(repos)
+        return repos <= repos_of([{"repo": c.repo} for c in taken])
+    return poll_until(reached, budget, interval=0.2)
+
+
+def _tried(front: ServiceHandle, before: int) -> set[str]:
+    """The repos the front took git requests for after its request number `before`."""
+    return repos_of([{"repo": c.repo} for c in listener_connections(front) if c.number > before])
 
 
 def _front_mode(mode: str, p: Params) -> str:
@@ -263,3 +289,24 @@ def _kept_per_failure(attempts: list[dict[str, Any]]) -> dict[str, dict[str, int
                                 if shots[1].get(key) is not None and shots[2].get(key) is not None else None)
                           for key in KEPT}
     return kept
+
+
+def _short_windows(timeline: Timeline, params: Params, attempts: list[dict[str, Any]],
+                   healthy: dict[str, tuple[int, int]]) -> list[str]:
+    """What each fault window lacked of what a PASS claims: every failing scope tried (by
+    distinct repo, not by request), and polls of the healthy scopes."""
+    derived = timeline.facts["derived"]
+    failing = set(derived.get("failing_repos") or [])
+    short = []
+    if failing and attempts and not any(a.get("tried") for a in attempts):
+        return [f"which failing scopes reached the git front is unknown: {OLD_LISTENER}"]
+    for mode in params.mode_list():
+        tried = set().union(*[set(a.get("tried") or []) for a in attempts if a["mode"] == mode])
+        if failing and not failing <= tried:
+            missing = sorted(failing - tried)
+            never = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+            short.append(f"during {MODES[mode]} only {len(failing) - len(missing)} of {len(failing)} failing scopes "
+                         f"reached the git front (never: {never})")
+        if not healthy.get(mode, (0, 0))[1]:
+            short.append(f"during {MODES[mode]} the healthy scopes were never polled")
+    return short

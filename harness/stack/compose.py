@@ -25,6 +25,8 @@ from harness.config import Settings
 from harness.errors import ConfigError, HarnessError, ServiceFailed
 from harness.githost.bare import CONNECTION_LINE
 from harness.images import docker_client
+from harness.probes import CountUnavailable
+from harness.seed import dead_repo_name
 from harness.servers.opal.recipe import gunicorn_argv, server_env
 from harness.stack.base import SERVICES, Address, ServerProbe, Stack
 from harness.stack.compose_cli import ComposeCli, detect
@@ -342,7 +344,7 @@ class ComposeStack(Stack):
         return f"http://{host}/harness/{repo}.git"
 
     def dead_url(self, index: int, kind: str = "blackhole") -> str:
-        return f"git://{kind}:9418/dead-{index:04d}.git"
+        return f"git://{kind}:9418/{dead_repo_name(index)}.git"
 
     def ensure_repos(self, count: int) -> None:
         if count <= self.seeded:
@@ -464,11 +466,14 @@ class ComposeServerProbe(ServerProbe):
             raise ServiceFailed(f"server not healthy 90 s after restart; logs: {self.log()}")
 
     def clone_dirs(self) -> list[str]:
+        # The clones' directory appears with the first clone (none yet: no dirs); the base
+        # dir missing, or an exec that fails, is a count not taken — never 0.
+        script = (f"test -d {CONTAINER_BASE_DIR} || {{ echo 'no {CONTAINER_BASE_DIR}'; exit 3; }}; "
+                  f"test -d {CONTAINER_BASE_DIR}/git_sources || exit 0; ls -1 {CONTAINER_BASE_DIR}/git_sources")
         try:
-            out = self.stack.exec_in("server", ["sh", "-c", f"ls -1 {CONTAINER_BASE_DIR}/git_sources 2>/dev/null "
-                                                            "|| true"])
-        except (HarnessError, ConfigError):
-            return []
+            out = self.stack.exec_in("server", ["sh", "-c", script])
+        except (HarnessError, ConfigError) as exc:
+            raise CountUnavailable(f"the server's clone dirs could not be counted in its container: {exc}") from exc
         return sorted(line for line in out.splitlines() if line.strip())
 
     def cpu_count(self) -> int:

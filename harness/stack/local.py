@@ -166,7 +166,7 @@ class LocalStack(Stack):
         return self.githost.url(repo, port=self.services["latency"].port if via_latency else None)
 
     def dead_url(self, index: int, kind: str = "blackhole") -> str:
-        return f"git://127.0.0.1:{self.service(kind).port}/dead-{index:04d}.git"
+        return f"git://127.0.0.1:{self.service(kind).port}/{seed.dead_repo_name(index)}.git"
 
     def ensure_repos(self, count: int) -> None:
         if count <= self.seeded:

@@ -16,8 +16,10 @@ from harness.gates.repeat_sync import Thresholds as SyncThresholds
 from harness.gates.runner import build_settings
 from harness.gates.zombie_cap import Thresholds as ZombieThresholds
 from harness.gates.zombie_cap import ZombieCapGate
+from harness.seed import dead_repo_name, policy_repo_name
 from harness.servers.opal import PolicyResult
 from harness.timeline import FAULT_END, FAULT_START, Timeline
+from tests.unit.proof_records import conns
 
 
 def check(gate, timeline, thresholds):
@@ -192,6 +194,7 @@ def _offline_timeline(ok_polls, total, served_s):
                         "git_timeout_s": 10.0, "git_workers": 10})
     tl.fact("blackhole_connections", 6)
     tl.fact("new_scope_served_s", served_s)
+    tl.fact("blackhole_connection_times", conns([dead_repo_name(i) for i in range(12)]))
     for i in range(total):
         tl.record("poll", ok=i < ok_polls, status=200 if i < ok_polls else None, seconds=0.1, healthy=True)
     return tl
@@ -224,9 +227,11 @@ def test_zombie_reason_tells_a_stalled_pool_from_a_reached_cap():
 
 def test_zombie_passes_when_the_healthy_scope_is_served_and_says_the_cap_was_off():
     tl = Timeline("zombie-cap")
-    tl.fact("derived", {"dead_remotes": 30, "zombie_cap": 0, "new_scope_budget_s": 20.0})
+    tl.fact("derived", {"dead_remotes": 30, "zombie_cap": 0, "new_scope_budget_s": 20.0, "git_timeout_s": 10.0})
     tl.fact("blackhole_connections", 30)
     tl.fact("new_scope_served_s", 2.5)
+    tl.events.append({"t": 40.0, "name": "new_scope_put"})
+    tl.fact("blackhole_connection_times", conns([dead_repo_name(1000 + i) for i in range(30)], accepted_t=5.0))
     verdict = check(ZombieCapGate(), tl, ZombieThresholds())
     assert verdict.verdict == "pass" and "the cap off" in verdict.reason
 
@@ -258,6 +263,9 @@ def _dead_boot_timeline(healthy_s, served_s, new_scope_s):
                         "healthy_scopes": 5})
     tl.fact("boot", {"healthy_s": healthy_s, "served_s": served_s, "not_served": 0 if served_s else 5})
     tl.fact("new_scope_served_s", new_scope_s)
+    tl.events.append({"t": 20.0, "name": "boot_end"})
+    tl.fact("dead_connections_at_boot", 1)
+    tl.fact("blackhole_connection_times", conns([dead_repo_name(2000)], accepted_t=3.0))
     return tl
 
 
@@ -277,6 +285,7 @@ def _boot_timeline(served_s, one_clone=0.76, scopes=20, empty_s=1.2, new_scope_s
     tl.fact("empty_boot", {"healthy_s": empty_s, "served_s": empty_s, "not_served": 0})
     tl.fact("boot", {"healthy_s": healthy_s, "served_s": served_s, "not_served": 0 if served_s else scopes})
     tl.fact("new_scope_served_s", new_scope_s)
+    tl.fact("proxy_connection_times", conns([policy_repo_name(i) for i in range(scopes)], closed_t=2.0))
     return tl
 
 

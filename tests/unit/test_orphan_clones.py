@@ -33,7 +33,7 @@ def _fds(tl, label, sockets=10, pipes=4, files=30, redis=5):
 
 
 def _phase(tl, name, size, after_caches=0, after_dirs=0, after_sockets=10, after_redis=5, after_threads=20,
-           after_rss=95_000, statuses=None, fetches=10):
+           after_rss=95_000, statuses=None, fetches=10, raced=None):
     tl.mark("phase_start", phase=name, scopes=size)
     _snap(tl, f"{name} start", 0, 0)
     _fds(tl, f"{name} start")
@@ -41,7 +41,7 @@ def _phase(tl, name, size, after_caches=0, after_dirs=0, after_sockets=10, after
     _snap(tl, f"{name} loaded", size, size)
     deletes = {"statuses": statuses or [204] * size, "seconds": 12.5}
     if name == "mid-sync":
-        deletes.update(fetches_in_window=fetches, fetches_before_deletes=fetches, fetches_during_deletes=0)
+        deletes.update(fetches_in_window=fetches, **_mid_sync_race(size, size if raced is None else raced))
     tl.record("deletes", phase=name, **deletes)
     _snap(tl, f"{name} after", after_caches, after_dirs, threads=after_threads, rss=after_rss)
     _fds(tl, f"{name} after", sockets=after_sockets, redis=after_redis)
@@ -49,6 +49,15 @@ def _phase(tl, name, size, after_caches=0, after_dirs=0, after_sockets=10, after
     tl.fact(f"log {name}", [{"template": "Local sibling check for <hex> failed ...", "count": after_dirs,
                              "level": "WARNING", "module": "opal_server.scopes.service", "example": SIBLING}]
             if after_dirs else [])
+
+
+def _mid_sync_race(size, raced):
+    """Every scope's DELETE sent at 10 s; the first `raced` had their fetch open then, the
+    rest had finished theirs before (accepted 9.0, closed 9.2)."""
+    repos = {f"mid-sync-{i}": f"policy-{i:04d}" for i in range(size)}
+    connections = [{"n": i + 1, "accepted_t": 9.5 if i < raced else 9.0, "closed_t": 10.5 if i < raced else 9.2,
+                    "repo": f"/{repo}.git"} for i, repo in enumerate(repos.values())]
+    return {"repos": repos, "delete_sent_t": {scope: 10.0 for scope in repos}, "connections": connections}
 
 
 def test_passes_when_every_phase_returns_to_its_start():

@@ -8,16 +8,23 @@ from harness.timeline import Timeline
 MODES = ("auth", "error", "reset", "throttle")
 
 
-def _timeline(healthy_ok=10, recovered=True, kept_files=0, requests=12, modes=MODES):
+FAILING = [f"policy-{600 + i:04d}" for i in range(12)]
+
+
+def _timeline(healthy_ok=10, recovered=True, kept_files=0, requests=12, modes=MODES, tried=None,
+              unpolled=()):
+    """`tried`: mode -> the failing repos the front saw in that window (default: all 12);
+    `unpolled`: modes whose window has no healthy poll."""
     tl = Timeline("remote-failures")
     tl.fact("derived", {"failing_scopes": 12, "healthy_scopes": 2, "budget_s": 15.0,
-                        "budget_how": "15 s (10 s + 5 s)", "git_workers": 10})
+                        "budget_how": "15 s (10 s + 5 s)", "git_workers": 10, "failing_repos": FAILING})
     for mode in modes:
-        for i in range(10):
+        for i in range(0 if mode in unpolled else 10):
             tl.record("poll", scope="healthy-0", label=mode, ok=i < healthy_ok, status=200, seconds=0.01,
                       healthy=True)
         for attempt in ((1, 2) if mode != "throttle" else (1,)):
             tl.record("snapshot", label=f"{mode} attempt {attempt}", mode=mode, attempt=attempt, requests=requests,
+                      tried=(tried or {}).get(mode, FAILING),
                       worker_files=20 + (kept_files if attempt == 2 else 0), worker_threads=6, clone_dirs=14)
         tl.record("recovery", mode=mode, seconds=0.5 if recovered else None, budget_s=15.0,
                   unrecovered=[] if recovered else ["failing-0"], not_recovered=0 if recovered else 12, scopes=12)
@@ -75,3 +82,30 @@ def test_modes_are_validated_before_a_stack_is_touched():
     from harness.gates.runner import build_settings
     with pytest.raises(ConfigError, match="modes"):
         build_settings(Params, {"modes": "auth,sideways"}, "remote-failures")
+
+
+def test_twelve_requests_of_one_failing_scope_are_not_every_scope_tried():
+    verdict = check(_timeline(tried={"reset": FAILING[:1]}))
+    assert (verdict.verdict, verdict.category) == ("error", "error.not_exercised")
+    assert "only 1 of 12 failing scopes reached the git front" in verdict.reason
+    assert "policy-0601" in verdict.reason
+
+
+def test_a_window_without_healthy_polls_is_not_exercised():
+    verdict = check(_timeline(unpolled=("throttle",)))
+    assert (verdict.verdict, verdict.category) == ("error", "error.not_exercised")
+    assert "healthy scopes were never polled" in verdict.reason
+
+
+def test_a_failure_stays_a_failure_and_notes_the_window_that_fell_short():
+    verdict = check(_timeline(healthy_ok=2, tried={"throttle": FAILING[:6]}))
+    assert (verdict.verdict, verdict.category) == ("fail", "failures.healthy_stalled")
+    assert "not exercised: during a throttled link only 6 of 12" in verdict.reason
+
+
+def test_a_clone_dir_count_that_could_not_be_taken_is_an_error_not_zero():
+    tl = _timeline()
+    tl.samples[-2].update(clone_dirs=None, clone_dirs_error="exec in the server's container failed")
+    verdict = check(tl)
+    assert (verdict.verdict, verdict.category) == ("error", "error.count_unavailable")
+    assert "exec in the server's container failed" in verdict.reason

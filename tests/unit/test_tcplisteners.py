@@ -64,3 +64,15 @@ def test_a_restarted_listener_keeps_its_port(listener):
     hole.stop()
     hole.start()
     assert hole.port == port
+
+
+def test_blackhole_logs_each_connections_repo_and_its_close(listener):
+    from harness.gates.proof import listener_connections
+    from harness.waiting import wait_for
+    hole = listener("blackhole")
+    with socket.create_connection(("127.0.0.1", hole.port), timeout=5) as sock:
+        sock.sendall(b"0032git-upload-pack /dead-0007.git\0host=127.0.0.1\0")
+        first = wait_for(lambda: [c for c in listener_connections(hole) if c.repo], 5, "repo logged")[0]
+        assert first.repo == "/dead-0007.git" and first.closed_at is None and first.accepted_at
+    closed = wait_for(lambda: [c for c in listener_connections(hole) if c.closed_at], 5, "close logged")[0]
+    assert closed.closed_at >= closed.accepted_at
