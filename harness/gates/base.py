@@ -38,6 +38,7 @@ PROFILES = {"quick": QUICK_PROFILE, "defaults": {}}
 DEFAULT_SCOPE = "default"
 DEFAULT_SCOPE_REPO = probe_repo_name(PROBE_REPOS - 1)
 DEFAULT_SCOPE_BUDGET_S = 60.0
+UNKNOWN_SCOPE_PROBE = "never-stored-by-the-harness"
 
 
 @dataclass(frozen=True)
@@ -234,9 +235,14 @@ class GateContext:
         url = self.stack.repo_url(DEFAULT_SCOPE_REPO)
         status = self.client.put_scope(DEFAULT_SCOPE, url)
         seconds = self.served_within(DEFAULT_SCOPE, DEFAULT_SCOPE_BUDGET_S, "the default scope")
-        self.timeline.fact("default_scope", {"scope": DEFAULT_SCOPE, "repo": DEFAULT_SCOPE_REPO, "put_status": status,
-                                             "head": self.book.heads.head(DEFAULT_SCOPE_REPO),
-                                             "served_s": None if seconds is None else round(seconds, 2)})
+        # What the server now answers for a scope nobody stored: the proof the fallback is live
+        # (0.9.9: 200 with the default's bundle), never "served" for that scope.
+        unknown = self.client.get_policy(UNKNOWN_SCOPE_PROBE, timeout=10.0)
+        self.timeline.fact("default_scope", {
+            "scope": DEFAULT_SCOPE, "repo": DEFAULT_SCOPE_REPO, "put_status": status,
+            "head": self.book.heads.head(DEFAULT_SCOPE_REPO),
+            "served_s": None if seconds is None else round(seconds, 2),
+            "unknown_scope_status": unknown.status, "unknown_scope_hash": unknown.hash})
         if seconds is None:
             raise HarnessError(f"the `default` scope (repo {DEFAULT_SCOPE_REPO}, PUT answered {status}) was not "
                                f"served within {DEFAULT_SCOPE_BUDGET_S:g} s, so the gate would not run with it")

@@ -1,0 +1,108 @@
+"""Self-test: no gate passes because the server has a `default` scope.
+
+Once a scope named `default` is stored, OPAL answers GET /scopes/{id}/policy of a scope it does
+not know (never stored, deleted, a PUT it lost) with 200 and the default's bundle. Every cell
+here runs with HARNESS_DEFAULT_SCOPE=1 (Settings.default_scope: the runner stores `default` on
+its own repo right after the fresh server is up, recorded as the fact `default_scope`) and must
+give the verdict of the same cell without it (tests/integration/test_gate_matrix.py's table):
+the cells where the server loses or never has a scope stay the same FAIL, and a PASS stays a
+PASS. Each cell also checks that the fallback was live: the server answered a scope nobody
+stored as the fact records.
+
+Measured on the local backend (2 cores, other stacks beside it), each with the default stored:
+- leak, 0.9.9: PASS (3 cycles × 30 scopes), 52 s.
+- redis-outage, 0.9.9: FAIL redis.put_after_not_served (the PUT after the store returned answered
+  201 and was never served), 73 s.
+- broker-bounce kill, 0.9.6: FAIL bounce.put_after_not_served, 71 s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from harness.gates.base import DEFAULT_SCOPE_REPO, GateContext
+from harness.gates.runner import run_gate
+from harness.heads import FOREIGN, OWN
+from harness.report import schema_errors
+from harness.seed import policy_repo_name, seeded_head
+from harness.timeline import Timeline
+from tests.integration.test_gate_matrix import BOUNCE_MODES, EXPECTED, R096, R099, Server, _Stacks
+
+pytestmark = [pytest.mark.integration, pytest.mark.selftest]
+
+# (gate, server) -> what the server answers a scope nobody stored once `default` is stored
+# (status, whether with the default's bundle), measured on the releases
+CELLS = {
+    ("leak", R099): (200, True),
+    ("redis-outage", R099): (200, True),
+    ("broker-bounce", BOUNCE_MODES["kill"][0]): (200, True),
+}
+
+
+def _expected(gate_id: str, server: Server) -> tuple[str, str]:
+    """The verdict of the same cell without a default scope: one outcome, from the table."""
+    expected = EXPECTED[(gate_id, server)]
+    assert isinstance(expected, tuple), f"{gate_id} on {server.name} has no single outcome to compare with"
+    return expected
+
+
+def test_each_cell_is_a_single_outcome_cell_of_the_table_on_a_release():
+    for gate_id, server in CELLS:
+        _expected(gate_id, server)
+        assert not server.tree and not server.server_env
+    assert {"pass", "fail"} <= {_expected(g, s)[0] for g, s in CELLS}
+    assert R096.release == "0.9.6" and R099.release == "0.9.9"
+
+
+@pytest.fixture(scope="module")
+def default_stacks(harness_settings, tmp_path_factory):
+    holder = _Stacks(replace(harness_settings, default_scope=True), tmp_path_factory.mktemp("default-scope-reports"),
+                     tmp_path_factory.mktemp("default-scope-trees"))
+    yield holder
+    holder.close()
+
+
+@pytest.mark.parametrize("gate_id,server", [pytest.param(g, s, id=f"{s.name.replace(' ', '-')}-{g}")
+                                            for g, s in sorted(CELLS, key=lambda c: c[1].release)])
+def test_a_stored_default_scope_changes_no_verdict(default_stacks, gate_id, server):
+    stack, report = default_stacks.get("local", server)
+    result = run_gate(gate_id, stack, profile="quick", overrides=dict(server.gate_settings),
+                      server_env=dict(server.server_env))
+    report.add(result)
+    assert schema_errors(report.to_json()) == []
+    default = result.timeline.facts.get("default_scope") if result.timeline else None
+    assert default and default["served_s"] is not None, f"the default scope was not stored and served: {default}"
+    status, with_default_bundle = CELLS[(gate_id, server)]
+    assert default["unknown_scope_status"] == status, f"a scope nobody stored answered {default}"
+    assert (default["unknown_scope_hash"] == seeded_head(DEFAULT_SCOPE_REPO)) is with_default_bundle
+    verdict, category = _expected(gate_id, server)
+    assert (result.verdict, result.category) == (verdict, category), (
+        f"{gate_id} on {server.name} with a default scope: expected {verdict} {category}, "
+        f"got {result.verdict} {result.category}: {result.reason}")
+
+
+def test_a_scope_the_server_no_longer_knows_answers_the_default_bundle_and_is_not_served(default_stacks):
+    """On 0.9.9 itself: a deleted scope, and a scope whose PUT never reached the server, both
+    answer 200 with the default's bundle; the served check says not served, and whose bundle."""
+    stack, _ = default_stacks.get("local", R099)
+    stack.server.restart(fresh_state=True)
+    try:
+        ctx = GateContext(stack, Timeline("served-check"), params=None)
+        ctx.store_default_scope()
+        url = stack.repo_url(policy_repo_name(5))
+        assert stack.client.put_scope("gone", url) == 201
+        assert ctx.served_within("gone", 60, "before the delete") is not None
+        assert ctx.answer("gone", timeout=10).kind == OWN
+        assert stack.client.delete_scope("gone") == 204
+        ctx.book.given("lost", stack.repo_url(policy_repo_name(6)))  # as a PUT the server lost leaves it
+        for scope in ("gone", "lost"):
+            answer = ctx.client.get_policy(scope, timeout=10)
+            judged = ctx.judge(scope, answer)
+            assert (answer.status, judged.kind) == (200, FOREIGN), f"{scope}: {answer} judged {judged}"
+            assert judged.seen == seeded_head(DEFAULT_SCOPE_REPO) and "scope default" in (judged.bundle_of or "")
+        assert ctx.served_within("lost", 3, "a lost PUT") is None
+        assert ctx.timeline.event("not_served")["wrong_content"] == seeded_head(DEFAULT_SCOPE_REPO)
+    finally:
+        stack.server.stop()
