@@ -111,7 +111,9 @@ class Judgement:
             return "200 without a commit in the bundle"
         if self.kind == UNKNOWN_SCOPE:
             return f"{self.status} for a scope the harness never stored"
-        return "served" if self.kind == OWN else str(self.status)
+        if self.kind == OWN:
+            return "served"
+        return "no answer" if self.status is None else str(self.status)
 
 
 @dataclass
