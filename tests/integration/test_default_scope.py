@@ -4,7 +4,8 @@ Once a scope named `default` is stored, OPAL answers GET /scopes/{id}/policy of 
 not know (never stored, deleted, a PUT it lost) with 200 and the default's bundle. Every cell
 here runs with HARNESS_DEFAULT_SCOPE=1 (Settings.default_scope: the runner stores `default` on
 its own repo right after the fresh server is up, recorded as the fact `default_scope`) and must
-give the verdict of the same cell without it (tests/integration/test_gate_matrix.py's table):
+give the outcome of the same cell without it (tests/integration/test_gate_matrix.py's table: the
+verdict and every problem the checker must find):
 the cells where the server loses or never has a scope stay the same FAIL, and a PASS stays a
 PASS. Each cell also checks that the fallback was live: the server answered a scope nobody
 stored as the fact records.
@@ -35,7 +36,7 @@ from harness.heads import FOREIGN, OWN
 from harness.report import schema_errors
 from harness.seed import policy_repo_name, seeded_head
 from harness.timeline import Timeline
-from tests.integration.test_gate_matrix import BOUNCE_MODES, EXPECTED, R096, R099, Server, _Stacks
+from tests.integration.test_gate_matrix import BOUNCE_MODES, EXPECTED, R096, R099, _Stacks
 
 pytestmark = [pytest.mark.integration, pytest.mark.selftest]
 
@@ -48,18 +49,11 @@ CELLS = {
 }
 
 
-def _expected(gate_id: str, server: Server) -> tuple[str, str]:
-    """The verdict of the same cell without a default scope: one outcome, from the table."""
-    expected = EXPECTED[(gate_id, server)]
-    assert isinstance(expected, tuple), f"{gate_id} on {server.name} has no single outcome to compare with"
-    return expected
-
-
-def test_each_cell_is_a_single_outcome_cell_of_the_table_on_a_release():
+def test_each_cell_is_a_cell_of_the_table_on_a_release_both_ways():
     for gate_id, server in CELLS:
-        _expected(gate_id, server)
+        assert (gate_id, server) in EXPECTED
         assert not server.tree and not server.server_env
-    assert {"pass", "fail"} <= {_expected(g, s)[0] for g, s in CELLS}
+    assert {EXPECTED[cell].verdict for cell in CELLS} == {"pass", "fail"}
     assert R096.release == "0.9.6" and R099.release == "0.9.9"
 
 
@@ -84,11 +78,11 @@ def test_a_stored_default_scope_changes_no_verdict(default_stacks, gate_id, serv
     status, with_default_bundle = CELLS[(gate_id, server)]
     assert default["unknown_scope_status"] == status, f"a scope nobody stored answered {default}"
     assert (default["unknown_scope_hash"] == seeded_head(DEFAULT_SCOPE_REPO)) is with_default_bundle
-    verdict, category = _expected(gate_id, server)
-    assert (result.verdict, result.category) == (verdict, category), (
-        f"{gate_id} on {server.name} with a default scope: expected {verdict} {category}, "
-        f"got {result.verdict} {result.category}: {result.reason}")
-
+    expected = EXPECTED[(gate_id, server)]  # the same cell without a default: verdict and every problem
+    wrong = expected.mismatches(result.verdict, result.category, result.problems)
+    found = "; ".join(p["category"] for p in result.problems) or "no problems"
+    assert not wrong, (f"{gate_id} on {server.name} with a default scope: expected {expected.describe()}, got "
+                       f"{result.verdict} ({found}): {', '.join(wrong)}. Reason: {result.reason}")
 
 def test_a_scope_the_server_no_longer_knows_answers_the_default_bundle_and_is_not_served(default_stacks):
     """On 0.9.9 itself: a deleted scope, and a scope whose PUT never reached the server, both
