@@ -179,9 +179,9 @@ class GateContext:
         gate's "served" is decided. A 200 with another scope's bundle is not served."""
         return self.book.judge(scope_id, result.status, result.hash)
 
-    def answer(self, scope_id: str, timeout: float, client: OpalClient | None = None) -> Judgement:
+    def answer(self, scope_id: str, timeout: float) -> Judgement:
         """GET policy of `scope_id`, judged."""
-        return self.judge(scope_id, (client or self.client).get_policy(scope_id, timeout=timeout))
+        return self.judge(scope_id, self.client.get_policy(scope_id, timeout=timeout))
 
     def served_within(self, scope_id: str, budget: float, label: str) -> float | None:
         """Poll GET policy until the scope serves its own bundle; seconds it took, or None when
