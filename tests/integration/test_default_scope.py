@@ -12,11 +12,12 @@ stored as the fact records.
 
 Measured on the local backend (2 cores, other engineers' stacks beside it), gate time as the
 runner reports it, each with the default stored:
-- leak, 0.9.9: PASS (3 cycles × 10 scopes), 16 s, 21 s and 34 s in three runs.
-- redis-outage, 0.9.9: FAIL redis.put_after_not_served, 41 s and 47 s. The PUT after the store returned
+- leak, 0.9.9: PASS (3 cycles × 10 scopes), 14-34 s in four runs.
+- redis-outage, 0.9.9: FAIL redis.put_after_not_served, 34-47 s in three runs. The PUT after the store returned
   (201) answered 503 to the end: stored, never cloned — not the default's bundle.
-- broker-bounce kill, 0.9.6: FAIL bounce.put_after_not_served and put_during_not_served, 92 s and 94 s.
-  Both PUTs (201) answered 500 to the end: stored, never cloned.
+- broker-bounce kill, 0.9.6: FAIL bounce.put_after_not_served and put_lost_in_reconnect (16 of 16
+  PUTs around Postgres's return), 59 s; before broker-bounce judged every PUT, put_after and
+  put_during, 92 s and 94 s. The PUT after (201) answered 500 to the end: stored, never cloned.
 - In every cell a scope nobody stored answered 200 with the default's bundle (0.9.6 as well).
 So the PUTs these gates lose are stored and unserved, not unknown: a status-only check would
 have failed them too. What the fallback does answer — a scope the server does not know — is
