@@ -29,6 +29,8 @@ Environment variables (all optional):
   HARNESS_BASELINE     known failures that do not fail a run (harness/baseline.py): a baseline file, the
                        name of a shipped one (opal-server-0.9.9), `auto` (the shipped baseline of the
                        target release, if any: what `make leak-test` and `make gates` use) or `none`
+  HARNESS_DEFAULT_SCOPE  1 = store a scope named `default` before every gate: the server then answers
+                       200 with its bundle for any scope it does not know, and no gate may pass on that
   GITHUB_STEP_SUMMARY  set by GitHub Actions: gate runs append their verdict table to it
   GITHUB_ACTIONS       `true` inside GitHub Actions: gate runs print annotations (::error) for failed gates
 
@@ -122,6 +124,8 @@ class Settings:
     # HARNESS_BASELINE: None (no baseline), "auto", a shipped baseline's name or a file path;
     # harness/baseline.py resolves and reads it (a missing or broken file: one ConfigError).
     baseline: str | None = None
+    # HARNESS_DEFAULT_SCOPE: a scope named `default` stored before every gate (GateContext.store_default_scope)
+    default_scope: bool = False
 
     def gate_overrides(self, gate_id: str) -> dict[str, str]:
         """HARNESS_GATE_<ID>_<NAME>=value as {name: value}, e.g. HARNESS_GATE_LEAK_CYCLES=5."""
@@ -356,6 +360,7 @@ def from_env(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
         gate_vars={k.removeprefix(GATE_PREFIX): v for k, v in env.items() if k.startswith(GATE_PREFIX)},
         scale=_int(env, "HARNESS_SCALE", 1000, 1, MAX_SCALE) if env.get("HARNESS_SCALE") else None,
         baseline=baseline_setting(env),
+        default_scope=_bool(env, "HARNESS_DEFAULT_SCOPE"),
     )
 
 

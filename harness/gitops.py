@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,6 +49,18 @@ def push_base_url(githost_endpoint: str) -> str:
         raise ConfigError(f"pushing new commits needs the bare git host (git daemon with receive-pack), "
                           f"but this stack's git host is {githost_endpoint}: run with HARNESS_GITHOST=bare")
     return githost_endpoint.rstrip("/") + "/"
+
+
+def host_head(url: str, timeout_s: float = 10.0) -> str | None:
+    """The branch head the git host has for the repo at `url` now (one `git ls-remote`);
+    None when the repo or the branch is missing or the host did not answer in time."""
+    try:
+        result = subprocess.run(["git", "ls-remote", url, f"refs/heads/{BRANCH}"], capture_output=True, text=True,
+                                timeout=timeout_s, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    fields = result.stdout.split()
+    return fields[0] if result.returncode == 0 and fields else None
 
 
 @dataclass

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,25 +81,42 @@ def repo_files(name: str) -> dict[str, bytes]:
     return {"data.json": f'{{"repo": "{name}"}}\n'.encode(), "policy.rego": rego.encode()}
 
 
+def _object(kind: bytes, data: bytes) -> tuple[str, bytes]:
+    """A loose object's hex SHA-1 and its raw form ("<kind> <size>\\0<data>")."""
+    raw = kind + b" " + str(len(data)).encode() + b"\0" + data
+    return hashlib.sha1(raw).hexdigest(), raw
+
+
 def _store(objects: Path, kind: bytes, data: bytes) -> bytes:
     """Write one loose object; its binary SHA-1."""
-    raw = kind + b" " + str(len(data)).encode() + b"\0" + data
-    sha = hashlib.sha1(raw).hexdigest()
+    sha, raw = _object(kind, data)
     folder = objects / sha[:2]
     folder.mkdir(exist_ok=True)
     (folder / sha[2:]).write_bytes(zlib.compress(raw))
     return bytes.fromhex(sha)
 
 
-def _write_objects(objects: Path, name: str) -> str:
-    """The repo's blobs, tree and commit; the commit's hex SHA."""
+def _commit_objects(name: str, store: Callable[[bytes, bytes], bytes]) -> str:
+    """The repo's blobs, tree and commit, each passed to `store` (which returns its binary
+    SHA-1); the commit's hex SHA."""
     # A tree lists its entries sorted by name: "<mode> <name>\0<20-byte sha>".
-    tree = b"".join(b"100644 " + file.encode() + b"\0" + _store(objects, b"blob", content)
+    tree = b"".join(b"100644 " + file.encode() + b"\0" + store(b"blob", content)
                     for file, content in sorted(repo_files(name).items()))
     signature = f"Policy Harness <harness@localhost> {FIXED_DATE}"
-    commit = (f"tree {_store(objects, b'tree', tree).hex()}\nauthor {signature}\ncommitter {signature}\n\n"
+    commit = (f"tree {store(b'tree', tree).hex()}\nauthor {signature}\ncommitter {signature}\n\n"
               f"seed {name}\n").encode()
-    return _store(objects, b"commit", commit).hex()
+    return store(b"commit", commit).hex()
+
+
+def _write_objects(objects: Path, name: str) -> str:
+    """The repo's objects written as loose objects; the commit's hex SHA."""
+    return _commit_objects(name, lambda kind, data: _store(objects, kind, data))
+
+
+def seeded_head(name: str) -> str:
+    """The commit SHA seeding gives repo `name` (on every git host: the same objects), computed
+    without writing anything — what a scope on a freshly seeded repo must serve."""
+    return _commit_objects(name, lambda kind, data: bytes.fromhex(_object(kind, data)[0]))
 
 
 def _write_repo(path: Path, name: str) -> None:

@@ -17,8 +17,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from harness.errors import HarnessError
+from harness.heads import FOREIGN, Judgement
 from harness.probes import CountUnavailable, sample_server
-from harness.servers.opal import OpalClient
+from harness.seed import PROBE_REPOS, probe_repo_name
+from harness.servers.opal import OpalClient, PolicyResult
 from harness.stack.base import Stack
 from harness.timeline import FAULT_END, FAULT_START, Timeline
 from harness.verdict import Verdict
@@ -28,6 +30,15 @@ from harness.waiting import poll_until
 # HARNESS_SERVER_PROFILE=defaults runs with the server's own defaults instead.
 QUICK_PROFILE = {"OPAL_SCOPES_GIT_FETCH_TIMEOUT": "10"}
 PROFILES = {"quick": QUICK_PROFILE, "defaults": {}}
+
+# HARNESS_DEFAULT_SCOPE=1 stores a scope named `default` before every gate (the self-test's
+# proof that no gate passes on the server's fallback answer). Its repo is the last probe repo:
+# no gate stores a scope on it (boot-timing only times clones of probes 1-3), so its bundle is
+# nobody else's own content.
+DEFAULT_SCOPE = "default"
+DEFAULT_SCOPE_REPO = probe_repo_name(PROBE_REPOS - 1)
+DEFAULT_SCOPE_BUDGET_S = 60.0
+UNKNOWN_SCOPE_PROBE = "never-stored-by-the-harness"
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,8 @@ class GateContext:
         self.timeline = timeline
         self.params = params
         self.client: OpalClient = stack.client
+        self.book = stack.book
+        self.book.forget()  # a fresh server: what each scope must serve is what this gate gives it
         self.sampling_s = 0.0  # time spent taking snapshots: the harness's, not the server's
         knob_values = stack.server.knobs()
         timeline.fact("server_knobs", knob_values)
@@ -164,41 +177,111 @@ class GateContext:
             snapshot["clone_dirs"], snapshot["clone_dirs_error"] = None, str(exc)[:300]
         return self.timeline.record("snapshot", **snapshot)
 
+    def judge(self, scope_id: str, result: PolicyResult) -> Judgement:
+        """Whether an answer is the scope's own bundle (harness.heads): the one place every
+        gate's "served" is decided. A 200 with another scope's bundle is not served."""
+        return self.book.judge(scope_id, result.status, result.hash)
+
+    def answer(self, scope_id: str, timeout: float) -> Judgement:
+        """GET policy of `scope_id`, judged."""
+        return self.judge(scope_id, self.client.get_policy(scope_id, timeout=timeout))
+
     def served_within(self, scope_id: str, budget: float, label: str) -> float | None:
-        """Poll GET policy until 200; seconds it took, or None when the budget is spent."""
+        """Poll GET policy until the scope serves its own bundle; seconds it took, or None when
+        the budget is spent (the mark says what it answered last: a foreign bundle by name)."""
+        last: list[Judgement] = []
+
         def served() -> bool:
-            result = self.client.get_policy(scope_id, timeout=min(5.0, max(budget, 0.5)))
-            return result.served
+            last[:] = [self.answer(scope_id, timeout=min(5.0, max(budget, 0.5)))]
+            return last[0].served
         seconds = poll_until(served, budget, interval=0.3)
+        detail: dict[str, Any] = {}
+        if seconds is None and last:
+            detail = _not_served_detail(last[0])
         self.timeline.mark("served" if seconds is not None else "not_served",
-                           scope=scope_id, label=label, seconds=seconds, budget=budget)
+                           scope=scope_id, label=label, seconds=seconds, budget=budget, **detail)
         return seconds
 
     def all_served_within(self, scope_ids: list[str], budget: float, label: str) -> list[str]:
-        """Scopes still not served when `budget` is spent (empty: all served). Each request
-        is bounded by what is left of the budget, so a stalled server cannot stretch it."""
+        """Scopes still not serving their own bundle when `budget` is spent (empty: all
+        served). Each request is bounded by what is left of the budget, so a stalled server
+        cannot stretch it."""
         deadline = time.monotonic() + budget
         pending = list(scope_ids)
+        last: dict[str, Judgement] = {}
 
         def all_served() -> bool:
             nonlocal pending
             still = []
             for scope in pending:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self.client.get_policy(scope, timeout=max(0.5, min(5.0, left))).served:
+                if left <= 0:
+                    still.append(scope)
+                    continue
+                last[scope] = self.answer(scope, timeout=max(0.5, min(5.0, left)))
+                if not last[scope].served:
                     still.append(scope)
             pending = still
             return not pending
         poll_until(all_served, budget, interval=0.3)
+        foreign = {s: _not_served_detail(last[s]) for s in pending if s in last and last[s].kind == FOREIGN}
         self.timeline.mark("all_served" if not pending else "not_all_served", label=label,
-                           pending=len(pending), total=len(scope_ids))
+                           pending=len(pending), total=len(scope_ids),
+                           **({"wrong_content": dict(list(foreign.items())[:20]), "wrong_content_count": len(foreign)}
+                              if foreign else {}))
         return pending
+
+    def store_default_scope(self) -> None:
+        """Store a scope named `default` on a repo of its own and wait until it serves its own
+        bundle, recorded as the fact `default_scope`: from now on the server may answer 200
+        with this bundle for any scope it does not know, and no gate may read that as served."""
+        url = self.stack.repo_url(DEFAULT_SCOPE_REPO)
+        status = self.client.put_scope(DEFAULT_SCOPE, url)
+        seconds = self.served_within(DEFAULT_SCOPE, DEFAULT_SCOPE_BUDGET_S, "the default scope")
+        # What the server now answers for a scope nobody stored: the proof the fallback is live
+        # (0.9.9: 200 with the default's bundle), never "served" for that scope.
+        unknown = self.client.get_policy(UNKNOWN_SCOPE_PROBE, timeout=10.0)
+        self.timeline.fact("default_scope", {
+            "scope": DEFAULT_SCOPE, "repo": DEFAULT_SCOPE_REPO, "put_status": status,
+            "head": self.book.heads.head(DEFAULT_SCOPE_REPO),
+            "served_s": None if seconds is None else round(seconds, 2),
+            "unknown_scope_status": unknown.status, "unknown_scope_hash": unknown.hash})
+        if seconds is None:
+            raise HarnessError(f"the `default` scope (repo {DEFAULT_SCOPE_REPO}, PUT answered {status}) was not "
+                               f"served within {DEFAULT_SCOPE_BUDGET_S:g} s, so the gate would not run with it")
+
+
+def _not_served_detail(last: Judgement) -> dict[str, Any]:
+    """What a scope answered last when it was not served, for the timeline: the status, and for
+    a 200 with a bundle that is not its own, the hash seen and whose it is."""
+    detail: dict[str, Any] = {"answer": last.describe()}
+    if last.kind == FOREIGN:
+        detail.update(wrong_content=last.seen, bundle_of=last.bundle_of)
+    return detail
+
+
+def foreign_answers(timeline: Timeline) -> list[str]:
+    """Scopes judged not served whose last answer was a 200 with another bundle, each with
+    whose — the sentence a FAIL needs beside its own reason ("answered 200 with another
+    bundle (the default scope's)")."""
+    found: list[str] = []
+    for event in timeline.events:
+        if event["name"] == "not_served" and event.get("wrong_content"):
+            found.append(f"{event['scope']} ({event['label']}): {event['answer']}")
+        elif event["name"] == "not_all_served" and event.get("wrong_content"):
+            first = next(iter(event["wrong_content"].items()))
+            found.append(f"{event['wrong_content_count']} of {event['pending']} not served ({event['label']}), e.g. "
+                         f"{first[0]}: {first[1]['answer']}")
+    polls = [p for p in timeline.of_kind("poll") if p.get("wrong_content")]
+    if polls:
+        found.append(f"{len(polls)} polls of {polls[0]['scope']}: {polls[0]['answer']}")
+    return found
 
 
 @dataclass
 class BootResult:
     """A cold boot, timed from launch: until /healthcheck answered, and until every staged
-    scope was served (GET policy 200) — "healthy" alone does not mean the boot is done."""
+    scope served its own bundle — "healthy" alone does not mean the boot is done."""
 
     healthy_s: float | None
     served_s: float | None
@@ -234,9 +317,11 @@ class Poller:
         client = OpalClient(self.ctx.client.base_url)
         while not self._stop.is_set():
             result = client.get_policy(self.scope_id, timeout=self.timeout)
-            self.ctx.timeline.record("poll", scope=self.scope_id, label=self.label, ok=result.served,
+            judged = self.ctx.judge(self.scope_id, result)  # ok: its own bundle, not any 200
+            self.ctx.timeline.record("poll", scope=self.scope_id, label=self.label, ok=judged.served,
                                      status=result.status, seconds=round(result.seconds, 3),
-                                     healthy=client.healthy(timeout=2))
+                                     healthy=client.healthy(timeout=2),
+                                     **(_not_served_detail(judged) if judged.kind == FOREIGN else {}))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Poller:

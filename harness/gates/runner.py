@@ -11,12 +11,12 @@ from typing import Any, get_type_hints
 from harness import limits
 from harness.config import Settings, check_gate_vars, gate_variable
 from harness.errors import ConfigError, HarnessError
-from harness.gates.base import PROFILES, Gate, GateContext
+from harness.gates.base import PROFILES, Gate, GateContext, foreign_answers
 from harness.gates.load import Load
 from harness.gates.registry import GATES
 from harness.stack.base import Stack
 from harness.timeline import Timeline
-from harness.verdict import ERROR, GateResult, Verdict
+from harness.verdict import ERROR, PASS, GateResult, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,15 @@ def judge(g: Gate, timeline: Timeline, params: Any, thresholds: Any) -> Verdict:
     """The gate's checker, which never crashes the run or a re-judging: an exception in it
     (e.g. an old recording without a fact a newer checker reads) is an ERROR verdict."""
     try:
-        return g.check(timeline, params, thresholds)
+        verdict = g.check(timeline, params, thresholds)
     except Exception as exc:
         return Verdict(ERROR, f"the checker could not judge this recording: {type(exc).__name__}: {exc}",
                        "error.checker")
+    if verdict.verdict != PASS and (foreign := foreign_answers(timeline)):
+        # context for whichever problem it explains: a 200 that was another scope's bundle
+        # (the `default` scope's, when one is stored) is why a scope counted as not served
+        verdict.reason += "; answered 200 with another bundle, not their own: " + "; ".join(foreign[:3])
+    return verdict
 
 
 def profile_env(g: Gate, profile: str) -> dict[str, str]:
@@ -201,6 +206,8 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
         if needs is not None and (short := limits.server_shortfall(needs, _server_pids(stack))):
             raise HarnessError(short)
         ctx = GateContext(stack, timeline, params)
+        if stack.settings.default_scope:
+            ctx.store_default_scope()
         scenario_started = time.monotonic()
         try:
             g.scenario(ctx)

@@ -30,6 +30,8 @@ import psutil
 from harness import redisdb
 from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
+from harness.gitops import host_head
+from harness.heads import RepoHeads, ScopeBook
 from harness.report import RunReport
 from harness.runinfo import settings_metadata, target_spec
 from harness.servers.opal import (
@@ -137,10 +139,13 @@ class ServerProbe(ABC):
 
     @property
     def client(self) -> OpalClient:
-        return OpalClient(self.stack.published("server").url)
+        # every PUT made through it is recorded: what each scope must serve (harness.heads)
+        return OpalClient(self.stack.published("server").url, on_put=self.stack.book.given)
 
     def stage_scopes(self, scopes: Mapping[str, str]) -> None:
         """Store scopes (id -> repo URL) directly where the server keeps them."""
+        for scope_id, url in scopes.items():
+            self.stack.book.given(scope_id, url)
         redisdb.set_many(self.stack.published("redis").url, stored_scopes(scopes))
 
     def stored_scope_ids(self, scope_ids: list[str]) -> list[str] | None:
@@ -186,6 +191,8 @@ class Stack(ABC):
         self.keep = settings.keep_stack
         #: the service `up` is starting now: named in the report when the stack fails to come up
         self.starting: str | None = None
+        #: what each scope must serve: the repo the harness gave it and that repo's head
+        self.book = ScopeBook(RepoHeads(self._host_head))
 
     # -- lifecycle ----------------------------------------------------------------------
     @abstractmethod
@@ -292,6 +299,12 @@ class Stack(ABC):
     @property
     def client(self) -> OpalClient:
         return self.server.client
+
+    def _host_head(self, repo: str) -> str | None:
+        """The git host's head of `repo` now, asked from this machine (`git ls-remote`)."""
+        base = self.published("githost").url.rstrip("/")
+        owner = "" if base.startswith("git://") else "/harness"  # Gitea's repos live under the harness user
+        return host_head(f"{base}{owner}/{repo}.git")
 
     def run_metadata(self, run_env: Mapping[str, str] | None = None) -> dict[str, Any]:
         """What a report records about this run (harness/runinfo.py) plus what only the

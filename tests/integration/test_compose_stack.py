@@ -22,7 +22,7 @@ def _needs_compose():
 
 
 def _served(client, scope_id, budget=60.0):
-    return wait_for(lambda: client.get_policy(scope_id, timeout=10).served, budget, f"{scope_id} served")
+    return wait_for(lambda: client.get_policy(scope_id, timeout=10).status == 200, budget, f"{scope_id} served")
 
 
 def _repo_shas(stack) -> dict[str, str]:

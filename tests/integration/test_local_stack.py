@@ -32,7 +32,7 @@ def _assert_nothing_left(run_dir, entries, ports):
 
 
 def _served(client, scope_id, budget=30.0):
-    return wait_for(lambda: client.get_policy(scope_id, timeout=10).served, budget,
+    return wait_for(lambda: client.get_policy(scope_id, timeout=10).status == 200, budget,
                     f"scope {scope_id} served")
 
 

@@ -4,6 +4,7 @@ service down for the gates after it."""
 import pytest
 
 from harness.gates.base import GateContext
+from harness.heads import RepoHeads, ScopeBook
 from harness.timeline import FAULT_END, FAULT_START, Timeline
 
 
@@ -17,6 +18,7 @@ class _Stack:
 
     client = None
     server = _Server()
+    book = ScopeBook(RepoHeads(lambda repo: None))
 
 
 def _ctx() -> GateContext:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
@@ -13,15 +14,15 @@ from harness.servers.opal.stats import STATS_PATH, CacheStats
 
 @dataclass
 class PolicyResult:
+    """One GET policy answer. A 200 alone is not "served": with a `default` scope stored the
+    server answers 200 with the default's bundle for a scope it does not know; whether `hash`
+    is the scope's own head is judged by harness.heads (GateContext.judge)."""
+
     status: int | None  # None: no answer within the client timeout
     seconds: float
     error: str = ""
-    hash: str | None = None  # the served bundle's commit (policy_hash only)
-    data: tuple[str, ...] = ()  # the served bundle's data files, as text (policy_hash only)
-
-    @property
-    def served(self) -> bool:
-        return self.status == 200
+    hash: str | None = None  # the bundle's commit (200 only)
+    data: tuple[str, ...] = ()  # the bundle's data files, as text (200 only)
 
 
 def bundle_data(bundle: dict) -> tuple[str, ...]:
@@ -33,9 +34,13 @@ def bundle_data(bundle: dict) -> tuple[str, ...]:
 class OpalClient:
     """The scope API, health and stats of one running server. Every call has a timeout."""
 
-    def __init__(self, base_url: str, timeout: float = 10.0):
+    def __init__(self, base_url: str, timeout: float = 10.0,
+                 on_put: Callable[[str, str], None] | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # told of every PUT before it is sent (scope id, repo URL): what the scope must serve,
+        # whatever the server does with the request
+        self.on_put = on_put
         self.session = requests.Session()
         # One connection per request: 0.9.6 drops a keep-alive connection after an
         # unhandled error (e.g. GET policy of a deleted scope), and reusing it would turn
@@ -52,6 +57,8 @@ class OpalClient:
             return False
 
     def put_scope(self, scope_id: str, repo_url: str) -> int:
+        if self.on_put is not None:
+            self.on_put(scope_id, repo_url)
         response = self.session.put(self._url("/scopes"), json=scope_body(scope_id, repo_url),
                                     timeout=self.timeout)
         return response.status_code
@@ -69,16 +76,7 @@ class OpalClient:
         return self.session.post(self._url(path), timeout=self.timeout).status_code
 
     def get_policy(self, scope_id: str, timeout: float | None = None) -> PolicyResult:
-        started = time.monotonic()
-        try:
-            response = self.session.get(self._url(f"/scopes/{scope_id}/policy"),
-                                        timeout=timeout or self.timeout)
-            return PolicyResult(response.status_code, time.monotonic() - started)
-        except requests.RequestException as exc:
-            return PolicyResult(None, time.monotonic() - started, type(exc).__name__)
-
-    def policy_hash(self, scope_id: str, timeout: float | None = None) -> PolicyResult:
-        """GET policy, keeping the commit the served bundle was built from and its data files.
+        """GET policy, keeping the commit the bundle was built from and its data files.
 
         OPAL's PolicyBundle carries it as `hash` (the commit SHA; `old_hash` is set only on
         diff bundles). A 200 without a string `hash` keeps `hash` None and says so in `error`."""
@@ -99,6 +97,9 @@ class OpalClient:
         if not isinstance(served, str) or not served:
             return PolicyResult(200, seconds, "the bundle has no `hash` field")
         return PolicyResult(200, seconds, hash=served, data=bundle_data(bundle))
+
+    # the name the sync gates compare commits with: one request, one parser
+    policy_hash = get_policy
 
     def cache_stats(self) -> CacheStats:
         response = self.session.get(self._url(STATS_PATH), timeout=self.timeout)
