@@ -113,7 +113,7 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
             failed = settings.reports_dir / stack.run_id
             if not (failed / "report.json").is_file():
                 return EXIT_ERROR, None
-            _ci_outputs(json.loads((failed / "report.json").read_text()), failed, batch, settings)
+            ci_outputs(json.loads((failed / "report.json").read_text()), failed, batch, settings)
             return EXIT_ERROR, failed
     report = RunReport(settings.reports_dir, stack.run_id, settings.target.label, stack.backend,
                        settings.server_profile,
@@ -136,12 +136,13 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
             stack.__exit__(None, None, None)
         else:  # leave the attached stack as `harness up` left it: a fresh server, serving
             stack.server.restart(fresh_state=True, overrides=dict(settings.server_env), workers=settings.workers)
-    _ci_outputs(report.to_json(), report.dir, batch, settings)
+    ci_outputs(report.to_json(), report.dir, batch, settings)
     return status, report.dir
 
 
-def _ci_outputs(data: Mapping[str, Any], report_dir: Path, batch: Batch, settings: Settings) -> None:
-    """JUnit (if asked), the job summary (if the job has one), the table on stdout."""
+def ci_outputs(data: Mapping[str, Any], report_dir: Path, batch: Batch, settings: Settings) -> None:
+    """What a run gives CI, one run or a merged one (`--jobs`, shards): JUnit (if asked), the
+    job summary (if the job has one), annotations, the verdict table and baseline lines."""
     if batch.junit is not None:
         write_junit(data, report_dir, batch.junit)
     append_step_summary(data, report_dir, settings.step_summary)

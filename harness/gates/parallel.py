@@ -22,11 +22,10 @@ import psutil
 
 from harness.baseline import Baseline, annotate
 from harness.children import run_children, target_flags
-from harness.ci_outputs import append_step_summary, print_annotations, write_junit
 from harness.config import Settings
 from harness.errors import HarnessError
-from harness.gates.batch import EXIT_ERROR, Batch
-from harness.report import benchmark_entries, point_latest, schema_errors, summary_markdown, verdict_table
+from harness.gates.batch import EXIT_ERROR, Batch, ci_outputs
+from harness.report import benchmark_entries, point_latest, schema_errors, summary_markdown
 from harness.stack.base import new_run_id
 
 log = logging.getLogger(__name__)
@@ -109,13 +108,7 @@ def publish(merged: dict[str, Any], out_dir: Path, settings: Settings, batch: Ba
     asked), the job summary, annotations, the verdict table; returns the exit status (an
     error when a selected gate has no verdict)."""
     point_latest(settings.reports_dir, out_dir)
-    if batch.junit is not None:
-        write_junit(merged, out_dir, batch.junit)
-    append_step_summary(merged, out_dir, settings.step_summary)
-    print_annotations(merged, settings.github_actions)
-    print(verdict_table(merged["gates"]))
-    for line in batch.baseline_lines(merged["gates"]):
-        print(line)
+    ci_outputs(merged, out_dir, batch, settings)
     status = batch.exit_status(merged["gates"])
     missing = [g for g in batch.gates if g not in {x["id"] for x in merged["gates"]}]
     if missing:
