@@ -217,7 +217,7 @@ def test_the_example_workflow_publishes_the_benchmark_and_the_a_b_table():
 def test_the_example_workflow_runs_the_commands_the_readme_documents():
     _, commands = _workflow_commands()
     readme = (PROJECT_ROOT / "README.md").read_text()
-    block = readme.split("## In your repository's CI", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    block = readme.split("## Gate your own fork's CI", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     assert commands == [line.strip() for line in block.strip().splitlines()]
 
 
