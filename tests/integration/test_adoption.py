@@ -36,10 +36,18 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) 
 
 
 def _testcases(junit: Path) -> dict[str, dict[str, str]]:
-    """testcase name -> its properties."""
+    """testcase name -> its properties. Under pytest's default JUnit family (xunit2) the pytest
+    route records a gate's properties on the testsuite, named `<gate>.<name>`: they are
+    given to that gate's testcase (`test_gate[<gate>]`) here."""
     root = ET.parse(junit).getroot()
-    return {case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
-            for case in root.iter("testcase")}
+    cases = {case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
+             for case in root.iter("testcase")}
+    for suite in root.iter("testsuite"):
+        for prop in suite.findall("properties/property"):
+            gate, _, name = (prop.get("name") or "").partition(".")
+            if name and (case := cases.get(f"test_gate[{gate}]")) is not None:
+                case.setdefault(name, prop.get("value") or "")
+    return cases
 
 
 def _report(run_dir: Path) -> dict:
