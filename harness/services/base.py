@@ -5,8 +5,11 @@ A LocalService is the local backend's service handle (harness.stack.base.Service
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from harness import procs
 from harness.errors import ConfigError, ServiceFailed
@@ -84,9 +87,18 @@ class LocalService:
     def pause(self) -> None:
         if self.process:
             for proc in procs.descendants_of(self.process.pid):
-                proc.suspend()
+                _signal_if_alive(proc.suspend)
 
     def resume(self) -> None:
         if self.process:
             for proc in procs.descendants_of(self.process.pid):
-                proc.resume()
+                _signal_if_alive(proc.resume)
+
+
+def _signal_if_alive(send: Callable[[], None]) -> None:
+    """A child listed a moment ago may have exited since (a git process ending, a worker
+    respawned): there is nothing left to pause or resume."""
+    try:
+        send()
+    except psutil.NoSuchProcess:
+        pass
