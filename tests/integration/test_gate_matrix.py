@@ -209,8 +209,13 @@ EXPECTED: dict[tuple[str, Server], Cell] = {
     # a server-side disconnect: 0.9.6 recovers by a worker respawn, 0.9.9 in place
     ("broker-bounce", BOUNCE_MODES["terminate"][0]): PASSES,
     ("broker-bounce", BOUNCE_MODES["terminate"][1]): PASSES,
+    # 0.9.6 keeps everything of both phases. threads_kept is optional: a burst of DELETEs answered
+    # in ~1 s (2 of 3 stability runs) leaves +5 threads against a tolerance of 4 — the default
+    # executor, bounded at min(32, cpus + 4) = 6 here, growing its idle pool to meet the burst;
+    # a slower burst (5.5 s) leaves +0. Never the cell's proof.
     ("orphan-clones", R096): fails("orphan.caches_kept", "orphan.clone_dirs_kept", "orphan.fds_kept",
-                                    figures=(Figure("orphan.caches_kept", "repo_locks_kept", at_least=500),)),
+                                   optional=("orphan.threads_kept",),
+                                   figures=(Figure("orphan.caches_kept", "repo_locks_kept", at_least=500),)),
     ("orphan-clones", R099): ORPHANS_099,
     ("orphan-clones", R099_NO_ORPHANS): PASSES,
     ("remote-transitions", R096): PASSES,
