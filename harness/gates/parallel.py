@@ -34,6 +34,7 @@ from harness.stack.base import new_run_id
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class GateLoad:
     """What one gate costs the machine, run alone (`harness gates --gate G`, its stack's
@@ -56,7 +57,7 @@ class GateLoad:
 # rusage, so git and other short-lived processes count; memory: summed RSS, an upper bound
 # since shared pages count twice). Measured 2026-12-06 03:09–03:29 UTC on the 2-core, 23 GB
 # dev machine while other engineers' runs kept its load average at 5–23: walls are
-# stretched (orphan-clones 334 s here, 81 s on a quiet machine), CPU seconds much less so.
+# stretched (orphan-clones 334 s here, 81 s in an earlier run), CPU seconds much less so.
 # Every gate is well under one core on average (0.2–0.55): its time is the server's waits.
 LOAD: dict[str, GateLoad] = {
     "leak": GateLoad(wall_s=24.5, cpu_s=10.3, peak_mb=594),
