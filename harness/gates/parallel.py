@@ -87,6 +87,9 @@ TIMED = ("boot-timing",)
 # a loaded machine can move their outcome, so `plan` never puts two of them in one group,
 # and `default_jobs` counts each at SENSITIVE_SHARE times its measured CPU, so the groups
 # leave them more room than their averages ask for.
+# In the bench of 2026-12-06 (load average 15–21 from others' runs), 10 groups gave the
+# serial verdicts and categories, but orphan-clones reported fds kept in one scenario
+# more than serially: its problem set moves with load even when alone in its group.
 SENSITIVE = ("broker-bounce", "remote-failures", "orphan-clones")
 SENSITIVE_SHARE = 2.0
 # Of the cores, what the groups' summed average demand may use: the rest absorbs the
