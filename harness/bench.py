@@ -28,6 +28,10 @@ also given as a rate, which travels better between machines than seconds do.
                (default 3), the releases side by side, each `harness gates --jobs J`: per
                gate and release, each run's verdict, category and problem set, and whether
                the runs agree (reports/bench-stability-<time>/stability.md)
+  --gate-load  instead: each gate of the first of --releases alone (`harness gates --gate
+               G`), its process tree sampled: wall seconds, CPU seconds (harness, server,
+               services, git) and peak summed memory — the table `--jobs auto` plans by
+               (harness.gates.parallel.LOAD)
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +51,8 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+
+import psutil
 
 from harness import config, console, seed
 from harness.children import run_children
@@ -244,14 +252,21 @@ def measure_matrix(bench: Bench, releases: list[str], jobs: str, repeats: int, w
     `repeats` times every release side by side, each with `--jobs jobs`. The ratio is the
     slowest parallel run over the serial one; verdicts and categories must agree across all
     of the parallel runs (and are compared with the serial run)."""
+    bench.figures["loadavg_1m_start"] = round(os.getloadavg()[0], 2)
     bench.time("matrix_serial_s", lambda: [run_children({r: _gates_argv(r, work / "serial" / r, "1")})
                                            for r in releases])
     serial = {r: SuiteRun.read(work / "serial" / r) for r in releases}
     parallel: list[dict[str, SuiteRun]] = []
+    if jobs == "auto":  # what the children will pick (parallel.LOAD is read when they start)
+        from harness.gates.parallel import default_jobs
+        from harness.gates.registry import GATES
+        bench.figures["auto_jobs"] = float(default_jobs(list(GATES)))
     for n in range(1, repeats + 1):
         argvs = {r: _gates_argv(r, work / f"parallel-{n}" / r, jobs) for r in releases}
         bench.time(f"matrix_parallel_{n}_s", partial(run_children, argvs))
         parallel.append({r: SuiteRun.read(work / f"parallel-{n}" / r) for r in releases})
+    # The machine may be shared: its load, beside the figures, says how far they travel.
+    bench.figures["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     slowest = max(bench.figures[f"matrix_parallel_{n}_s"] for n in range(1, repeats + 1))
     bench.figures["matrix_parallel_slowest_s"] = slowest
     bench.figures["parallel_over_serial"] = round(slowest / bench.figures["matrix_serial_s"], 3)
@@ -269,7 +284,10 @@ def measure_matrix(bench: Bench, releases: list[str], jobs: str, repeats: int, w
                      "parallel": [{r: {g: list(v) for g, v in run.verdicts.items()} for r, run in by_release.items()}
                                   for by_release in parallel],
                      "gate_seconds_serial": {r: run.duration_s for r, run in serial.items()}}
-    print(f"[bench] slowest parallel / serial = {bench.figures['parallel_over_serial']}; the {repeats} parallel "
+    print(f"[bench] slowest parallel / serial = {bench.figures['parallel_over_serial']} (--jobs {jobs}"
+          + (f" = {bench.figures['auto_jobs']:.0f} groups" if "auto_jobs" in bench.figures else "")
+          + f"; load average {bench.figures['loadavg_1m_start']} → {bench.figures['loadavg_1m_end']})"
+          + f"; the {repeats} parallel "
           f"runs {'agree' if not across else 'DIFFER: ' + '; '.join(across)}; serial vs parallel "
           f"{'agree' if not vs_serial else 'differ: ' + '; '.join(vs_serial)}", flush=True)
     print("[bench] harness share of each gate's time (serial run): "
@@ -321,6 +339,59 @@ def measure_stability(bench: Bench, releases: list[str], jobs: str, repeats: int
           + (": " + "; ".join(differ) if differ else "") + f"; table: {work / 'stability.md'}", flush=True)
 
 
+SAMPLE_S = 0.25
+
+
+def _cpu_s(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
+def _sample_tree(proc: subprocess.Popen[bytes]) -> int:
+    """Until `proc` ends: the peak of its process tree's summed resident memory, bytes."""
+    peak = 0
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        resident = 0
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for member in tree:
+            try:
+                resident += member.memory_info().rss
+            except psutil.Error:  # ended between listing and reading
+                pass
+        peak = max(peak, resident)
+        time.sleep(SAMPLE_S)
+    return peak
+
+
+def gate_load(release: str, gate: str, reports: Path) -> dict[str, float]:
+    """One gate alone: wall seconds, CPU seconds of everything it started (the reaped
+    children's rusage: every process of the stack is reaped by its parent on the way down),
+    peak summed RSS in MB."""
+    before, started = _cpu_s(resource.getrusage(resource.RUSAGE_CHILDREN)), time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "gates", "--opal-version", release,
+                             "--backend", "local", "--reports-dir", str(reports / gate), "--gate", gate],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = _sample_tree(proc)
+    proc.wait()
+    return {"wall_s": round(time.monotonic() - started, 1),
+            "cpu_s": round(_cpu_s(resource.getrusage(resource.RUSAGE_CHILDREN)) - before, 1),
+            "peak_mb": round(peak / 2**20), "exit": proc.returncode}
+
+
+def measure_gate_load(bench: Bench, release: str, work: Path) -> None:
+    """Every gate alone, one after another: the table `--jobs auto` plans by."""
+    from harness.gates.registry import GATES
+    table = {}
+    for gate in GATES:
+        table[gate] = gate_load(release, gate, work)
+        print(f"[bench] {gate}: {table[gate]}", flush=True)
+    bench.details = {"release": release, "gate_load": table, "loadavg": os.getloadavg()}
+    bench.figures.update({f"cpu_s.{g}": row["cpu_s"] for g, row in table.items()})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="also time a server venv install into an empty cache")
@@ -332,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", type=Path, default=None, help="the source tree --installs copies and installs")
     parser.add_argument("--stability", action="store_true",
                         help="each release's suite --repeats times: verdict, category and problem set per run")
+    parser.add_argument("--gate-load", action="store_true",
+                        help="each gate alone: wall, CPU seconds and peak memory (the --jobs auto table)")
     parser.add_argument("--releases", nargs="+", default=["0.9.6", "0.9.9"])
     parser.add_argument("--jobs", default="auto", metavar="N|auto",
                         help="--jobs of each release's harness gates in the parallel runs (--matrix)")
@@ -351,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
                 measure_installs(bench, settings, args.tree or settings.target.source, work)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+        elif args.gate_load:
+            bench.target = args.releases[0]
+            work = settings.reports_dir / f"bench-gate-load-{time.strftime('%Y%m%d-%H%M%S')}"
+            measure_gate_load(bench, args.releases[0], work)
         elif args.stability:
             bench.target = " ".join(args.releases)
             work = settings.reports_dir / f"bench-stability-{time.strftime('%Y%m%d-%H%M%S')}"

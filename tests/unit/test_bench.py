@@ -45,3 +45,16 @@ def test_the_stability_table_names_each_run_and_the_rows_that_differ():
     assert differ == ["leak on 0.9.6: fail: leak.caches_kept, leak.files_grew / fail: leak.caches_kept, "
                       "leak.files_grew / fail: leak.files_grew"]
     assert stability_table([{"0.9.9": SuiteRun({"leak": ("pass", "")}, {}, {})}] * 3)[1] == []
+
+
+def test_a_process_tree_s_peak_memory_counts_its_children():
+    import subprocess
+    import sys
+
+    from harness.bench import _sample_tree
+    child = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+             "'import time; x = bytearray(80 * 2**20); time.sleep(1.5)'])")
+    proc = subprocess.Popen([sys.executable, "-c", child])
+    peak = _sample_tree(proc)
+    assert proc.wait() == 0
+    assert peak >= 80 * 2**20  # the grandchild's 80 MB, seen through its parent

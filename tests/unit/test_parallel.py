@@ -2,8 +2,23 @@
 
 import json
 
+import pytest
+
 from harness.config import Settings, Target
-from harness.gates.parallel import TIMED, default_jobs, merge, plan
+from harness.gates import parallel
+from harness.gates.parallel import (
+    CPU_HEADROOM,
+    LOAD,
+    MEMORY_HEADROOM,
+    SENSITIVE,
+    TIMED,
+    GateLoad,
+    Machine,
+    default_jobs,
+    demand,
+    merge,
+    plan,
+)
 from harness.gates.registry import GATES
 from harness.report import RunReport, schema_errors
 from harness.runinfo import settings_metadata
@@ -21,8 +36,70 @@ def test_groups_are_balanced_longest_first_and_timed_gates_run_alone():
 
 
 def test_default_jobs_never_exceeds_the_gates_that_may_run_together():
-    assert default_jobs(["leak", "boot-timing"]) == 1
-    assert 1 <= default_jobs(list(GATES)) <= len(GATES) - len(TIMED)
+    assert default_jobs(["leak", "boot-timing"], Machine(64, 2**20)) == 1
+    assert default_jobs(list(GATES), Machine(64, 2**20)) == len(GATES) - len(TIMED)
+    assert 1 <= default_jobs(list(GATES)) <= len(GATES) - len(TIMED)  # this machine
+
+
+def test_every_gate_has_a_measured_load():
+    assert set(LOAD) == set(GATES)
+    assert all(0 < load.cpu_s and 0 < load.wall_s and 0 < load.peak_mb for load in LOAD.values())
+
+
+TWO_CORES = Machine(cores=2, memory_mb=24_000)
+
+
+def test_on_two_cores_auto_runs_more_groups_than_cores_and_their_cpu_fits_with_headroom():
+    jobs = default_jobs(list(GATES), TWO_CORES)
+    assert jobs > TWO_CORES.cores  # the gates mostly wait: more stacks than cores
+    cores, memory = demand(plan(list(GATES), jobs)[:-1])
+    assert cores <= TWO_CORES.cores * CPU_HEADROOM and memory <= TWO_CORES.memory_mb * MEMORY_HEADROOM
+    if jobs < len(GATES) - len(TIMED):  # one more group would not have fit
+        assert demand(plan(list(GATES), jobs + 1)[:-1])[0] > TWO_CORES.cores * CPU_HEADROOM
+
+
+def test_memory_bounds_the_groups_when_it_is_short():
+    small = Machine(cores=64, memory_mb=3_000)
+    jobs = default_jobs(list(GATES), small)
+    assert demand(plan(list(GATES), jobs)[:-1])[1] <= small.memory_mb * MEMORY_HEADROOM or jobs == 1
+    assert jobs < default_jobs(list(GATES), Machine(cores=64, memory_mb=2**20))
+    assert default_jobs(list(GATES), Machine(cores=64, memory_mb=500)) == 1  # not even one stack fits: serial
+
+
+def test_more_cores_never_mean_fewer_groups():
+    counts = [default_jobs(list(GATES), Machine(cores, 2**20)) for cores in (1, 2, 4, 8, 16)]
+    assert counts == sorted(counts) and counts[0] >= 1
+
+
+def test_groups_follow_a_fake_table(monkeypatch):
+    table = {"idle-a": GateLoad(100, 5, 500), "idle-b": GateLoad(100, 5, 500), "idle-c": GateLoad(100, 5, 500),
+             "busy": GateLoad(100, 95, 500), "busy-2": GateLoad(100, 95, 500)}
+    monkeypatch.setattr(parallel, "LOAD", table)
+    idle_and_busy = ["idle-a", "idle-b", "idle-c", "busy"]
+    # idle gates: 0.05 core each; the busy one 0.95: all four fit 2 cores (1.1 ≤ 1.5)
+    assert default_jobs(idle_and_busy, Machine(2, 24_000)) == 4
+    # on 1 core (0.75 usable): the busy gate shares a group with an idle one (0.5 + 0.05 + 0.05)
+    assert default_jobs(idle_and_busy, Machine(1, 24_000)) == 3
+    assert default_jobs(["busy", "busy-2"], Machine(1, 24_000)) == 1  # two busy gates on one core: serial
+    assert default_jobs(["busy", "busy-2"], Machine(2, 24_000)) == 1  # 1.9 cores > 1.5
+    assert default_jobs(["busy", "busy-2"], Machine(3, 24_000)) == 2
+    assert default_jobs(idle_and_busy, Machine(2, 1_000)) == 1  # two 500 MB stacks exceed 60% of 1 GB
+
+
+def test_an_unknown_gate_counts_as_a_busy_core():
+    cores, memory = demand([["no-such-gate"]])
+    assert cores == pytest.approx(1.0) and memory >= max(load.peak_mb for load in LOAD.values())
+
+
+@pytest.mark.parametrize("jobs", [3, 4, 6, 10])
+def test_gates_sensitive_to_load_never_share_a_group(jobs):
+    for group in plan(list(GATES), jobs):
+        assert len(set(group) & set(SENSITIVE)) <= 1, group
+
+
+def test_a_sensitive_gate_asks_for_more_than_its_average():
+    gate = SENSITIVE[0]
+    assert demand([[gate]])[0] > LOAD[gate].cores
 
 
 def _part(tmp_path, name, gate_id, verdict):
