@@ -77,8 +77,10 @@ class LocalService:
 
     def stop(self) -> None:
         if self.process:
-            self.resume()  # a paused process cannot act on SIGTERM
-            self.process.stop(grace=self.stop_grace, first_signal=self.stop_signal)
+            try:
+                self.resume()  # a paused process cannot act on SIGTERM
+            finally:  # whatever resuming met, the process is stopped (a raise here once leaked a git daemon)
+                self.process.stop(grace=self.stop_grace, first_signal=self.stop_signal)
 
     def kill(self) -> None:
         if self.process:
