@@ -79,9 +79,10 @@ class Thresholds(GateSettings):
     A server that keeps one more pack file per fetch for each cached repository shows
     1.0 (open files) or 2.0 (mapped .pack + .idx) per scope per fetch; a correct one 0.
     The bounds sit well below 1 and above the noise of a flat series (a Theil–Sen slope
-    of a constant count is exactly 0). RSS: 0.9.6 and 0.9.9 both move by allocator churn
-    alone; 32 KB per scope per fetch is 1.3 GB per day for 43k scopes refreshed hourly,
-    and far above the few KB the releases show with the gate's tiny repos.
+    of a constant count is exactly 0). RSS: 32 KB per scope per fetch is 1.3 GB per day
+    for 43k scopes refreshed hourly. A server that keeps its packs mapped also grows RSS by
+    the pages it touched in them: 0.9.9 showed 15 to 34 KB with the gate's tiny repos, so
+    there the RSS slope is a second reading of the packs leak, not a separate finding.
     """
 
     cache_tolerance: int = 0  # entries the caches may move by across measured cycles

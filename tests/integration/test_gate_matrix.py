@@ -163,8 +163,10 @@ LEAK_096 = fails("leak.caches_kept", "leak.clone_dirs_kept", "leak.files_grew",
                  figures=(Figure("leak.caches_kept", "repo_locks_kept", at_least=30, at_most=30),
                           Figure("leak.clone_dirs_kept", "clone_dirs_kept", at_least=30, at_most=30)))
 # Both releases keep what every fetch opened: 2 mapped pack files (.pack + .idx) and 1 open
-# file per scope per fetch (measured 2.0 and 1.0 on both).
-PACKS_KEPT = fails("repeat_sync.packs_grew", "repeat_sync.files_grew",
+# file per scope per fetch (measured 2.0 and 1.0 on both). The kept packs' mapped pages count
+# in RSS, so the RSS slope rides on the same leak and straddles its bound (15.1 KB per scope
+# per fetch in the stability runs, 33.7 in one CI run; bound 32): optional, never the proof.
+PACKS_KEPT = fails("repeat_sync.packs_grew", "repeat_sync.files_grew", optional=("repeat_sync.rss_slope",),
                    figures=(Figure("repeat_sync.packs_grew", "per_scope_per_fetch", at_least=1.5, at_most=2.5),
                             Figure("repeat_sync.files_grew", "per_scope_per_fetch", at_least=0.5, at_most=1.5)))
 # broker-bounce sends 16 PUTs around the moment Postgres accepts sessions again and reads from
