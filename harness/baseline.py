@@ -36,6 +36,7 @@ from typing import Any
 
 from harness.config import BASELINE_AUTO, BASELINE_OFF, Target
 from harness.errors import ConfigError
+from harness.servers.registry import SERVERS
 
 SCHEMA_VERSION = 1
 SHIPPED_DIR = Path(__file__).with_name("baselines")
@@ -136,7 +137,7 @@ def shipped_name(target: Target) -> str | None:
     """The shipped baseline's name for a release (opal-server-0.9.9); None for a tree or image."""
     if target.source is not None or target.image is not None:
         return None
-    return f"opal-server-{target.version}"
+    return f"{SERVERS[target.server].package}-{target.version}"
 
 
 def shipped(name: str) -> Path | None:

@@ -2,10 +2,16 @@
 
 Environment variables (all optional):
 
+  SERVER               the policy server under test: opal (default) | cerbos (harness/servers/registry.py)
   OPAL_VERSION         PyPI release of opal-server to test (default 0.9.9); any release on the index
   OPAL_SOURCE          path to an OPAL source checkout (packages/opal-common, packages/opal-server)
   OPAL_IMAGE           prebuilt server image (compose backend only)
   OPAL_<ANYTHING>      any other OPAL_ variable is passed to the server unchanged (recorded in reports)
+  CERBOS_VERSION       SERVER=cerbos: the release of @cerbos/cerbos-linux-x64 on npm (default 0.55.0)
+  CERBOS_SET           SERVER=cerbos: extra `--set` settings, `key=value` separated by spaces (never the
+                       listeners or telemetry: the network rule)
+  CERBOS_STORE         SERVER=cerbos: git (default: its git storage driver) | disk-sync (the disk driver on
+                       a clone kept in step by a fetch-and-reset loop: the PASS control of the Cerbos gates)
   BACKEND              auto (default: compose when a Docker engine and the images are there) | local | compose
   HARNESS_WORKERS      gunicorn workers for the server (default 1)
   HARNESS_SEED_REPOS   policy repos to seed (default 60)
@@ -49,11 +55,15 @@ from packaging.version import InvalidVersion, Version
 
 from harness import STACKS_DIR
 from harness.errors import ConfigError
+from harness.servers.registry import CERBOS, DEFAULT_SERVER, SERVERS
 
 DEFAULT_OPAL_VERSION = "0.9.9"
 BACKENDS = ("local", "compose", "auto")
 # Variables the harness itself reads; every other OPAL_* is forwarded to the server.
 _HARNESS_OPAL_VARS = {"OPAL_VERSION", "OPAL_SOURCE", "OPAL_IMAGE"}
+# The variables that pick or set up a Cerbos target: refused when the server is OPAL.
+_CERBOS_VARS = ("CERBOS_VERSION", "CERBOS_IMAGE", "CERBOS_SET", "CERBOS_STORE")
+CERBOS_STORES = ("git", "disk-sync")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 CONSTRAINTS_VAR = "HARNESS_CONSTRAINTS"
@@ -78,11 +88,29 @@ def supported_versions() -> list[str]:
 
 @dataclass(frozen=True)
 class Target:
-    """Which server build to run: a PyPI release, a source tree, or (compose) an image."""
+    """Which server build to run: a release (PyPI for OPAL, npm for Cerbos), a source tree
+    (OPAL), or (compose) an image. `server` names its adapter (harness/servers/registry.py)."""
 
     version: str = DEFAULT_OPAL_VERSION
     source: Path | None = None
     image: str | None = None
+    server: str = DEFAULT_SERVER
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], default_version: str | None = None) -> Target | None:
+        """The target a report or a run's stack.json recorded (harness.runinfo.target_spec);
+        None when it recorded none. No validation: a recording names what ran."""
+        server = spec.get("server") or DEFAULT_SERVER
+        if spec.get("source"):
+            return cls(source=Path(spec["source"]), server=server)
+        if spec.get("image"):
+            return cls(image=spec["image"], server=server)
+        version = spec.get("version") or default_version
+        return cls(version=version, server=server) if version else None
+
+    def to_spec(self) -> dict[str, str | None]:
+        return {"server": self.server, "version": self.version if not (self.source or self.image) else None,
+                "source": str(self.source) if self.source else None, "image": self.image}
 
     @property
     def label(self) -> str:
@@ -90,7 +118,7 @@ class Target:
             return f"source:{self.source}"
         if self.image:
             return f"image:{self.image}"
-        return f"opal-server=={self.version}"
+        return SERVERS[self.server].label(self.version)
 
 
 @dataclass(frozen=True)
@@ -126,6 +154,13 @@ class Settings:
     baseline: str | None = None
     # HARNESS_DEFAULT_SCOPE: a scope named `default` stored before every gate (GateContext.store_default_scope)
     default_scope: bool = False
+    # CERBOS_SET (key=value settings on the Cerbos command line) and CERBOS_STORE (git | disk-sync)
+    cerbos_set: Mapping[str, str] = field(default_factory=dict)
+    cerbos_store: str = "git"
+
+    @property
+    def server(self) -> str:
+        return self.target.server
 
     def gate_overrides(self, gate_id: str) -> dict[str, str]:
         """HARNESS_GATE_<ID>_<NAME>=value as {name: value}, e.g. HARNESS_GATE_LEAK_CYCLES=5."""
@@ -309,7 +344,7 @@ _FLAG_VARS = {"workers": "HARNESS_WORKERS", "seed_repos": "HARNESS_SEED_REPOS", 
               "cache_dir": "HARNESS_CACHE_DIR", "reports_dir": "HARNESS_REPORTS_DIR",
               "keep_stack": "HARNESS_KEEP_STACK", "version": "OPAL_VERSION", "source": "OPAL_SOURCE",
               "image": "OPAL_IMAGE", "backend": "BACKEND", "scale": "HARNESS_SCALE",
-              "baseline": "HARNESS_BASELINE"}
+              "baseline": "HARNESS_BASELINE", "server": "SERVER", "cerbos_version": "CERBOS_VERSION"}
 
 
 def _with_flags(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str, str]:
@@ -323,6 +358,8 @@ def _with_flags(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str
         if name in ("version", "source", "image"):  # a flag's target replaces the environment's
             for var in ("OPAL_VERSION", "OPAL_SOURCE", "OPAL_IMAGE"):
                 merged.pop(var, None)
+        if name == "cerbos_version":
+            merged.pop("CERBOS_IMAGE", None)
         merged[_FLAG_VARS[name]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
     return merged
 
@@ -330,16 +367,14 @@ def _with_flags(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str
 def from_env(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
     """Settings from the environment; CLI flags win, and go through the same validation."""
     env = _with_flags(os.environ if env is None else env, flags)
-    version, source, image = (env.get(v) or None for v in ("OPAL_VERSION", "OPAL_SOURCE", "OPAL_IMAGE"))
-    if sum(x is not None for x in (version, source, image)) > 1:
-        raise ConfigError("set only one of OPAL_VERSION, OPAL_SOURCE, OPAL_IMAGE")
-    target = Target(version=version or DEFAULT_OPAL_VERSION, source=Path(source) if source else None, image=image)
+    server = _choice(env, "SERVER", DEFAULT_SERVER, tuple(SERVERS))
     backend = _choice(env, "BACKEND", "auto", BACKENDS)
+    target = cerbos_target(env, backend) if server == CERBOS.name else opal_target(env, backend)
     githost = (env.get("HARNESS_GITHOST") or "").strip().lower() or None
     if githost is not None and githost not in GITHOST_PROFILES:
         raise ConfigError(f"HARNESS_GITHOST={githost} is not known; use one of {', '.join(GITHOST_PROFILES)}")
     return Settings(
-        target=validate_target(target, backend),
+        target=target,
         backend=backend,
         workers=_int(env, "HARNESS_WORKERS", 1, 1, 16),
         seed_repos=_int(env, "HARNESS_SEED_REPOS", 60, 1, 20000),
@@ -361,7 +396,54 @@ def from_env(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
         scale=_int(env, "HARNESS_SCALE", 1000, 1, MAX_SCALE) if env.get("HARNESS_SCALE") else None,
         baseline=baseline_setting(env),
         default_scope=_bool(env, "HARNESS_DEFAULT_SCOPE"),
+        cerbos_set=cerbos_set(env.get("CERBOS_SET") or ""),
+        cerbos_store=_choice(env, "CERBOS_STORE", "git", CERBOS_STORES),
     )
+
+
+def opal_target(env: Mapping[str, str], backend: str) -> Target:
+    """SERVER=opal: one of OPAL_VERSION, OPAL_SOURCE, OPAL_IMAGE; no Cerbos variable."""
+    if given := [var for var in _CERBOS_VARS if env.get(var)]:
+        raise ConfigError(f"{', '.join(given)}: a Cerbos setting, and the server under test is OPAL (SERVER=opal): set "
+                          f"SERVER=cerbos to test Cerbos, or unset {', '.join(given)}")
+    version, source, image = (env.get(v) or None for v in ("OPAL_VERSION", "OPAL_SOURCE", "OPAL_IMAGE"))
+    if sum(x is not None for x in (version, source, image)) > 1:
+        raise ConfigError("set only one of OPAL_VERSION, OPAL_SOURCE, OPAL_IMAGE")
+    target = Target(version=version or DEFAULT_OPAL_VERSION, source=Path(source) if source else None, image=image)
+    return validate_target(target, backend)
+
+
+def cerbos_target(env: Mapping[str, str], backend: str) -> Target:
+    """SERVER=cerbos: CERBOS_VERSION (an npm release; harness/servers/cerbos/install.py checks
+    npm has it); no OPAL target variable — one server per run."""
+    if given := [var for var in sorted(_HARNESS_OPAL_VARS) if env.get(var)]:
+        raise ConfigError(f"{', '.join(given)}: an OPAL target, and SERVER=cerbos tests Cerbos: unset "
+                          f"{', '.join(given)} (CERBOS_VERSION picks the Cerbos release), or set SERVER=opal")
+    if env.get("CERBOS_IMAGE"):
+        raise ConfigError("CERBOS_IMAGE needs the compose backend, and Cerbos runs on the local backend only so "
+                          "far: unset CERBOS_IMAGE (CERBOS_VERSION picks the release)")
+    if backend == "compose":
+        raise ConfigError("SERVER=cerbos runs on the local backend only so far: set BACKEND=local (or auto)")
+    version = (env.get("CERBOS_VERSION") or CERBOS.default_version).strip()
+    try:
+        Version(version)
+    except InvalidVersion:
+        raise ConfigError(f"CERBOS_VERSION={version!r} is not a version number; "
+                          f"set e.g. CERBOS_VERSION={CERBOS.default_version}") from None
+    return Target(version=version, server=CERBOS.name)
+
+
+def cerbos_set(raw: str) -> dict[str, str]:
+    """CERBOS_SET="a.b=1 c=2" as {"a.b": "1", "c": "2"} (the adapter refuses the keys the
+    network rule keeps: listeners, telemetry)."""
+    pairs = {}
+    for item in raw.split():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"CERBOS_SET item {item!r} is not key=value; set e.g. "
+                              "CERBOS_SET=storage.git.updatePollInterval=2s")
+        pairs[key] = value
+    return pairs
 
 
 def baseline_setting(env: Mapping[str, str] | None = None) -> str | None:

@@ -49,6 +49,8 @@ class RunReport:
         self.error: dict[str, Any] | None = None
         self.started_at = time.time()
         self.results: list[GateResult] = []
+        # gates the server cannot take (harness.servers.base): id -> why; not verdicts
+        self.skipped: dict[str, str] = {}
         # known failures (harness/baseline.py): report.json records each gate's status against it
         self.baseline: Baseline | None = None
         self.strict_baseline = False
@@ -71,6 +73,10 @@ class RunReport:
                 (self.dir / "plots" / f"{result.id}.error.txt").write_text(f"plot failed: {exc}\n")
         self.write()
 
+    def skip(self, gate_id: str, reason: str) -> None:
+        self.skipped[gate_id] = reason
+        self.write()
+
     def collect_logs(self, logs_dir: Path) -> None:
         if logs_dir.is_dir():
             shutil.copytree(logs_dir, self.dir / "logs", dirs_exist_ok=True)
@@ -87,6 +93,8 @@ class RunReport:
                           for r in self.results]}
         if self.error is not None:
             data["error"] = self.error
+        if self.skipped:
+            data["skipped"] = [{"id": gate_id, "reason": reason} for gate_id, reason in self.skipped.items()]
         return annotate(data, self.baseline, self.strict_baseline) if self.baseline is not None else data
 
     def write(self) -> None:
@@ -169,6 +177,9 @@ def summary_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| `{g['id']}` | **{SYMBOL[g['verdict']]}**{baseline_tag(g)} | {g['duration_s']:.0f} s{split} "
                      f"| {reason} |")
     lines += baseline_section(report)
+    if report.get("skipped"):
+        lines += ["", f"**Skipped: the server cannot take them** ({len(report['skipped'])})", ""]
+        lines += [f"- `{s['id']}`: {s['reason']}" for s in report["skipped"]]
     listed = [g for g in report["gates"] if len(g.get("problems") or []) > 1]
     if listed:
         lines += ["", "Every problem a gate found (the first names its category):", ""]

@@ -22,9 +22,7 @@ def host_info(backend: str, engine_version: str | None = None) -> dict[str, Any]
 
 
 def target_spec(settings: Settings) -> dict[str, str | None]:
-    target = settings.target
-    return {"version": target.version if not (target.source or target.image) else None,
-            "source": str(target.source) if target.source else None, "image": target.image}
+    return settings.target.to_spec()
 
 
 def settings_metadata(settings: Settings, backend: str,

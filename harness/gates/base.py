@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -20,6 +20,7 @@ from harness.errors import HarnessError
 from harness.heads import FOREIGN, Judgement
 from harness.probes import CountUnavailable, sample_server
 from harness.seed import PROBE_REPOS, probe_repo_name
+from harness.servers.base import Capability, ServerKnobs
 from harness.servers.opal import OpalClient, PolicyResult
 from harness.stack.base import Stack
 from harness.timeline import FAULT_END, FAULT_START, Timeline
@@ -39,35 +40,6 @@ DEFAULT_SCOPE = "default"
 DEFAULT_SCOPE_REPO = probe_repo_name(PROBE_REPOS - 1)
 DEFAULT_SCOPE_BUDGET_S = 60.0
 UNKNOWN_SCOPE_PROBE = "never-stored-by-the-harness"
-
-
-@dataclass(frozen=True)
-class ServerKnobs:
-    """The settings a gate's budgets derive from, as the server itself reads them (its
-    config object with the settings it runs with). None: this server has no such knob —
-    a pre-fix tree has no git timeout, no git worker pool, no zombie cap, no preload drain
-    — and a budget that would rest on it says so instead of citing a missing mechanism."""
-
-    git_timeout_s: float | None = None
-    git_workers: int | None = None
-    max_zombies: int | None = None
-    preload_drain_s: float | None = None
-    clone_wait_s: float | None = None
-    reconnect_backoff_max_s: float | None = None
-    resync_settle_s: float | None = None
-
-    @classmethod
-    def from_config(cls, values: Mapping[str, Any]) -> ServerKnobs:
-        def get(name: str, kind: type) -> Any:
-            value = values.get(name)
-            return None if value is None else kind(value)
-        return cls(git_timeout_s=get("SCOPES_GIT_FETCH_TIMEOUT", float),
-                   git_workers=get("SCOPES_GIT_MAX_WORKERS", int),
-                   max_zombies=get("SCOPES_GIT_MAX_ZOMBIES", int),
-                   preload_drain_s=get("SCOPES_GIT_PRELOAD_DRAIN_TIMEOUT", float),
-                   clone_wait_s=get("SCOPES_POLICY_CLONE_WAIT_SECONDS", float),
-                   reconnect_backoff_max_s=get("BROADCAST_RECONNECT_BACKOFF_MAX_SECONDS", float),
-                   resync_settle_s=get("BROADCAST_RESYNC_SETTLE_SECONDS", float))
 
 
 def pre_fix_executor_size(cpus: int) -> int:
@@ -109,9 +81,8 @@ class GateContext:
         self.book = stack.book
         self.book.forget()  # a fresh server: what each scope must serve is what this gate gives it
         self.sampling_s = 0.0  # time spent taking snapshots: the harness's, not the server's
-        knob_values = stack.server.knobs()
-        timeline.fact("server_knobs", knob_values)
-        self.knobs = ServerKnobs.from_config(knob_values)
+        self.knobs = stack.server.knobs()
+        timeline.fact("server_knobs", self.knobs.raw)
 
     @contextmanager
     def fault(self, name: str, start: Callable[[], None], heal: Callable[[], None],
@@ -336,19 +307,23 @@ class Poller:
 class Gate(ABC):
     """A regression gate: a scenario and a checker. A subclass names itself in its class
     statement, e.g. `class LeakGate(Gate, id="leak", title="...", params=Params,
-    thresholds=Thresholds)`; `workers` is the gunicorn worker count it needs (None: the
-    stack's HARNESS_WORKERS)."""
+    thresholds=Thresholds, requires=(Capability.RUNTIME_SOURCES,))`; `workers` is the
+    gunicorn worker count it needs (None: the stack's HARNESS_WORKERS)."""
 
     id: ClassVar[str]
     title: ClassVar[str]
     params_type: ClassVar[type]
     thresholds_type: ClassVar[type]
     workers: ClassVar[int | None] = None
+    #: what the gate needs of the server (harness.servers.base): a server without one of
+    #: them skips the gate with the reason, listed under `skipped` in the report
+    requires: ClassVar[frozenset[Capability]]
 
     def __init_subclass__(cls, *, id: str, title: str, params: type, thresholds: type,
-                          workers: int | None = None, **kwargs: Any) -> None:
+                          requires: tuple[Capability, ...], workers: int | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.id, cls.title, cls.params_type, cls.thresholds_type, cls.workers = id, title, params, thresholds, workers
+        cls.requires = frozenset(requires)
         params.gate_id = thresholds.gate_id = id  # type: ignore[attr-defined]  # named in their errors
 
     def server_profile(self, profile: str) -> dict[str, str]:

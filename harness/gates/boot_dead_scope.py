@@ -20,6 +20,7 @@ from harness.gates.base import Gate, GateContext, ServerKnobs, cold_boot
 from harness.gates.proof import OLD_LISTENER, not_exercised, record_connections, repos_of, without_detail
 from harness.gates.settings import GateSettings
 from harness.seed import dead_repo_name, policy_repo_name
+from harness.servers.base import Capability
 from harness.timeline import FAULT_START, Timeline
 from harness.verdict import FAIL, PASS, Verdict
 
@@ -53,7 +54,8 @@ def boot_budget(knobs: ServerKnobs, p: Params) -> tuple[float, str]:
 
 
 class BootDeadScopeGate(Gate, id="boot-dead-scope", params=Params, thresholds=Thresholds,
-                        title="one dead remote does not block boot"):
+                        title="one dead remote does not block boot",
+                        requires=(Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES, Capability.SCOPE_STORE)):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

@@ -23,6 +23,7 @@ from harness.gates.load import Load
 from harness.gates.proof import OLD_LISTENER, not_exercised, record_connections, repos_of, without_detail
 from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name, probe_repo_name
+from harness.servers.base import Capability
 from harness.timeline import Timeline
 from harness.verdict import ERROR, FAIL, PASS, Verdict
 
@@ -49,7 +50,9 @@ class Thresholds(GateSettings):
 
 
 class BootTimingGate(Gate, id="boot-timing", params=Params, thresholds=Thresholds,
-                     title="boot with N stored scopes is not serial"):
+                     title="boot with N stored scopes is not serial",
+                     requires=(Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES, Capability.SCOPE_STORE,
+                               Capability.SERVER_PYTHON)):
 
     def scaled(self, scopes: int) -> dict[str, str]:
         return {"scopes": str(scopes)}

@@ -66,6 +66,7 @@ from harness.gates.bounce_log import BounceLog, read_bounce_log
 from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name
 from harness.serverlog import read_slice, timed_lines
+from harness.servers.base import Capability
 from harness.services.postgres import accepts_sessions, answers
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
@@ -230,7 +231,9 @@ def spread_facts(spread: PutSpread, log: BounceLog, not_served: set[str]) -> lis
 
 
 class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thresholds, workers=WORKERS,
-                       title="the server recovers from a broadcaster outage"):
+                       title="the server recovers from a broadcaster outage",
+                       requires=(Capability.RUNTIME_SOURCES, Capability.BROADCASTER, Capability.WORKERS,
+                                 Capability.SERVER_PYTHON)):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

@@ -21,6 +21,7 @@ from harness.gates.load import Load, for_each_scope, scaled_budgets
 from harness.gates.settings import GateSettings
 from harness.gates.settle import settle, settle_record, still_falling
 from harness.seed import policy_repo_name, probe_repo_name
+from harness.servers.base import Capability
 from harness.servers.opal import CACHES, OpalClient
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
@@ -122,7 +123,9 @@ def _failed_deletes(timeline: Timeline) -> Verdict | None:
 
 
 class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
-               title="memory leak under scope churn"):
+               title="memory leak under scope churn",
+               requires=(Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES, Capability.REFRESH_CALL,
+                         Capability.CACHE_STATS)):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

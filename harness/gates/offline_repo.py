@@ -23,6 +23,7 @@ from harness.gates.base import Gate, GateContext, Poller, ServerKnobs, batches, 
 from harness.gates.proof import OLD_LISTENER, not_exercised, record_connections, repos_of, without_detail
 from harness.gates.settings import GateSettings
 from harness.seed import dead_repo_name, policy_repo_name
+from harness.servers.base import Capability
 from harness.timeline import FAULT_START, Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 
@@ -62,7 +63,8 @@ def new_scope_budget(knobs: ServerKnobs, dead: int, pool: int, p: Params) -> tup
 
 
 class OfflineRepoGate(Gate, id="offline-repo", params=Params, thresholds=Thresholds,
-                      title="dead remotes do not stall loaded or new scopes"):
+                      title="dead remotes do not stall loaded or new scopes",
+                      requires=(Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES)):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

@@ -53,6 +53,7 @@ from harness.probes import CountUnavailable
 from harness.seed import policy_repo_name
 from harness.serverlog import read_slice, summarize
 from harness.serverlog import size as log_size
+from harness.servers.base import Capability
 from harness.servers.opal import CACHES, OpalClient
 from harness.stack.base import ServiceHandle
 from harness.timeline import Timeline
@@ -110,7 +111,9 @@ def serve_budget(scopes: int, one_clone_s: float, concurrency: int) -> float:
 
 
 class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thresholds,
-                       title="bulk deletes and deletes mid-sync leave nothing behind"):
+                       title="bulk deletes and deletes mid-sync leave nothing behind",
+                       requires=(Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES, Capability.REFRESH_CALL,
+                                 Capability.CACHE_STATS, Capability.SERVER_PYTHON)):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params

@@ -37,6 +37,7 @@ from harness import redisdb
 from harness.gates.base import Gate, GateContext, fetch_timeout_budget
 from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name
+from harness.servers.base import Capability
 from harness.servers.opal import PolicyResult
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
@@ -70,7 +71,8 @@ class Thresholds(GateSettings):
 
 
 class RedisOutageGate(Gate, id="redis-outage", params=Params, thresholds=Thresholds,
-                      title="the scope store stops and returns: clear answers, stored scopes and new PUTs served"):
+                      title="the scope store stops and returns: clear answers, stored scopes and new PUTs served",
+                      requires=(Capability.RUNTIME_SOURCES, Capability.SCOPE_STORE)):
 
     # -- scenario ---------------------------------------------------------------------------
     def scenario(self, ctx: GateContext) -> None:

@@ -48,6 +48,7 @@ from harness.gates.settings import GateSettings
 from harness.gitfront import set_mode
 from harness.gitops import GitOpError, WorkingClones, push_base_url
 from harness.seed import policy_repo_name
+from harness.servers.base import Capability
 from harness.stack.base import ServiceHandle
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
@@ -114,7 +115,8 @@ def budgets(knobs: ServerKnobs, p: Params) -> tuple[float, str]:
 
 class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=Thresholds,
                          title="remotes that refuse, fail, crawl or reset leave healthy scopes serving and "
-                               "recover"):
+                               "recover",
+                         requires=(Capability.RUNTIME_SOURCES, Capability.REFRESH_CALL)):
 
     # -- scenario ---------------------------------------------------------------------------
     def scenario(self, ctx: GateContext) -> None:

@@ -37,6 +37,7 @@ from harness.gates.base import Fault, Gate, GateContext, ServerKnobs, fetch_time
 from harness.gates.settings import GateSettings
 from harness.gitops import GitOpError, WorkingClones, push_base_url
 from harness.seed import policy_repo_name
+from harness.servers.base import Capability
 from harness.servers.opal import PolicyResult
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
@@ -86,7 +87,8 @@ def _short(sha: str | None) -> str:
 
 
 class RemoteTransitionsGate(Gate, id="remote-transitions", params=Params, thresholds=Thresholds,
-                            title="commits, force-pushes, a re-created branch and a restored repo are followed"):
+                            title="commits, force-pushes, a re-created branch and a restored repo are followed",
+                            requires=(Capability.RUNTIME_SOURCES, Capability.REFRESH_CALL)):
 
     # -- scenario ---------------------------------------------------------------------------
     def scenario(self, ctx: GateContext) -> None:

@@ -37,6 +37,7 @@ from harness.gates.settings import GateSettings
 from harness.gitops import GitOpError, WorkingClones, push_base_url
 from harness.probes import mapped_pack_files
 from harness.seed import policy_repo_name, probe_repo_name
+from harness.servers.base import Capability
 from harness.servers.opal import CACHES, PolicyResult
 from harness.timeline import Timeline
 from harness.verdict import ERROR, FAIL, Problems, Verdict, load_failure
@@ -111,7 +112,8 @@ def _short(sha: str | None) -> str:
 
 
 class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Thresholds,
-                     title="new commits fetched and served over and over keep caches, files and memory flat"):
+                     title="new commits fetched and served over and over keep caches, files and memory flat",
+                     requires=(Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES, Capability.REFRESH_CALL)):
 
     # -- scenario ---------------------------------------------------------------------------
     def scenario(self, ctx: GateContext) -> None:

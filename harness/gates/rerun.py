@@ -25,14 +25,7 @@ def load_report(run_dir: Path) -> dict[str, Any]:
 
 
 def recorded_target(report: dict[str, Any]) -> Target | None:
-    spec = report.get("target_spec") or {}
-    if spec.get("source"):
-        return Target(source=Path(spec["source"]))
-    if spec.get("image"):
-        return Target(image=spec["image"])
-    if spec.get("version"):
-        return Target(version=spec["version"])
-    return None
+    return Target.from_spec(report.get("target_spec") or {})
 
 
 def rerun_plan(report: dict[str, Any], settings: Settings, target_given: bool) -> tuple[Settings, Batch]:

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.baseline import resolve
-from harness.config import DEFAULT_OPAL_VERSION, Settings, Target
+from harness.config import Settings, Target
 from harness.errors import ConfigError, HarnessError
 from harness.gates.batch import EXIT_ERROR, Batch
 from harness.gates.parallel import TIMED, merge, plan, publish
+from harness.servers.registry import DEFAULT_SERVER, SERVERS
 from harness.stack.base import new_run_id
 
 SHARD_FORMAT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -154,8 +155,9 @@ def merge_plan(reports: Sequence[Mapping[str, Any]]) -> MergePlan:
 def report_target(report: Mapping[str, Any]) -> Target:
     """The target a report was made on, for `--baseline auto` (no validation: nothing runs)."""
     spec = report.get("target_spec") or {}
-    return Target(version=spec.get("version") or DEFAULT_OPAL_VERSION,
-                  source=Path(spec["source"]) if spec.get("source") else None, image=spec.get("image"))
+    target = Target.from_spec(spec, default_version=SERVERS[spec.get("server") or DEFAULT_SERVER].default_version)
+    assert target is not None  # a default version always gives one
+    return target
 
 
 def merge_command(dirs: Sequence[Path], settings: Settings, junit: Path | None, baseline: str | None,

@@ -35,6 +35,7 @@ from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name
 from harness.serverlog import read_slice
 from harness.serverlog import size as log_size
+from harness.servers.base import Capability
 from harness.stack.base import ServiceHandle
 from harness.timeline import FAULT_START, Timeline
 from harness.verdict import ERROR, FAIL, PASS, Verdict
@@ -94,7 +95,8 @@ class Thresholds(GateSettings):
 
 
 class ZombieCapGate(Gate, id="zombie-cap", params=Params, thresholds=Thresholds,
-                    title="timed-out git ops piling up do not block healthy scopes"):
+                    title="timed-out git ops piling up do not block healthy scopes",
+                    requires=(Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES)):
 
     def server_profile(self, profile: str) -> dict[str, str]:
         return {"OPAL_SCOPES_GIT_MAX_ZOMBIES": QUICK_ZOMBIE_CAP} if profile == "quick" else {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 from harness import procs
 from harness.config import Settings, Target
@@ -27,8 +26,7 @@ def attach(settings: Settings, run_id: str) -> Stack:
         raise HarnessError(f"run {run_id} is not up yet (or was made by an older harness); wait for "
                            "`harness up --detach` to return")
     spec = state.get("target_spec") or {}
-    target = Target(version=spec.get("version") or settings.target.version,
-                    source=Path(spec["source"]) if spec.get("source") else None, image=spec.get("image"))
+    target = Target.from_spec(spec, default_version=settings.target.version) or settings.target
     settings = replace(settings, backend=state["backend"], target=target)
     if state["backend"] == "compose":
         from harness.stack.compose import ComposeStack

@@ -34,6 +34,7 @@ from harness.gitops import host_head
 from harness.heads import RepoHeads, ScopeBook
 from harness.report import RunReport
 from harness.runinfo import settings_metadata, target_spec
+from harness.servers.base import ServerKnobs
 from harness.servers.opal import (
     BROADCASTER_DISCONNECT,
     CLONE_TIMER,
@@ -41,6 +42,7 @@ from harness.servers.opal import (
     KNOB_READER,
     VERSION_READER,
     OpalClient,
+    knobs_from_config,
     stored_scopes,
 )
 
@@ -172,11 +174,11 @@ class ServerProbe(ABC):
         """The server's version as its own environment reports it."""
         return self.python(VERSION_READER, [], timeout=120).strip()
 
-    def knobs(self) -> dict[str, float | int | None]:
+    def knobs(self) -> ServerKnobs:
         """The server's own values of the knobs gate budgets derive from (None: this server
         has no such setting), read from its config object with the settings it runs with."""
         try:
-            return json.loads(self.python(KNOB_READER, list(KNOB_NAMES), timeout=120))
+            return knobs_from_config(json.loads(self.python(KNOB_READER, list(KNOB_NAMES), timeout=120)))
         except (ValueError, HarnessError) as exc:
             raise HarnessError(f"could not read the server's settings from opal_server.config: {exc}") from None
 

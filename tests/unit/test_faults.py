@@ -5,12 +5,13 @@ import pytest
 
 from harness.gates.base import GateContext
 from harness.heads import RepoHeads, ScopeBook
+from harness.servers.base import ServerKnobs
 from harness.timeline import FAULT_END, FAULT_START, Timeline
 
 
 class _Server:
     def knobs(self):
-        return {}
+        return ServerKnobs()
 
 
 class _Stack:

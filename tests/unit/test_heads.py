@@ -14,6 +14,7 @@ from harness.gates.offline_repo import OfflineRepoGate
 from harness.gates.offline_repo import Thresholds as OfflineThresholds
 from harness.gates.runner import build_settings, judge
 from harness.heads import FOREIGN, NOT_200, OWN, STALE, UNKNOWN_SCOPE, RepoHeads, ScopeBook, repo_of
+from harness.servers.base import ServerKnobs
 from harness.servers.opal import PolicyResult
 from harness.timeline import Timeline
 
@@ -111,7 +112,7 @@ class _DefaultAnsweringClient:
 
 def _context(client: _DefaultAnsweringClient) -> GateContext:
     book = _book()
-    stack = SimpleNamespace(client=client, book=book, server=SimpleNamespace(knobs=lambda: {}))
+    stack = SimpleNamespace(client=client, book=book, server=SimpleNamespace(knobs=ServerKnobs))
     ctx = GateContext(stack, Timeline("offline-repo"), params=None)  # type: ignore[arg-type]
     book.given("default", f"git://h/{DEFAULT_SCOPE_REPO}.git")
     return ctx

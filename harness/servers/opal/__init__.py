@@ -22,12 +22,15 @@ from harness.servers.opal.recipe import (
     KNOB_NAMES,
     KNOB_READER,
     VERSION_READER,
+    knobs_from_config,
     scope_body,
     server_env,
     stored_scopes,
 )
 from harness.servers.opal.stats import CACHES, STATS_PATH, CacheStats, StatsContractError
 
-__all__ = ["BROADCASTER_DISCONNECT", "CACHES", "CLONE_TIMER", "FIXED_ENV", "KNOB_NAMES", "KNOB_READER", "STATS_PATH",
-           "VERSION_READER", "CacheStats", "OpalClient", "OpalServerProcess", "PolicyResult", "StatsContractError",
-           "scope_body", "server_env", "stored_scopes"]
+__all__ = [
+    "BROADCASTER_DISCONNECT", "CACHES", "CLONE_TIMER", "CacheStats", "FIXED_ENV", "KNOB_NAMES", "KNOB_READER",
+    "OpalClient", "OpalServerProcess", "PolicyResult", "STATS_PATH", "StatsContractError", "VERSION_READER",
+    "knobs_from_config", "scope_body", "server_env", "stored_scopes",
+]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from harness import STACKS_DIR
+from harness.servers.base import ServerKnobs
 
 RECIPE_DIR = STACKS_DIR / "opal"
 GRACEFUL_TIMEOUT_S = 5
@@ -49,6 +51,22 @@ KNOB_NAMES = ("SCOPES_GIT_FETCH_TIMEOUT", "SCOPES_GIT_MAX_WORKERS", "SCOPES_GIT_
               # recorded for the reports, not budgets: what decides orphan-clones' outcome
               "SCOPES_STORE_READ_TIMEOUT", "BROADCAST_RECONNECT_BACKOFF_MAX_SECONDS",
               "BROADCAST_RESYNC_SETTLE_SECONDS")
+
+
+def knobs_from_config(values: Mapping[str, Any]) -> ServerKnobs:
+    """What KNOB_READER printed (OPAL's names) in the harness's names."""
+    def get(name: str, kind: type) -> Any:
+        value = values.get(name)
+        return None if value is None else kind(value)
+    return ServerKnobs(git_timeout_s=get("SCOPES_GIT_FETCH_TIMEOUT", float),
+                       git_workers=get("SCOPES_GIT_MAX_WORKERS", int),
+                       max_zombies=get("SCOPES_GIT_MAX_ZOMBIES", int),
+                       preload_drain_s=get("SCOPES_GIT_PRELOAD_DRAIN_TIMEOUT", float),
+                       clone_wait_s=get("SCOPES_POLICY_CLONE_WAIT_SECONDS", float),
+                       reconnect_backoff_max_s=get("BROADCAST_RECONNECT_BACKOFF_MAX_SECONDS", float),
+                       resync_settle_s=get("BROADCAST_RESYNC_SETTLE_SECONDS", float), raw=dict(values))
+
+
 # A server-side disconnect of the broadcaster: Postgres terminates every client backend of the
 # server's broadcast database (its LISTEN connections and its publishers), from the server's
 # own environment (asyncpg comes with the broadcaster; on compose the URI is the network's).

@@ -1,0 +1,33 @@
+"""The servers the harness has adapters for, by the name SERVER takes (opal, cerbos).
+
+Only descriptions live here (harness.servers.base.ServerAdapter): which services a server
+needs and what it can do. Importing this module runs nothing of any server.
+"""
+
+from __future__ import annotations
+
+from harness.errors import ConfigError
+from harness.servers.base import Capability, ServerAdapter
+
+OPAL = ServerAdapter(
+    name="opal", title="OPAL server (scopes over git, Redis scope store, Postgres broadcaster)",
+    package="opal-server", default_version="0.9.9",
+    capabilities=frozenset({Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES, Capability.REFRESH_CALL,
+                            Capability.CACHE_STATS, Capability.SCOPE_STORE, Capability.BROADCASTER,
+                            Capability.WORKERS, Capability.SERVER_PYTHON}),
+    dependencies=("redis", "postgres"))
+
+CERBOS = ServerAdapter(
+    name="cerbos", title="Cerbos PDP (git storage driver: one repo, polled)",
+    package="cerbos", default_version="0.55.0",
+    capabilities=frozenset({Capability.POLLING, Capability.KEPT_CHECKOUT}),
+    backends=("local",))
+
+SERVERS: dict[str, ServerAdapter] = {adapter.name: adapter for adapter in (OPAL, CERBOS)}
+DEFAULT_SERVER = OPAL.name
+
+
+def adapter(name: str) -> ServerAdapter:
+    if name not in SERVERS:
+        raise ConfigError(f"SERVER={name} is not known; use one of {', '.join(SERVERS)}")
+    return SERVERS[name]
