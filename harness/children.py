@@ -24,7 +24,8 @@ def target_flags(target: Target) -> list[str]:
         return ["--opal-source", str(target.source)]
     if target.image is not None:
         return ["--opal-image", target.image]
-    return ["--opal-version", target.version]
+    # each server's release flag is --<server>-version (--opal-version, --cerbos-version)
+    return ["--server", target.server, f"--{target.server}-version", target.version]
 
 
 def _pump(label: str, stream) -> None:

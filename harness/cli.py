@@ -23,6 +23,7 @@ from pathlib import Path
 from harness import config, console, harness_version, runs
 from harness.baseline import resolve
 from harness.errors import HarnessError
+from harness.servers.registry import SERVERS
 from harness.stack import make_stack
 from harness.stack.base import SERVICES
 from harness.waiting import wait_for
@@ -33,7 +34,8 @@ DETACH_TIMEOUT_S = 1800
 
 def _settings(args: argparse.Namespace) -> config.Settings:
     overrides = {}
-    for name in ("version", "source", "image", "workers", "backend", "reports_dir", "scale", "baseline"):
+    for name in ("version", "source", "image", "workers", "backend", "reports_dir", "scale", "baseline", "server",
+                 "cerbos_version"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -43,7 +45,7 @@ def _settings(args: argparse.Namespace) -> config.Settings:
 
 
 def _target_given(args: argparse.Namespace) -> bool:
-    return any(getattr(args, name, None) for name in ("version", "source", "image"))
+    return any(getattr(args, name, None) for name in ("version", "source", "image", "server", "cerbos_version"))
 
 
 def _add_target_flags(parser: argparse.ArgumentParser) -> None:
@@ -51,9 +53,18 @@ def _add_target_flags(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--opal-version", dest="version", help="a PyPI release (default: OPAL_VERSION or 0.9.9)")
     target.add_argument("--opal-source", "--source", dest="source", help="an OPAL source tree (default: OPAL_SOURCE)")
     target.add_argument("--opal-image", dest="image", help="a prebuilt server image, compose only (OPAL_IMAGE)")
+    _add_server_flag(parser)
+    parser.add_argument("--cerbos-version", dest="cerbos_version",
+                        help="with --server cerbos: an npm release of @cerbos/cerbos-linux-x64 "
+                             "(default: CERBOS_VERSION or 0.55.0)")
     parser.add_argument("--backend", help="auto (default: BACKEND or auto) | local | compose")
     parser.add_argument("--reports-dir", dest="reports_dir", help="where reports go (default: HARNESS_REPORTS_DIR "
                                                                   "or ./reports)")
+
+
+def _add_server_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", choices=list(SERVERS),
+                        help="the policy server under test (default: SERVER or opal)")
 
 
 def cmd_gates(args: argparse.Namespace) -> int:
@@ -157,7 +168,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     gates = args.gate or list(GATES)
     _validate_compare(args, gates)
     extra = ["--backend", args.backend] if args.backend else []
-    return compare_command(args.a, args.b, gates, settings.reports_dir, extra)
+    return compare_command(args.a, args.b, gates, settings.reports_dir, extra, args.server or settings.server)
 
 
 def _validate_compare(args: argparse.Namespace, gates: Sequence[str]) -> None:
@@ -165,10 +176,11 @@ def _validate_compare(args: argparse.Namespace, gates: Sequence[str]) -> None:
     folder is made for a comparison that cannot start."""
     from harness.compare import spec_target
     from harness.gates.batch import Batch
+    server = args.server or config.from_env().server
     for spec in (args.a, args.b):
-        target = spec_target(spec)
+        target = spec_target(spec, server)
         chosen = ({"source": str(target.source)} if target.source else {"image": target.image} if target.image
-                  else {"version": target.version})
+                  else {"server": server, f"{server}_version": target.version})
         side = config.from_env(None, **chosen, **({"backend": args.backend} if args.backend else {}))
         Batch(gates=gates).validate(side)
 
@@ -228,6 +240,7 @@ def _up_flags(args: argparse.Namespace) -> list[str]:
     """The flags of this `harness up` again, for the detached child."""
     flags = []
     for name, flag in (("version", "--opal-version"), ("source", "--opal-source"), ("image", "--opal-image"),
+                       ("server", "--server"), ("cerbos_version", "--cerbos-version"),
                        ("backend", "--backend"), ("reports_dir", "--reports-dir"), ("workers", "--workers"),
                        ("repos", "--repos")):
         if getattr(args, name, None) is not None:
@@ -469,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("b", help="B: the same kinds as A")
     compare.add_argument("--gate", action="append", metavar="ID", help="a gate id (repeatable; default: every gate)")
     compare.add_argument("--backend", help="auto | local | compose (both sides)")
+    _add_server_flag(compare)
     compare.add_argument("--reports-dir", dest="reports_dir", help="where compare-<time>-<id>/ goes (default "
                                                                    "./reports)")
     _contract(compare, COMPARE_EXIT_CODES + "\n\nHARNESS_KEEP_STACK=1 leaves both sides' stacks up.")

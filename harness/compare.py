@@ -24,6 +24,7 @@ from harness.children import run_children, target_flags
 from harness.config import Target
 from harness.errors import ConfigError, HarnessError
 from harness.report import SYMBOL
+from harness.servers.registry import DEFAULT_SERVER
 from harness.timeline import Timeline
 
 log = logging.getLogger(__name__)
@@ -31,20 +32,22 @@ log = logging.getLogger(__name__)
 SIDES = ("A", "B")
 
 
-def spec_target(spec: str) -> Target:
-    """A target given as a release, a source tree or an image."""
+def spec_target(spec: str, server: str = DEFAULT_SERVER) -> Target:
+    """A target given as a release (of `server`), a source tree or an image."""
     if Path(spec).expanduser().exists():
         return Target(source=Path(spec).expanduser().resolve())
     if re.fullmatch(r"\d+(\.\d+)*([a-z]+\d*)?", spec):
-        return Target(version=spec)
+        return Target(version=spec, server=server)
     if ":" in spec or "/" in spec:
         return Target(image=spec)
     raise ConfigError(f"{spec!r} is neither a release (0.9.9), an existing source tree nor an image (repo:tag)")
 
 
-def run_sides(specs: Sequence[str], gates: Sequence[str], out_dir: Path, extra: Sequence[str]) -> dict[str, int]:
+def run_sides(specs: Sequence[str], gates: Sequence[str], out_dir: Path, extra: Sequence[str],
+              server: str = DEFAULT_SERVER) -> dict[str, int]:
     """Both `harness gates` runs at once; their exit statuses by side."""
-    return run_children({side: ["gates", *target_flags(spec_target(spec)), "--reports-dir", str(out_dir / side),
+    return run_children({side: ["gates", *target_flags(spec_target(spec, server)),
+                                "--reports-dir", str(out_dir / side),
                                 *(arg for g in gates for arg in ("--gate", g)), *extra]
                          for side, spec in zip(SIDES, specs, strict=True)})
 
@@ -152,12 +155,12 @@ def status_of(rows: list[dict[str, Any]], a: dict[str, Any], b: dict[str, Any]) 
 
 
 def compare_command(spec_a: str, spec_b: str, gates: Sequence[str], reports_dir: Path,
-                    extra: Sequence[str] = ()) -> int:
+                    extra: Sequence[str] = (), server: str = DEFAULT_SERVER) -> int:
     """Run both sides; the caller validated the specs, gates and settings, so a folder is
     made only for a comparison that can start — and removed when neither side wrote a report."""
     out_dir = new_out_dir(reports_dir)
     try:
-        codes = run_sides((spec_a, spec_b), gates, out_dir, extra)
+        codes = run_sides((spec_a, spec_b), gates, out_dir, extra, server)
     except BaseException:
         _remove_if_empty(out_dir)
         raise

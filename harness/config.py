@@ -344,7 +344,8 @@ _FLAG_VARS = {"workers": "HARNESS_WORKERS", "seed_repos": "HARNESS_SEED_REPOS", 
               "cache_dir": "HARNESS_CACHE_DIR", "reports_dir": "HARNESS_REPORTS_DIR",
               "keep_stack": "HARNESS_KEEP_STACK", "version": "OPAL_VERSION", "source": "OPAL_SOURCE",
               "image": "OPAL_IMAGE", "backend": "BACKEND", "scale": "HARNESS_SCALE",
-              "baseline": "HARNESS_BASELINE", "server": "SERVER", "cerbos_version": "CERBOS_VERSION"}
+              "baseline": "HARNESS_BASELINE", "server": "SERVER", "cerbos_version": "CERBOS_VERSION",
+              "opal_version": "OPAL_VERSION"}  # <server>_version: the release flag of each server
 
 
 def _with_flags(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str, str]:
@@ -355,7 +356,7 @@ def _with_flags(env: Mapping[str, str], flags: Mapping[str, object]) -> dict[str
     for name, value in flags.items():
         if value is None:
             continue
-        if name in ("version", "source", "image"):  # a flag's target replaces the environment's
+        if name in ("version", "opal_version", "source", "image"):  # a flag's target replaces the environment's
             for var in ("OPAL_VERSION", "OPAL_SOURCE", "OPAL_IMAGE"):
                 merged.pop(var, None)
         if name == "cerbos_version":

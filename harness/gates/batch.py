@@ -22,7 +22,7 @@ from harness.ci_outputs import append_step_summary, print_annotations, write_jun
 from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
 from harness.gates.registry import GATES
-from harness.gates.runner import preflight, run_gate
+from harness.gates.runner import preflight, run_gate, skip_reason
 from harness.report import RunReport, verdict_table
 from harness.stack import make_stack
 from harness.stack.base import Stack
@@ -49,6 +49,8 @@ class Batch:
     strict_baseline: bool = False
     # `--shard I/N`: what the report records of the shard (harness/gates/shards.py)
     shard: Mapping[str, Any] | None = None
+    # gates asked for that the server cannot take (validate() moves them here): id -> why
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def exit_status(self, gates: Sequence[Mapping[str, Any]]) -> int:
         """The run's exit status: from the verdicts, or judged against the baseline."""
@@ -79,7 +81,20 @@ class Batch:
         unknown = [g for g in self.gates if g not in GATES]
         if unknown or not self.gates:
             raise ConfigError(f"unknown gate {', '.join(unknown) or '(none given)'}; gates: {', '.join(GATES)}")
+        self.sort_out(settings)
         preflight(settings, self.gates, self.overrides)
+
+    def sort_out(self, settings: Settings) -> None:
+        """Move the gates the server cannot take to `skipped`, each with why (said now, listed
+        in the report); none left is one ConfigError — a run that judges nothing is no run."""
+        for gate_id in list(self.gates):
+            if (reason := skip_reason(gate_id, settings)) is not None:
+                self.skipped[gate_id] = reason
+                log.info(f"[harness] skipping {gate_id}: {reason}")
+        self.gates = [g for g in self.gates if g not in self.skipped]
+        if not self.gates:
+            raise ConfigError(f"none of the gates asked for runs on {settings.target.label}: "
+                              + "; ".join(self.skipped.values()))
 
 
 def keep_policy(flag: str | None, settings: Settings) -> str:
@@ -119,6 +134,8 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
                        settings.server_profile,
                        meta={**stack.run_metadata(batch.run_env), **({"shard": batch.shard} if batch.shard else {})})
     batch.apply_baseline(report)
+    for gate_id, reason in batch.skipped.items():
+        report.skip(gate_id, reason)
     try:
         for gate_id in batch.gates:
             overrides = batch.overrides.get(gate_id) if batch.overrides is not None else None

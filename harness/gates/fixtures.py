@@ -34,6 +34,7 @@ from harness.verdict import GateResult
 
 REPORT_KEY = pytest.StashKey[RunReport]()
 BASELINE_KEY = pytest.StashKey[Choice]()
+SKIPPED_KEY = pytest.StashKey[dict[str, str]]()  # gate id -> why the chosen server cannot take it
 PART_KEY = "policy_harness_report_dir"  # a worker's report dir, in xdist's workeroutput
 
 
@@ -123,6 +124,8 @@ def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settin
     report = RunReport(harness_settings.reports_dir, stack.run_id, harness_settings.target.label,
                        stack.backend, profile, meta=stack.run_metadata())
     request.config.stash[REPORT_KEY] = report
+    for gate_id, reason in request.config.stash.get(SKIPPED_KEY, {}).items():
+        report.skip(gate_id, reason)
     choice = session_baseline(request.config)
     try:
         yield GateSession(stack, report, profile, choice.baseline, strict_baseline(request.config))
@@ -284,6 +287,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     try:
         settings = from_env()
+        cases = _deselect_what_the_server_cannot_take(config, items, cases, settings)
+        if not cases:
+            return
         preflight(settings, sorted({gate_id for _, gate_id in cases}))
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -295,7 +301,26 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             item.add_marker(pytest.mark.timeout(load.time_limit_s()))
 
 
+def _deselect_what_the_server_cannot_take(pytest_config: pytest.Config, items: list[pytest.Item],
+                                          cases: list[tuple[pytest.Item, str]],
+                                          settings: config.Settings) -> list[tuple[pytest.Item, str]]:
+    """A gate the chosen server cannot take (harness.servers.base) is deselected, not
+    skipped — a skip fails under HARNESS_REQUIRE=1, and this one is by design — with its
+    reason kept for the report's `skipped` and the terminal summary."""
+    from harness.gates.runner import skip_reason
+    reasons = {gate_id: reason for _, gate_id in cases if (reason := skip_reason(gate_id, settings)) is not None}
+    if not reasons:
+        return cases
+    dropped = [item for item, gate_id in cases if gate_id in reasons]
+    pytest_config.hook.pytest_deselected(items=dropped)
+    items[:] = [item for item in items if item not in dropped]
+    pytest_config.stash[SKIPPED_KEY] = reasons
+    return [(item, gate_id) for item, gate_id in cases if gate_id not in reasons]
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    for gate_id, reason in config.stash.get(SKIPPED_KEY, {}).items():
+        terminalreporter.write_line(f"[harness] deselected {gate_id}: {reason}")
     report = config.stash.get(REPORT_KEY, None)
     if report is None or not report.results:
         return

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,7 +152,8 @@ def plan(gates: Sequence[str], jobs: int) -> list[list[str]]:
 
 
 def merge(parts: Sequence[Path], order: Sequence[str], out_dir: Path, run_id: str,
-          baseline: Baseline | None = None, strict: bool = False) -> dict[str, Any]:
+          baseline: Baseline | None = None, strict: bool = False,
+          skipped: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One run report from the parts' reports (`--jobs` groups, xdist workers, `--shard`
     runs): gates in `order`, their timelines and plots, each part's logs under
     logs/<part run id>/; judged against `baseline` when one is given (the parts' own
@@ -168,6 +169,11 @@ def merge(parts: Sequence[Path], order: Sequence[str], out_dir: Path, run_id: st
     errors = [r["error"] for _, r in reports if r.get("error")]
     if errors:
         merged["error"] = errors[0]
+    # the gates no part could take: the parts' own and the ones sorted out before they ran
+    skips = {s["id"]: s["reason"] for _, r in reports for s in r.get("skipped", [])} | dict(skipped or {})
+    merged.pop("skipped", None)
+    if skips:
+        merged["skipped"] = [{"id": gate_id, "reason": reason} for gate_id, reason in skips.items()]
     if baseline is not None:
         merged = annotate(merged, baseline, strict)
     else:  # judged without one: a part's judgement must not speak for the merged run
@@ -241,7 +247,8 @@ def run_parallel(settings: Settings, batch: Batch, jobs: int, backend_flag: str 
     if not parts:
         log.error(f"[harness] no group produced a report (exit statuses {codes})")
         return EXIT_ERROR, None
-    merged = merge(parts, batch.gates, out_dir, run_id, batch.baseline.baseline, batch.strict_baseline)
+    merged = merge(parts, batch.gates, out_dir, run_id, batch.baseline.baseline, batch.strict_baseline,
+                   batch.skipped)
     if batch.shard is not None:  # `--shard` with `--jobs`: the merged run is the shard's report
         merged["shard"] = dict(batch.shard)
         (out_dir / "report.json").write_text(json.dumps(merged, indent=2, default=str))

@@ -14,6 +14,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.gates.base import PROFILES, Gate, GateContext, foreign_answers
 from harness.gates.load import Load
 from harness.gates.registry import GATES
+from harness.servers.registry import SERVERS
 from harness.stack.base import Stack
 from harness.timeline import Timeline
 from harness.verdict import ERROR, PASS, GateResult, Verdict
@@ -25,6 +26,12 @@ def gate(gate_id: str) -> Gate:
     if gate_id not in GATES:
         raise ConfigError(f"unknown gate {gate_id!r}; gates: {', '.join(GATES)}")
     return GATES[gate_id]
+
+
+def skip_reason(gate_id: str, settings: Settings) -> str | None:
+    """Why the chosen server cannot take this gate (None: it can): a capability it lacks."""
+    g = gate(gate_id)
+    return SERVERS[settings.server].skip_reason(g.id, g.requires)
 
 
 def configure(g: Gate, overrides: Mapping[str, str]) -> tuple[Any, Any]:
@@ -137,6 +144,8 @@ def catalogue() -> list[dict[str, Any]]:
     """Every gate, what it needs and its settings with their defaults and variables
     (`harness gates --list`)."""
     return [{"id": g.id, "title": g.title, "workers": g.workers, "load": _default_load(g),
+             "requires": sorted(c.value for c in g.requires),
+             "servers": [name for name, adapter in SERVERS.items() if not adapter.lacks(g.requires)],
              "settings": _settings_of(g)} for g in GATES.values()]
 
 

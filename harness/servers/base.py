@@ -68,7 +68,10 @@ class ServerAdapter:
     backends: tuple[str, ...] = ("local", "compose")
 
     def lacks(self, requires: Iterable[Capability]) -> list[Capability]:
-        return [c for c in requires if c not in self.capabilities]
+        """The capabilities of `requires` this server lacks, in Capability's order (a reason
+        reads the same in every run)."""
+        wanted = set(requires)
+        return [c for c in Capability if c in wanted and c not in self.capabilities]
 
     def skip_reason(self, gate_id: str, requires: Iterable[Capability]) -> str | None:
         """Why a gate needing `requires` cannot run on this server (None: it can)."""

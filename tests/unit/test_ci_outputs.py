@@ -116,7 +116,8 @@ def test_compare_flags_b_worse_only_where_a_passes(tmp_path):
 
 
 def test_compare_targets_are_a_release_a_tree_or_an_image(tmp_path):
-    assert target_flags(spec_target("0.9.6")) == ["--opal-version", "0.9.6"]
+    assert target_flags(spec_target("0.9.6")) == ["--server", "opal", "--opal-version", "0.9.6"]
+    assert target_flags(spec_target("0.51.0", "cerbos")) == ["--server", "cerbos", "--cerbos-version", "0.51.0"]
     assert target_flags(spec_target(str(tmp_path))) == ["--opal-source", str(tmp_path.resolve())]
     assert target_flags(spec_target("my/opal:dev")) == ["--opal-image", "my/opal:dev"]
     with pytest.raises(ConfigError, match="neither a release"):

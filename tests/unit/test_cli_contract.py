@@ -291,7 +291,7 @@ def _side_report(out_dir: Path, side: str, verdicts: dict[str, str], error: bool
 def _fake_sides(monkeypatch, a: dict[str, str], b: dict[str, str], b_error: bool = False) -> list[Path]:
     made: list[Path] = []
 
-    def run_sides(specs, gates, out_dir, extra):
+    def run_sides(specs, gates, out_dir, extra, server="opal"):
         made.append(out_dir)
         _side_report(out_dir, "A", a)
         _side_report(out_dir, "B", b, error=b_error)
@@ -358,7 +358,8 @@ def test_compare_gate_variable_typo_is_exit_2_and_leaves_no_folder(monkeypatch, 
 
 
 def test_compare_sides_without_reports_leave_no_folder(monkeypatch, tmp_path):
-    monkeypatch.setattr("harness.compare.run_sides", lambda specs, gates, out_dir, extra: {"A": 2, "B": 2})
+    monkeypatch.setattr("harness.compare.run_sides", lambda specs, gates, out_dir, extra, server="opal": {"A": 2,
+                                                                                                           "B": 2})
     assert cli.main(["compare", "0.9.6", "0.9.9"]) == 2
     assert list((tmp_path / "reports").glob("compare-*")) == []
 
