@@ -14,7 +14,9 @@ from pathlib import Path
 import psutil
 
 GIT_TIMEOUT_S = 30.0
-# The store figures a gate reads from /_cerbos/metrics (labels-free names in both versions).
+# The store figures a gate reads from /_cerbos/metrics. The store's carry a driver label
+# (`cerbos_dev_store_poll_count_total{driver="git"}`), and the sync error counter appears
+# only after a first error: absent means none yet.
 STORE_METRICS = ("cerbos_dev_store_poll_count_total", "cerbos_dev_store_sync_error_count_total",
                  "cerbos_dev_index_entry_count")
 
@@ -64,8 +66,14 @@ def front_connections(proc: psutil.Process, front_port: int | None) -> dict[str,
 
 
 def metric_figures(metrics: Mapping[str, float]) -> dict[str, float]:
-    """The store figures present in a parsed /_cerbos/metrics (CerbosClient.metrics)."""
-    return {name: metrics[name] for name in STORE_METRICS if name in metrics}
+    """The store figures present in a parsed /_cerbos/metrics (CerbosClient.metrics), each
+    summed over its label sets (one driver per server: one sample in practice)."""
+    figures: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = key.partition("{")[0]
+        if name in STORE_METRICS:
+            figures[name] = figures.get(name, 0.0) + value
+    return figures
 
 
 def inet_connections(proc: psutil.Process, kind: str = "inet") -> list:
