@@ -24,6 +24,11 @@ from harness.servers.cerbos.policies import SUB_DIR
 
 log = logging.getLogger(__name__)
 
+# The disk driver's watcher (upstream internal/storage/disk/dirwatch.go, both versions) applies
+# a batch of file events at a ticker of defaultCooldownPeriod = 2 s, once the last event is
+# older than that period: up to two periods after the files changed. Not configurable.
+WATCH_COOLDOWN_S = 2.0
+
 
 @dataclass
 class SyncState:
@@ -50,6 +55,12 @@ class DiskSync:
     def policies_dir(self) -> Path:
         """What the Cerbos disk driver watches (`disk.directory`)."""
         return self.clone_dir / SUB_DIR
+
+    @property
+    def served_within_s(self) -> float:
+        """The longest a commit may take to be served from a remote that answers, by the
+        settings alone (add slack): one sync interval, then two watcher cooldown periods."""
+        return self.interval_s + 2 * WATCH_COOLDOWN_S
 
     def __enter__(self) -> DiskSync:
         self.start()
