@@ -20,6 +20,7 @@ import pytest
 from harness.servers.cerbos import (
     CerbosServerProcess,
     DiskSync,
+    bad_policy,
     checkout_stats,
     ensure_cerbos,
     knobs,
@@ -182,3 +183,15 @@ def test_a_repo_of_2001_policies_boots_and_serves_its_nonce(cerbos, remote, serv
     assert entries == 2001
     print(f"\n[cerbos] {cerbos.version} git driver, 2,001 policies: boot {boot_s:.2f} s, "
           f"checkout {checkout_stats(server.checkout_dir)['packs']} pack(s)")
+
+
+def test_a_tree_with_the_bad_policy_does_not_boot(cerbos, server, run_dir):
+    """bad_policy() really fails to parse: both versions exit 1 at boot on it, whatever the driver."""
+    policies = write_tree(run_dir / "tree", "nonce-A")
+    (policies / "aaa.yaml").write_text(bad_policy())
+    server.disk_config(policies).write(server.config_path)
+    server.launch()
+    assert server.process is not None
+    wait_for(lambda: not server.process.alive(), 30, "cerbos kept running on a bad policy")
+    assert server.process.exit_code() == 1
+    assert "aaa.yaml" in server.log_path.read_text()
