@@ -1,0 +1,128 @@
+"""The PASS control (CERBOS_STORE=disk-sync): Cerbos's disk driver over a clone that a loop
+keeps in step with the remote, the git-sync sidecar pattern.
+
+Every `interval_s` the loop runs `git fetch --prune`, `git reset --hard origin/<branch>` and
+`git clean -fdx`: force-pushes, re-created branches and a tampered clone all converge to the
+remote, which is what the gates expect a correct server to do. It is a control for the
+checkers, not a recommendation. The loop runs on a daemon thread and stops on exit; every
+git command has a timeout, so a hanging remote delays a sync, never the exit, by more than one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from harness.errors import HarnessError
+from harness.servers.cerbos.policies import SUB_DIR
+
+log = logging.getLogger(__name__)
+
+# The disk driver's watcher (upstream internal/storage/disk/dirwatch.go, both versions) applies
+# a batch of file events at a ticker of defaultCooldownPeriod = 2 s, once the last event is
+# older than that period: up to two periods after the files changed. Not configurable.
+WATCH_COOLDOWN_S = 2.0
+
+
+@dataclass
+class SyncState:
+    """What the loop did so far (read by tests and gates; written by the loop thread only)."""
+
+    syncs: int = 0
+    errors: int = 0
+    last_error: str = ""
+    head: str = ""
+
+
+@dataclass
+class DiskSync:
+    remote_url: str
+    clone_dir: Path
+    branch: str = "main"
+    interval_s: float = 1.0
+    git_timeout_s: float = 10.0
+    state: SyncState = field(default_factory=SyncState, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    @property
+    def policies_dir(self) -> Path:
+        """What the Cerbos disk driver watches (`disk.directory`)."""
+        return self.clone_dir / SUB_DIR
+
+    @property
+    def served_within_s(self) -> float:
+        """The longest a commit may take to be served from a remote that answers, by the
+        settings alone (add slack): one sync interval, then two watcher cooldown periods."""
+        return self.interval_s + 2 * WATCH_COOLDOWN_S
+
+    def __enter__(self) -> DiskSync:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Clone (or, with a clone kept from an earlier run, sync once: a remote gone at boot
+        leaves the last synced content), then keep syncing on a daemon thread."""
+        if (self.clone_dir / ".git").exists():
+            self.sync_once()
+        else:
+            self._clone()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"disk-sync {self.clone_dir.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            # One sync is at most three git commands, each bounded by git_timeout_s.
+            self._thread.join(timeout=3 * self.git_timeout_s + self.interval_s + 5)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sync_once()
+
+    def sync_once(self) -> bool:
+        """One fetch + reset + clean; False (and the error recorded) when a step failed."""
+        try:
+            self._git("fetch", "--prune", "--quiet", "origin")
+            self._git("reset", "--hard", "--quiet", f"origin/{self.branch}")
+            self._git("clean", "-fdxq")
+            self.state.head = self._git("rev-parse", "HEAD")
+        except HarnessError as exc:
+            self.state.errors += 1
+            self.state.last_error = str(exc)
+            return False
+        self.state.syncs += 1
+        return True
+
+    def _clone(self) -> None:
+        self.clone_dir.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self._run(["git", "clone", "--quiet", "--branch", self.branch, self.remote_url, str(self.clone_dir)])
+        self.state.head = self._git("rev-parse", "HEAD")
+        log.info(f"[harness] disk-sync cloned {self.remote_url} in {time.monotonic() - started:.1f} s")
+
+    def _git(self, *args: str) -> str:
+        return self._run(["git", "-C", str(self.clone_dir), *args])
+
+    def _run(self, argv: list[str]) -> str:
+        # No prompt may wait for a user: a 401 from the remote must fail the step at once.
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.git_timeout_s, env=env)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"{' '.join(argv[1:4])}: no answer within {self.git_timeout_s:g} s") from None
+        if done.returncode != 0:
+            raise HarnessError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+        return done.stdout.strip()
