@@ -11,6 +11,9 @@ client depends on the mode in effect when the request arrives:
   throttle:N    the backend's answer at N bytes per second (a slow link)
   reset         a pack's headers and half its body, then a TCP reset (mid-pack; the ref
                 advertisement before it is answered as it is)
+  hang          the request is accepted and never answered: held open while the mode
+                lasts (at most HANG_MAX_S), then closed without a byte — a remote that hangs
+                at run time, for the client's own operation timeout to end
 
 The harness sets the mode with `POST /_harness/mode` (body: the mode) on the same port, so
 one mechanism works for a local process and a container's published port. Every git
@@ -37,7 +40,8 @@ from pathlib import Path
 from harness.tcplisteners import ACCEPTED_LINE, REPO_LINE
 
 MODE_PATH = "/_harness/mode"
-MODES = ("ok", "auth", "error", "throttle", "reset")
+MODES = ("ok", "auth", "error", "throttle", "reset", "hang")
+HANG_MAX_S = 600.0  # a hung request is released after this even if nobody heals the front (bounded)
 BACKEND_TIMEOUT_S = 60  # a git http-backend that runs longer is killed; the request gets a 500
 CHUNK_S = 0.1  # a throttled answer is written in slices of rate × CHUNK_S bytes
 
@@ -46,7 +50,7 @@ def parse_mode(text: str) -> tuple[str, int]:
     """(mode, bytes per second for throttle); ValueError naming the forms otherwise."""
     name, _, rate = text.strip().partition(":")
     if name not in MODES or (name == "throttle") != bool(rate):
-        raise ValueError(f"mode {text!r}: one of ok, auth, error, throttle:<bytes per second>, reset")
+        raise ValueError(f"mode {text!r}: one of ok, auth, error, throttle:<bytes per second>, reset, hang")
     if name == "throttle" and (not rate.isdigit() or int(rate) < 1):
         raise ValueError(f"mode {text!r}: the throttle rate is a whole number of bytes per second ≥ 1")
     return name, int(rate or 0)
@@ -116,6 +120,9 @@ def handler_for(front: Front) -> type[BaseHTTPRequestHandler]:
             print(f"{REPO_LINE}{number} {repo}.git", flush=True)  # which scope's repo the request was for
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             mode, rate = front.mode
+            if mode == "hang":
+                self._hang(number)
+                return
             if mode == "auth":
                 self._plain(401, "authentication required\n", {"WWW-Authenticate": 'Basic realm="harness"'})
                 return
@@ -140,6 +147,14 @@ def handler_for(front: Front) -> type[BaseHTTPRequestHandler]:
                 self._trickle(payload, rate)
             else:
                 self.wfile.write(payload)
+
+        def _hang(self, number: int) -> None:
+            """Hold the request unanswered while the front hangs, then close it silently."""
+            started = time.monotonic()
+            while front.mode[0] == "hang" and time.monotonic() - started < HANG_MAX_S:
+                time.sleep(CHUNK_S)
+            print(f"hang {number} released after {time.monotonic() - started:.1f} s", flush=True)
+            self.close_connection = True
 
         def _trickle(self, payload: bytes, rate: int) -> None:
             """Slice by slice while the link is throttled; once healed, the rest at once

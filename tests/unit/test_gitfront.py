@@ -72,6 +72,23 @@ def test_a_throttled_transfer_is_held_until_the_link_heals(front, tmp_path):
             clone.kill()
 
 
+def test_a_hung_remote_answers_nothing_until_the_front_heals(front, tmp_path):
+    base, log = front
+    set_mode(base, "hang")
+    clone = subprocess.Popen(["git", "clone", "-q", f"{base}/policy-0001.git", str(tmp_path / "hung")],
+                             env=GIT_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(2)
+        assert clone.poll() is None  # not an error: no answer at all
+        set_mode(base, "ok")  # the held request is closed without an answer: that clone fails
+        assert clone.wait(30) != 0
+        wait_for(lambda: "released after" in log.read_text(), 10, "the front's release line")
+        assert _clone(base, tmp_path / "healed").returncode == 0
+    finally:
+        if clone.poll() is None:
+            clone.kill()
+
+
 def test_modes_are_checked_with_a_message_naming_the_forms():
     assert parse_mode("throttle:2048") == ("throttle", 2048)
     assert parse_mode(" reset\n") == ("reset", 0)
