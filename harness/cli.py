@@ -25,7 +25,6 @@ from harness.baseline import resolve
 from harness.errors import HarnessError
 from harness.servers.registry import SERVERS
 from harness.stack import make_stack
-from harness.stack.base import SERVICES
 from harness.waiting import wait_for
 
 # A first run builds the server's virtualenv (or image) before the stack is up.
@@ -231,7 +230,7 @@ def describe(stack) -> dict:
     stack's network), as `harness gates --against` and scripts read it."""
     return {"run_id": stack.run_id, "backend": stack.backend, "target": stack.settings.target.label,
             "run_dir": str(stack.run_dir), "endpoints": {name: (a.url if (a := stack.address(name)) else None)
-                                                         for name in SERVICES},
+                                                         for name in stack.service_names()},
             "repo_url": stack.repo_url("policy-0000"), "dead_url": stack.dead_url(0),
             "stop": f"harness down {stack.run_id}"}
 

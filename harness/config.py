@@ -154,8 +154,7 @@ class Settings:
     baseline: str | None = None
     # HARNESS_DEFAULT_SCOPE: a scope named `default` stored before every gate (GateContext.store_default_scope)
     default_scope: bool = False
-    # CERBOS_SET (key=value settings on the Cerbos command line) and CERBOS_STORE (git | disk-sync)
-    cerbos_set: Mapping[str, str] = field(default_factory=dict)
+    # CERBOS_STORE (git | disk-sync); CERBOS_SET is the Cerbos server's `server_env`
     cerbos_store: str = "git"
 
     @property
@@ -383,7 +382,9 @@ def from_env(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
         cache_dir=default_cache_dir(env),
         reports_dir=Path(env.get("HARNESS_REPORTS_DIR") or "reports"),
         keep_stack=_bool(env, "HARNESS_KEEP_STACK"),
-        server_env={k: v for k, v in env.items() if k.startswith("OPAL_") and k not in _HARNESS_OPAL_VARS},
+        # the user's server settings: OPAL_* variables for OPAL, CERBOS_SET's key=value pairs for Cerbos
+        server_env=(cerbos_set(env.get("CERBOS_SET") or "") if server == CERBOS.name else
+                    {k: v for k, v in env.items() if k.startswith("OPAL_") and k not in _HARNESS_OPAL_VARS}),
         constraints=constraints_setting(env),
         latency_ms=_float(env, "HARNESS_LATENCY_MS", 150.0, 1.0, 10000.0),
         githost=githost,
@@ -397,7 +398,6 @@ def from_env(env: Mapping[str, str] | None = None, **flags: object) -> Settings:
         scale=_int(env, "HARNESS_SCALE", 1000, 1, MAX_SCALE) if env.get("HARNESS_SCALE") else None,
         baseline=baseline_setting(env),
         default_scope=_bool(env, "HARNESS_DEFAULT_SCOPE"),
-        cerbos_set=cerbos_set(env.get("CERBOS_SET") or ""),
         cerbos_store=_choice(env, "CERBOS_STORE", "git", CERBOS_STORES),
     )
 

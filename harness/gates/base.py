@@ -22,15 +22,15 @@ from harness.probes import CountUnavailable, sample_server
 from harness.seed import PROBE_REPOS, probe_repo_name
 from harness.servers.base import Capability, ServerKnobs
 from harness.servers.opal import OpalClient, PolicyResult
+from harness.servers.registry import OPAL
 from harness.stack.base import Stack
 from harness.timeline import FAULT_END, FAULT_START, Timeline
 from harness.verdict import Verdict
 from harness.waiting import poll_until
 
-# The gates' default server profile: a short git fetch timeout keeps the suite quick.
-# HARNESS_SERVER_PROFILE=defaults runs with the server's own defaults instead.
-QUICK_PROFILE = {"OPAL_SCOPES_GIT_FETCH_TIMEOUT": "10"}
-PROFILES = {"quick": QUICK_PROFILE, "defaults": {}}
+# The gates' default server profile (each adapter's `profiles`): short git timeouts keep the
+# suite quick. HARNESS_SERVER_PROFILE=defaults runs with the server's own defaults instead.
+QUICK_PROFILE = dict(OPAL.profiles["quick"])
 
 # HARNESS_DEFAULT_SCOPE=1 stores a scope named `default` before every gate (the self-test's
 # proof that no gate passes on the server's fallback answer). Its repo is the last probe repo:

@@ -11,10 +11,10 @@ from typing import Any, get_type_hints
 from harness import limits
 from harness.config import Settings, check_gate_vars, gate_variable
 from harness.errors import ConfigError, HarnessError
-from harness.gates.base import PROFILES, Gate, GateContext, foreign_answers
+from harness.gates.base import Gate, GateContext, foreign_answers
 from harness.gates.load import Load
 from harness.gates.registry import GATES
-from harness.servers.registry import SERVERS
+from harness.servers.registry import DEFAULT_SERVER, SERVERS
 from harness.stack.base import Stack
 from harness.timeline import Timeline
 from harness.verdict import ERROR, PASS, GateResult, Verdict
@@ -178,19 +178,20 @@ def judge(g: Gate, timeline: Timeline, params: Any, thresholds: Any) -> Verdict:
     return verdict
 
 
-def profile_env(g: Gate, profile: str) -> dict[str, str]:
-    if profile not in PROFILES:
-        raise ConfigError(f"HARNESS_SERVER_PROFILE={profile} is not known; use one of {', '.join(PROFILES)}")
-    return {**PROFILES[profile], **g.server_profile(profile)}
+def profile_env(g: Gate, profile: str, server: str = DEFAULT_SERVER) -> dict[str, str]:
+    profiles = SERVERS[server].profiles
+    if profile not in profiles:
+        raise ConfigError(f"HARNESS_SERVER_PROFILE={profile} is not known; use one of {', '.join(profiles)}")
+    return {**profiles[profile], **g.server_profile(profile)}
 
 
 def server_env_for(g: Gate, profile: str, user_env: Mapping[str, str],
-                   run_env: Mapping[str, str] | None = None) -> dict[str, str]:
+                   run_env: Mapping[str, str] | None = None, server: str = DEFAULT_SERVER) -> dict[str, str]:
     """The one place that decides which OPAL_* settings a gate's server runs with, later
     winning: the profile, the gate's own additions to it, the user's OPAL_* variables, then
     settings given for this run alone (e.g. a self-test control such as
     OPAL_SCOPES_GIT_MAX_ZOMBIES=0)."""
-    return {**profile_env(g, profile), **user_env, **(run_env or {})}
+    return {**profile_env(g, profile, server), **user_env, **(run_env or {})}
 
 
 def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
@@ -208,7 +209,8 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
     timing: dict[str, float] = {}
     try:
         stack.server.restart(fresh_state=True, workers=g.workers or stack.settings.workers,
-                             overrides=server_env_for(g, profile, stack.settings.server_env, server_env))
+                             overrides=server_env_for(g, profile, stack.settings.server_env, server_env,
+                                                      stack.settings.server))
         timing["fresh_server_s"] = time.monotonic() - started
         server_settings = stack.server.settings()
         timeline.fact("server_settings", server_settings)

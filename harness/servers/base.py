@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 
 class Capability(str, Enum):  # not StrEnum: the harness runs on Python 3.10 too
@@ -31,6 +31,7 @@ class Capability(str, Enum):  # not StrEnum: the harness runs on Python 3.10 too
     WORKERS = "workers"  # runs several worker processes that each hold the sources
     SERVER_PYTHON = "server-python"  # runs in a Python environment the harness can run code in
     KEPT_CHECKOUT = "kept-checkout"  # keeps one checkout of its remote on disk across restarts
+    SOURCE_CONTROL = "source-control"  # its adapter attaches one policy source and commits to it (SourceControl)
     REPORTS_REVISION = "reports-revision"  # says which commit it serves
 
 
@@ -46,6 +47,7 @@ LACKS = {
     Capability.WORKERS: "runs no worker processes of its own",
     Capability.SERVER_PYTHON: "does not run in a Python environment",
     Capability.KEPT_CHECKOUT: "keeps no checkout of its remote across restarts",
+    Capability.SOURCE_CONTROL: "has no SourceControl in its adapter yet (one attached source, commits by content)",
     Capability.REPORTS_REVISION: "does not say which commit it serves",
 }
 
@@ -66,6 +68,9 @@ class ServerAdapter:
     capabilities: frozenset[Capability]
     dependencies: tuple[str, ...] = ()
     backends: tuple[str, ...] = ("local", "compose")
+    # HARNESS_SERVER_PROFILE -> the server settings the gates run with under it (quick: short
+    # git timeouts keep the suite quick; defaults: the server's own)
+    profiles: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: {"quick": {}, "defaults": {}})
 
     def lacks(self, requires: Iterable[Capability]) -> list[Capability]:
         """The capabilities of `requires` this server lacks, in Capability's order (a reason
@@ -103,3 +108,70 @@ class ServerKnobs:
     reconnect_backoff_max_s: float | None = None
     resync_settle_s: float | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the server answered when asked for the policy source's content: the nonce its
+    decision carries (None: no decision, an error, or content without a nonce), the HTTP
+    status (None: no answer), whether its health check said it serves, and how long the
+    question took. "Served" always means the content's own nonce, never any 200."""
+
+    nonce: str | None
+    status: int | None
+    healthy: bool
+    seconds: float
+    error: str = ""
+
+
+class PolicySource(Protocol):
+    """One policy repo on the stack's git host in the layout the server reads, and the
+    harness's working clone of it. Every change is committed and pushed at once; each
+    returns the nonce the server serves once it has the change."""
+
+    name: str
+
+    def url(self, via: str = "front") -> str:
+        """The URL the server reaches it by: through the git front (`front`), or a dead
+        remote (`dead`: the blackhole)."""
+        ...
+
+    def head(self) -> str: ...
+
+    def commit(self) -> str:
+        """A valid change of the content (a new nonce): fast-forward."""
+        ...
+
+    def commit_files(self, files: Mapping[str, str | None], message: str) -> str:
+        """Files written (None: removed) under the policy dir, beside a new nonce; the nonce."""
+        ...
+
+    def force_push(self) -> str:
+        """The last commit rewritten with a new nonce and force-pushed."""
+        ...
+
+
+class SourceControl(Protocol):
+    """The source-level verbs of a server probe (Capability.SOURCE_CONTROL): what gates that
+    make sense for any git-backed server drive, the same on every adapter that has it."""
+
+    def new_source(self, name: str, policies: int = 0) -> PolicySource:
+        """A new repo on the git host with a valid tree (plus `policies` filler policies)."""
+        ...
+
+    def attach(self, source: PolicySource, via: str = "front", fresh: bool = True,
+               wait_healthy: bool = True) -> None:
+        """Serve `source` (restarting the server where that is how it takes a new source);
+        `fresh`: no checkout or cache of an earlier source kept."""
+        ...
+
+    def served(self, timeout: float = 5.0) -> Served: ...
+
+    def checkout(self) -> Mapping[str, Any]:
+        """The server's checkout as it is on disk: packs, head, dirty ({} when it keeps none)."""
+        ...
+
+    def tamper(self, kind: str) -> str:
+        """Change the server's checkout behind its back (`mode`: a file's mode; `content`: a
+        file's content); what was changed."""
+        ...

@@ -15,13 +15,17 @@ OPAL = ServerAdapter(
     capabilities=frozenset({Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES, Capability.REFRESH_CALL,
                             Capability.CACHE_STATS, Capability.SCOPE_STORE, Capability.BROADCASTER,
                             Capability.WORKERS, Capability.SERVER_PYTHON}),
-    dependencies=("redis", "postgres"))
+    dependencies=("redis", "postgres"),
+    profiles={"quick": {"OPAL_SCOPES_GIT_FETCH_TIMEOUT": "10"}, "defaults": {}})
 
 CERBOS = ServerAdapter(
     name="cerbos", title="Cerbos PDP (git storage driver: one repo, polled)",
     package="cerbos", default_version="0.55.0",
-    capabilities=frozenset({Capability.POLLING, Capability.KEPT_CHECKOUT}),
-    backends=("local",))
+    capabilities=frozenset({Capability.POLLING, Capability.KEPT_CHECKOUT, Capability.SOURCE_CONTROL}),
+    backends=("local",),
+    # the harness's Cerbos config already polls every 1 s with a 10 s operation timeout
+    # (harness/servers/cerbos/config.py); `defaults` is the same file: its defaults are the quick ones
+    profiles={"quick": {}, "defaults": {}})
 
 SERVERS: dict[str, ServerAdapter] = {adapter.name: adapter for adapter in (OPAL, CERBOS)}
 DEFAULT_SERVER = OPAL.name

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from harness.config import Settings
 from harness.errors import HarnessError
+from harness.servers.registry import SERVERS
 from harness.stack.base import Stack
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,9 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
     server image exists, else local."""
     if settings.backend != "auto":
         return settings.backend, f"BACKEND={settings.backend}"
+    adapter = SERVERS[settings.server]
+    if "compose" not in adapter.backends:
+        return "local", f"{adapter.name} runs on the local backend only"
     if settings.target.source is not None:
         # A source tree needs no image to exist first; BACKEND=compose builds one at `up`.
         return "local", "OPAL_SOURCE runs on the local backend unless BACKEND=compose"

@@ -296,7 +296,11 @@ class Stack(ABC):
     def endpoints(self) -> dict[str, str]:
         """Service -> URL as this machine reaches it (for people: CLI, stack.json)."""
         return {name: (address.url if (address := self.address(name)) else "inside the stack's network only")
-                for name in SERVICES}
+                for name in self.service_names()}
+
+    def service_names(self) -> tuple[str, ...]:
+        """The services this stack runs (a server without Redis or Postgres has none)."""
+        return SERVICES
 
     @property
     def client(self) -> OpalClient:

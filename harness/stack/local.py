@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,20 +14,21 @@ from harness import procs, seed
 from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
 from harness.githost.bare import BareGitHost
-from harness.probes import clone_dirs
-from harness.servers.opal import OpalServerProcess
-from harness.servers.opal.venvs import ServerVenv, choose_constraints, ensure_server_venv
+from harness.servers.registry import SERVERS
 from harness.services.base import LocalService
 from harness.services.listeners import GitFrontService, ListenerService
 from harness.services.postgres import DB_NAME, DB_PASSWORD, DB_USER, PostgresService
 from harness.services.redis import RedisService
 from harness.stack.base import SERVICES, Address, ServerProbe, Stack
+from harness.stack.local_runtime import LocalRuntime, local_runtime
 from harness.sysdeps import ensure
 from harness.waiting import free_port
 
 log = logging.getLogger(__name__)
 
 SLOWFAIL_CLOSE_AFTER_S = 5.0
+# Services start in this order (those the stack has) and stop in the reverse, the server first.
+START_ORDER = ("redis", "postgres", "githost", "blackhole", "slowfail", "latency", "gitfront")
 
 
 class LocalStack(Stack):
@@ -43,37 +43,39 @@ class LocalStack(Stack):
     def up(self) -> None:
         started = time.monotonic()
         ensure()
-        target, cache = self.settings.target, self.settings.cache_dir
-        venv = ensure_server_venv(target, cache, choose_constraints(target, cache, self.settings.constraints))
+        installed = self.runtime.install(self.settings)
         self.run_dir.mkdir(parents=True, exist_ok=False)
         os.chmod(self.run_dir, 0o755)  # postgres runs as another user when we are root
         self.write_state()
-        self._build_services(venv)
-        for name in ("redis", "postgres", "githost", "blackhole", "slowfail", "latency", "gitfront"):
+        self._build_services(installed)
+        for name in [n for n in START_ORDER if n in self.services]:
             self.starting = name
             step = time.monotonic()
             self.services[name].start()
             self._say(f"{name} up on {self.address(name).url} ({time.monotonic() - step:.1f} s)")
         self.starting = "githost"  # seeding
         self.ensure_repos(self.settings.seed_repos)
+        self.runtime.before_start(self)  # e.g. Cerbos: the repo it boots on
         self.starting = "server"
         step = time.monotonic()
-        self.server_process.start()
+        self.services["server"].start()
         self._say(f"server {self.settings.target.label} healthy on {self.address('server').url} "
                   f"({time.monotonic() - step:.1f} s)")
         self.starting = None
         self.write_state(endpoints=self.endpoints(), attach=self.attach_state())
         self._say(f"stack {self.run_id} up in {time.monotonic() - started:.1f} s (run dir {self.run_dir})")
 
-    def _build_services(self, venv: ServerVenv, ports: Mapping[str, int] | None = None) -> None:
+    def _build_services(self, installed: Any, ports: Mapping[str, int] | None = None) -> None:
         """The services of this stack, on `ports` (an attached stack's) or free ones; the
-        fault listeners bind their own (0) unless given."""
+        fault listeners bind their own (0) unless given. The server's own dependencies
+        (OPAL: redis, postgres) come from its adapter, and so does the server."""
         rd = self.run_dir
         port = dict(ports or {})
         githost = BareGitHost("githost", rd, port.get("githost") or free_port())
+        dependencies = {"redis": RedisService, "postgres": PostgresService}
         self.services = {
-            "redis": RedisService("redis", rd, port.get("redis") or free_port()),
-            "postgres": PostgresService("postgres", rd, port.get("postgres") or free_port()),
+            **{name: dependencies[name](name, rd, port.get(name) or free_port())
+               for name in SERVERS[self.settings.server].dependencies},
             "githost": githost,
             "blackhole": ListenerService("blackhole", rd, port.get("blackhole", 0), mode="blackhole"),
             "slowfail": ListenerService("slowfail", rd, port.get("slowfail", 0), mode="slowfail",
@@ -85,16 +87,18 @@ class LocalStack(Stack):
         self.services["latency"] = ListenerService(
             "latency", rd, port.get("latency", 0), mode="latency",
             extra_args=("--upstream", str(githost.port), "--delay-ms", str(self.settings.latency_ms)))
-        self.services["server"] = OpalServerProcess(
-            "server", rd, port.get("server") or free_port(), venv=venv, instance_dir=rd / "opal",
-            redis_url=self.address("redis").url, broadcast_uri=self.address("postgres").url,
-            workers=self.settings.workers, overrides=dict(self.settings.server_env))
+        self.services["server"] = self.runtime.server(self, port.get("server") or free_port(), installed)
+
+    @property
+    def runtime(self) -> LocalRuntime:
+        """The server's local parts (harness/servers/<server>/local.py), found by name: the
+        stack imports no server."""
+        return local_runtime(self.settings.server)
 
     def attach_state(self) -> dict[str, Any]:
         """What another harness process needs to drive this stack (`harness gates --against`)."""
         return {"ports": {name: service.port for name, service in self.services.items()},
-                "venv": str(self.server_process.venv.path) if self.server_process.venv else None,
-                "seeded": self.seeded}
+                **self.runtime.install_state(self.services["server"]), "seeded": self.seeded}
 
     @classmethod
     def attached(cls, settings: Settings, run_dir: Path, state: Mapping[str, Any]) -> LocalStack:
@@ -103,15 +107,15 @@ class LocalStack(Stack):
         like its own). The owner (`harness up --detach`) still tears it down."""
         stack = cls(settings)
         stack.run_id, stack.run_dir, stack.keep = run_dir.name, run_dir, True
-        stack._build_services(ServerVenv(Path(state["venv"]), settings.target), state["ports"])
+        stack._build_services(stack.runtime.installed_from_state(settings, state), state["ports"])
         for name, service in stack.services.items():
             service.process = procs.adopt(run_dir, name, service.log_path)
         stack.seeded = int(state.get("seeded", 0))
         return stack
 
     def down(self) -> None:
-        order = ["server", "gitfront", "latency", "slowfail", "blackhole", "githost", "postgres", "redis"]
-        for name in order:
+        self.runtime.after_stop(self)
+        for name in reversed(["server", *START_ORDER]):
             service = self.services.get(name)
             if service is not None:
                 service.stop()
@@ -128,8 +132,8 @@ class LocalStack(Stack):
 
     # -- typed access -------------------------------------------------------------------
     @property
-    def server_process(self) -> OpalServerProcess:
-        return self.services["server"]  # type: ignore[return-value]
+    def server_process(self) -> LocalService:
+        return self.services["server"]
 
     @property
     def githost(self) -> BareGitHost:
@@ -140,6 +144,9 @@ class LocalStack(Stack):
         if name not in self.services:
             raise ConfigError(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
         return self.services[name]
+
+    def service_names(self) -> tuple[str, ...]:
+        return tuple(name for name in SERVICES if name in self.services)
 
     def address(self, name: str) -> Address:
         port = self.service(name).port
@@ -154,8 +161,8 @@ class LocalStack(Stack):
         return Address("tcp", "127.0.0.1", port)
 
     @property
-    def server(self) -> LocalServerProbe:
-        return LocalServerProbe(self)
+    def server(self) -> ServerProbe:
+        return self.runtime.probe(self)
 
     def logs_dir(self) -> Path:
         return self.run_dir / "logs"
@@ -181,52 +188,3 @@ class LocalStack(Stack):
     def rename_repo(self, repo: str, new_name: str) -> None:
         repos = self.githost.repos_dir
         (repos / f"{repo}.git").rename(repos / f"{new_name}.git")
-
-
-class LocalServerProbe(ServerProbe):
-    """The server as processes on this machine: gunicorn's tree, its venv, its run dir."""
-
-    stack: LocalStack
-
-    @property
-    def process(self) -> OpalServerProcess:
-        return self.stack.server_process
-
-    def pids(self) -> tuple[int | None, list[int]]:
-        return self.process.pid, self.process.worker_pids()
-
-    def settings(self) -> dict[str, str]:
-        return self.process.server_env()
-
-    def clone_dirs(self) -> list[str]:
-        return clone_dirs(self.process.clones_dir)
-
-    def cpu_count(self) -> int:
-        return os.cpu_count() or 1
-
-    def python(self, code: str, args: list[str], timeout: float = 300) -> str:
-        assert self.process.venv is not None
-        result = subprocess.run([str(self.process.venv.python), "-c", code, *args], capture_output=True,
-                                text=True, timeout=timeout, env=self.process.env())
-        if result.returncode != 0:
-            raise HarnessError(f"the server's python exited {result.returncode}: {result.stderr.strip()[-400:]}")
-        return result.stdout
-
-    def restart(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
-                wait_healthy: bool = True, workers: int | None = None) -> None:
-        server = self.process
-        server.stop()
-        if fresh_state:
-            self.flush_store()
-            shutil.rmtree(server.base_dir, ignore_errors=True)
-        if overrides is not None:
-            server.overrides = dict(overrides)
-        if workers is not None:
-            server.workers = workers
-        if wait_healthy:
-            server.start()
-        else:
-            server.launch()
-
-    def peer_ports(self) -> dict[int, str]:
-        return {service.port: name for name, service in self.stack.services.items()}

@@ -82,7 +82,7 @@ def test_one_server_per_run_and_each_bad_setting_is_one_error(env, message):
 
 def test_the_target_names_its_server_and_survives_a_round_trip_through_a_report():
     settings = config.from_env({"SERVER": "cerbos", "CERBOS_VERSION": "0.51.0", "CERBOS_SET": "a.b=1 c=2"})
-    assert settings.target.label == "cerbos==0.51.0" and settings.cerbos_set == {"a.b": "1", "c": "2"}
+    assert settings.target.label == "cerbos==0.51.0" and settings.server_env == {"a.b": "1", "c": "2"}
     assert config.Target.from_spec(settings.target.to_spec()) == settings.target
     assert config.Target.from_spec({"version": "0.9.6"}) == config.Target(version="0.9.6")  # older reports
     assert config.from_env({}, server="cerbos", cerbos_version="0.51.0").target == settings.target
