@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from harness.gates.bad_policy import BadPolicyGate
 from harness.gates.base import Gate
+from harness.gates.boot_dead_remote import BootDeadRemoteGate
 from harness.gates.boot_dead_scope import BootDeadScopeGate
 from harness.gates.boot_timing import BootTimingGate
 from harness.gates.broker_bounce import BrokerBounceGate
+from harness.gates.checkout_tampered import CheckoutTamperedGate
 from harness.gates.leak import LeakGate
 from harness.gates.offline_repo import OfflineRepoGate
 from harness.gates.orphan_clones import OrphanClonesGate
@@ -19,6 +22,8 @@ GATES: dict[str, Gate] = {gate.id: gate for gate in (
     LeakGate(), RepeatSyncGate(), OfflineRepoGate(), ZombieCapGate(),
     BootTimingGate(), BootDeadScopeGate(), BrokerBounceGate(), OrphanClonesGate(), RemoteTransitionsGate(),
     RemoteFailuresGate(), RedisOutageGate(),
+    # source gates (Capability.SOURCE_CONTROL): any server whose adapter attaches one source
+    BadPolicyGate(), CheckoutTamperedGate(), BootDeadRemoteGate(),
 )}
 
 

@@ -14,6 +14,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.gates.base import Gate, GateContext, foreign_answers
 from harness.gates.load import Load
 from harness.gates.registry import GATES
+from harness.servers.base import Capability
 from harness.servers.registry import DEFAULT_SERVER, SERVERS
 from harness.stack.base import Stack
 from harness.timeline import Timeline
@@ -217,8 +218,8 @@ def run_gate(gate_id: str, stack: Stack, profile: str = "quick",
         if needs is not None and (short := limits.server_shortfall(needs, _server_pids(stack))):
             raise HarnessError(short)
         ctx = GateContext(stack, timeline, params)
-        if stack.settings.default_scope:
-            ctx.store_default_scope()
+        if stack.settings.default_scope and Capability.RUNTIME_SOURCES in g.requires:
+            ctx.store_default_scope()  # a scope gate's proof that it never passes on the fallback
         scenario_started = time.monotonic()
         try:
             g.scenario(ctx)

@@ -130,6 +130,7 @@ class PolicySource(Protocol):
     returns the nonce the server serves once it has the change."""
 
     name: str
+    nonce: str  # the content's nonce at the head the harness pushed last
 
     def url(self, via: str = "front") -> str:
         """The URL the server reaches it by: through the git front (`front`), or a dead
@@ -142,8 +143,19 @@ class PolicySource(Protocol):
         """A valid change of the content (a new nonce): fast-forward."""
         ...
 
-    def commit_files(self, files: Mapping[str, str | None], message: str) -> str:
-        """Files written (None: removed) under the policy dir, beside a new nonce; the nonce."""
+    def commit_files(self, files: Mapping[str, str | None], message: str, new_nonce: bool = True) -> str:
+        """Files written (None: removed) under the policy dir, beside a new nonce unless
+        `new_nonce` is False; the nonce the head carries."""
+        ...
+
+    def bad_file(self, name: str) -> tuple[str, str]:
+        """(file name, content) of a policy file the server cannot parse, named to sort where
+        `name` does (`aaa`: before every valid file)."""
+        ...
+
+    def other_file(self, name: str) -> tuple[str, str]:
+        """(file name, content) of a valid policy file other than the nonce's, with content
+        new on every call (a change elsewhere in the tree)."""
         ...
 
     def force_push(self) -> str:

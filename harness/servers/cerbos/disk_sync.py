@@ -71,11 +71,10 @@ class DiskSync:
         self.stop()
 
     def start(self) -> None:
-        """Clone (or, with a clone kept from an earlier run, sync once: a remote gone at boot
-        leaves the last synced content), then keep syncing on a daemon thread."""
-        if (self.clone_dir / ".git").exists():
-            self.sync_once()
-        else:
+        """Clone unless a clone is kept from an earlier run, then keep syncing on a daemon
+        thread. A kept clone is not synced first: like a sidecar beside a restarted server,
+        the server starts on the last synced content and a dead remote only stalls the loop."""
+        if not (self.clone_dir / ".git").exists():
             self._clone()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name=f"disk-sync {self.clone_dir.name}", daemon=True)
@@ -89,8 +88,9 @@ class DiskSync:
             self._thread = None
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.is_set():
             self.sync_once()
+            self._stop.wait(self.interval_s)
 
     def sync_once(self) -> bool:
         """One fetch + reset + clean; False (and the error recorded) when a step failed."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.seed import BARE_CONFIG
-from harness.servers.cerbos.policies import MAIN_FILE, SUB_DIR, write_tree
+from harness.servers.cerbos.policies import MAIN_FILE, SUB_DIR, bad_policy, filler_policy, write_tree
 
 BRANCH = "main"
 GIT_TIMEOUT_S = 60.0
@@ -24,7 +24,7 @@ IDENTITY = {"GIT_AUTHOR_NAME": "Policy Harness", "GIT_AUTHOR_EMAIL": "harness@lo
             "GIT_TERMINAL_PROMPT": "0"}
 
 
-def new_nonce() -> str:
+def make_nonce() -> str:
     return f"n{time.time_ns()}-{uuid.uuid4().hex[:8]}"
 
 
@@ -62,7 +62,7 @@ class CerbosSource:
         self.work.mkdir(parents=True)
         self._git(self.work, "init", "-q", f"--initial-branch={BRANCH}")
         self._git(self.work, "remote", "add", "origin", str(self.bare))
-        self.nonce = new_nonce()
+        self.nonce = make_nonce()
         write_tree(self.work, self.nonce, extra_policies=policies)
         self._commit_and_push(f"harness: {self.name} with {policies + 1} policies")
         return self
@@ -74,7 +74,7 @@ class CerbosSource:
     def commit(self) -> str:
         return self.commit_files({}, "harness: a new nonce")
 
-    def commit_files(self, files: Mapping[str, str | None], message: str) -> str:
+    def commit_files(self, files: Mapping[str, str | None], message: str, new_nonce: bool = True) -> str:
         policies = self.work / SUB_DIR
         for name, content in files.items():
             path = policies / name
@@ -82,13 +82,21 @@ class CerbosSource:
                 path.unlink(missing_ok=True)
             else:
                 path.write_text(content)
-        self.nonce = new_nonce()
-        write_tree(self.work, self.nonce)
+        if new_nonce:
+            self.nonce = make_nonce()
+            write_tree(self.work, self.nonce)
         self._commit_and_push(message)
         return self.nonce
 
+    def bad_file(self, name: str) -> tuple[str, str]:
+        file = f"{name}.yaml"
+        return file, bad_policy(file)
+
+    def other_file(self, name: str) -> tuple[str, str]:
+        return f"{name}.yaml", f"# {make_nonce()}\n" + filler_policy(sum(name.encode()) % 10_000)
+
     def force_push(self) -> str:
-        self.nonce = new_nonce()
+        self.nonce = make_nonce()
         write_tree(self.work, self.nonce)
         self._git(self.work, "add", "-A")
         self._git(self.work, "commit", "-q", "--amend", "-m", f"harness: {self.name} rewritten")

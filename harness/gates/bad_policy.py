@@ -1,0 +1,112 @@
+"""Gate `bad-policy`: a commit with a policy file that does not parse (named to sort before
+every valid file) beside a valid change of the nonce's policy, then a valid commit to
+another policy file, then the fix (the bad file removed, nothing else).
+
+Passes when, while the bad file is at the head, the server keeps answering with good
+content (the last good policy, or the valid change it applied beside the bad file — never
+an error), and after the fix it serves the valid change made beside the bad file within one
+poll budget (poll interval + operation timeout + slack, from the server's own settings):
+every valid change is served once the tree parses. The commit elsewhere shows that a later
+commit does not bring the lost change back either; its own content is not read.
+
+A PASS claims the bad file was at the head while the server was asked: at least one answer
+must have been taken in the bad window, else ERROR `error.not_exercised`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from harness.gates.base import Gate, GateContext
+from harness.gates.proof import not_exercised
+from harness.gates.settings import GateSettings
+from harness.gates.sources import (
+    Watch,
+    answers,
+    attach_and_serve,
+    control,
+    describe_answer,
+    poll_budget,
+    served_mark,
+    served_within,
+)
+from harness.servers.base import Capability
+from harness.timeline import Timeline
+from harness.verdict import Problems, Verdict, load_failure
+
+BAD = "bad"  # the window while the bad file is at the head
+
+
+@dataclass
+class Params(GateSettings):
+    positive = ("polls_while_bad",)
+    polls_while_bad: int = 3  # poll intervals (at least one operation timeout) watched while the file is bad
+    slack_s: float = 5.0
+    bad_name: str = "aaa"  # sorts before every valid policy file
+    other_name: str = "zzz_elsewhere"  # the valid commit elsewhere
+
+
+@dataclass
+class Thresholds(GateSettings):
+    pass  # judged against the budget derived from the server's settings
+
+
+class BadPolicyGate(Gate, id="bad-policy", params=Params, thresholds=Thresholds,
+                    title="a policy file that does not parse keeps the last good policy, and the fix is followed",
+                    requires=(Capability.SOURCE_CONTROL,)):
+
+    def scenario(self, ctx: GateContext) -> None:
+        p: Params = ctx.params
+        tl = ctx.timeline
+        budget, how = poll_budget(ctx.knobs, p.slack_s)
+        tl.fact("budget", {"seconds": budget, "how": how})
+        source = attach_and_serve(ctx, "bad-policy", budget)
+        if source is None:
+            return
+        tl.fact("good_nonce", source.nonce)
+        bad_file, content = source.bad_file(p.bad_name)
+        tl.fact("bad_file", bad_file)
+        window = max(budget, (ctx.knobs.poll_interval_s or 1.0) * p.polls_while_bad)
+        with ctx.fault("bad file at the head", start=lambda: None, heal=lambda: None), Watch(ctx, BAD):
+            tl.fact("beside_bad_nonce", source.commit_files({bad_file: content}, f"harness: {bad_file} does not parse"))
+            tl.mark("bad_commit", head=source.head())
+            time.sleep(window / 2)
+            other, other_content = source.other_file(p.other_name)
+            source.commit_files({other: other_content}, f"harness: {other} changed", new_nonce=False)
+            tl.mark("elsewhere_commit", head=source.head())
+            time.sleep(window / 2)
+        fixed = source.commit_files({bad_file: None}, f"harness: {bad_file} removed", new_nonce=False)
+        tl.mark("fix_commit", head=source.head())
+        served_within(ctx, fixed, budget, "after the fix")
+        tl.fact("checkout", dict(control(ctx).checkout()))
+
+    def check(self, timeline: Timeline, params: Params, thresholds: Thresholds) -> Verdict:
+        if (failed := load_failure(timeline)) is not None:
+            return failed
+        facts = timeline.facts
+        while_bad = answers(timeline, BAD)
+        if not while_bad:
+            return not_exercised("no answer was taken while the bad file was at the head")
+        good = {facts["good_nonce"], facts["beside_bad_nonce"]}
+        wrong = [a for a in while_bad if a.get("nonce") not in good or not a.get("healthy")]
+        after = served_mark(timeline, "after the fix")
+        problems = Problems()
+        if wrong:
+            problems.add("bad_policy.not_kept",
+                         f"{len(wrong)} of {len(while_bad)} answers while {facts['bad_file']} was at the head were not "
+                         f"good content, e.g. {describe_answer(wrong[0])}", wrong=len(wrong), answers=len(while_bad))
+        if after is None or after["name"] != "served":
+            last = (after or {}).get("last") or {}
+            kept = " (the last good policy before the bad commit)" if last.get("nonce") == facts["good_nonce"] else ""
+            problems.add("bad_policy.fix_not_followed",
+                         f"after {facts['bad_file']} was removed, the valid change committed beside it "
+                         f"({facts['beside_bad_nonce']}) was not served within {facts['budget']['how']}, nor after a "
+                         f"commit elsewhere; it served {last.get('nonce')}{kept}", budget_s=facts["budget"]["seconds"])
+        applied = sum(1 for a in while_bad if a.get("nonce") == facts["beside_bad_nonce"])
+        metrics = {"answers_while_bad": len(while_bad), "bad_answers": len(wrong),
+                   "fix_served_s": (after or {}).get("seconds"), "change_applied_while_bad": applied}
+        return problems.verdict(
+            f"kept good content in {len(while_bad)} answers while {facts['bad_file']} was at the head "
+            f"({'applied' if applied else 'did not apply'} the valid change beside it); the fix was followed in "
+            f"{(after or {}).get('seconds')} s (budget {facts['budget']['how']})", metrics)

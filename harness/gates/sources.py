@@ -1,0 +1,107 @@
+"""What the source gates share (gates that need Capability.SOURCE_CONTROL: one policy source
+the adapter attaches and commits to, served content judged by its nonce).
+
+A source gate drives the server only through its probe's SourceControl verbs
+(harness.servers.base): new_source, attach, served, checkout, tamper — written once for
+every server whose adapter has them. Budgets come from the server's own knobs: one poll
+interval plus one operation timeout (a poll may be blocked for that long) plus slack.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict
+from typing import Any, cast
+
+from harness.gates.base import GateContext
+from harness.servers.base import PolicySource, ServerKnobs, SourceControl
+from harness.timeline import Timeline
+from harness.waiting import poll_until
+
+ANSWER = "answer"  # the timeline kind of a watched answer
+
+
+def control(ctx: GateContext) -> SourceControl:
+    """The server probe's source verbs (the gate requires SOURCE_CONTROL, so it has them)."""
+    return cast(SourceControl, ctx.stack.server)
+
+
+def poll_budget(knobs: ServerKnobs, slack_s: float) -> tuple[float, str]:
+    """(seconds, how derived) for a change at the remote to be served: a poll interval (the
+    next poll), an operation timeout (a poll in flight may be stuck that long) and slack."""
+    poll, timeout = knobs.poll_interval_s or 0.0, knobs.git_timeout_s or 0.0
+    budget = poll + timeout + slack_s
+    return budget, f"{budget:g} s (poll {poll:g} s + operation timeout {timeout:g} s + slack {slack_s:g} s)"
+
+
+def attach_and_serve(ctx: GateContext, name: str, budget: float, policies: int = 0) -> PolicySource | None:
+    """A new source attached and its first content served; None (and the load failure
+    recorded) when it is not served within `budget`."""
+    server = control(ctx)
+    source = server.new_source(name, policies)
+    server.attach(source)
+    if served_within(ctx, source.nonce, budget, "attached") is None:  # type: ignore[attr-defined]
+        ctx.timeline.fact("load_failure", f"the attached source {name} was not served within {budget:g} s")
+        return None
+    return source
+
+
+def served_within(ctx: GateContext, nonce: str, budget: float, label: str) -> float | None:
+    """Ask until the server's decision carries `nonce`; seconds it took, or None when the
+    budget is spent (the mark keeps what it answered last)."""
+    server = control(ctx)
+    last: list[Any] = []
+
+    def served() -> bool:
+        last[:] = [server.served(timeout=min(5.0, max(budget, 0.5)))]
+        return bool(last[0].nonce == nonce)
+    seconds = poll_until(served, budget, interval=0.2)
+    detail = {"last": asdict(last[0])} if seconds is None and last else {}
+    ctx.timeline.mark("served" if seconds is not None else "not_served", label=label, nonce=nonce,
+                      seconds=None if seconds is None else round(seconds, 2), budget=budget, **detail)
+    return seconds
+
+
+class Watch:
+    """Asks the server for its content every `interval` on its own thread while a fault is on:
+    each answer recorded (kind `answer`) with the window's label."""
+
+    def __init__(self, ctx: GateContext, label: str, interval: float = 0.5):
+        self.ctx, self.label, self.interval = ctx, label, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{label}", daemon=True)
+
+    def _run(self) -> None:
+        server = control(self.ctx)
+        while not self._stop.is_set():
+            answer = server.served(timeout=5.0)
+            self.ctx.timeline.record(ANSWER, label=self.label, nonce=answer.nonce, status=answer.status,
+                                     healthy=answer.healthy, seconds=round(answer.seconds, 3), error=answer.error)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def answers(timeline: Timeline, label: str) -> list[dict[str, Any]]:
+    return [a for a in timeline.of_kind(ANSWER) if a.get("label") == label]
+
+
+def describe_answer(answer: dict[str, Any]) -> str:
+    if answer.get("status") is None:
+        return f"no answer ({answer.get('error') or 'connection refused'})"
+    return f"{answer['status']} with nonce {answer.get('nonce')}" + ("" if answer.get("healthy") else ", unhealthy")
+
+
+def mark_of(timeline: Timeline, name: str, label: str) -> dict[str, Any] | None:
+    return next((e for e in timeline.events if e["name"] == name and e.get("label") == label), None)
+
+
+def served_mark(timeline: Timeline, label: str) -> dict[str, Any] | None:
+    """The `served` or `not_served` mark of a step (None: the step never ran)."""
+    return mark_of(timeline, "served", label) or mark_of(timeline, "not_served", label)
