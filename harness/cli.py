@@ -77,6 +77,7 @@ def cmd_gates(args: argparse.Namespace) -> int:
     batch = Batch(gates=args.gate or list(GATES), keep=keep_policy(args.keep_stack, settings),
                   junit=Path(args.junitxml) if args.junitxml else None,
                   baseline=resolve(settings.baseline, settings.target), strict_baseline=args.strict)
+    batch.sort_out(settings)  # a shard splits what this server can take, not what it skips
     _apply_shard(args, batch)
     jobs = _jobs(args.jobs, batch.gates)
     if jobs > 1:

@@ -88,7 +88,7 @@ class Batch:
         """Move the gates the server cannot take to `skipped`, each with why (said now, listed
         in the report); none left is one ConfigError — a run that judges nothing is no run."""
         for gate_id in list(self.gates):
-            if (reason := skip_reason(gate_id, settings)) is not None:
+            if gate_id in GATES and (reason := skip_reason(gate_id, settings)) is not None:  # unknown: validate says
                 self.skipped[gate_id] = reason
                 log.info(f"[harness] skipping {gate_id}: {reason}")
         self.gates = [g for g in self.gates if g not in self.skipped]

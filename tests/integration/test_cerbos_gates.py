@@ -1,0 +1,124 @@
+"""The source gates on Cerbos, as a user runs them (`SERVER=cerbos harness gates`), each
+shown both ways: the real binaries from npm (0.51.0, 0.55.0) and the disk-sync control
+(CERBOS_STORE=disk-sync: the disk driver on a clone a fetch-and-reset loop keeps in step).
+
+One run per server with every gate asked for: the source gates get verdicts, every OPAL-only
+gate is listed under `skipped` with the capability it needs, and nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from harness.gates.registry import GATES
+from harness.servers.registry import CERBOS
+
+pytestmark = pytest.mark.integration
+EXPECTED_COST_S = 40.0  # per cell; a class (one `harness gates` run) is about 2 minutes
+SOURCE_GATES = [g.id for g in GATES.values() if g.requires <= CERBOS.capabilities]
+
+
+@dataclass(frozen=True)
+class Cell:
+    verdict: str
+    problems: tuple[str, ...] = ()
+    figures: tuple[tuple[str, Any], ...] = ()  # (problem figure name, value) every FAIL must carry
+
+
+PASSES = Cell("pass")
+# Both releases (CERBOS.md, measured here): the valid change committed beside a file that does
+# not parse is never applied, not after a commit elsewhere, not after the fix; a checkout
+# changed on disk (mode, then content) stops the server following its remote for good; a
+# restart against a hung remote exits 1 after its operation timeout, its checkout kept.
+RELEASE = {
+    "bad-policy": Cell("fail", ("bad_policy.fix_not_followed",)),
+    "checkout-tampered": Cell("fail", ("tampered.mode_not_followed", "tampered.content_not_followed")),
+    "boot-dead-remote": Cell("fail", ("boot_dead.not_serving",), (("exit_code", 1),)),
+}
+SERVERS = {
+    "0.51.0": ({"CERBOS_VERSION": "0.51.0"}, RELEASE),
+    "0.55.0": ({"CERBOS_VERSION": "0.55.0"}, RELEASE),
+    "disk-sync": ({"CERBOS_VERSION": "0.55.0", "CERBOS_STORE": "disk-sync"}, dict.fromkeys(RELEASE, PASSES)),
+}
+
+
+def run_gates(server: str, out: Path) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
+    env_changes, _ = SERVERS[server]
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPAL_", "CERBOS_", "HARNESS_GATE_", "HARNESS_BASELINE", "SERVER"))}
+    env.update(SERVER="cerbos", HARNESS_REPORTS_DIR=str(out / "reports"), **env_changes)
+    done = subprocess.run([sys.executable, "-m", "harness", "gates"], cwd=out, env=env, text=True,
+                          capture_output=True, timeout=900)
+    report = json.loads((out / "reports" / "latest" / "report.json").read_text())
+    return done, report
+
+
+def _mismatches(cell: Cell, gate: dict[str, Any]) -> list[str]:
+    found = tuple(p["category"] for p in gate.get("problems") or [])
+    wrong = []
+    if gate["verdict"] != cell.verdict:
+        wrong.append(f"verdict {gate['verdict']} ({gate['reason']}), expected {cell.verdict}")
+    if cell.verdict == "fail" and found != cell.problems:
+        wrong.append(f"problems {list(found)}, expected {list(cell.problems)}")
+    for name, value in cell.figures:
+        seen = [p["figures"].get(name) for p in gate.get("problems") or []]
+        if value not in seen:
+            wrong.append(f"figure {name}: {seen}, expected {value}")
+    return wrong
+
+
+@pytest.fixture(scope="class")
+def run(request, tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
+    """One `harness gates` run per class (its server), every gate asked for."""
+    server = request.cls.server
+    mine = {p.pid for p in psutil.Process().children(recursive=True)}
+    done = run_gates(server, tmp_path_factory.mktemp(server))
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in mine]
+    assert left == [], f"left running after `harness gates`: {left}"
+    return done
+
+
+class _CerbosRun:
+    server: str
+
+    def test_the_run_names_the_server_and_skips_the_gates_it_cannot_take(self, run):
+        done, report = run
+        said = done.stdout + done.stderr
+        _, expected = SERVERS[self.server]
+        version = SERVERS[self.server][0]["CERBOS_VERSION"]
+        assert report["target"] == f"cerbos=={version}" and report["target_spec"]["server"] == "cerbos"
+        assert report["server_version"].startswith(f"{version} (build "), report["server_version"]
+        assert [g["id"] for g in report["gates"]] == SOURCE_GATES
+        skipped = {s["id"]: s["reason"] for s in report["skipped"]}
+        assert set(skipped) == set(GATES) - set(SOURCE_GATES)
+        assert skipped["broker-bounce"].startswith("gate broker-bounce needs runtime-sources, broadcaster, workers")
+        failing = any(cell.verdict == "fail" for cell in expected.values())
+        assert done.returncode == (1 if failing else 0), said[-3000:]
+
+    @pytest.mark.parametrize("gate_id", SOURCE_GATES)
+    def test_cell(self, run, gate_id):
+        _, report = run
+        gate = next(g for g in report["gates"] if g["id"] == gate_id)
+        cell = SERVERS[self.server][1][gate_id]
+        assert _mismatches(cell, gate) == [], f"{self.server} {gate_id}: {gate['reason']}"
+
+
+class TestCerbos_0_51_0(_CerbosRun):
+    server = "0.51.0"
+
+
+class TestCerbos_0_55_0(_CerbosRun):
+    server = "0.55.0"
+
+
+class TestCerbos_disk_sync(_CerbosRun):
+    server = "disk-sync"
