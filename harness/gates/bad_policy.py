@@ -11,6 +11,18 @@ commit does not bring the lost change back either; its own content is not read.
 
 A PASS claims the bad file was at the head while the server was asked: at least one answer
 must have been taken in the bad window, else ERROR `error.not_exercised`.
+
+What a served nonce vouches for depends on the server (PolicySource.nonce_names):
+- `content` (Cerbos): the nonce lives in one policy. Serving the nonce committed beside the
+  bad file means the server applied that valid change and dropped the bad file from what it
+  evaluates: good content. The fix is followed when that nonce is served after the fix.
+- `commit` (OPAL): the nonce is the commit the served bundle was built from, and OPAL serves
+  rego bundles without compiling them. A bundle whose hash is a commit with the bad file at
+  its head carries the unparsable module to every client: that is a bad policy served, not
+  the last good one kept, so only the last good commit counts as good while the file is bad
+  (FAIL `bad_policy.not_kept` otherwise). The adapter cannot tell a client-side rejection
+  from here, and does not pretend to. The fix is followed when the fix commit is served (its
+  tree holds the valid change made beside the bad file).
 """
 
 from __future__ import annotations
@@ -65,6 +77,7 @@ class BadPolicyGate(Gate, id="bad-policy", params=Params, thresholds=Thresholds,
         if source is None:
             return
         tl.fact("good_nonce", source.nonce)
+        tl.fact("nonce_names", source.nonce_names)
         bad_file, content = source.bad_file(p.bad_name)
         tl.fact("bad_file", bad_file)
         window = max(budget, (ctx.knobs.poll_interval_s or 1.0) * p.polls_while_bad)
@@ -73,10 +86,12 @@ class BadPolicyGate(Gate, id="bad-policy", params=Params, thresholds=Thresholds,
             tl.mark("bad_commit", head=source.head())
             time.sleep(window / 2)
             other, other_content = source.other_file(p.other_name)
-            source.commit_files({other: other_content}, f"harness: {other} changed", new_nonce=False)
+            tl.fact("elsewhere_nonce", source.commit_files({other: other_content}, f"harness: {other} changed",
+                                                           new_nonce=False))
             tl.mark("elsewhere_commit", head=source.head())
             time.sleep(window / 2)
         fixed = source.commit_files({bad_file: None}, f"harness: {bad_file} removed", new_nonce=False)
+        tl.fact("fix_nonce", fixed)
         tl.mark("fix_commit", head=source.head())
         served_within(ctx, fixed, budget, "after the fix")
         tl.fact("checkout", dict(control(ctx).checkout()))
@@ -88,21 +103,29 @@ class BadPolicyGate(Gate, id="bad-policy", params=Params, thresholds=Thresholds,
         while_bad = answers(timeline, BAD)
         if not while_bad:
             return not_exercised("no answer was taken while the bad file was at the head")
-        good = {facts["good_nonce"], facts["beside_bad_nonce"]}
+        by_commit = facts.get("nonce_names", "content") == "commit"
+        # a commit nonce names the whole tree: every commit with the bad file at its head is bad content
+        bad_commits = {facts["beside_bad_nonce"], facts.get("elsewhere_nonce")} if by_commit else set()
+        good = {facts["good_nonce"]} if by_commit else {facts["good_nonce"], facts["beside_bad_nonce"]}
         wrong = [a for a in while_bad if a.get("nonce") not in good or not a.get("healthy")]
         after = served_mark(timeline, "after the fix")
         problems = Problems()
         if wrong:
+            carries = (f" (a commit with {facts['bad_file']} in its tree: the unparsable file served)"
+                       if wrong[0].get("nonce") in bad_commits else "")
             problems.add("bad_policy.not_kept",
                          f"{len(wrong)} of {len(while_bad)} answers while {facts['bad_file']} was at the head were not "
-                         f"good content, e.g. {describe_answer(wrong[0])}", wrong=len(wrong), answers=len(while_bad))
+                         f"good content, e.g. {describe_answer(wrong[0])}{carries}", wrong=len(wrong),
+                         answers=len(while_bad))
         if after is None or after["name"] != "served":
             last = (after or {}).get("last") or {}
             kept = " (the last good policy before the bad commit)" if last.get("nonce") == facts["good_nonce"] else ""
+            expected = (f"the fix commit ({facts.get('fix_nonce')}), which holds the valid change committed beside it,"
+                        if by_commit else f"the valid change committed beside it ({facts['beside_bad_nonce']})")
             problems.add("bad_policy.fix_not_followed",
-                         f"after {facts['bad_file']} was removed, the valid change committed beside it "
-                         f"({facts['beside_bad_nonce']}) was not served within {facts['budget']['how']}, nor after a "
-                         f"commit elsewhere; it served {last.get('nonce')}{kept}", budget_s=facts["budget"]["seconds"])
+                         f"after {facts['bad_file']} was removed, {expected} was not served within "
+                         f"{facts['budget']['how']}, nor after a commit elsewhere; it served {last.get('nonce')}{kept}",
+                         budget_s=facts["budget"]["seconds"])
         applied = sum(1 for a in while_bad if a.get("nonce") == facts["beside_bad_nonce"])
         metrics = {"answers_while_bad": len(while_bad), "bad_answers": len(wrong),
                    "fix_served_s": (after or {}).get("seconds"), "change_applied_while_bad": applied}

@@ -131,6 +131,11 @@ class PolicySource(Protocol):
 
     name: str
     nonce: str  # the content's nonce at the head the harness pushed last
+    # what a served nonce vouches for: "content" (one policy's content — Cerbos: its main
+    # policy carries the nonce, other files of the tree may or may not be loaded beside it) or
+    # "commit" (the whole tree at one commit — OPAL: the bundle's hash; every file of that
+    # commit is served with it)
+    nonce_names: str
 
     def url(self, via: str = "front") -> str:
         """The URL the server reaches it by: through the git front (`front`), or a dead

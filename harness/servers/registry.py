@@ -14,7 +14,13 @@ OPAL = ServerAdapter(
     package="opal-server", default_version="0.9.9",
     capabilities=frozenset({Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES, Capability.REFRESH_CALL,
                             Capability.CACHE_STATS, Capability.SCOPE_STORE, Capability.BROADCASTER,
-                            Capability.WORKERS, Capability.SERVER_PYTHON}),
+                            Capability.WORKERS, Capability.SERVER_PYTHON,
+                            # one scope attached, commits pushed and the scope refreshed after each
+                            # (harness/servers/opal/source.py). Not POLLING: the harness runs OPAL with
+                            # OPAL_POLICY_REFRESH_INTERVAL=0 and scopes without poll_updates; OPAL learns
+                            # of a push by its refresh call (a webhook's), which the source makes.
+                            # Not KEPT_CHECKOUT: a clone per repository URL, no single checkout.
+                            Capability.SOURCE_CONTROL}),
     dependencies=("redis", "postgres"),
     profiles={"quick": {"OPAL_SCOPES_GIT_FETCH_TIMEOUT": "10"}, "defaults": {}})
 

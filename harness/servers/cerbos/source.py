@@ -38,6 +38,7 @@ class CerbosSource:
     front_url: str  # the git front's base URL: http://127.0.0.1:<port>
     dead_url: str  # a URL on the blackhole for this repo
     nonce: str = ""  # the content's nonce at the head the harness pushed last
+    nonce_names: str = "content"  # the nonce is in the main policy: it vouches for that policy only
 
     @property
     def bare(self) -> Path:

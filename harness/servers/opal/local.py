@@ -1,19 +1,31 @@
 """OPAL on the local backend (harness.stack.local_runtime): its virtualenv, gunicorn as a
-local process, and the probe of it."""
+local process, and the probe of it.
+
+The probe has the SourceControl verbs (harness.servers.base): one policy source attached as
+one scope (`SOURCE_SCOPE`) whose repo the harness commits to; what it serves is the scope's
+bundle hash, the commit (harness/servers/opal/source.py). OPAL runs without polling here, so
+every push through the source is followed by the scope's refresh call, as a webhook would.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from harness.config import Settings
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 from harness.probes import clone_dirs
+from harness.servers.base import Served
 from harness.servers.opal.process import OpalServerProcess
+from harness.servers.opal.source import OpalSource
 from harness.servers.opal.venvs import ServerVenv, choose_constraints, ensure_server_venv
 from harness.services.base import LocalService
 from harness.stack.base import ServerProbe
@@ -52,6 +64,20 @@ class OpalLocal:
 
 
 RUNTIME = OpalLocal()
+
+log = logging.getLogger(__name__)
+
+SOURCE_SCOPE = "source"  # the scope an attached policy source is served as
+
+
+class SourceState:
+    """The attached source and how the server reaches it, kept on the stack (a probe is made
+    per access)."""
+
+    def __init__(self) -> None:
+        self.source: OpalSource | None = None
+        self.via = "front"
+        self.refreshes: list[dict[str, Any]] = []  # each push's refresh call: sha, status, seconds
 
 
 class LocalServerProbe(ServerProbe):
@@ -101,3 +127,81 @@ class LocalServerProbe(ServerProbe):
 
     def peer_ports(self) -> dict[int, str]:
         return {service.port: name for name, service in self.stack.services.items()}
+
+    # -- SourceControl --------------------------------------------------------------------
+    @property
+    def source_state(self) -> SourceState:
+        if not hasattr(self.stack, "opal_source_state"):
+            self.stack.opal_source_state = SourceState()  # type: ignore[attr-defined]
+        return self.stack.opal_source_state  # type: ignore[attr-defined,no-any-return]
+
+    def new_source(self, name: str, policies: int = 0) -> OpalSource:
+        return OpalSource(name, self.stack.githost.repos_dir, self.stack.run_dir / "sources",
+                          front_url=self.stack.repo_url(name, via_front=True),
+                          dead_url=self.stack.dead_url(_index(name))).create(policies)
+
+    def attach(self, source: OpalSource, via: str = "front", fresh: bool = True,  # type: ignore[override]
+               wait_healthy: bool = True) -> None:
+        """Serve `source` as scope SOURCE_SCOPE. `fresh`: the server restarted on an empty
+        store with no clones, then the scope PUT through the API (stored in Redis before the
+        launch instead when the boot is not waited for: the boot's preload meets it).
+        Not fresh: the scope PUT to the running server (repointed if it was stored)."""
+        state = self.source_state
+        state.source, state.via = source, via
+        source.on_push = self._pushed
+        url = source.url(via)
+        if fresh and not wait_healthy:
+            server = self.process
+            server.stop()
+            self.flush_store()
+            shutil.rmtree(server.base_dir, ignore_errors=True)
+            self.stage_scopes({SOURCE_SCOPE: url})
+            server.launch()
+            return
+        if fresh:
+            self.restart(fresh_state=True)
+        status = self.client.put_scope(SOURCE_SCOPE, url)
+        if status not in (200, 201):
+            raise HarnessError(f"PUT /scopes for {SOURCE_SCOPE} ({url}) answered {status}, not 201")
+
+    def served(self, timeout: float = 5.0) -> Served:
+        """GET the scope's policy: the nonce is its bundle's hash (the commit it was built
+        from); None on anything but a 200 with a hash."""
+        client = self.client
+        result = client.get_policy(SOURCE_SCOPE, timeout=timeout)
+        return Served(nonce=result.hash, status=result.status, healthy=client.healthy(timeout=2.0),
+                      seconds=result.seconds, error=result.error)
+
+    def checkout(self) -> dict[str, Any]:
+        """{}: OPAL keeps a clone per repository URL under its base dir, rebuilt from the remote
+        at boot, not one checkout it serves from across restarts (no KEPT_CHECKOUT)."""
+        return {}
+
+    def tamper(self, kind: str) -> str:
+        raise ConfigError(f"tamper {kind!r}: OPAL keeps no single checkout of its source to tamper with "
+                          f"(a clone per repository URL, rebuilt from the remote); gates that tamper need "
+                          f"kept-checkout, which OPAL lacks")
+
+    def _pushed(self, sha: str) -> None:
+        """A push to the attached source: its head recorded for harness.heads, and the scope
+        refreshed (force-fetch) as the git host's webhook would. A refresh that fails is
+        recorded, not raised: the push happened, and what is served says the rest."""
+        state = self.source_state
+        if state.source is not None:
+            self.stack.book.heads.set(state.source.name, sha)
+        started = time.monotonic()
+        try:
+            status: int | None = self.client.refresh(SOURCE_SCOPE)
+            error = ""
+        except requests.RequestException as exc:
+            status, error = None, type(exc).__name__
+        seconds = round(time.monotonic() - started, 3)
+        state.refreshes.append({"sha": sha, "status": status, "seconds": seconds, "error": error})
+        if status != 200:
+            log.warning(f"[harness] refresh of scope {SOURCE_SCOPE} after push {sha[:10]} answered "
+                        f"{status or error}")
+
+
+def _index(name: str) -> int:
+    """A stable dead-repo index per source name (the blackhole logs the repo asked for)."""
+    return sum(name.encode()) % 10_000
