@@ -121,6 +121,7 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
     owned = stack is None  # an attached stack belongs to the `harness up --detach` that made it
     if stack is None:
         stack = make_stack(settings)
+        batch.sort_out(stack.settings)  # BACKEND=auto is decided now: what the backend cannot take
         try:
             stack.__enter__()
         except HarnessError as exc:

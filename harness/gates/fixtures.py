@@ -26,7 +26,7 @@ from harness import config, console
 from harness.baseline import CHANGED, FIXED, KNOWN, NEW, Baseline, Choice, judge, judge_gate, resolve
 from harness.ci_outputs import append_step_summary, junit_properties
 from harness.errors import HarnessError
-from harness.gates.runner import run_gate
+from harness.gates.runner import run_gate, skip_reason
 from harness.report import RunReport
 from harness.stack import make_stack
 from harness.stack.base import Stack
@@ -66,6 +66,12 @@ class GateSession:
         self.report.baseline, self.report.strict_baseline = self.baseline, self.strict_baseline
 
     def run(self, gate_id: str) -> GateResult:
+        # Collection deselected what the server cannot take; BACKEND=auto is decided only when
+        # the stack comes up, and a backend can lack what the server has on another (OPAL's
+        # source control on compose): such a gate is skipped here, with its reason in the report.
+        if (reason := skip_reason(gate_id, self.stack.settings)) is not None:
+            self.report.skip(gate_id, reason)
+            pytest.skip(reason)
         try:
             result = run_gate(gate_id, self.stack, self.profile)
         except HarnessError as exc:  # a bad HARNESS_GATE_* value: one line, no traceback

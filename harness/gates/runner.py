@@ -32,7 +32,7 @@ def gate(gate_id: str) -> Gate:
 def skip_reason(gate_id: str, settings: Settings) -> str | None:
     """Why the chosen server cannot take this gate (None: it can): a capability it lacks."""
     g = gate(gate_id)
-    return SERVERS[settings.server].skip_reason(g.id, g.requires)
+    return SERVERS[settings.server].skip_reason(g.id, g.requires, settings.backend)
 
 
 def configure(g: Gate, overrides: Mapping[str, str]) -> tuple[Any, Any]:

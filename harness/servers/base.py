@@ -71,19 +71,26 @@ class ServerAdapter:
     # HARNESS_SERVER_PROFILE -> the server settings the gates run with under it (quick: short
     # git timeouts keep the suite quick; defaults: the server's own)
     profiles: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: {"quick": {}, "defaults": {}})
+    # capabilities its adapter has on the local backend only (OPAL: source control)
+    local_only: frozenset[Capability] = frozenset()
 
-    def lacks(self, requires: Iterable[Capability]) -> list[Capability]:
+    def capabilities_on(self, backend: str | None) -> frozenset[Capability]:
+        """What it can do on `backend` (None or auto: the local backend's)."""
+        return self.capabilities - self.local_only if backend == "compose" else self.capabilities
+
+    def lacks(self, requires: Iterable[Capability], backend: str | None = None) -> list[Capability]:
         """The capabilities of `requires` this server lacks, in Capability's order (a reason
         reads the same in every run)."""
-        wanted = set(requires)
-        return [c for c in Capability if c in wanted and c not in self.capabilities]
+        wanted, has = set(requires), self.capabilities_on(backend)
+        return [c for c in Capability if c in wanted and c not in has]
 
-    def skip_reason(self, gate_id: str, requires: Iterable[Capability]) -> str | None:
+    def skip_reason(self, gate_id: str, requires: Iterable[Capability], backend: str | None = None) -> str | None:
         """Why a gate needing `requires` cannot run on this server (None: it can)."""
-        missing = self.lacks(requires)
+        missing = self.lacks(requires, backend)
         if not missing:
             return None
-        return (f"gate {gate_id} needs {', '.join(c.value for c in missing)}: {self.name} "
+        where = " on the compose backend" if set(missing) <= self.local_only else ""
+        return (f"gate {gate_id} needs {', '.join(c.value for c in missing)}: {self.name}{where} "
                 + "; ".join(LACKS[c] for c in missing))
 
     def label(self, version: str) -> str:

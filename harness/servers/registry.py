@@ -22,7 +22,8 @@ OPAL = ServerAdapter(
                             # Not KEPT_CHECKOUT: a clone per repository URL, no single checkout.
                             Capability.SOURCE_CONTROL}),
     dependencies=("redis", "postgres"),
-    profiles={"quick": {"OPAL_SCOPES_GIT_FETCH_TIMEOUT": "10"}, "defaults": {}})
+    profiles={"quick": {"OPAL_SCOPES_GIT_FETCH_TIMEOUT": "10"}, "defaults": {}},
+    local_only=frozenset({Capability.SOURCE_CONTROL}))  # the compose probe has no source verbs yet
 
 CERBOS = ServerAdapter(
     name="cerbos", title="Cerbos PDP (git storage driver: one repo, polled)",
