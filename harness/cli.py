@@ -107,6 +107,7 @@ def list_gates(as_json: bool) -> int:
     for g in gates:
         print(f"{g['id']}: {g['title']}")
         print(f"  needs: {_needs_text(g)}")
+        print(f"  server: {', '.join(g['requires'])} (taken by {', '.join(g['servers']) or 'no server yet'})")
         for entry in g["settings"]:
             print(f"  {entry['name']:<28} {entry['kind']:<9} {entry['type']:<5} default {entry['default']!r:<10} "
                   f"{entry['variable']}")
@@ -537,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `harness gates --list | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except Exception:  # a bug in the harness judged nothing: 2, never 1 ("a gate failed")
         traceback.print_exc()
         print("error: the harness crashed (the traceback above); nothing was judged", file=sys.stderr)
