@@ -99,8 +99,10 @@ class GateContext:
             self.timeline.fact(f"fault {name} took effect", fault.took_effect)
             yield fault
         finally:
-            heal()
-            self.timeline.mark(FAULT_END, fault=name, lasted_s=round(time.monotonic() - started, 2))
+            try:
+                heal()
+            finally:  # a heal that raises still closes the fault's window on the timeline
+                self.timeline.mark(FAULT_END, fault=name, lasted_s=round(time.monotonic() - started, 2))
 
     def require_one_worker(self) -> None:
         """Cache gates read per-process caches through an endpoint that any worker may

@@ -144,16 +144,18 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
                                 overrides={k: str(v) for k, v in overrides.items()} if overrides is not None else None,
                                 server_env=batch.run_env))
     finally:
-        report.collect_logs(stack.logs_dir())
-        report.write()
-        status = batch.exit_status(report.to_json()["gates"])
-        if owned:
-            # on-failure goes by the verdicts, not the baseline: a known failure is still one to look at
-            any_failed = exit_status([r.verdict for r in report.results]) != EXIT_PASS
-            stack.keep = batch.keep == "always" or (batch.keep == "on-failure" and any_failed)
-            stack.__exit__(None, None, None)
-        else:  # leave the attached stack as `harness up` left it: a fresh server, serving
-            stack.server.restart(fresh_state=True, overrides=dict(settings.server_env), workers=settings.workers)
+        try:  # the report first (the logs are still there), but whatever it raises, the stack goes down
+            report.collect_logs(stack.logs_dir())
+            report.write()
+        finally:
+            if owned:
+                # on-failure goes by the verdicts, not the baseline: a known failure is still one to look at
+                any_failed = exit_status([r.verdict for r in report.results]) != EXIT_PASS
+                stack.keep = batch.keep == "always" or (batch.keep == "on-failure" and any_failed)
+                stack.__exit__(None, None, None)
+            else:  # leave the attached stack as `harness up` left it: a fresh server, serving
+                stack.server.restart(fresh_state=True, overrides=dict(settings.server_env), workers=settings.workers)
+    status = batch.exit_status(report.to_json()["gates"])
     ci_outputs(report.to_json(), report.dir, batch, settings)
     return status, report.dir
 

@@ -136,14 +136,16 @@ def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settin
     try:
         yield GateSession(stack, report, profile, choice.baseline, strict_baseline(request.config))
     finally:
-        report.collect_logs(stack.logs_dir())
-        report.write()
-        worker_output = getattr(request.config, "workeroutput", None)
-        if worker_output is not None:
-            worker_output[PART_KEY] = str(report.dir)  # the controller merges and summarises
-        else:
-            append_step_summary(report.to_json(), report.dir, harness_settings.step_summary)
-        stack.__exit__(None, None, None)
+        try:  # the report first (the logs are still there), but whatever it raises, the stack goes down
+            report.collect_logs(stack.logs_dir())
+            report.write()
+            worker_output = getattr(request.config, "workeroutput", None)
+            if worker_output is not None:
+                worker_output[PART_KEY] = str(report.dir)  # the controller merges and summarises
+            else:
+                append_step_summary(report.to_json(), report.dir, harness_settings.step_summary)
+        finally:
+            stack.__exit__(None, None, None)
 
 
 def junit_family(pytest_config: pytest.Config) -> str:

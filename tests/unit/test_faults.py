@@ -51,3 +51,13 @@ def test_the_proof_is_recorded():
     with ctx.fault("blackhole", start=lambda: None, heal=lambda: None, proof=lambda: False) as fault:
         assert fault.took_effect is False
     assert ctx.timeline.fault_windows()[0][0] <= ctx.timeline.fault_windows()[0][1]
+
+
+def test_a_heal_that_raises_still_closes_the_faults_window():
+    ctx = _ctx()
+
+    def heal():
+        raise OSError("docker start failed")
+    with pytest.raises(OSError), ctx.fault("postgres stopped", start=lambda: None, heal=heal):
+        pass
+    assert [e["name"] for e in ctx.timeline.events] == [FAULT_START, FAULT_END]
