@@ -156,7 +156,7 @@ class CerbosProbe(ServerProbe):
     def new_source(self, name: str, policies: int = 0) -> CerbosSource:
         githost = self.stack.service("githost")
         return CerbosSource(name, githost.repos_dir, self.stack.run_dir / "sources",  # type: ignore[attr-defined]
-                            front_url=self.stack.published("gitfront").url,
+                            front_url=f"{self.stack.published('gitfront').url}/{name}.git",
                             dead_url=self.stack.dead_url(_index(name))).create(policies)
 
     def attach(self, source: CerbosSource, via: str = "front", fresh: bool = True,  # type: ignore[override]

@@ -20,24 +20,16 @@ reads it over smart HTTP through the git front.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from harness.errors import HarnessError
 from harness.seed import create_repo
+from harness.servers.repo_clone import BRANCH, RepoClone
 
-BRANCH = "main"
 DATA_FILE = "data.json"
-GIT_TIMEOUT_S = 60.0
 NONCE_NAMES = "commit"  # a served nonce is a commit: the whole tree at it is served
-IDENTITY = {"GIT_AUTHOR_NAME": "Policy Harness", "GIT_AUTHOR_EMAIL": "harness@localhost",
-            "GIT_COMMITTER_NAME": "Policy Harness", "GIT_COMMITTER_EMAIL": "harness@localhost",
-            "GIT_TERMINAL_PROMPT": "0"}
 
 
 def make_marker() -> str:
@@ -61,40 +53,22 @@ def valid_rego(name: str, marker: str) -> str:
 
 
 @dataclass
-class OpalSource:
-    """`<repos_dir>/<name>.git` and its working clone `<work_root>/<name>`."""
+class OpalSource(RepoClone):
+    """An OPAL policy repo (harness.servers.repo_clone.RepoClone) whose nonce is its head."""
 
-    name: str
-    repos_dir: Path
-    work_root: Path
-    front_url: str  # the git front's URL of this repo (smart HTTP)
-    dead_url: str  # a URL on the blackhole for this repo
-    nonce: str = ""  # the head the harness pushed last (what a served bundle's hash must be)
     # told of every push (the new head): the probe refreshes the attached scope with it
     on_push: Callable[[str], None] | None = field(default=None, repr=False)
     nonce_names: str = NONCE_NAMES
-
-    @property
-    def bare(self) -> Path:
-        return self.repos_dir / f"{self.name}.git"
-
-    @property
-    def work(self) -> Path:
-        return self.work_root / self.name
-
-    def url(self, via: str = "front") -> str:
-        return self.dead_url if via == "dead" else self.front_url
 
     # -- making it ----------------------------------------------------------------------
     def create(self, policies: int = 0) -> OpalSource:
         """The seeded repo of this name (policy.rego, data.json), cloned, plus `policies`
         filler policies in a second commit when asked."""
-        if self.bare.exists():
-            raise HarnessError(f"policy repo {self.bare} exists already: a source is made once per run")
+        self.refuse_existing()
         self.repos_dir.mkdir(parents=True, exist_ok=True)
         create_repo(self.repos_dir, self.name)
         self.work_root.mkdir(parents=True, exist_ok=True)
-        self._git(self.work_root, "clone", "-q", "-b", BRANCH, str(self.bare), str(self.work))
+        self.git(self.work_root, "clone", "-q", "-b", BRANCH, str(self.bare), str(self.work))
         if policies:
             fillers = {f"filler_{i:04d}.rego": valid_rego(f"filler_{i:04d}", make_marker()) for i in range(policies)}
             self.commit_files(fillers, f"harness: {policies} filler policies", new_nonce=False)
@@ -103,9 +77,6 @@ class OpalSource:
         return self
 
     # -- PolicySource -------------------------------------------------------------------
-    def head(self) -> str:
-        return self._git(self.work, "rev-parse", "HEAD").strip()
-
     def commit(self) -> str:
         return self.commit_files({}, "harness: new data")
 
@@ -113,18 +84,11 @@ class OpalSource:
         """Files written (None: removed) at the repo's root, the data file changed too when
         `new_nonce`; committed (empty when nothing changed: a commit is a new nonce all the
         same) and pushed. The new head: OPAL's nonce."""
-        for name, content in files.items():
-            path = self.work / name
-            if content is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(content)
+        self.write_files(self.work, files)
         if new_nonce:
             self._write_data()
-        self._git(self.work, "add", "-A")
-        self._git(self.work, "commit", "-q", "--allow-empty", "-m", message)
-        return self._push()
+        self.commit_all(message)
+        return self._pushed()
 
     def bad_file(self, name: str) -> tuple[str, str]:
         return f"{name}.rego", bad_rego()
@@ -134,28 +98,16 @@ class OpalSource:
 
     def force_push(self) -> str:
         self._write_data()
-        self._git(self.work, "add", "-A")
-        self._git(self.work, "commit", "-q", "--amend", "--allow-empty", "-m", f"harness: {self.name} rewritten")
-        return self._push(force=True)
+        self.commit_all(f"harness: {self.name} rewritten", amend=True)
+        return self._pushed(force=True)
 
     # -- helpers ------------------------------------------------------------------------
     def _write_data(self) -> None:
         (self.work / DATA_FILE).write_text(json.dumps({"repo": self.name, "marker": make_marker()}) + "\n")
 
-    def _push(self, force: bool = False) -> str:
-        self._git(self.work, "push", "-q", *(["--force"] if force else []), "origin", f"HEAD:refs/heads/{BRANCH}")
+    def _pushed(self, force: bool = False) -> str:
+        self.push(force)
         self.nonce = self.head()
         if self.on_push is not None:
             self.on_push(self.nonce)
         return self.nonce
-
-    def _git(self, cwd: Path, *args: str) -> str:
-        env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}, **IDENTITY}
-        try:
-            done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                                  timeout=GIT_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired:
-            raise HarnessError(f"git {args[0]} for policy repo {self.name} took over {GIT_TIMEOUT_S:g} s") from None
-        if done.returncode != 0:
-            raise HarnessError(f"git {args[0]} for policy repo {self.name} failed: {done.stderr.strip()[-400:]}")
-        return done.stdout
