@@ -32,14 +32,15 @@ from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext
 from harness.gates.proof import not_exercised
-from harness.gates.settings import GateSettings
 from harness.gates.sources import (
+    BudgetThresholds,
+    SlackParams,
     Watch,
     answers,
     attach_and_serve,
     control,
     describe_answer,
-    poll_budget,
+    record_budget,
     served_mark,
     served_within,
 )
@@ -51,17 +52,16 @@ BAD = "bad"  # the window while the bad file is at the head
 
 
 @dataclass
-class Params(GateSettings):
+class Params(SlackParams):
     positive = ("polls_while_bad",)
     polls_while_bad: int = 3  # poll intervals (at least one operation timeout) watched while the file is bad
-    slack_s: float = 5.0
     bad_name: str = "aaa"  # sorts before every valid policy file
     other_name: str = "zzz_elsewhere"  # the valid commit elsewhere
 
 
 @dataclass
-class Thresholds(GateSettings):
-    pass  # judged against the budget derived from the server's settings
+class Thresholds(BudgetThresholds):
+    pass
 
 
 class BadPolicyGate(Gate, id="bad-policy", params=Params, thresholds=Thresholds,
@@ -71,8 +71,7 @@ class BadPolicyGate(Gate, id="bad-policy", params=Params, thresholds=Thresholds,
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
         tl = ctx.timeline
-        budget, how = poll_budget(ctx.knobs, p.slack_s)
-        tl.fact("budget", {"seconds": budget, "how": how})
+        budget = record_budget(ctx, p.slack_s)
         source = attach_and_serve(ctx, "bad-policy", budget)
         if source is None:
             return

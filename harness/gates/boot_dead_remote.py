@@ -18,8 +18,15 @@ from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext
 from harness.gates.proof import not_exercised, record_connections, repos_of
-from harness.gates.settings import GateSettings
-from harness.gates.sources import attach_and_serve, control, poll_budget, served_mark, served_within
+from harness.gates.sources import (
+    BudgetThresholds,
+    SlackParams,
+    attach_and_serve,
+    control,
+    poll_budget,
+    served_mark,
+    served_within,
+)
 from harness.gitfront import set_mode
 from harness.servers.base import Capability
 from harness.timeline import Timeline
@@ -29,13 +36,13 @@ SOURCE = "boot-dead-remote"
 
 
 @dataclass
-class Params(GateSettings):
-    slack_s: float = 5.0
+class Params(SlackParams):
+    pass
 
 
 @dataclass
-class Thresholds(GateSettings):
-    pass  # judged against the budget derived from the server's settings
+class Thresholds(BudgetThresholds):
+    pass
 
 
 class BootDeadRemoteGate(Gate, id="boot-dead-remote", params=Params, thresholds=Thresholds,

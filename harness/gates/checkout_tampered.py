@@ -15,8 +15,15 @@ from dataclasses import dataclass
 
 from harness.gates.base import Gate, GateContext
 from harness.gates.proof import not_exercised
-from harness.gates.settings import GateSettings
-from harness.gates.sources import attach_and_serve, control, poll_budget, served_mark, served_within
+from harness.gates.sources import (
+    BudgetThresholds,
+    SlackParams,
+    attach_and_serve,
+    control,
+    record_budget,
+    served_mark,
+    served_within,
+)
 from harness.servers.base import Capability
 from harness.timeline import Timeline
 from harness.verdict import Problems, Verdict, load_failure
@@ -25,13 +32,13 @@ KINDS = ("mode", "content")
 
 
 @dataclass
-class Params(GateSettings):
-    slack_s: float = 5.0
+class Params(SlackParams):
+    pass
 
 
 @dataclass
-class Thresholds(GateSettings):
-    pass  # judged against the budget derived from the server's settings
+class Thresholds(BudgetThresholds):
+    pass
 
 
 class CheckoutTamperedGate(Gate, id="checkout-tampered", params=Params, thresholds=Thresholds,
@@ -41,8 +48,7 @@ class CheckoutTamperedGate(Gate, id="checkout-tampered", params=Params, threshol
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
         tl = ctx.timeline
-        budget, how = poll_budget(ctx.knobs, p.slack_s)
-        tl.fact("budget", {"seconds": budget, "how": how})
+        budget = record_budget(ctx, p.slack_s)
         source = attach_and_serve(ctx, "checkout-tampered", budget)
         if source is None:
             return

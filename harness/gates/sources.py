@@ -10,10 +10,11 @@ interval plus one operation timeout (a poll may be blocked for that long) plus s
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from harness.gates.base import GateContext
+from harness.gates.settings import GateSettings
 from harness.servers.base import PolicySource, ServerKnobs, SourceControl
 from harness.timeline import Timeline
 from harness.waiting import poll_until
@@ -24,6 +25,26 @@ ANSWER = "answer"  # the timeline kind of a watched answer
 def control(ctx: GateContext) -> SourceControl:
     """The server probe's source verbs (the gate requires SOURCE_CONTROL, so it has them)."""
     return cast(SourceControl, ctx.stack.server)
+
+
+@dataclass
+class SlackParams(GateSettings):
+    """A source gate's settings: the slack on top of what the server's settings allow. Each
+    gate subclasses it (its Params class carries its gate id into error messages)."""
+
+    slack_s: float = 5.0
+
+
+@dataclass
+class BudgetThresholds(GateSettings):
+    pass  # judged against budgets derived from the server's settings
+
+
+def record_budget(ctx: GateContext, slack_s: float) -> float:
+    """The poll budget (below), recorded as the fact `budget` the checkers quote."""
+    budget, how = poll_budget(ctx.knobs, slack_s)
+    ctx.timeline.fact("budget", {"seconds": budget, "how": how})
+    return budget
 
 
 def poll_budget(knobs: ServerKnobs, slack_s: float) -> tuple[float, str]:
