@@ -152,18 +152,25 @@ class DiskSync:
         return stdout.strip()
 
     def _kill_running(self) -> None:
+        """From stop(): the running command's process group killed; the loop thread, waiting
+        in communicate(), reaps it (only that thread reads its pipes)."""
         process = self._running
         if process is not None and process.poll() is None:
-            self._kill(process)
+            _killpg(process)
 
     @staticmethod
     def _kill(process: subprocess.Popen[str]) -> None:
-        """The command's process group (git and its remote helper), by the PID it started with."""
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """On the loop's own thread: the command's process group killed and reaped."""
+        _killpg(process)
         try:
             process.communicate(timeout=5)
-        except (subprocess.TimeoutExpired, ValueError):
+        except subprocess.TimeoutExpired:
             pass
+
+
+def _killpg(process: subprocess.Popen[str]) -> None:
+    """The command's process group (git and its remote helper), by the PID it started with."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
