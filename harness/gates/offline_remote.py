@@ -46,7 +46,7 @@ HANG_ON, HEAL = "hang_on", "heal"  # marks: the front hangs (its mode set) / the
 
 @dataclass
 class Params(GateSettings):
-    positive = ("hang_timeouts", "fallback_timeout_s")
+    positive = ("hang_timeouts", "fallback_timeout_s", "watch_interval_s")
     slack_s: float = 5.0
     # the hang lasts operation timeout × hang_timeouts + one poll interval: longer than a poll
     # blocked for a whole timeout, so at least one poll times out and another is stuck at the heal
