@@ -126,3 +126,51 @@ def test_cgi_answers_are_split_into_status_headers_and_body():
     assert (status, headers, body) == (404, [("Content-Type", "text/plain")], b"nope")
     assert parse_cgi(b"Content-Type: x\n\nbody")[0] == 200
     assert parse_cgi(b"no blank line")[0] == 500
+
+
+# -- the disk-sync control's git commands against a hung front (CERBOS_STORE=disk-sync[-untimed])
+
+def _held_requests(log):
+    return log.read_text().count("accepted ")
+
+
+def test_a_timed_sync_gives_up_on_a_hung_front_and_its_whole_command_lets_go(front, tmp_path):
+    from harness.servers.cerbos.disk_sync import DiskSync
+    base, log = front
+    sync = DiskSync(f"{base}/policy-0001.git", tmp_path / "sync", branch="main", interval_s=0.2, git_timeout_s=1.0)
+    try:
+        sync.start()
+        set_mode(base, "hang")
+        wait_for(lambda: sync.state.errors >= 1, 10, "a sync that timed out")
+        assert "no answer within 1 s" in sync.state.last_error
+        # the process group was killed: git-remote-http too, so the held request is closed
+        wait_for(lambda: "the client closed its side" in log.read_text(), 10, "the front's release line")
+        set_mode(base, "ok")
+        synced = sync.state.syncs
+        wait_for(lambda: sync.state.syncs > synced, 10, "a sync after the heal")
+    finally:
+        set_mode(base, "ok")
+        sync.stop()
+
+
+def test_an_untimed_sync_stays_stuck_after_the_heal_until_stopped(front, tmp_path):
+    from harness.servers.cerbos.disk_sync import DiskSync
+    base, log = front
+    sync = DiskSync(f"{base}/policy-0001.git", tmp_path / "sync", branch="main", interval_s=0.2, git_timeout_s=None)
+    try:
+        sync.start()
+        before = _held_requests(log)
+        set_mode(base, "hang")
+        wait_for(lambda: _held_requests(log) > before, 10, "a fetch held by the hung front")
+        set_mode(base, "ok")
+        synced, errors = sync.state.syncs, sync.state.errors
+        time.sleep(2)
+        assert (sync.state.syncs, sync.state.errors) == (synced, errors)  # stuck: no sync, no error
+        assert "released after" not in log.read_text()
+        started = time.monotonic()
+        sync.stop()  # kills the stuck command's process group
+        assert time.monotonic() - started < 10
+        wait_for(lambda: "the client closed its side" in log.read_text(), 10, "the front's release line")
+    finally:
+        set_mode(base, "ok")
+        sync.stop()
