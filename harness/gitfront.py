@@ -50,6 +50,18 @@ BACKEND_TIMEOUT_S = 60  # a git http-backend that runs longer is killed; the req
 CHUNK_S = 0.1  # a throttled answer is written in slices of rate × CHUNK_S bytes; a held request is checked as often
 
 
+_SAY = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One log line, written whole: handler threads log at the same moments (a request
+    accepted as another is released), and print() writes the text and its newline apart, so
+    two lines could share one and the harness's parser would miss a request."""
+    with _SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def parse_mode(text: str) -> tuple[str, int]:
     """(mode, bytes per second for throttle); ValueError naming the forms otherwise."""
     name, _, rate = text.strip().partition(":")
@@ -80,7 +92,7 @@ class Front:
     def count(self) -> int:
         with self.lock:
             self.requests += 1
-            print(f"{ACCEPTED_LINE}{self.requests} at={time.time():.3f}", flush=True)
+            say(f"{ACCEPTED_LINE}{self.requests} at={time.time():.3f}")
             return self.requests
 
 
@@ -89,7 +101,7 @@ def handler_for(front: Front) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
-            print(f"{self.address_string()} {format % args} mode={front.mode[0]}", flush=True)
+            say(f"{self.address_string()} {format % args} mode={front.mode[0]}")
 
         def do_GET(self) -> None:
             self._git()
@@ -121,7 +133,7 @@ def handler_for(front: Front) -> type[BaseHTTPRequestHandler]:
         def _git(self) -> None:
             number = front.count()
             repo = self.path.partition("?")[0].partition(".git")[0]
-            print(f"{REPO_LINE}{number} {repo}.git", flush=True)  # which scope's repo the request was for
+            say(f"{REPO_LINE}{number} {repo}.git")  # which scope's repo the request was for
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             mode, rate = front.mode
             if mode == "hang":
@@ -162,14 +174,14 @@ def handler_for(front: Front) -> type[BaseHTTPRequestHandler]:
             while time.monotonic() - started < HANG_MAX_S:
                 if healed_at is None and front.mode[0] != "hang":
                     healed_at = time.monotonic() - started
-                    print(f"hang {number} still held after the front left hang mode", flush=True)
+                    say(f"hang {number} still held after the front left hang mode")
                 if self._client_closed():
                     reason = "the client closed its side"
                     break
             held = time.monotonic() - started
             after_heal = "" if healed_at is None else f", {held - healed_at:.1f} s after the heal"
-            print(f"hang {number} released after {held:.1f} s{after_heal}: {reason}", flush=True)
-            print(f"{CLOSED_LINE}{number} at={time.time():.3f}", flush=True)
+            say(f"hang {number} released after {held:.1f} s{after_heal}: {reason}")
+            say(f"{CLOSED_LINE}{number} at={time.time():.3f}")
             self.close_connection = True
 
         def _client_closed(self) -> bool:
@@ -245,7 +257,7 @@ def main(argv: list[str]) -> int:
     tmp = Path(f"{args.port_file}.tmp")
     tmp.write_text(str(port))
     os.replace(tmp, args.port_file)
-    print(f"gitfront listening on {args.bind}:{port} over {args.repos}", flush=True)
+    say(f"gitfront listening on {args.bind}:{port} over {args.repos}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
