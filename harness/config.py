@@ -12,6 +12,8 @@ Environment variables (all optional):
                        listeners or telemetry: the network rule)
   CERBOS_STORE         SERVER=cerbos: git (default: its git storage driver) | disk-sync (the disk driver on
                        a clone kept in step by a fetch-and-reset loop: the PASS control of the Cerbos gates)
+                       | disk-sync-untimed (the same loop, its git commands without a timeout: the FAIL
+                       control of offline-remote — a fetch stuck in a hung request never ends)
   BACKEND              auto (default: compose when a Docker engine and the images are there) | local | compose
   HARNESS_WORKERS      gunicorn workers for the server (default 1)
   HARNESS_SEED_REPOS   policy repos to seed (default 60)
@@ -63,7 +65,7 @@ BACKENDS = ("local", "compose", "auto")
 _HARNESS_OPAL_VARS = {"OPAL_VERSION", "OPAL_SOURCE", "OPAL_IMAGE"}
 # The variables that pick or set up a Cerbos target: refused when the server is OPAL.
 _CERBOS_VARS = ("CERBOS_VERSION", "CERBOS_IMAGE", "CERBOS_SET", "CERBOS_STORE")
-CERBOS_STORES = ("git", "disk-sync")
+CERBOS_STORES = ("git", "disk-sync", "disk-sync-untimed")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 CONSTRAINTS_VAR = "HARNESS_CONSTRAINTS"
@@ -154,7 +156,7 @@ class Settings:
     baseline: str | None = None
     # HARNESS_DEFAULT_SCOPE: a scope named `default` stored before every gate (GateContext.store_default_scope)
     default_scope: bool = False
-    # CERBOS_STORE (git | disk-sync); CERBOS_SET is the Cerbos server's `server_env`
+    # CERBOS_STORE (git | disk-sync | disk-sync-untimed); CERBOS_SET is the Cerbos server's `server_env`
     cerbos_store: str = "git"
 
     @property

@@ -11,15 +11,18 @@ client depends on the mode in effect when the request arrives:
   throttle:N    the backend's answer at N bytes per second (a slow link)
   reset         a pack's headers and half its body, then a TCP reset (mid-pack; the ref
                 advertisement before it is answered as it is)
-  hang          the request is accepted and never answered: held open while the mode
-                lasts (at most HANG_MAX_S), then closed without a byte — a remote that hangs
-                at run time, for the client's own operation timeout to end
+  hang          the request is accepted and never answered, and stays held after the mode
+                changes back: a partition that heals does not rescue a connection already
+                stuck in it. A held request is released (closed without a byte) only when
+                the client closes its side — its own operation timeout, or it was killed —
+                or after HANG_MAX_S; each release is logged with its reason
 
 The harness sets the mode with `POST /_harness/mode` (body: the mode) on the same port, so
 one mechanism works for a local process and a container's published port. Every git
 request is logged as "accepted N at=<unix time>" and "repo N /<repo>.git" on stdout, the
 listeners' format (harness.tcplisteners.parse_connections): how the harness proves a fault
-took effect, and on which scopes' repos.
+took effect, and on which scopes' repos. A held (hung) request also logs "closed N at=<unix
+time>" when it is released, so the harness can tell how long each was held.
 Standard library only: the tools image runs it. Binds 127.0.0.1 unless --bind.
 """
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -37,13 +41,25 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from harness.tcplisteners import ACCEPTED_LINE, REPO_LINE
+from harness.tcplisteners import ACCEPTED_LINE, CLOSED_LINE, REPO_LINE
 
 MODE_PATH = "/_harness/mode"
 MODES = ("ok", "auth", "error", "throttle", "reset", "hang")
-HANG_MAX_S = 600.0  # a hung request is released after this even if nobody heals the front (bounded)
+HANG_MAX_S = 600.0  # a hung request is released after this even if its client never gives up (bounded)
 BACKEND_TIMEOUT_S = 60  # a git http-backend that runs longer is killed; the request gets a 500
-CHUNK_S = 0.1  # a throttled answer is written in slices of rate × CHUNK_S bytes
+CHUNK_S = 0.1  # a throttled answer is written in slices of rate × CHUNK_S bytes; a held request is checked as often
+
+
+_SAY = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One log line, written whole: handler threads log at the same moments (a request
+    accepted as another is released), and print() writes the text and its newline apart, so
+    two lines could share one and the harness's parser would miss a request."""
+    with _SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def parse_mode(text: str) -> tuple[str, int]:
@@ -76,7 +92,7 @@ class Front:
     def count(self) -> int:
         with self.lock:
             self.requests += 1
-            print(f"{ACCEPTED_LINE}{self.requests} at={time.time():.3f}", flush=True)
+            say(f"{ACCEPTED_LINE}{self.requests} at={time.time():.3f}")
             return self.requests
 
 
@@ -85,7 +101,7 @@ def handler_for(front: Front) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
-            print(f"{self.address_string()} {format % args} mode={front.mode[0]}", flush=True)
+            say(f"{self.address_string()} {format % args} mode={front.mode[0]}")
 
         def do_GET(self) -> None:
             self._git()
@@ -117,7 +133,7 @@ def handler_for(front: Front) -> type[BaseHTTPRequestHandler]:
         def _git(self) -> None:
             number = front.count()
             repo = self.path.partition("?")[0].partition(".git")[0]
-            print(f"{REPO_LINE}{number} {repo}.git", flush=True)  # which scope's repo the request was for
+            say(f"{REPO_LINE}{number} {repo}.git")  # which scope's repo the request was for
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             mode, rate = front.mode
             if mode == "hang":
@@ -149,12 +165,35 @@ def handler_for(front: Front) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(payload)
 
         def _hang(self, number: int) -> None:
-            """Hold the request unanswered while the front hangs, then close it silently."""
+            """Hold the request unanswered until the client closes its side or HANG_MAX_S
+            passes — whatever the mode does meanwhile (a heal does not rescue a request already
+            stuck), then close it without a byte and log when and why."""
             started = time.monotonic()
-            while front.mode[0] == "hang" and time.monotonic() - started < HANG_MAX_S:
-                time.sleep(CHUNK_S)
-            print(f"hang {number} released after {time.monotonic() - started:.1f} s", flush=True)
+            healed_at: float | None = None
+            reason = f"held {HANG_MAX_S:g} s (HANG_MAX_S)"
+            while time.monotonic() - started < HANG_MAX_S:
+                if healed_at is None and front.mode[0] != "hang":
+                    healed_at = time.monotonic() - started
+                    say(f"hang {number} still held after the front left hang mode")
+                if self._client_closed():
+                    reason = "the client closed its side"
+                    break
+            held = time.monotonic() - started
+            after_heal = "" if healed_at is None else f", {held - healed_at:.1f} s after the heal"
+            say(f"hang {number} released after {held:.1f} s{after_heal}: {reason}")
+            say(f"{CLOSED_LINE}{number} at={time.time():.3f}")
             self.close_connection = True
+
+        def _client_closed(self) -> bool:
+            """Wait up to CHUNK_S for the client's side: True once it closed (EOF or reset).
+            Bytes it sends meanwhile are read and dropped (nothing is ever answered)."""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], CHUNK_S)
+                if not readable:
+                    return False
+                return self.connection.recv(4096) == b""
+            except (ConnectionError, OSError):
+                return True
 
         def _trickle(self, payload: bytes, rate: int) -> None:
             """Slice by slice while the link is throttled; once healed, the rest at once
@@ -218,7 +257,7 @@ def main(argv: list[str]) -> int:
     tmp = Path(f"{args.port_file}.tmp")
     tmp.write_text(str(port))
     os.replace(tmp, args.port_file)
-    print(f"gitfront listening on {args.bind}:{port} over {args.repos}", flush=True)
+    say(f"gitfront listening on {args.bind}:{port} over {args.repos}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from harness.gates.boot_timing import BootTimingGate
 from harness.gates.broker_bounce import BrokerBounceGate
 from harness.gates.checkout_tampered import CheckoutTamperedGate
 from harness.gates.leak import LeakGate
+from harness.gates.offline_remote import OfflineRemoteGate
 from harness.gates.offline_repo import OfflineRepoGate
 from harness.gates.orphan_clones import OrphanClonesGate
 from harness.gates.redis_outage import RedisOutageGate
@@ -23,7 +24,7 @@ GATES: dict[str, Gate] = {gate.id: gate for gate in (
     BootTimingGate(), BootDeadScopeGate(), BrokerBounceGate(), OrphanClonesGate(), RemoteTransitionsGate(),
     RemoteFailuresGate(), RedisOutageGate(),
     # source gates (Capability.SOURCE_CONTROL): any server whose adapter attaches one source
-    BadPolicyGate(), CheckoutTamperedGate(), BootDeadRemoteGate(),
+    BadPolicyGate(), CheckoutTamperedGate(), BootDeadRemoteGate(), OfflineRemoteGate(),
 )}
 
 

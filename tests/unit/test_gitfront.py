@@ -3,6 +3,8 @@ each failure mode as a client sees it, and its heal."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,21 +74,32 @@ def test_a_throttled_transfer_is_held_until_the_link_heals(front, tmp_path):
             clone.kill()
 
 
-def test_a_hung_remote_answers_nothing_until_the_front_heals(front, tmp_path):
+def test_a_hung_request_stays_held_after_the_heal_until_its_client_gives_up(front, tmp_path):
     base, log = front
     set_mode(base, "hang")
+    # Its own process group: the request is made by git's git-remote-http child, which a kill
+    # of `git clone` alone would leave holding the connection.
     clone = subprocess.Popen(["git", "clone", "-q", f"{base}/policy-0001.git", str(tmp_path / "hung")],
-                             env=GIT_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             env=GIT_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         time.sleep(2)
         assert clone.poll() is None  # not an error: no answer at all
-        set_mode(base, "ok")  # the held request is closed without an answer: that clone fails
-        assert clone.wait(30) != 0
-        wait_for(lambda: "released after" in log.read_text(), 10, "the front's release line")
-        assert _clone(base, tmp_path / "healed").returncode == 0
+        set_mode(base, "ok")  # a healed partition does not rescue a request already stuck in it
+        assert _clone(base, tmp_path / "healed").returncode == 0  # new requests are answered
+        time.sleep(1)
+        assert clone.poll() is None, "the held request was released at the heal"
+        assert "still held after the front left hang mode" in log.read_text()
+        assert "released after" not in log.read_text()
+        os.killpg(clone.pid, signal.SIGKILL)  # the client gives up: its side closes, the front releases it
+        clone.wait(10)
+        wait_for(lambda: "the client closed its side" in log.read_text(), 10, "the front's release line")
+        released = next(line for line in log.read_text().splitlines() if "released after" in line)
+        assert "after the heal" in released, released
+        assert "closed 1 at=" in log.read_text()  # the held request's close, in the listeners' format
     finally:
         if clone.poll() is None:
-            clone.kill()
+            os.killpg(clone.pid, signal.SIGKILL)
+            clone.wait(10)
 
 
 def test_modes_are_checked_with_a_message_naming_the_forms():
@@ -113,3 +126,51 @@ def test_cgi_answers_are_split_into_status_headers_and_body():
     assert (status, headers, body) == (404, [("Content-Type", "text/plain")], b"nope")
     assert parse_cgi(b"Content-Type: x\n\nbody")[0] == 200
     assert parse_cgi(b"no blank line")[0] == 500
+
+
+# -- the disk-sync control's git commands against a hung front (CERBOS_STORE=disk-sync[-untimed])
+
+def _held_requests(log):
+    return log.read_text().count("accepted ")
+
+
+def test_a_timed_sync_gives_up_on_a_hung_front_and_its_whole_command_lets_go(front, tmp_path):
+    from harness.servers.cerbos.disk_sync import DiskSync
+    base, log = front
+    sync = DiskSync(f"{base}/policy-0001.git", tmp_path / "sync", branch="main", interval_s=0.2, git_timeout_s=1.0)
+    try:
+        sync.start()
+        set_mode(base, "hang")
+        wait_for(lambda: sync.state.errors >= 1, 10, "a sync that timed out")
+        assert "no answer within 1 s" in sync.state.last_error
+        # the process group was killed: git-remote-http too, so the held request is closed
+        wait_for(lambda: "the client closed its side" in log.read_text(), 10, "the front's release line")
+        set_mode(base, "ok")
+        synced = sync.state.syncs
+        wait_for(lambda: sync.state.syncs > synced, 10, "a sync after the heal")
+    finally:
+        set_mode(base, "ok")
+        sync.stop()
+
+
+def test_an_untimed_sync_stays_stuck_after_the_heal_until_stopped(front, tmp_path):
+    from harness.servers.cerbos.disk_sync import DiskSync
+    base, log = front
+    sync = DiskSync(f"{base}/policy-0001.git", tmp_path / "sync", branch="main", interval_s=0.2, git_timeout_s=None)
+    try:
+        sync.start()
+        before = _held_requests(log)
+        set_mode(base, "hang")
+        wait_for(lambda: _held_requests(log) > before, 10, "a fetch held by the hung front")
+        set_mode(base, "ok")
+        synced, errors = sync.state.syncs, sync.state.errors
+        time.sleep(2)
+        assert (sync.state.syncs, sync.state.errors) == (synced, errors)  # stuck: no sync, no error
+        assert "released after" not in log.read_text()
+        started = time.monotonic()
+        sync.stop()  # kills the stuck command's process group
+        assert time.monotonic() - started < 10
+        wait_for(lambda: "the client closed its side" in log.read_text(), 10, "the front's release line")
+    finally:
+        set_mode(base, "ok")
+        sync.stop()

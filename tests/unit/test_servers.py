@@ -73,7 +73,8 @@ def test_skipped_gates_are_listed_in_the_report_and_its_summary_not_as_verdicts(
     ({"SERVER": "cerbos", "CERBOS_VERSION": "latest"}, "CERBOS_VERSION='latest' is not a version number"),
     ({"SERVER": "nginx"}, "SERVER=nginx is not known; use one of opal, cerbos"),
     ({"SERVER": "cerbos", "CERBOS_SET": "novalue"}, "CERBOS_SET item 'novalue' is not key=value"),
-    ({"SERVER": "cerbos", "CERBOS_STORE": "s3"}, "CERBOS_STORE=s3 is not known; use one of git, disk-sync"),
+    ({"SERVER": "cerbos", "CERBOS_STORE": "s3"},
+     "CERBOS_STORE=s3 is not known; use one of git, disk-sync, disk-sync-untimed"),
 ])
 def test_one_server_per_run_and_each_bad_setting_is_one_error(env, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

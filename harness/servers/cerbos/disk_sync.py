@@ -5,13 +5,21 @@ Every `interval_s` the loop runs `git fetch --prune`, `git reset --hard origin/<
 `git clean -fdx`: force-pushes, re-created branches and a tampered clone all converge to the
 remote, which is what the gates expect a correct server to do. It is a control for the
 checkers, not a recommendation. The loop runs on a daemon thread and stops on exit; every
-git command has a timeout, so a hanging remote delays a sync, never the exit, by more than one.
+git command has a timeout (its whole process group killed when it passes: git's
+git-remote-http child holds the connection), so a hanging remote delays a sync, never the
+exit, by more than one.
+
+`git_timeout_s=None` (CERBOS_STORE=disk-sync-untimed) runs the git commands with no timeout:
+the FAIL control of the offline-remote gate — a fetch stuck in a hung request stays stuck
+after the remote heals, as a client without an operation timeout does. stop() still ends it
+(the running command's process group is killed), so the exit stays bounded.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -28,6 +36,8 @@ log = logging.getLogger(__name__)
 # a batch of file events at a ticker of defaultCooldownPeriod = 2 s, once the last event is
 # older than that period: up to two periods after the files changed. Not configurable.
 WATCH_COOLDOWN_S = 2.0
+GIT_TIMEOUT_S = 10.0  # each git command's bound
+CLONE_TIMEOUT_S = 60.0  # the first clone's bound when the loop's commands have none (untimed)
 
 
 @dataclass
@@ -46,8 +56,9 @@ class DiskSync:
     clone_dir: Path
     branch: str = "main"
     interval_s: float = 1.0
-    git_timeout_s: float = 10.0
+    git_timeout_s: float | None = GIT_TIMEOUT_S  # None: no timeout (the disk-sync-untimed control)
     state: SyncState = field(default_factory=SyncState, init=False)
+    _running: subprocess.Popen[str] | None = field(default=None, init=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
@@ -83,8 +94,10 @@ class DiskSync:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
+            if self.git_timeout_s is None:
+                self._kill_running()  # nothing else would end a command stuck on a hung remote
             # One sync is at most three git commands, each bounded by git_timeout_s.
-            self._thread.join(timeout=3 * self.git_timeout_s + self.interval_s + 5)
+            self._thread.join(timeout=3 * (self.git_timeout_s or 0.0) + self.interval_s + 5)
             self._thread = None
 
     def _loop(self) -> None:
@@ -109,20 +122,55 @@ class DiskSync:
     def _clone(self) -> None:
         self.clone_dir.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        self._run(["git", "clone", "--quiet", "--branch", self.branch, self.remote_url, str(self.clone_dir)])
+        # Bounded even untimed: the control is about the loop's fetches, not setting it up.
+        self._run(["git", "clone", "--quiet", "--branch", self.branch, self.remote_url, str(self.clone_dir)],
+                  timeout=self.git_timeout_s or CLONE_TIMEOUT_S)
         self.state.head = self._git("rev-parse", "HEAD")
         log.info(f"[harness] disk-sync cloned {self.remote_url} in {time.monotonic() - started:.1f} s")
 
     def _git(self, *args: str) -> str:
         return self._run(["git", "-C", str(self.clone_dir), *args])
 
-    def _run(self, argv: list[str]) -> str:
+    def _run(self, argv: list[str], timeout: float | None = None) -> str:
+        """`timeout`: this command's own (default: git_timeout_s, None for none)."""
+        timeout = self.git_timeout_s if timeout is None else timeout
         # No prompt may wait for a user: a 401 from the remote must fail the step at once.
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+        # Its own process group, so a timeout or stop() ends git-remote-http with it.
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                   start_new_session=True)
+        self._running = process
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.git_timeout_s, env=env)
+            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise HarnessError(f"{' '.join(argv[1:4])}: no answer within {self.git_timeout_s:g} s") from None
-        if done.returncode != 0:
-            raise HarnessError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-300:]}")
-        return done.stdout.strip()
+            self._kill(process)
+            raise HarnessError(f"{' '.join(argv[1:4])}: no answer within {timeout:g} s") from None
+        finally:
+            self._running = None
+        if process.returncode != 0:
+            raise HarnessError(f"{' '.join(argv)} exited {process.returncode}: {stderr.strip()[-300:]}")
+        return stdout.strip()
+
+    def _kill_running(self) -> None:
+        """From stop(): the running command's process group killed; the loop thread, waiting
+        in communicate(), reaps it (only that thread reads its pipes)."""
+        process = self._running
+        if process is not None and process.poll() is None:
+            _killpg(process)
+
+    @staticmethod
+    def _kill(process: subprocess.Popen[str]) -> None:
+        """On the loop's own thread: the command's process group killed and reaped."""
+        _killpg(process)
+        try:
+            process.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _killpg(process: subprocess.Popen[str]) -> None:
+    """The command's process group (git and its remote helper), by the PID it started with."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

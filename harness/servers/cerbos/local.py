@@ -5,7 +5,9 @@ Cerbos serves one repo, named in its config: attaching a source writes the confi
 restarts the server (`fresh`: its checkout removed first). Its remote is the git front
 over the git host's repos; a dead remote is the blackhole. With CERBOS_STORE=disk-sync the
 server runs the disk driver over a clone that a fetch-and-reset loop keeps in step with the
-same remote (the PASS control of the source gates, harness/servers/cerbos/disk_sync.py).
+same remote (the PASS control of the source gates, harness/servers/cerbos/disk_sync.py);
+CERBOS_STORE=disk-sync-untimed is the same loop with no timeout on its git commands (the
+FAIL control of offline-remote: nothing bounds a fetch stuck on a hung remote).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.servers.base import Served, ServerKnobs
 from harness.servers.cerbos.client import CerbosClient
 from harness.servers.cerbos.config import POLL_KEY, TIMEOUT_KEY, CerbosConfig, knobs
-from harness.servers.cerbos.disk_sync import DiskSync
+from harness.servers.cerbos.disk_sync import GIT_TIMEOUT_S, DiskSync
 from harness.servers.cerbos.install import CerbosBinary, ensure_cerbos, read_version
 from harness.servers.cerbos.process import CerbosServerProcess
 from harness.servers.cerbos.source import MAIN_POLICY, CerbosSource
@@ -31,6 +33,7 @@ from harness.stack.base import ServerProbe, Stack
 
 BASE_SOURCE = "cerbos-base"  # the repo the server boots on when the stack comes up
 DISK_SYNC = "disk-sync"
+DISK_SYNC_UNTIMED = "disk-sync-untimed"  # the loop's git commands without a timeout
 
 
 class CerbosLocal:
@@ -140,12 +143,13 @@ class CerbosProbe(ServerProbe):
 
     def knobs(self) -> ServerKnobs:
         """Poll interval and operation timeout from the config the server runs with (its --set
-        overrides win); under disk-sync, the loop's git timeout and the longest a synced
-        change takes to be served (one interval, then the disk watcher's cooldowns)."""
+        overrides win); under disk-sync, the loop's git timeout (None under disk-sync-untimed)
+        and the longest a synced change takes to be served (one interval, then the disk
+        watcher's cooldowns)."""
         if self.state.sync is not None:
             sync = self.state.sync
             return ServerKnobs(git_timeout_s=sync.git_timeout_s, poll_interval_s=sync.served_within_s,
-                               raw={"store": DISK_SYNC, "sync_interval_s": sync.interval_s,
+                               raw={"store": self.store, "sync_interval_s": sync.interval_s,
                                     "sync_git_timeout_s": sync.git_timeout_s,
                                     "served_within_s": sync.served_within_s})
         values = knobs(self.process.config_path, self.process.overrides)
@@ -197,8 +201,9 @@ class CerbosProbe(ServerProbe):
             raise HarnessError("no policy source attached to the Cerbos server")
         url = source.url(self.state.via)
         config: CerbosConfig
-        if self.store == DISK_SYNC:
-            sync = DiskSync(url, self.stack.run_dir / "cerbos" / "sync")
+        if self.store in (DISK_SYNC, DISK_SYNC_UNTIMED):
+            sync = DiskSync(url, self.stack.run_dir / "cerbos" / "sync",
+                            git_timeout_s=None if self.store == DISK_SYNC_UNTIMED else GIT_TIMEOUT_S)
             sync.start()
             self.state.sync = sync
             config = self.process.disk_config(sync.policies_dir)
