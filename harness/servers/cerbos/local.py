@@ -12,6 +12,7 @@ FAIL control of offline-remote: nothing bounds a fetch stuck on a hung remote).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -49,7 +50,7 @@ class CerbosLocal:
         """The repo the server boots on, and its config written for it."""
         probe = self.probe(stack)
         source = probe.new_source(BASE_SOURCE)
-        probe.state.source, probe.state.via = source, "front"
+        probe.state.attach(source, "front")
         probe.write_config()
 
     def after_stop(self, stack: Stack) -> None:
@@ -69,12 +70,21 @@ RUNTIME = CerbosLocal()
 
 
 class SourceState:
-    """What the server serves and how, kept on the stack (a probe is made per access)."""
+    """What the server serves and how, kept on the stack (a probe is made per access). The
+    URL is also kept in the run dir (`cerbos/source.json`): another process driving the same
+    stack (`harness gates --against`) restarts the server on the source it serves."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.source: CerbosSource | None = None
         self.via = "front"
         self.sync: DiskSync | None = None
+        self.url = json.loads(path.read_text())["url"] if path.is_file() else ""
+
+    def attach(self, source: CerbosSource, via: str) -> None:
+        self.source, self.via, self.url = source, via, source.url(via)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"url": self.url, "source": source.name, "via": via}))
 
 
 class CerbosProbe(ServerProbe):
@@ -87,7 +97,7 @@ class CerbosProbe(ServerProbe):
     @property
     def state(self) -> SourceState:
         if not hasattr(self.stack, "cerbos_state"):
-            self.stack.cerbos_state = SourceState()  # type: ignore[attr-defined]
+            self.stack.cerbos_state = SourceState(self.stack.run_dir / "cerbos" / "source.json")  # type: ignore[attr-defined]
         return self.stack.cerbos_state  # type: ignore[attr-defined,no-any-return]
 
     @property
@@ -100,8 +110,7 @@ class CerbosProbe(ServerProbe):
         return pid, [pid] if pid else []  # one process: the master is the worker that answers
 
     def settings(self) -> dict[str, str]:
-        source = self.state.source
-        return {"store": self.store, "source": source.url(self.state.via) if source else "",
+        return {"store": self.store, "source": self.state.url,
                 **{k: str(v) for k, v in self.process.overrides.items()}}
 
     def clone_dirs(self) -> list[str]:
@@ -165,7 +174,7 @@ class CerbosProbe(ServerProbe):
 
     def attach(self, source: CerbosSource, via: str = "front", fresh: bool = True,  # type: ignore[override]
                wait_healthy: bool = True) -> None:
-        self.state.source, self.state.via = source, via
+        self.state.attach(source, via)
         self.restart(fresh_state=fresh, wait_healthy=wait_healthy)
 
     def served(self, timeout: float = 5.0) -> Served:
@@ -196,10 +205,9 @@ class CerbosProbe(ServerProbe):
 
     # -- the config and the disk-sync loop --------------------------------------------------
     def write_config(self) -> None:
-        source = self.state.source
-        if source is None:
-            raise HarnessError("no policy source attached to the Cerbos server")
-        url = source.url(self.state.via)
+        url = self.state.url
+        if not url:
+            raise HarnessError(f"no policy source attached to the Cerbos server (none in {self.state.path})")
         config: CerbosConfig
         if self.store in (DISK_SYNC, DISK_SYNC_UNTIMED):
             sync = DiskSync(url, self.stack.run_dir / "cerbos" / "sync",
