@@ -123,7 +123,11 @@ def transition_budget(knobs: ServerKnobs, p: Params) -> tuple[float, str]:
 
 
 def _short(nonce: str | None) -> str:
-    return nonce[:12] if nonce else "none"
+    """A commit nonce (OPAL) to 10 hex digits; a content nonce (Cerbos) whole: its head is a
+    timestamp that two nonces share."""
+    if not nonce:
+        return "none"
+    return nonce[:10] if len(nonce) == 40 and all(c in "0123456789abcdef" for c in nonce) else nonce
 
 
 class RemoteTransitionsGate(Gate, id="remote-transitions", params=Params, thresholds=Thresholds,
