@@ -178,7 +178,7 @@ class RemoteTransitionsGate(Gate, id="remote-transitions", params=Params, thresh
                             served=last.get("nonce") if seconds is None else nonce,
                             answer=describe_answer(last) if last else "", foreign=(
                                 seconds is None and last.get("nonce") is not None and last["nonce"] not in pushed),
-                            budget_s=budget, seconds=seconds)
+                            budget_s=budget, seconds=None if seconds is None else round(seconds, 2))
         return seconds is not None
 
     def _while_broken(self, ctx: GateContext, source: PolicySource, name: str, start: Callable[[], None],
