@@ -174,6 +174,28 @@ class PolicySource(Protocol):
         """The last commit rewritten with a new nonce and force-pushed."""
         ...
 
+    def remote_head(self) -> str | None:
+        """The branch head the git host has now; None when the branch or the repo is gone."""
+        ...
+
+    def delete_branch(self) -> None:
+        """The branch deleted on the host (the remote is broken: no branch to fetch)."""
+        ...
+
+    def recreate_branch(self) -> str:
+        """The deleted branch re-created with new content (a new nonce) on a history of its
+        own: a root commit, so nothing the server fetched before is an ancestor."""
+        ...
+
+    def remove(self) -> None:
+        """The repository removed from the host (renamed away: "repository not found")."""
+        ...
+
+    def restore(self) -> str:
+        """The removed repository restored with the history it had; the nonce its head
+        carries (the one served before the removal)."""
+        ...
+
 
 class SourceControl(Protocol):
     """The source-level verbs of a server probe (Capability.SOURCE_CONTROL): what gates that

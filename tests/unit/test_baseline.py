@@ -276,6 +276,6 @@ def test_annotate_leaves_the_report_and_adds_status_per_gate():
 def test_auto_finds_the_shipped_baseline_of_each_servers_release():
     cerbos = resolve("auto", Target(version="0.55.0", server="cerbos"))
     assert cerbos.baseline is not None and cerbos.baseline.target == "cerbos==0.55.0"
-    assert set(cerbos.baseline.known) == {"bad-policy", "checkout-tampered", "boot-dead-remote"}
+    assert set(cerbos.baseline.known) == {"bad-policy", "checkout-tampered", "boot-dead-remote", "remote-transitions"}
     assert cerbos.baseline.dumps() == cerbos.baseline.path.read_text()  # as `harness baseline` wrote it
     assert resolve("auto", Target(version="0.51.0", server="cerbos")).baseline is None  # the newest only

@@ -68,5 +68,23 @@ class CerbosSource(RepoClone):
         self.push(force=True)
         return self.nonce
 
+    def delete_branch(self) -> None:
+        self.delete_remote_branch()
+
+    def recreate_branch(self) -> str:
+        """A new nonce committed as a root commit (the whole tree, on no parent) and pushed."""
+        self.nonce = make_nonce()
+        write_tree(self.work, self.nonce)
+        self.commit_root(f"harness: {self.name}'s branch re-created on a history of its own")
+        self.push(force=True)
+        return self.nonce
+
+    def remove(self) -> None:
+        self.remove_bare()
+
+    def restore(self) -> str:
+        self.restore_bare()
+        return self.nonce
+
 
 MAIN_POLICY = f"{SUB_DIR}/{MAIN_FILE}"  # the file a nonce lives in, relative to the repo root

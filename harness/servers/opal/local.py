@@ -182,12 +182,13 @@ class LocalServerProbe(ServerProbe):
                           f"(a clone per repository URL, rebuilt from the remote); gates that tamper need "
                           f"kept-checkout, which OPAL lacks")
 
-    def _pushed(self, sha: str) -> None:
-        """A push to the attached source: its head recorded for harness.heads, and the scope
-        refreshed (force-fetch) as the git host's webhook would. A refresh that fails is
-        recorded, not raised: the push happened, and what is served says the rest."""
+    def _pushed(self, sha: str | None) -> None:
+        """A change of the attached source's remote (a push, or None: the branch deleted or
+        the repo removed): its head recorded for harness.heads, and the scope refreshed
+        (force-fetch) as the git host's webhook would. A refresh that fails is recorded, not
+        raised: the change happened, and what is served says the rest."""
         state = self.source_state
-        if state.source is not None:
+        if state.source is not None and sha is not None:
             self.stack.book.heads.set(state.source.name, sha)
         started = time.monotonic()
         try:
@@ -198,7 +199,7 @@ class LocalServerProbe(ServerProbe):
         seconds = round(time.monotonic() - started, 3)
         state.refreshes.append({"sha": sha, "status": status, "seconds": seconds, "error": error})
         if status != 200:
-            log.warning(f"[harness] refresh of scope {SOURCE_SCOPE} after push {sha[:10]} answered "
+            log.warning(f"[harness] refresh of scope {SOURCE_SCOPE} after push {(sha or 'none')[:10]} answered "
                         f"{status or error}")
 
 

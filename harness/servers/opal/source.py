@@ -9,8 +9,10 @@ policy: `NONCE_NAMES`).
 
 OPAL as the harness runs it does not poll (OPAL_POLICY_REFRESH_INTERVAL=0, and a scope's
 `poll_updates` is off): it learns of a push by its refresh call, which is what a git host's
-webhook calls in production. Every push through this source is followed by `on_push(sha)`,
-which the probe points at POST /scopes/<id>/refresh of the scope the source is attached to.
+webhook calls in production. Every change of the remote through this source is followed by
+`on_push(head)`, which the probe points at POST /scopes/<id>/refresh of the scope the source
+is attached to: each push, and the transitions a git host's webhooks also report — the branch
+deleted (head None), the repository removed (None) and restored (its head).
 
 The bare repo is made by harness.seed (the seeded tree of its name: a distinct first commit),
 pushes go straight to it on disk (the local backend's git host is a directory); the server
@@ -56,8 +58,8 @@ def valid_rego(name: str, marker: str) -> str:
 class OpalSource(RepoClone):
     """An OPAL policy repo (harness.servers.repo_clone.RepoClone) whose nonce is its head."""
 
-    # told of every push (the new head): the probe refreshes the attached scope with it
-    on_push: Callable[[str], None] | None = field(default=None, repr=False)
+    # told of every change of the remote (the new head; None: no branch or no repo): the probe refreshes the scope
+    on_push: Callable[[str | None], None] | None = field(default=None, repr=False)
     nonce_names: str = NONCE_NAMES
 
     # -- making it ----------------------------------------------------------------------
@@ -101,13 +103,35 @@ class OpalSource(RepoClone):
         self.commit_all(f"harness: {self.name} rewritten", amend=True)
         return self._pushed(force=True)
 
+    def delete_branch(self) -> None:
+        self.delete_remote_branch()
+        self._tell(None)
+
+    def recreate_branch(self) -> str:
+        """New data committed as a root commit and force-pushed: the new head."""
+        self._write_data()
+        self.commit_root(f"harness: {self.name}'s branch re-created on a history of its own")
+        return self._pushed(force=True)
+
+    def remove(self) -> None:
+        self.remove_bare()
+        self._tell(None)
+
+    def restore(self) -> str:
+        self.restore_bare()
+        self._tell(self.nonce)
+        return self.nonce
+
     # -- helpers ------------------------------------------------------------------------
+    def _tell(self, head: str | None) -> None:
+        if self.on_push is not None:
+            self.on_push(head)
+
     def _write_data(self) -> None:
         (self.work / DATA_FILE).write_text(json.dumps({"repo": self.name, "marker": make_marker()}) + "\n")
 
     def _pushed(self, force: bool = False) -> str:
         self.push(force)
         self.nonce = self.head()
-        if self.on_push is not None:
-            self.on_push(self.nonce)
+        self._tell(self.nonce)
         return self.nonce
