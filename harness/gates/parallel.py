@@ -78,6 +78,9 @@ LOAD: dict[str, GateLoad] = {
     "checkout-tampered": GateLoad(wall_s=35.0, cpu_s=4.1, peak_mb=249),
     "boot-dead-remote": GateLoad(wall_s=19.4, cpu_s=2.5, peak_mb=237),
     "offline-remote": GateLoad(wall_s=25.0, cpu_s=2.7, peak_mb=282),
+    # boot-size: not benched — its walls from `harness gates --gate boot-size` (7 s on 0.55.0, 13 s
+    # on 0.51.0), CPU taken as a busy core for its compile and boot, memory as the others'
+    "boot-size": GateLoad(wall_s=13.0, cpu_s=10.0, peak_mb=400),
 }
 # A gate the table does not know (a new one): taken as one busy core and a big stack, so
 # `auto` errs towards fewer groups.
@@ -90,7 +93,7 @@ EXPECTED_S = {"leak": 40, "repeat-sync": 18, "offline-repo": 49, "zombie-cap": 4
               "remote-transitions": 30, "remote-failures": 60, "redis-outage": 40,
               # the source gates on Cerbos 0.55.0 (offline-remote: 22 s on 0.51.0 too), from the
               # reports of the LOAD runs above (load average 1.0–1.7): not yet a full quiet run
-              "bad-policy": 33, "checkout-tampered": 33, "boot-dead-remote": 16, "offline-remote": 22}
+              "bad-policy": 33, "checkout-tampered": 33, "boot-dead-remote": 16, "offline-remote": 22, "boot-size": 13}
 TIMED = ("boot-timing",)
 # Gates whose judgement races the server (broker-bounce: the reconnect window's PUTs;
 # remote-failures: the fetch throttle; orphan-clones: clone dirs removed while a sync runs):

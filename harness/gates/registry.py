@@ -6,6 +6,7 @@ from harness.gates.bad_policy import BadPolicyGate
 from harness.gates.base import Gate
 from harness.gates.boot_dead_remote import BootDeadRemoteGate
 from harness.gates.boot_dead_scope import BootDeadScopeGate
+from harness.gates.boot_size import BootSizeGate
 from harness.gates.boot_timing import BootTimingGate
 from harness.gates.broker_bounce import BrokerBounceGate
 from harness.gates.checkout_tampered import CheckoutTamperedGate
@@ -24,7 +25,7 @@ GATES: dict[str, Gate] = {gate.id: gate for gate in (
     BootTimingGate(), BootDeadScopeGate(), BrokerBounceGate(), OrphanClonesGate(), RemoteTransitionsGate(),
     RemoteFailuresGate(), RedisOutageGate(),
     # source gates (Capability.SOURCE_CONTROL): any server whose adapter attaches one source
-    BadPolicyGate(), CheckoutTamperedGate(), BootDeadRemoteGate(), OfflineRemoteGate(),
+    BadPolicyGate(), CheckoutTamperedGate(), BootDeadRemoteGate(), OfflineRemoteGate(), BootSizeGate(),
 )}
 
 

@@ -32,6 +32,7 @@ class Capability(str, Enum):  # not StrEnum: the harness runs on Python 3.10 too
     SERVER_PYTHON = "server-python"  # runs in a Python environment the harness can run code in
     KEPT_CHECKOUT = "kept-checkout"  # keeps one checkout of its remote on disk across restarts
     SOURCE_CONTROL = "source-control"  # its adapter attaches one policy source and commits to it (SourceControl)
+    COMPILE_CHECK = "compile-check"  # its own tool loads a policy tree offline (SourceControl.compile_seconds)
     REPORTS_REVISION = "reports-revision"  # says which commit it serves
 
 
@@ -48,6 +49,7 @@ LACKS = {
     Capability.SERVER_PYTHON: "does not run in a Python environment",
     Capability.KEPT_CHECKOUT: "keeps no checkout of its remote across restarts",
     Capability.SOURCE_CONTROL: "has no SourceControl in its adapter yet (one attached source, commits by content)",
+    Capability.COMPILE_CHECK: "has no offline compile of a policy tree to time a boot against",
     Capability.REPORTS_REVISION: "does not say which commit it serves",
 }
 
@@ -220,4 +222,9 @@ class SourceControl(Protocol):
     def tamper(self, kind: str) -> str:
         """Change the server's checkout behind its back (`mode`: a file's mode; `content`: a
         file's content); what was changed."""
+        ...
+
+    def compile_seconds(self, source: PolicySource) -> float:
+        """Seconds the server's own tool takes to load the source's tree offline, without
+        serving it (Capability.COMPILE_CHECK: Cerbos's `cerbos compile`)."""
         ...

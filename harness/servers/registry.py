@@ -28,7 +28,8 @@ OPAL = ServerAdapter(
 CERBOS = ServerAdapter(
     name="cerbos", title="Cerbos PDP (git storage driver: one repo, polled)",
     package="cerbos", default_version="0.55.0",
-    capabilities=frozenset({Capability.POLLING, Capability.KEPT_CHECKOUT, Capability.SOURCE_CONTROL}),
+    capabilities=frozenset({Capability.POLLING, Capability.KEPT_CHECKOUT, Capability.SOURCE_CONTROL,
+                            Capability.COMPILE_CHECK}),
     backends=("local",),
     # the harness's Cerbos config already polls every 1 s with a 10 s operation timeout
     # (harness/servers/cerbos/config.py); `defaults` is the same file: its defaults are the quick ones

@@ -12,6 +12,9 @@ from harness.gates.bad_policy import Thresholds as BadThresholds
 from harness.gates.boot_dead_remote import SOURCE, BootDeadRemoteGate
 from harness.gates.boot_dead_remote import Params as BootParams
 from harness.gates.boot_dead_remote import Thresholds as BootThresholds
+from harness.gates.boot_size import BootSizeGate
+from harness.gates.boot_size import Params as SizeParams
+from harness.gates.boot_size import Thresholds as SizeThresholds
 from harness.gates.checkout_tampered import CheckoutTamperedGate
 from harness.gates.checkout_tampered import Params as TamperParams
 from harness.gates.checkout_tampered import Thresholds as TamperThresholds
@@ -241,3 +244,33 @@ def test_a_boot_that_never_asked_the_hung_remote_is_not_exercised():
     for repos in ([], ["cerbos-base"]):
         verdict = _judge_boot(_boot(repos, 0.2))
         assert (verdict.verdict, verdict.category) == ("error", "error.not_exercised")
+
+
+# -- boot-size ----------------------------------------------------------------------------------
+
+def _boot_size(first: float | None, checkout_head: str = "h1") -> Timeline:
+    tl = Timeline("boot-size")
+    tl.facts.update(policies=2001, clone_s=0.3, compile_s=1.5, healthy_s=None if first is None else first - 0.05,
+                    first_decision_s=first, checkout={"head": checkout_head, "packs": 1, "dirty": False}, head="h1")
+    return tl
+
+
+def _judge_size(tl: Timeline):
+    return BootSizeGate().check(tl, SizeParams(), SizeThresholds())
+
+
+def test_boot_size_passes_within_clone_plus_half_again_the_compile():
+    verdict = _judge_size(_boot_size(2.4))  # bound 0.3 + 1.5 × 1.5 + 1 = 3.55 s
+    assert verdict.verdict == "pass" and "bound 3.55 s" in verdict.reason
+
+
+def test_boot_size_fails_a_boot_many_times_its_compile_and_one_that_never_serves():
+    slow = _judge_size(_boot_size(9.2))
+    assert (slow.verdict, slow.category) == ("fail", "boot_size.slow") and "6.1 × the compile" in slow.reason
+    never = _judge_size(_boot_size(None))
+    assert (never.verdict, never.category) == ("fail", "boot_size.not_served")
+
+
+def test_a_boot_that_did_not_load_the_head_is_not_exercised():
+    verdict = _judge_size(_boot_size(2.0, checkout_head="h0"))
+    assert (verdict.verdict, verdict.category) == ("error", "error.not_exercised")

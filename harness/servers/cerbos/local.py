@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,14 @@ from harness.servers.cerbos.client import CerbosClient
 from harness.servers.cerbos.config import POLL_KEY, TIMEOUT_KEY, CerbosConfig, knobs
 from harness.servers.cerbos.disk_sync import GIT_TIMEOUT_S, DiskSync
 from harness.servers.cerbos.install import CerbosBinary, ensure_cerbos, read_version
+from harness.servers.cerbos.policies import SUB_DIR
 from harness.servers.cerbos.process import CerbosServerProcess
 from harness.servers.cerbos.source import MAIN_POLICY, CerbosSource
 from harness.servers.cerbos.stats import checkout_stats
 from harness.services.base import LocalService
 from harness.stack.base import ServerProbe, Stack
 
+COMPILE_TIMEOUT_S = 300.0
 BASE_SOURCE = "cerbos-base"  # the repo the server boots on when the stack comes up
 DISK_SYNC = "disk-sync"
 DISK_SYNC_UNTIMED = "disk-sync-untimed"  # the loop's git commands without a timeout
@@ -182,6 +186,20 @@ class CerbosProbe(ServerProbe):
         decision = client.decide(timeout=timeout)
         return Served(nonce=decision.nonce, status=decision.status, healthy=client.healthy(timeout=2.0),
                       seconds=decision.seconds, error=decision.error)
+
+    def compile_seconds(self, source: CerbosSource) -> float:  # type: ignore[override]
+        """`cerbos compile` of the source's working tree (the same files the server loads)."""
+        started = time.monotonic()
+        try:
+            done = subprocess.run([str(self.process.binary), "compile", str(source.work / SUB_DIR)],
+                                  capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S,
+                                  env=self.process.env(), check=False)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"cerbos compile of {source.name} took over {COMPILE_TIMEOUT_S:g} s") from None
+        if done.returncode != 0:
+            raise HarnessError(f"cerbos compile of {source.name} exited {done.returncode}: "
+                               f"{(done.stdout + done.stderr).strip()[-400:]}")
+        return time.monotonic() - started
 
     def checkout(self) -> dict[str, Any]:
         directory = self.state.sync.clone_dir if self.state.sync is not None else self.process.checkout_dir
