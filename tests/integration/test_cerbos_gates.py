@@ -158,3 +158,42 @@ class TestCerbos_disk_sync(_CerbosRun):
 
 class TestCerbos_disk_sync_untimed(_CerbosRun):
     server = "disk-sync-untimed"
+
+
+def test_every_cerbos_socket_is_loopback_and_telemetry_is_off_after_a_gate(tmp_path):
+    """The network rule on a running Cerbos stack (`harness up --detach`, a gate run against
+    it): the server listens on 127.0.0.1 and a unix socket only, its peers after the gate are
+    all loopback, and telemetry is off in its config and in its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPAL_", "CERBOS_", "HARNESS_BASELINE", "SERVER"))}
+    env.update(SERVER="cerbos", HARNESS_REPORTS_DIR=str(tmp_path / "reports"))
+
+    def harness(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "harness", *args], cwd=tmp_path, env=env, text=True,
+                              capture_output=True, timeout=600)
+    up = harness("up", "--detach", "--json")
+    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+    run_id = json.loads(up.stdout[up.stdout.index("{"):])["run_id"]
+    try:
+        gate = harness("gates", "--against", run_id, "--gate", "offline-remote")
+        assert gate.returncode == 0, gate.stdout[-2000:] + gate.stderr[-2000:]
+        run_dir = Path(json.loads(up.stdout[up.stdout.index("{"):])["run_dir"])
+        # the server as it runs now: the last one registered (every restart registers anew)
+        entry = [p for p in map(json.loads, (run_dir / "pids.jsonl").read_text().splitlines())
+                 if p["name"] == "server"][-1]
+        server = psutil.Process(entry["pid"])
+        assert abs(server.create_time() - entry["create_time"]) < 1, "the server's PID was reused"
+        listening = [c.laddr for c in server.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        peers = [c.raddr for c in server.net_connections(kind="inet") if c.raddr]
+        assert listening and all(a.ip == "127.0.0.1" for a in listening), listening
+        assert all(p.ip in ("127.0.0.1", "::1") for p in peers), peers
+        unix = [c.laddr for c in server.net_connections(kind="unix") if c.laddr]
+        assert any(str(u).endswith(".sock") for u in unix), unix  # gRPC on a unix socket, not a port
+        config = json.loads((run_dir / "cerbos" / "config.json").read_text())
+        assert config["telemetry"] == {"disabled": True}
+        assert config["server"]["httpListenAddr"].startswith("127.0.0.1:")
+        assert config["server"]["grpcListenAddr"].startswith("unix:")
+        assert server.environ().get("CERBOS_NO_TELEMETRY") == "1"
+        assert "Telemetry disabled" in (run_dir / "logs" / "server.log").read_text()
+    finally:
+        down = harness("down", run_id)
+        assert down.returncode == 0, down.stderr[-2000:]
