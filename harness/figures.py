@@ -68,6 +68,15 @@ FIGURES: dict[str, list[tuple[str, str, Callable[[Metrics], float | None]]]] = {
     "remote-transitions": [("slowest transition served", "s", _plain("slowest_transition_s"))],
     "remote-failures": [("slowest recovery", "s", _plain("slowest_recovery_s"))],
     "redis-outage": [("PUT after the outage served", "s", _plain("after_served_s"))],
+    # the source gates
+    "bad-policy": [("answers not good while the file was bad", "answers", _plain("bad_answers")),
+                   ("fix served", "s", _plain("fix_served_s"))],
+    "checkout-tampered": [("commit after a mode change served", "s", _plain("mode_served_s")),
+                          ("commit after a content change served", "s", _plain("content_served_s"))],
+    "boot-dead-remote": [("last good policy served after the restart", "s", _plain("served_s"))],
+    "offline-remote": [("commit after the heal served", "s", _plain("served_after_heal_s"))],
+    "boot-size": [("first decision", "s", _plain("first_decision_s")),
+                  ("first decision over the compile", "x compile", _plain("boot_over_compile"))],
 }
 
 
