@@ -35,6 +35,8 @@ from harness.gates.base import QUICK_PROFILE, GateContext, cold_boot
 from harness.gates.load import BUDGET_MARGIN, HARNESS_S_PER_SCOPE, for_each_scope
 from harness.probes import mapped_pack_files
 from harness.seed import policy_repo_name, probe_repo_name
+from harness.servers.base import Capability
+from harness.servers.registry import OPAL, SERVERS
 from harness.stack import make_stack
 from harness.stack.base import Stack, new_run_id
 from harness.timeline import Timeline
@@ -291,7 +293,15 @@ def parse_scopes(text: str) -> list[int]:
     return values
 
 
+# What the cost curve drives: N scopes stored, churned and refreshed through the server's API.
+SCALE_NEEDS = (Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES, Capability.REFRESH_CALL, Capability.SCOPE_STORE)
+
+
 def cmd_scale(args: argparse.Namespace) -> int:
+    server = config.from_env().server if not (args.version or args.source) else OPAL.name
+    if (reason := SERVERS[server].skip_reason("scale", SCALE_NEEDS)) is not None:
+        raise ConfigError(f"`harness scale` measures OPAL's cost curve over N scopes: {reason.replace('gate ', '', 1)} "
+                          "(unset SERVER, or SERVER=opal)")
     scopes = parse_scopes(args.scopes)
     versions = args.version or ([] if args.source else list(DEFAULT_VERSIONS))
     targets: list[dict[str, Any]] = [{"version": v} for v in versions]
