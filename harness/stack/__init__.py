@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 from dataclasses import replace
+from types import ModuleType
 
 from harness.config import Settings
 from harness.errors import HarnessError
@@ -26,19 +29,21 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
         return "local", "OPAL_SOURCE runs on the local backend unless BACKEND=compose"
     from harness.images import docker_client
     from harness.stack.compose import server_image_ref
+    own = compose_module(settings.server)
     try:
         client = docker_client(timeout=10)
     except HarnessError:
         if settings.target.image:
             raise
         return "local", "no Docker engine answers"
-    ref = server_image_ref(settings)
+    ref = own.stack_image_ref(settings) if own is not None else server_image_ref(settings)
     if settings.target.image:
         return "compose", f"OPAL_IMAGE={ref}"
     try:
         client.images.get(ref)
     except Exception:
-        return "local", f"a Docker engine answers but image {ref} is missing (`make images-offline` builds it)"
+        builds = f"`{own.BUILD_COMMAND}`" if own is not None else "`make images-offline`"
+        return "local", f"a Docker engine answers but image {ref} is missing ({builds} builds it)"
     return "compose", f"a Docker engine answers and image {ref} exists"
 
 
@@ -48,7 +53,22 @@ def make_stack(settings: Settings) -> Stack:
     log.info(f"[harness] backend: {backend} ({why})")
     settings = replace(settings, backend=backend)
     if backend == "compose":
-        from harness.stack.compose import ComposeStack
-        return ComposeStack(settings)
+        return compose_stack_class(settings.server)(settings)
     from harness.stack.local import LocalStack
     return LocalStack(settings)
+
+
+def compose_module(server: str) -> ModuleType | None:
+    """A server's own compose stack (harness/servers/<server>/compose.py: `STACK`, the stack
+    class; `stack_image_ref(settings)`, its server image), found by name so the stacks import
+    no server; None: the server runs on the compose backend's own stack (OPAL)."""
+    name = f"harness.servers.{SERVERS[server].name}.compose"
+    return importlib.import_module(name) if importlib.util.find_spec(name) is not None else None
+
+
+def compose_stack_class(server: str) -> type:
+    own = compose_module(server)
+    if own is not None:
+        return own.STACK  # type: ignore[no-any-return]
+    from harness.stack.compose import ComposeStack
+    return ComposeStack
