@@ -7,11 +7,15 @@ import importlib.util
 import logging
 from dataclasses import replace
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from harness.config import Settings
 from harness.errors import HarnessError
 from harness.servers.registry import SERVERS
 from harness.stack.base import Stack
+
+if TYPE_CHECKING:
+    from harness.stack.compose import ComposeStack
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ def compose_module(server: str) -> ModuleType | None:
     return importlib.import_module(name) if importlib.util.find_spec(name) is not None else None
 
 
-def compose_stack_class(server: str) -> type:
+def compose_stack_class(server: str) -> type[ComposeStack]:
     own = compose_module(server)
     if own is not None:
         return own.STACK  # type: ignore[no-any-return]

@@ -30,6 +30,6 @@ def attach(settings: Settings, run_id: str) -> Stack:
     settings = replace(settings, backend=state["backend"], target=target)
     if state["backend"] == "compose":
         from harness.stack import compose_stack_class
-        return compose_stack_class(settings.server).attached(settings, run_dir, state["attach"])  # type: ignore[no-any-return]
+        return compose_stack_class(settings.server).attached(settings, run_dir, state["attach"])
     from harness.stack.local import LocalStack
     return LocalStack.attached(settings, run_dir, state["attach"])

@@ -41,8 +41,14 @@ from harness.servers.cerbos.source import MAIN_POLICY, CerbosSource
 from harness.servers.cerbos.stats import checkout_stats
 from harness.servers.repo_clone import BRANCH
 from harness.stack.base import SERVICES, ServerProbe
-from harness.stack.compose import (COMPOSE_DIR, PORT_ATTEMPTS, PORT_TAKEN, ComposeStack, ContainerHandle,
-                                   write_container_log)
+from harness.stack.compose import (
+    COMPOSE_DIR,
+    PORT_ATTEMPTS,
+    PORT_TAKEN,
+    ComposeStack,
+    ContainerHandle,
+    write_container_log,
+)
 from harness.waiting import free_port, poll_until
 
 COMPOSE_FILE = COMPOSE_DIR / "cerbos.yml"
@@ -134,8 +140,9 @@ class CerbosComposeStack(ComposeStack):
         return [COMPOSE_FILE]
 
     def _env(self) -> dict[str, str]:
-        return {**super()._env(), "HARNESS_CERBOS_CONFIG_DIR": str(self.config_dir),
-                "HARNESS_CERBOS_RECIPE_DIR": str(RECIPE_DIR)}
+        # the compose file's variables for the server's config dir and the proxy's script
+        own = {"HARNESS_CERBOS_CONFIG_DIR": str(self.config_dir), "HARNESS_CERBOS_RECIPE_DIR": str(RECIPE_DIR)}
+        return {**super()._env(), **own}
 
     def _server_image(self) -> str:
         if not self._server_ref:
