@@ -28,12 +28,14 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
     adapter = SERVERS[settings.server]
     if "compose" not in adapter.backends:
         return "local", f"{adapter.name} runs on the local backend only"
+    own = compose_module(settings.server)
+    if own is not None and (reason := own.local_only_reason(settings)) is not None:
+        return "local", reason
     if settings.target.source is not None:
         # A source tree needs no image to exist first; BACKEND=compose builds one at `up`.
         return "local", "OPAL_SOURCE runs on the local backend unless BACKEND=compose"
     from harness.images import docker_client
     from harness.stack.compose import server_image_ref
-    own = compose_module(settings.server)
     try:
         client = docker_client(timeout=10)
     except HarnessError:
@@ -64,7 +66,8 @@ def make_stack(settings: Settings) -> Stack:
 
 def compose_module(server: str) -> ModuleType | None:
     """A server's own compose stack (harness/servers/<server>/compose.py: `STACK`, the stack
-    class; `stack_image_ref(settings)`, its server image), found by name so the stacks import
+    class; `stack_image_ref(settings)`, its server image; `local_only_reason(settings)`, why
+    these settings run on the local backend only, or None), found by name so the stacks import
     no server; None: the server runs on the compose backend's own stack (OPAL)."""
     name = f"harness.servers.{SERVERS[server].name}.compose"
     return importlib.import_module(name) if importlib.util.find_spec(name) is not None else None

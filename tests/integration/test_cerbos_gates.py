@@ -64,8 +64,10 @@ def run_gates(server: str, out: Path) -> tuple[subprocess.CompletedProcess, dict
     env_changes, cells = SERVERS[server]
     only = [] if set(cells) == set(SOURCE_GATES) else [a for g in cells for a in ("--gate", g)]
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPAL_", "CERBOS_", "HARNESS_GATE_", "HARNESS_BASELINE", "SERVER"))}
-    env.update(SERVER="cerbos", HARNESS_REPORTS_DIR=str(out / "reports"), **env_changes)
+           if not k.startswith(("OPAL_", "CERBOS_", "HARNESS_GATE_", "HARNESS_BASELINE", "SERVER", "BACKEND"))}
+    # The local backend: BACKEND=auto would take compose where the Cerbos image exists
+    # (tests/integration/test_cerbos_compose.py runs the gates there).
+    env.update(SERVER="cerbos", BACKEND="local", HARNESS_REPORTS_DIR=str(out / "reports"), **env_changes)
     done = subprocess.run([sys.executable, "-m", "harness", "gates", *only], cwd=out, env=env, text=True,
                           capture_output=True, timeout=900)
     run_dir = (out / "reports" / "latest").resolve()

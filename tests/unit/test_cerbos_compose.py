@@ -59,6 +59,9 @@ def test_auto_picks_compose_for_cerbos_only_when_its_image_exists(monkeypatch):
     assert "python -m harness.servers.cerbos.image" in why
     Client.images = Images({"policy-harness/cerbos-offline:0.55.0"})
     assert choose_backend(settings)[0] == "compose"
+    # The disk-sync controls run on the local backend only, whatever the engine has.
+    disk_sync = config.from_env({"SERVER": "cerbos", "HARNESS_IMAGES": "offline", "CERBOS_STORE": "disk-sync"})
+    assert choose_backend(disk_sync) == ("local", "CERBOS_STORE=disk-sync runs on the local backend only")
 
 
 def test_the_image_is_built_from_the_cached_binary_with_no_network(monkeypatch, tmp_path):

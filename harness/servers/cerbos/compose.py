@@ -69,6 +69,13 @@ def stack_image_ref(settings: Settings) -> str:
     return image_ref(settings.target.version, images.choose_image_set(settings.images))
 
 
+def local_only_reason(settings: Settings) -> str | None:
+    """Why BACKEND=auto keeps these settings on the local backend (None: compose can run them)."""
+    if settings.cerbos_store != "git":
+        return f"CERBOS_STORE={settings.cerbos_store} runs on the local backend only"
+    return None
+
+
 class CerbosComposeStack(ComposeStack):
     """SERVER=cerbos, BACKEND=compose."""
 
