@@ -78,12 +78,18 @@ def test_the_server_is_on_an_internal_network_only_every_port_is_on_loopback_and
         assert all(ip == "127.0.0.1" for ports in published.values() for ip, _ in ports), published
         assert published["server"] == [] and published["serverport"], published
 
-        # The server only on networks that are internal, and listening on no TCP port at all.
+        # The server only on networks that are internal; nothing in its container listens on TCP
+        # beyond loopback (the engine's own DNS resolver listens on 127.0.0.11 in every
+        # container of a user network; Cerbos listens on unix sockets only).
         server = services["server"]
         networks = list(server.attrs["NetworkSettings"]["Networks"])
         assert networks and all(docker.networks.get(n).attrs["Internal"] for n in networks), networks
         listening = stack.exec_in("server", ["cat", "/proc/net/tcp", "/proc/net/tcp6"])
-        assert not [line for line in listening.splitlines()[1:] if line.split()[3:4] == ["0A"]], listening
+        listeners = [line.split()[1] for line in listening.splitlines() if line.split()[3:4] == ["0A"]]
+        # /proc/net/tcp: the IPv4 address in little-endian hex, so 127.x.x.x ends in "7F"
+        assert all(address.split(":")[0].endswith("7F") and len(address.split(":")[0]) == 8
+                   for address in listeners), listening
+        assert stack.exec_in("server", ["sh", "-c", "ls /run/cerbos"]).split() == ["grpc.sock", "http.sock"]
         config_text = (stack.run_dir / "cerbos" / "config.json").read_text()
         document = json.loads(config_text)
         assert document["server"]["httpListenAddr"].startswith("unix:") and document["telemetry"]["disabled"]
