@@ -13,7 +13,7 @@ The probe offers the same SourceControl verbs as the local one (harness/servers/
 a new source is a bare repo made in the git host's container and pushed to over git:// on the
 git host's published port; the checkout lives in the server's container (read with the
 engine's archive API, changed with exec). A fresh attach gives the server a new checkout
-directory (`checkout-<n>`): nothing of an earlier source is kept, without re-creating the
+directory (`checkout-<random>`): nothing of an earlier source is kept, without re-creating the
 container.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import tarfile
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -226,7 +227,9 @@ class SourceState:
 
     source: CerbosSource | None = None
     via: str = "front"
-    generation: int = 0  # the checkout directory's number: a fresh attach takes the next
+    # the checkout directory's name: a fresh attach takes a new one (unique, so a process
+    # attached with `harness gates --against` never reuses one its owner used)
+    checkout_name: str = "checkout-boot"
     overrides: dict[str, str] = field(default_factory=dict)
 
 
@@ -268,7 +271,7 @@ class CerbosComposeProbe(ServerProbe):
 
     @property
     def checkout_dir(self) -> PurePosixPath:
-        return DATA_DIR / f"checkout-{self.state.generation}"
+        return DATA_DIR / self.state.checkout_name
 
     # -- ServerProbe ----------------------------------------------------------------------
     def pids(self) -> tuple[int | None, list[int]]:
@@ -305,7 +308,7 @@ class CerbosComposeProbe(ServerProbe):
         checkout directory (nothing of an earlier source kept). `workers` does not apply."""
         self.container.stop(timeout=10)
         if fresh_state:
-            self.state.generation += 1
+            self.state.checkout_name = f"checkout-{uuid.uuid4().hex[:12]}"
         if overrides is not None:
             self.state.overrides = dict(overrides)
         self.write_config()
