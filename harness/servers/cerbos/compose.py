@@ -19,6 +19,7 @@ container.
 
 from __future__ import annotations
 
+import json
 import tarfile
 import tempfile
 import time
@@ -61,6 +62,7 @@ CONTAINER_REPOS = PurePosixPath("/repos")
 FRONT_PORT = 8080  # the git front's port inside the stack's networks
 BLACKHOLE_PORT = 9418
 START_TIMEOUT_S = 60.0
+SOURCE_FILE = "source.json"  # in the config dir: what an attached process needs of the source
 # The services of this stack, in the order of harness.stack.base.SERVICES (no redis, postgres).
 CERBOS_SERVICES = tuple(name for name in SERVICES if name not in ("redis", "postgres"))
 
@@ -139,6 +141,21 @@ class CerbosComposeStack(ComposeStack):
             raise HarnessError(f"{exc}; or use BACKEND=local, which needs no Docker") from None
         self._cli = detect()
         self._image_set = images.choose_image_set(self.settings.images)
+
+    @classmethod
+    def attached(cls, settings: Settings, run_dir: Path, state: Mapping[str, Any]) -> ComposeStack:
+        """The owner's stack from another process (`harness gates --against`), with the source
+        its server serves and the checkout it uses (saved at every config write)."""
+        stack = super().attached(settings, run_dir, state)
+        assert isinstance(stack, CerbosComposeStack)
+        saved = stack.config_dir / SOURCE_FILE
+        if saved.is_file():
+            data = json.loads(saved.read_text())
+            source = stack.server.source_of(data["name"])
+            source.nonce = data["nonce"]
+            stack.cerbos_state = SourceState(source=source, via=data["via"], checkout_name=data["checkout_name"],
+                                             overrides=dict(data["overrides"]))
+        return stack
 
     @property
     def config_dir(self) -> Path:
@@ -344,11 +361,14 @@ class CerbosComposeProbe(ServerProbe):
 
     # -- SourceControl --------------------------------------------------------------------
     def new_source(self, name: str, policies: int = 0) -> CerbosComposeSource:
-        source = CerbosComposeSource(name, Path(CONTAINER_REPOS), self.stack.run_dir / "sources",
-                                     front_url=f"http://gitfront:{FRONT_PORT}/{name}.git",
-                                     dead_url=self.stack.dead_url(_index(name)),
-                                     push_url=self.stack.git_push_url(name), make_bare=self._make_bare)
-        return source.create(policies)
+        return self.source_of(name).create(policies)
+
+    def source_of(self, name: str) -> CerbosComposeSource:
+        """The source `name` (its repo on the git host, its working clone in the run dir)."""
+        return CerbosComposeSource(name, Path(CONTAINER_REPOS), self.stack.run_dir / "sources",
+                                   front_url=f"http://gitfront:{FRONT_PORT}/{name}.git",
+                                   dead_url=self.stack.dead_url(_index(name)),
+                                   push_url=self.stack.git_push_url(name), make_bare=self._make_bare)
 
     def _make_bare(self, path: str) -> None:
         """A bare repo in the git host's container, configured like the seeded ones."""
@@ -418,6 +438,9 @@ class CerbosComposeProbe(ServerProbe):
         config.write(self.stack.config_dir / "config.json")
         args = set_args(self.overrides)  # refuses what would break the network rule
         (self.stack.config_dir / "set-args").write_text("".join(f"{arg}\n" for arg in args))
+        (self.stack.config_dir / SOURCE_FILE).write_text(json.dumps({
+            "name": source.name, "nonce": source.nonce, "via": self.state.via,
+            "checkout_name": self.state.checkout_name, "overrides": self.state.overrides}))
 
 
 STACK = CerbosComposeStack
