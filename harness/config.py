@@ -423,10 +423,11 @@ def cerbos_target(env: Mapping[str, str], backend: str) -> Target:
         raise ConfigError(f"{', '.join(given)}: an OPAL target, and SERVER=cerbos tests Cerbos: unset "
                           f"{', '.join(given)} (CERBOS_VERSION picks the Cerbos release), or set SERVER=opal")
     if env.get("CERBOS_IMAGE"):
-        raise ConfigError("CERBOS_IMAGE needs the compose backend, and Cerbos runs on the local backend only so "
-                          "far: unset CERBOS_IMAGE (CERBOS_VERSION picks the release)")
-    if backend == "compose":
-        raise ConfigError("SERVER=cerbos runs on the local backend only so far: set BACKEND=local (or auto)")
+        raise ConfigError("CERBOS_IMAGE is not supported: on compose the harness builds the server image from the "
+                          "npm release itself; unset CERBOS_IMAGE (CERBOS_VERSION picks the release)")
+    if backend == "compose" and (env.get("CERBOS_STORE") or "git").strip().lower() != "git":
+        raise ConfigError(f"CERBOS_STORE={env.get('CERBOS_STORE')} runs on the local backend only: set "
+                          "BACKEND=local, or unset CERBOS_STORE on compose")
     version = (env.get("CERBOS_VERSION") or CERBOS.default_version).strip()
     try:
         Version(version)

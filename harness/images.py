@@ -334,14 +334,14 @@ def _remove_superseded(previous: str | None, image_ref: str, client) -> None:
 
 
 def build(image_ref: str, dockerfile: Path, build_args: Mapping[str, str], inputs: Sequence[Path],
-          client=None, context: Path = PROJECT_ROOT) -> BuildResult:
+          client=None, context: Path = PROJECT_ROOT, network: str | None = None) -> BuildResult:
     """`docker build` one image from `context` (the project root unless given), unless it
     is already up to date.
 
     Up to date = an image `image_ref` exists with label io.policy-harness.inputs equal to
     the digest of the Dockerfile, `inputs`, the build arguments and a local base's id.
     Inputs are named relative to `context`, so a digest does not depend on where the
-    checkout lives.
+    checkout lives. `network="none"`: the build's RUN steps get no network at all.
     """
     started = time.monotonic()
     client = client or docker_client()
@@ -361,6 +361,8 @@ def build(image_ref: str, dockerfile: Path, build_args: Mapping[str, str], input
         log.info(f"[images] {image_ref}: building (inputs {digest}; was {was}); log: {log_path}")
         command = [_docker_cli(), "build", "--pull=false", "-f", str(dockerfile), "-t", image_ref,
                    "--label", f"{INPUTS_LABEL}={digest}"]
+        if network is not None:
+            command.append(f"--network={network}")
         for key, value in build_args.items():
             command += ["--build-arg", f"{key}={value}"]
         command.append(str(context))

@@ -30,7 +30,9 @@ CERBOS = ServerAdapter(
     package="cerbos", default_version="0.55.0",
     capabilities=frozenset({Capability.POLLING, Capability.KEPT_CHECKOUT, Capability.SOURCE_CONTROL,
                             Capability.COMPILE_CHECK}),
-    backends=("local",),
+    # compose: harness/servers/cerbos/compose.py (its own stack: no Redis or Postgres)
+    backends=("local", "compose"),
+    local_only=frozenset({Capability.COMPILE_CHECK}),  # the compose probe runs no `cerbos compile` yet
     # the harness's Cerbos config already polls every 1 s with a 10 s operation timeout
     # (harness/servers/cerbos/config.py); `defaults` is the same file: its defaults are the quick ones
     profiles={"quick": {}, "defaults": {}})

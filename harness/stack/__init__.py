@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 from dataclasses import replace
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from harness.config import Settings
 from harness.errors import HarnessError
 from harness.servers.registry import SERVERS
 from harness.stack.base import Stack
+
+if TYPE_CHECKING:
+    from harness.stack.compose import ComposeStack
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +28,9 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
     adapter = SERVERS[settings.server]
     if "compose" not in adapter.backends:
         return "local", f"{adapter.name} runs on the local backend only"
+    own = compose_module(settings.server)
+    if own is not None and (reason := own.local_only_reason(settings)) is not None:
+        return "local", reason
     if settings.target.source is not None:
         # A source tree needs no image to exist first; BACKEND=compose builds one at `up`.
         return "local", "OPAL_SOURCE runs on the local backend unless BACKEND=compose"
@@ -32,13 +42,14 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
         if settings.target.image:
             raise
         return "local", "no Docker engine answers"
-    ref = server_image_ref(settings)
+    ref = own.stack_image_ref(settings) if own is not None else server_image_ref(settings)
     if settings.target.image:
         return "compose", f"OPAL_IMAGE={ref}"
     try:
         client.images.get(ref)
     except Exception:
-        return "local", f"a Docker engine answers but image {ref} is missing (`make images-offline` builds it)"
+        builds = f"`{own.BUILD_COMMAND}`" if own is not None else "`make images-offline`"
+        return "local", f"a Docker engine answers but image {ref} is missing ({builds} builds it)"
     return "compose", f"a Docker engine answers and image {ref} exists"
 
 
@@ -48,7 +59,23 @@ def make_stack(settings: Settings) -> Stack:
     log.info(f"[harness] backend: {backend} ({why})")
     settings = replace(settings, backend=backend)
     if backend == "compose":
-        from harness.stack.compose import ComposeStack
-        return ComposeStack(settings)
+        return compose_stack_class(settings.server)(settings)
     from harness.stack.local import LocalStack
     return LocalStack(settings)
+
+
+def compose_module(server: str) -> ModuleType | None:
+    """A server's own compose stack (harness/servers/<server>/compose.py: `STACK`, the stack
+    class; `stack_image_ref(settings)`, its server image; `local_only_reason(settings)`, why
+    these settings run on the local backend only, or None), found by name so the stacks import
+    no server; None: the server runs on the compose backend's own stack (OPAL)."""
+    name = f"harness.servers.{SERVERS[server].name}.compose"
+    return importlib.import_module(name) if importlib.util.find_spec(name) is not None else None
+
+
+def compose_stack_class(server: str) -> type[ComposeStack]:
+    own = compose_module(server)
+    if own is not None:
+        return own.STACK  # type: ignore[no-any-return]
+    from harness.stack.compose import ComposeStack
+    return ComposeStack

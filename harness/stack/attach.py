@@ -29,7 +29,7 @@ def attach(settings: Settings, run_id: str) -> Stack:
     target = Target.from_spec(spec, default_version=settings.target.version) or settings.target
     settings = replace(settings, backend=state["backend"], target=target)
     if state["backend"] == "compose":
-        from harness.stack.compose import ComposeStack
-        return ComposeStack.attached(settings, run_dir, state["attach"])
+        from harness.stack import compose_stack_class
+        return compose_stack_class(settings.server).attached(settings, run_dir, state["attach"])
     from harness.stack.local import LocalStack
     return LocalStack.attached(settings, run_dir, state["attach"])

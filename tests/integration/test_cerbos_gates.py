@@ -72,8 +72,10 @@ def run_gates(server: str, out: Path) -> tuple[subprocess.CompletedProcess, dict
     env_changes, cells = SERVERS[server]
     only = [] if set(cells) == set(SOURCE_GATES) else [a for g in cells for a in ("--gate", g)]
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPAL_", "CERBOS_", "HARNESS_GATE_", "HARNESS_BASELINE", "SERVER"))}
-    env.update(SERVER="cerbos", HARNESS_REPORTS_DIR=str(out / "reports"), **env_changes)
+           if not k.startswith(("OPAL_", "CERBOS_", "HARNESS_GATE_", "HARNESS_BASELINE", "SERVER", "BACKEND"))}
+    # The local backend: BACKEND=auto would take compose where the Cerbos image exists
+    # (tests/integration/test_cerbos_compose.py runs the gates there).
+    env.update(SERVER="cerbos", BACKEND="local", HARNESS_REPORTS_DIR=str(out / "reports"), **env_changes)
     done = subprocess.run([sys.executable, "-m", "harness", "gates", *only], cwd=out, env=env, text=True,
                           capture_output=True, timeout=900)
     run_dir = (out / "reports" / "latest").resolve()
@@ -164,8 +166,10 @@ def test_every_cerbos_socket_is_loopback_and_telemetry_is_off_after_a_gate(tmp_p
     """The network rule on a running Cerbos stack (`harness up --detach`, a gate run against
     it): the server listens on 127.0.0.1 and a unix socket only, its peers after the gate are
     all loopback, and telemetry is off in its config and in its environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPAL_", "CERBOS_", "HARNESS_BASELINE", "SERVER"))}
-    env.update(SERVER="cerbos", HARNESS_REPORTS_DIR=str(tmp_path / "reports"))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPAL_", "CERBOS_", "HARNESS_BASELINE", "SERVER", "BACKEND"))}
+    # the local backend's server process (on compose: tests/integration/test_cerbos_compose.py)
+    env.update(SERVER="cerbos", BACKEND="local", HARNESS_REPORTS_DIR=str(tmp_path / "reports"))
 
     def harness(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "harness", *args], cwd=tmp_path, env=env, text=True,

@@ -42,10 +42,14 @@ class CerbosConfig:
     disk_dir: Path = Path()
     watch_for_changes: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # more top-level sections, e.g. {"audit": {...}}
+    # HTTP on a unix socket instead of 127.0.0.1:<http_port> (compose: the server's container
+    # has no TCP listener at all; a proxy beside it publishes the socket on 127.0.0.1)
+    http_socket: Path | None = None
 
     def document(self) -> dict[str, Any]:
         self.check()
-        return {"server": {"httpListenAddr": f"127.0.0.1:{self.http_port}",
+        http = f"unix:{self.http_socket}" if self.http_socket is not None else f"127.0.0.1:{self.http_port}"
+        return {"server": {"httpListenAddr": http,
                            "grpcListenAddr": f"unix:{self.grpc_socket}"},
                 "telemetry": {"disabled": True},
                 "storage": self._storage(),
@@ -62,9 +66,10 @@ class CerbosConfig:
                                          "operationTimeout": go_duration(self.operation_timeout_s)}}
 
     def check(self) -> None:
-        if len(str(self.grpc_socket).encode()) > MAX_SOCKET_PATH:
-            raise ConfigError(f"gRPC socket path {self.grpc_socket} is longer than {MAX_SOCKET_PATH} bytes: "
-                              f"use a shorter run root (HARNESS_RUN_ROOT)")
+        for what, socket in (("gRPC", self.grpc_socket), ("HTTP", self.http_socket)):
+            if socket is not None and len(str(socket).encode()) > MAX_SOCKET_PATH:
+                raise ConfigError(f"{what} socket path {socket} is longer than {MAX_SOCKET_PATH} bytes: "
+                                  f"use a shorter run root (HARNESS_RUN_ROOT)")
         if self.driver == "disk" and self.disk_dir == Path():
             raise ConfigError("the disk driver needs disk_dir: the directory holding the policies")
         if self.driver == "git":
