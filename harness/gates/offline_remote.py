@@ -33,7 +33,16 @@ from typing import Any
 from harness.gates.base import Gate, GateContext
 from harness.gates.proof import not_exercised, open_at, record_connections
 from harness.gates.settings import GateSettings
-from harness.gates.sources import Watch, answers, attach_and_serve, describe_answer, served_mark, served_within
+from harness.gates.sources import (
+    Watch,
+    answers,
+    attach_and_serve,
+    describe_answer,
+    operation_timeout,
+    poll_budget,
+    served_mark,
+    served_within,
+)
 from harness.gitfront import set_mode
 from harness.servers.base import Capability, ServerKnobs
 from harness.timeline import Timeline
@@ -64,14 +73,9 @@ class Thresholds(GateSettings):
 
 def offline_budget(knobs: ServerKnobs, p: Params) -> tuple[float, float, str]:
     """(hang seconds, budget seconds, how the budget was derived) from the server's knobs."""
-    poll = knobs.poll_interval_s or 0.0
-    if knobs.git_timeout_s:
-        timeout, said = knobs.git_timeout_s, f"operation timeout {knobs.git_timeout_s:g} s"
-    else:
-        timeout = p.fallback_timeout_s
-        said = f"the harness's fallback {timeout:g} s: this server has no operation timeout"
-    budget = poll + timeout + p.slack_s
-    return timeout * p.hang_timeouts + poll, budget, f"{budget:g} s (poll {poll:g} s + {said} + slack {p.slack_s:g} s)"
+    timeout, _ = operation_timeout(knobs, p.fallback_timeout_s)
+    budget, how = poll_budget(knobs, p.slack_s, p.fallback_timeout_s)
+    return timeout * p.hang_timeouts + (knobs.poll_interval_s or 0.0), budget, how
 
 
 class OfflineRemoteGate(Gate, id="offline-remote", params=Params, thresholds=Thresholds,

@@ -66,6 +66,7 @@ from harness.gates.sources import (
     answers,
     attach_and_serve,
     describe_answer,
+    poll_budget,
     served_mark,
     served_within,
 )
@@ -111,15 +112,7 @@ def transition_budget(knobs: ServerKnobs, p: Params) -> tuple[float, str]:
     """(seconds, how they were derived) for one transition to be served: poll interval (0
     without one: a refresh call starts the fetch) + operation timeout (or the harness's
     fallback, said so) + slack."""
-    poll = knobs.poll_interval_s or 0.0
-    if knobs.git_timeout_s:
-        timeout, said = knobs.git_timeout_s, f"operation timeout {knobs.git_timeout_s:g} s"
-    else:
-        timeout = p.fallback_timeout_s
-        said = f"the harness's fallback {timeout:g} s: this server has no git fetch timeout"
-    budget = poll + timeout + p.slack_s
-    polled = f"poll {poll:g} s" if knobs.poll_interval_s else "no poll: its refresh call starts the fetch"
-    return budget, f"{budget:g} s ({polled} + {said} + slack {p.slack_s:g} s)"
+    return poll_budget(knobs, p.slack_s, p.fallback_timeout_s)
 
 
 def _short(nonce: str | None) -> str:

@@ -47,12 +47,25 @@ def record_budget(ctx: GateContext, slack_s: float) -> float:
     return budget
 
 
-def poll_budget(knobs: ServerKnobs, slack_s: float) -> tuple[float, str]:
+def operation_timeout(knobs: ServerKnobs, fallback_s: float | None = None) -> tuple[float, str]:
+    """(seconds, how said) a fetch may take on this server: its own operation timeout, else
+    the harness's fallback (said so: not a limit the server promises), else 0."""
+    if knobs.git_timeout_s:
+        return knobs.git_timeout_s, f"operation timeout {knobs.git_timeout_s:g} s"
+    if fallback_s is not None:
+        return fallback_s, f"the harness's fallback {fallback_s:g} s: this server has no operation timeout"
+    return 0.0, "no operation timeout"
+
+
+def poll_budget(knobs: ServerKnobs, slack_s: float, fallback_timeout_s: float | None = None) -> tuple[float, str]:
     """(seconds, how derived) for a change at the remote to be served: a poll interval (the
-    next poll), an operation timeout (a poll in flight may be stuck that long) and slack."""
-    poll, timeout = knobs.poll_interval_s or 0.0, knobs.git_timeout_s or 0.0
+    next poll; none where a refresh call starts the fetch), an operation timeout (a fetch in
+    flight may be stuck that long) and slack."""
+    poll = knobs.poll_interval_s or 0.0
+    timeout, said = operation_timeout(knobs, fallback_timeout_s)
+    polled = f"poll {poll:g} s" if knobs.poll_interval_s else "no poll: its refresh call starts the fetch"
     budget = poll + timeout + slack_s
-    return budget, f"{budget:g} s (poll {poll:g} s + operation timeout {timeout:g} s + slack {slack_s:g} s)"
+    return budget, f"{budget:g} s ({polled} + {said} + slack {slack_s:g} s)"
 
 
 def attach_and_serve(ctx: GateContext, name: str, budget: float, policies: int = 0) -> PolicySource | None:

@@ -95,16 +95,24 @@ class ComposeStack(Stack):
         self._write_server_command()
         self._say(f"compose {self._cli.version} ({' '.join(self._cli.argv)}), images: {self._image_set.name}, "
                   f"git host: {self.githost}, project {self.project}: starting ...")
+        published = ("server", "redis", "postgres", "githost") + (("gitfront",) if self.githost == "bare" else ())
+        self.up_on_free_ports(published)
+        if self.githost == "gitea":
+            self._bootstrap_gitea()
+        self._say(f"stack {self.run_id} up in {time.monotonic() - started:.1f} s (run dir {self.run_dir})")
+        self.write_state(compose_project=self.project, endpoints=self.endpoints(), attach=self.attach_state())
+
+    def up_on_free_ports(self, published: tuple[str, ...], services: tuple[str, ...] = ()) -> None:
+        """`compose up -d [services]` with `published` on free ports, until ready. Free ports
+        are picked here and bound by the engine later: another process may take one in between
+        (seen in CI with four test workers). Such an `up` is retried on new ports."""
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            # Free ports are picked here and bound by the engine later: another process may take
-            # one in between (seen in CI with four test workers). Such an `up` is retried on new ports.
-            published = ("server", "redis", "postgres", "githost") + (("gitfront",) if self.githost == "bare" else ())
             self.ports = {name: free_port() for name in published}
             self.write_state(compose_project=self.project)
             try:
-                self._compose(["up", "-d"], timeout=900)
+                self._compose(["up", "-d", *services], timeout=900)
                 self._check_ready()
-                break
+                return
             except HarnessError as exc:
                 if attempt < PORT_ATTEMPTS and PORT_TAKEN in str(exc):
                     self._say(f"a published port was taken before the engine bound it; again on new ports "
@@ -114,10 +122,6 @@ class ComposeStack(Stack):
                 failed = self._failed_services()
                 raise ServiceFailed(f"{exc} (not healthy: {', '.join(failed) or 'none found'})",
                                     service=failed[0] if failed else None) from None
-        if self.githost == "gitea":
-            self._bootstrap_gitea()
-        self._say(f"stack {self.run_id} up in {time.monotonic() - started:.1f} s (run dir {self.run_dir})")
-        self.write_state(compose_project=self.project, endpoints=self.endpoints(), attach=self.attach_state())
 
     def attach_state(self) -> dict[str, Any]:
         """What another harness process needs to drive this stack (`harness gates --against`)."""

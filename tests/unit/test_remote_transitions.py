@@ -100,4 +100,4 @@ def test_the_budget_is_poll_plus_operation_timeout_plus_slack_or_a_said_fallback
     # Cerbos: its poll interval and operation timeout
     assert transition_budget(ServerKnobs(git_timeout_s=10, poll_interval_s=1), Params())[0] == 21.0
     budget, how = transition_budget(ServerKnobs(), Params())
-    assert budget == 30.0 and "no git fetch timeout" in how
+    assert budget == 30.0 and "no operation timeout" in how

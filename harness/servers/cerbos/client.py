@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import requests
 
+from harness.servers.base import Served
 from harness.servers.cerbos.policies import ACTION, check_request
 
 HEALTH_PATH = "/_cerbos/health"
@@ -59,6 +60,12 @@ class CerbosClient:
             return Decision(status=response.status_code, nonce=None, allowed=False, seconds=seconds,
                             error=response.text[:200])
         return parse_decision(response.json(), response.status_code, seconds)
+
+    def served(self, timeout: float = 5.0) -> Served:
+        """One decision and the health check, as the seam reads them (the decision's nonce)."""
+        decision = self.decide(timeout=timeout)
+        return Served(nonce=decision.nonce, status=decision.status, healthy=self.healthy(timeout=2.0),
+                      seconds=decision.seconds, error=decision.error)
 
     def metrics(self, timeout: float = 5.0) -> dict[str, float]:
         response = self.session.get(self.base_url + METRICS_PATH, timeout=timeout)

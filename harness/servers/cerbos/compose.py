@@ -45,13 +45,11 @@ from harness.servers.repo_clone import BRANCH
 from harness.stack.base import SERVICES, ServerProbe
 from harness.stack.compose import (
     COMPOSE_DIR,
-    PORT_ATTEMPTS,
-    PORT_TAKEN,
     ComposeStack,
     ContainerHandle,
     write_container_log,
 )
-from harness.waiting import free_port, poll_until
+from harness.waiting import poll_until
 
 COMPOSE_FILE = COMPOSE_DIR / "cerbos.yml"
 RECIPE_DIR = STACKS_DIR / "cerbos"
@@ -102,23 +100,8 @@ class CerbosComposeStack(ComposeStack):
         assert self._cli is not None and self._image_set is not None
         self._say(f"compose {self._cli.version} ({' '.join(self._cli.argv)}), images: {self._image_set.name}, "
                   f"server {self._server_image()}, project {self.project}: starting ...")
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            self.ports = {name: free_port() for name in ("server", "githost", "gitfront")}
-            self.write_state(compose_project=self.project)
-            try:
-                self.starting = "githost"
-                self._compose(["up", "-d", "ready", "serverport"], timeout=900)
-                self._check_ready()
-                break
-            except HarnessError as exc:
-                if attempt < PORT_ATTEMPTS and PORT_TAKEN in str(exc):
-                    self._say(f"a published port was taken before the engine bound it; again on new ports "
-                              f"(attempt {attempt + 1} of {PORT_ATTEMPTS})")
-                    self._compose(["down", "-v", "--remove-orphans", "-t", "10"], timeout=300)
-                    continue
-                failed = self._failed_services()
-                raise ServiceFailed(f"{exc} (not healthy: {', '.join(failed) or 'none found'})",
-                                    service=failed[0] if failed else None) from None
+        self.starting = "githost"
+        self.up_on_free_ports(("server", "githost", "gitfront"), ("ready", "serverport"))
         probe = self.server
         self.cerbos_state.source = probe.new_source(BASE_SOURCE)
         probe.write_config()
@@ -382,10 +365,7 @@ class CerbosComposeProbe(ServerProbe):
         self.restart(fresh_state=fresh, wait_healthy=wait_healthy)
 
     def served(self, timeout: float = 5.0) -> Served:
-        client = self.client
-        decision = client.decide(timeout=timeout)
-        return Served(nonce=decision.nonce, status=decision.status, healthy=client.healthy(timeout=2.0),
-                      seconds=decision.seconds, error=decision.error)
+        return self.client.served(timeout)
 
     def checkout(self) -> dict[str, Any]:
         """The checkout in the container, copied out with the engine's archive API (works on a

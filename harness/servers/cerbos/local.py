@@ -182,10 +182,7 @@ class CerbosProbe(ServerProbe):
         self.restart(fresh_state=fresh, wait_healthy=wait_healthy)
 
     def served(self, timeout: float = 5.0) -> Served:
-        client = self.client
-        decision = client.decide(timeout=timeout)
-        return Served(nonce=decision.nonce, status=decision.status, healthy=client.healthy(timeout=2.0),
-                      seconds=decision.seconds, error=decision.error)
+        return self.client.served(timeout)
 
     def compile_seconds(self, source: CerbosSource) -> float:  # type: ignore[override]
         """`cerbos compile` of the source's working tree (the same files the server loads)."""
