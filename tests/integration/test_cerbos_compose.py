@@ -3,9 +3,10 @@
 The stack itself: the server's container only on an internal network, listening on unix
 sockets only; every published port on 127.0.0.1; the probe's SourceControl verbs working on
 the container (a new source pushed to the git host's volume, attach, served, checkout,
-tamper); nothing labelled left after `down`. Then the source gates as a user runs them
-(`SERVER=cerbos BACKEND=compose harness gates`) on 0.55.0: the same verdicts as on the local
-backend (tests/integration/test_cerbos_gates.py), and nothing left running.
+tamper); nothing labelled left after `down`. Then source gates as a user runs them
+(`SERVER=cerbos BACKEND=compose harness gates`) on 0.55.0, one PASS and one FAIL: the same
+verdicts as on the local backend (tests/integration/test_cerbos_gates.py), and nothing left
+running.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from tests.integration.test_cerbos_gates import RELEASE, _mismatches
 
 pytestmark = [pytest.mark.integration, pytest.mark.compose]
 VERSION = "0.55.0"
-EXPECTED_COST_S = 120.0
+EXPECTED_COST_S = 60.0
+# One gate each way on compose: what differs from the local backend is the stack (the server's
+# container, its networks, the git front and the blackhole as containers), not the gates, whose
+# every cell runs locally (test_cerbos_gates.py). All five took 2 min here beside the OPAL
+# compose cells, whose timing-sensitive figures that load moved (a CI rehearsal).
+COMPOSE_GATES = {gate: RELEASE[gate] for gate in ("boot-dead-remote", "offline-remote")}
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +135,7 @@ def gates_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict[str, 
            if not k.startswith(("OPAL_", "CERBOS_", "HARNESS_GATE_", "HARNESS_BASELINE", "SERVER", "BACKEND"))}
     env.update(SERVER="cerbos", BACKEND="compose", CERBOS_VERSION=VERSION, HARNESS_BASELINE="none",
                HARNESS_RUN_ROOT=str(out / "runs"), HARNESS_REPORTS_DIR=str(out / "reports"))
-    gates = [a for g in RELEASE for a in ("--gate", g)]
+    gates = [a for g in COMPOSE_GATES for a in ("--gate", g)]
     mine = {p.pid for p in psutil.Process().children(recursive=True)}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "gates", *gates], cwd=out, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -145,10 +151,10 @@ def test_the_source_gates_on_compose_judge_0_55_0_as_on_the_local_backend(gates_
     done, report, _ = gates_run
     assert report["target"] == f"cerbos=={VERSION}", (done.stdout + done.stderr)[-3000:]
     assert report["server_version"].startswith(f"{VERSION} (build ")
-    assert [g["id"] for g in report["gates"]] == list(RELEASE)
-    wrong = {g["id"]: problems for g in report["gates"] if (problems := _mismatches(RELEASE[g["id"]], g))}
+    assert [g["id"] for g in report["gates"]] == list(COMPOSE_GATES)
+    wrong = {g["id"]: problems for g in report["gates"] if (problems := _mismatches(COMPOSE_GATES[g["id"]], g))}
     assert wrong == {}, wrong
-    assert done.returncode == 1, (done.stdout + done.stderr)[-3000:]  # three known failures, no baseline
+    assert done.returncode == 1, (done.stdout + done.stderr)[-3000:]  # a known failure, no baseline
 
 
 def test_the_gates_run_leaves_no_container_network_or_volume(gates_run):
