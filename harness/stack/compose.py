@@ -81,12 +81,8 @@ class ComposeStack(Stack):
     # -- lifecycle ----------------------------------------------------------------------
     def up(self) -> None:
         started = time.monotonic()
-        try:
-            self._docker = docker_client()
-        except HarnessError as exc:
-            raise HarnessError(f"{exc}; or use BACKEND=local, which needs no Docker") from None
-        self._cli = detect()
-        self._image_set = images.choose_image_set(self.settings.images)
+        self._connect()
+        assert self._cli is not None and self._image_set is not None  # set by _connect
         self.githost = self.githost or ("bare" if self._image_set.name == "offline" else "gitea")
         self._ensure_server_image()
         self.run_dir.mkdir(parents=True, exist_ok=False)
@@ -101,6 +97,15 @@ class ComposeStack(Stack):
             self._bootstrap_gitea()
         self._say(f"stack {self.run_id} up in {time.monotonic() - started:.1f} s (run dir {self.run_dir})")
         self.write_state(compose_project=self.project, endpoints=self.endpoints(), attach=self.attach_state())
+
+    def _connect(self) -> None:
+        """The engine, the compose CLI and the image set this stack runs on."""
+        try:
+            self._docker = docker_client()
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}; or use BACKEND=local, which needs no Docker") from None
+        self._cli = detect()
+        self._image_set = images.choose_image_set(self.settings.images)
 
     def up_on_free_ports(self, published: tuple[str, ...], services: tuple[str, ...] = ()) -> None:
         """`compose up -d [services]` with `published` on free ports, until ready. Free ports

@@ -115,16 +115,6 @@ class CerbosComposeStack(ComposeStack):
                   f"(run dir {self.run_dir})")
         self.write_state(compose_project=self.project, endpoints=self.endpoints(), attach=self.attach_state())
 
-    def _connect(self) -> None:
-        from harness.images import docker_client
-        from harness.stack.compose_cli import detect
-        try:
-            self._docker = docker_client()
-        except HarnessError as exc:
-            raise HarnessError(f"{exc}; or use BACKEND=local, which needs no Docker") from None
-        self._cli = detect()
-        self._image_set = images.choose_image_set(self.settings.images)
-
     @classmethod
     def attached(cls, settings: Settings, run_dir: Path, state: Mapping[str, Any]) -> ComposeStack:
         """The owner's stack from another process (`harness gates --against`), with the source
