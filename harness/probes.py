@@ -94,3 +94,22 @@ def mapped_pack_files(pid: int) -> int | None:
         if path.startswith("/") and path.endswith(PACK_SUFFIXES):
             paths.add(path)
     return len(paths)
+
+
+def connections_to_port(proc: psutil.Process, port: int | None, prefix: str) -> dict[str, int]:
+    """TCP connections of `proc` whose remote port is `port` (a peer the server talks to, as
+    its sockets see it): `<prefix>_established` apart from `<prefix>_other` (CLOSE_WAIT and
+    friends are what a request that gave up may leave). Empty without a port. Works for a
+    container's process too: psutil reads its sockets in its own network namespace."""
+    if port is None:
+        return {}
+    to_peer = [c for c in inet_connections(proc, "tcp") if c.raddr and c.raddr.port == port]
+    established = sum(1 for c in to_peer if c.status == psutil.CONN_ESTABLISHED)
+    return {f"{prefix}_established": established, f"{prefix}_other": len(to_peer) - established}
+
+
+def inet_connections(proc: psutil.Process, kind: str = "inet") -> list:
+    """The process's sockets; psutil 6 renamed connections() to net_connections() (the
+    project allows psutil 5.9)."""
+    method = getattr(proc, "net_connections", None) or proc.connections
+    return list(method(kind=kind))

@@ -31,7 +31,7 @@ from typing import Any
 
 from harness import config, limits
 from harness.errors import ConfigError, HarnessError
-from harness.gates.base import QUICK_PROFILE, GateContext, cold_boot
+from harness.gates.base import GateContext, cold_boot
 from harness.gates.load import BUDGET_MARGIN, HARNESS_S_PER_SCOPE, for_each_scope
 from harness.probes import mapped_pack_files
 from harness.seed import policy_repo_name, probe_repo_name
@@ -42,6 +42,10 @@ from harness.stack.base import Stack, new_run_id
 from harness.timeline import Timeline
 
 log = logging.getLogger(__name__)
+
+# The scale curve runs OPAL (scopes by the thousand) with its quick profile: short git
+# timeouts keep each step quick.
+QUICK_PROFILE = dict(OPAL.profiles["quick"])
 
 DEFAULT_SCOPES = (10, 100, 1000, 5000, 10000)
 DEFAULT_VERSIONS = ("0.9.6", "0.9.9")

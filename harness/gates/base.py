@@ -17,20 +17,16 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from harness.errors import HarnessError
+from harness.gates.settle import settle
 from harness.heads import FOREIGN, Judgement
 from harness.probes import CountUnavailable, sample_server
 from harness.seed import PROBE_REPOS, probe_repo_name
-from harness.servers.base import Capability, ServerKnobs
-from harness.servers.opal import OpalClient, PolicyResult
-from harness.servers.registry import OPAL
+from harness.servers.base import Capability, PolicyResult, ScopeClient, ServerKnobs
+from harness.servers.registry import DEFAULT_SERVER, SERVERS
 from harness.stack.base import Stack
 from harness.timeline import FAULT_END, FAULT_START, Timeline
 from harness.verdict import Verdict
 from harness.waiting import poll_until
-
-# The gates' default server profile (each adapter's `profiles`): short git timeouts keep the
-# suite quick. HARNESS_SERVER_PROFILE=defaults runs with the server's own defaults instead.
-QUICK_PROFILE = dict(OPAL.profiles["quick"])
 
 # HARNESS_DEFAULT_SCOPE=1 stores a scope named `default` before every gate (the self-test's
 # proof that no gate passes on the server's fallback answer). Its repo is the last probe repo:
@@ -57,6 +53,18 @@ def fetch_timeout_budget(knobs: ServerKnobs, slack_s: float, fallback_s: float) 
     return budget, f"{budget:g} s ({knobs.git_timeout_s:g} s git fetch timeout + {slack_s:g} s slack)"
 
 
+def cache_names(timeline: Timeline, on_load: bool = False) -> tuple[str, ...]:
+    """The caches a timeline's server reported sizes of (its adapter's `caches`, or with
+    `on_load` its `caches_on_load`). A timeline recorded before these facts existed (before
+    2026-12) is the default server's: no other server had cache stats then."""
+    key = "caches_on_load" if on_load else "caches"
+    return tuple(timeline.facts.get(key, getattr(SERVERS[DEFAULT_SERVER], key)))
+
+
+def _pick(sample: dict[str, Any], keys: tuple[str, ...]) -> dict[str, int | None]:
+    return {key: sample.get(key) for key in keys}
+
+
 def batches(count: int, concurrency: int) -> int:
     return math.ceil(count / max(1, concurrency))
 
@@ -77,7 +85,11 @@ class GateContext:
         self.stack = stack
         self.timeline = timeline
         self.params = params
-        self.client: OpalClient = stack.client
+        self.client: ScopeClient = stack.client
+        self.adapter = SERVERS[stack.settings.server]
+        # the caches the checkers judge, named by the server's adapter (cache_names reads them back)
+        timeline.fact("caches", list(self.adapter.caches))
+        timeline.fact("caches_on_load", list(self.adapter.caches_on_load))
         self.book = stack.book
         self.book.forget()  # a fresh server: what each scope must serve is what this gate gives it
         self.sampling_s = 0.0  # time spent taking snapshots: the harness's, not the server's
@@ -124,19 +136,56 @@ class GateContext:
         finally:
             self.sampling_s += time.monotonic() - started
 
+    def observe_settled(self, label: str, keys: tuple[str, ...], budget: float, interval: float = 0.5,
+                        **extra: Any) -> dict[str, Any]:
+        """One snapshot taken once the `keys` of the server's sample stop changing (harness.
+        gates.settle, recorded under `label`): what work still in flight holds — a fetch's
+        thread, its pack — is not read as kept. The snapshot names how its settle ended."""
+        started = time.monotonic()
+        try:
+            record = settle(self.timeline, label, lambda: _pick(self._sample(label), keys), budget, interval=interval)
+            return self.timeline.record("snapshot", **self._sample(label, settled=record["ended"], **extra))
+        finally:
+            self.sampling_s += time.monotonic() - started
+
+    def observe_lowest(self, label: str, keys: tuple[str, ...], over_s: float, interval: float = 0.25,
+                       more: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                       **extra: Any) -> dict[str, Any]:
+        """One snapshot whose `keys` are the lowest each took over `over_s`: for a server
+        that works on its own schedule (a poll every second), what a poll in flight holds
+        — its connection, its thread, its pack — comes and goes, and only what stays is
+        read. `more(sample)` adds the gate's own figures to each sample; `lowest_of` says
+        how many samples the lows are of."""
+        started = time.monotonic()
+
+        def sample() -> dict[str, Any]:
+            taken = self._sample(label, **extra)
+            return {**taken, **more(taken)} if more is not None else taken
+        try:
+            samples = [sample()]
+            while time.monotonic() - started < over_s:
+                time.sleep(interval)
+                samples.append(sample())
+            lowest = dict(samples[-1], lowest_of=len(samples))
+            for key in keys:
+                values = [s[key] for s in samples if s.get(key) is not None]
+                lowest[key] = min(values) if values else None
+            return self.timeline.record("snapshot", **lowest)
+        finally:
+            self.sampling_s += time.monotonic() - started
+
     def _observe(self, label: str, **extra: Any) -> dict[str, Any]:
+        return self.timeline.record("snapshot", **self._sample(label, **extra))
+
+    def _sample(self, label: str, **extra: Any) -> dict[str, Any]:
         snapshot: dict[str, Any] = {"label": label, **extra}
         master, workers = self.stack.server.pids()
         snapshot["worker_pids"] = workers
-        worker_pid = None
-        try:
-            stats = self.client.cache_stats()
-            worker_pid = stats.pid if stats.pid is not None else (workers[0] if len(workers) == 1 else None)
-            snapshot.update(stats.sizes(), worker_pid=worker_pid, stats_rss_kb=stats.rss_kb)
-            if stats.missing_fields:
-                snapshot["stats_missing"] = stats.missing_fields
-        except Exception as exc:  # a jammed or dead server is something to record
-            snapshot["stats_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        worker_pid = workers[0] if len(workers) == 1 else None
+        if Capability.CACHE_STATS in self.adapter.capabilities:
+            worker_pid = self._sample_stats(snapshot, worker_pid)
+        elif worker_pid is not None:
+            snapshot["worker_pid"] = worker_pid  # the one process that answers
         processes = sample_server(master, workers)
         snapshot["processes"] = [asdict(p) for p in processes]
         worker = next((p for p in processes if p.pid == worker_pid), None) or next(
@@ -148,7 +197,20 @@ class GateContext:
             snapshot["clone_dirs"] = len(self.stack.server.clone_dirs())
         except CountUnavailable as exc:  # recorded as not taken: a checker judging it is an ERROR
             snapshot["clone_dirs"], snapshot["clone_dirs_error"] = None, str(exc)[:300]
-        return self.timeline.record("snapshot", **snapshot)
+        return snapshot
+
+    def _sample_stats(self, snapshot: dict[str, Any], only_worker: int | None) -> int | None:
+        """The cache sizes into `snapshot`; the PID of the worker that answered."""
+        try:
+            stats = self.client.cache_stats()
+        except Exception as exc:  # a jammed or dead server is something to record
+            snapshot["stats_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            return None
+        worker_pid = stats.pid if stats.pid is not None else only_worker
+        snapshot.update(stats.sizes(), worker_pid=worker_pid, stats_rss_kb=stats.rss_kb)
+        if stats.missing_fields:
+            snapshot["stats_missing"] = stats.missing_fields
+        return worker_pid
 
     def judge(self, scope_id: str, result: PolicyResult) -> Judgement:
         """Whether an answer is the scope's own bundle (harness.heads): the one place every
@@ -287,7 +349,7 @@ class Poller:
         self._thread = threading.Thread(target=self._run, name=f"poll-{scope_id}", daemon=True)
 
     def _run(self) -> None:
-        client = OpalClient(self.ctx.client.base_url)
+        client = self.ctx.client.fresh()
         while not self._stop.is_set():
             result = client.get_policy(self.scope_id, timeout=self.timeout)
             judged = self.ctx.judge(self.scope_id, result)  # ok: its own bundle, not any 200

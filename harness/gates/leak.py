@@ -16,13 +16,12 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 
-from harness.gates.base import Gate, GateContext
+from harness.gates.base import Gate, GateContext, cache_names
 from harness.gates.load import Load, for_each_scope, scaled_budgets
 from harness.gates.settings import GateSettings
 from harness.gates.settle import settle, settle_record, still_falling
 from harness.seed import policy_repo_name, probe_repo_name
-from harness.servers.base import Capability
-from harness.servers.opal import CACHES, OpalClient
+from harness.servers.base import Capability, ScopeClient
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 from harness.waiting import poll_until
@@ -63,12 +62,12 @@ class Thresholds(GateSettings):
     open_file_tolerance: int = 2
 
 
-def _put(client: OpalClient, urls: dict[str, str], scope: str) -> int:
+def _put(client: ScopeClient, urls: dict[str, str], scope: str) -> int:
     return client.put_scope(scope, urls[scope])
 
 
-def _counts(snapshot: dict) -> dict[str, int]:
-    return {**{c: snapshot.get(c, -1) for c in CACHES}, "clone_dirs": snapshot["clone_dirs"],
+def _counts(snapshot: dict, caches: tuple[str, ...]) -> dict[str, int]:
+    return {**{c: snapshot.get(c, -1) for c in caches}, "clone_dirs": snapshot["clone_dirs"],
             "worker_files": snapshot.get("worker_files", -1)}
 
 
@@ -76,14 +75,14 @@ def _settle(ctx: GateContext, label: str, budget: float, target: dict[str, int] 
     """Observe until every count is at most its `target` or the counts stop changing, at
     most `budget` s — a correct server may drop entries, remove clone dirs and close files
     a moment after answering DELETE (harness.gates.settle)."""
-    settle(ctx.timeline, label, lambda: _counts(ctx.observe(f"settling {label}")), budget, target)
+    settle(ctx.timeline, label, lambda: _counts(ctx.observe(f"settling {label}"), ctx.adapter.caches), budget, target)
     return ctx.observe(label)
 
 
 def _fill(ctx: GateContext, label: str, budget: float, floor: dict[str, int]) -> dict:
     """Observe until every cache holds at least `floor` entries, at most `budget` s."""
     def filled() -> bool:
-        counts = _counts(ctx.observe(f"filling {label}"))
+        counts = _counts(ctx.observe(f"filling {label}"), ctx.adapter.caches)
         return all(counts[c] >= floor[c] for c in floor)
     poll_until(filled, budget, interval=0.5)
     return ctx.observe(label)
@@ -93,7 +92,8 @@ def _after_labels(snaps: dict[str, dict]) -> list[str]:
     return sorted((label for label in snaps if label.startswith("after ")), key=lambda label: int(label.split()[1]))
 
 
-def _unfilled(snaps: dict[str, dict], base: dict[str, int], scopes: int) -> Verdict | None:
+def _unfilled(snaps: dict[str, dict], base: dict[str, int], scopes: int,
+              caches: tuple[str, ...]) -> Verdict | None:
     """ERROR when a cycle's caches never showed its load: a stats endpoint that does not see
     the caches the server fills would pass every cycle without having judged anything."""
     for after in _after_labels(snaps):
@@ -101,7 +101,7 @@ def _unfilled(snaps: dict[str, dict], base: dict[str, int], scopes: int) -> Verd
         if label not in snaps:
             return Verdict(ERROR, f"no snapshot of the caches under load before {after}: nothing shows the "
                                   "gate loaded them", "error.caches_not_filled")
-        short = {c: snaps[label].get(c, -1) for c in CACHES if snaps[label].get(c, -1) < base[c] + scopes}
+        short = {c: snaps[label].get(c, -1) for c in caches if snaps[label].get(c, -1) < base[c] + scopes}
         if short:
             seen = ", ".join(f"{c} {v} (baseline {base[c]})" for c, v in short.items())
             return Verdict(ERROR, f"{label.replace('loaded', 'cycle')}: after {scopes} scopes were served and "
@@ -135,8 +135,9 @@ class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
         budgets = scaled_budgets(ctx, p.scopes, {"serve_budget_s": p.serve_budget_s, "fill_budget_s": p.fill_budget_s,
                                                  "settle_s": p.settle_s}, ctx.stack.repo_url(probe_repo_name(0)))
         self._warm_up(ctx)
-        baseline = _counts(_settle(ctx, "baseline", p.settle_s))
-        settled = {**{c: baseline[c] for c in CACHES}, "clone_dirs": baseline["clone_dirs"],
+        caches = ctx.adapter.caches
+        baseline = _counts(_settle(ctx, "baseline", p.settle_s), caches)
+        settled = {**{c: baseline[c] for c in caches}, "clone_dirs": baseline["clone_dirs"],
                    "worker_files": baseline["worker_files"] + p.settle_file_slack}
         for cycle in range(1, p.cycles + 1):
             tl.mark("cycle_start", cycle=cycle)
@@ -151,10 +152,10 @@ class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
                 return
             refreshes = for_each_scope(client.refresh, scopes)
             tl.record("refreshes", cycle=cycle, statuses=refreshes)
-            _fill(ctx, f"loaded {cycle}", budgets["fill_budget_s"], {c: baseline[c] + p.scopes for c in CACHES})
+            _fill(ctx, f"loaded {cycle}", budgets["fill_budget_s"], {c: baseline[c] + p.scopes for c in caches})
             deletes = for_each_scope(client.delete_scope, scopes)
             tl.record("deletes", cycle=cycle, statuses=deletes)
-            after = _counts(_settle(ctx, f"after {cycle}", budgets["settle_s"], target=settled))
+            after = _counts(_settle(ctx, f"after {cycle}", budgets["settle_s"], target=settled), caches)
             tl.mark("cycle_end", cycle=cycle)
             log.info(f"[gate leak] cycle {cycle}/{p.cycles}: {p.scopes} scopes loaded, served and deleted; "
                      + ", ".join(f"{k} {after[k]} (baseline {baseline[k]})" for k in after))
@@ -180,8 +181,9 @@ class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
         snaps = {s["label"]: s for s in timeline.of_kind("snapshot")}
         if "baseline" not in snaps:
             return Verdict(ERROR, "no baseline snapshot was recorded", "error.no_data")
-        base = _counts(snaps["baseline"])
-        after = [_counts(snaps[label]) for label in _after_labels(snaps)]
+        caches = cache_names(timeline)
+        base = _counts(snaps["baseline"], caches)
+        after = [_counts(snaps[label], caches) for label in _after_labels(snaps)]
         pids = {int(s["worker_pid"]) for s in snaps.values() if s.get("worker_pid")}
         if (stats_error := next((s["stats_error"] for s in snaps.values() if "stats_error" in s), None)):
             return Verdict(ERROR, f"the stats endpoint failed during the gate: {stats_error}", "error.no_stats")
@@ -194,7 +196,7 @@ class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
         if (uncounted := next((s for s in snaps.values() if s.get("clone_dirs_error")), None)) is not None:
             return Verdict(ERROR, f"the clone dirs could not be counted at {uncounted['label']}: "
                                   f"{uncounted['clone_dirs_error']}", "error.count_unavailable")
-        if (unfilled := _unfilled(snaps, base, params.scopes)) is not None:
+        if (unfilled := _unfilled(snaps, base, params.scopes, caches)) is not None:
             return unfilled
         if (failed_deletes := _failed_deletes(timeline)) is not None:
             return failed_deletes
@@ -202,15 +204,15 @@ class LeakGate(Gate, id="leak", params=Params, thresholds=Thresholds,
         metrics = {"baseline": base, "after_each_cycle": series,
                    "worker_rss_kb": [s.get("worker_rss_kb") for s in snaps.values()]}
         problems = Problems()
-        tolerance = {**{c: thresholds.cache_tolerance for c in CACHES},
+        tolerance = {**{c: thresholds.cache_tolerance for c in caches},
                      "clone_dirs": thresholds.clone_dir_tolerance, "worker_files": thresholds.open_file_tolerance}
         over, falling = _over(timeline, series, {k: base[k] + tolerance[k] for k in base})
         grew = {k: series[k] for k in over}
-        cache_keys = [c for c in CACHES if c in grew]
+        cache_keys = [c for c in caches if c in grew]
         if cache_keys:
             kept = ", ".join(f"{c} {'/'.join(map(str, series[c]))}" for c in cache_keys)
             problems.add("leak.caches_kept", f"caches kept entries after every DELETE: {kept} after cycles "
-                                             f"1..{len(after)} (baseline {'/'.join(str(base[c]) for c in CACHES)})",
+                                             f"1..{len(after)} (baseline {'/'.join(str(base[c]) for c in caches)})",
                          **{f"{c}_kept": series[c][-1] - base[c] for c in cache_keys})
         if "clone_dirs" in grew:
             problems.add("leak.clone_dirs_kept", f"clone dirs on disk {'/'.join(map(str, series['clone_dirs']))} "

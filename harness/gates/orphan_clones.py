@@ -37,7 +37,7 @@ from functools import partial
 from typing import Any
 
 from harness.fds import fd_census
-from harness.gates.base import Gate, GateContext, batches, pre_fix_executor_size
+from harness.gates.base import Gate, GateContext, batches, cache_names, pre_fix_executor_size
 from harness.gates.proof import (
     OLD_LISTENER,
     listener_connections,
@@ -54,7 +54,6 @@ from harness.seed import policy_repo_name
 from harness.serverlog import read_slice, summarize
 from harness.serverlog import size as log_size
 from harness.servers.base import Capability
-from harness.servers.opal import CACHES, OpalClient
 from harness.stack.base import ServiceHandle
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
@@ -94,14 +93,14 @@ class Thresholds(GateSettings):
     rss_floor_kb: int = 32 * 1024
 
 
-def _settled_figures(snapshot: dict[str, Any]) -> dict[str, int | None]:
+def _settled_figures(snapshot: dict[str, Any], caches: tuple[str, ...]) -> dict[str, int | None]:
     """What a settle waits on: the counts that return when a purge is done (not RSS)."""
-    counts = _counts(snapshot)
-    return {**{k: counts[k] for k in (*CACHES, "clone_dirs", "threads")}, "fds": snapshot.get("worker_fds")}
+    counts = _counts(snapshot, caches)
+    return {**{k: counts[k] for k in (*caches, "clone_dirs", "threads")}, "fds": snapshot.get("worker_fds")}
 
 
-def _counts(snapshot: dict[str, Any]) -> dict[str, int]:
-    return {**{c: snapshot.get(c, -1) for c in CACHES}, "clone_dirs": snapshot["clone_dirs"],
+def _counts(snapshot: dict[str, Any], caches: tuple[str, ...]) -> dict[str, int]:
+    return {**{c: snapshot.get(c, -1) for c in caches}, "clone_dirs": snapshot["clone_dirs"],
             "threads": snapshot.get("worker_threads", -1), "rss_kb": snapshot.get("worker_rss_kb", -1)}
 
 
@@ -182,8 +181,9 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
         """Until caches, clone dirs, fds and threads are back to the phase's start or stand
         still, at most `budget` s: a correct server may finish its purge a moment after
         answering DELETE."""
-        target = {k: v for k, v in _settled_figures(start).items() if v is not None}
-        settle(ctx.timeline, name, lambda: _settled_figures(ctx.observe(f"{name} settling")), budget, target)
+        caches = ctx.adapter.caches
+        target = {k: v for k, v in _settled_figures(start, caches).items() if v is not None}
+        settle(ctx.timeline, name, lambda: _settled_figures(ctx.observe(f"{name} settling"), caches), budget, target)
 
     # -- deleting ----------------------------------------------------------------------
     def _delete_all(self, ctx: GateContext, scopes: list[str]) -> dict[str, Any]:
@@ -233,7 +233,7 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
             left, kinds = _leftovers(data, thresholds)
             results[name] = left
             falling = still_falling(settle_record(timeline, name))
-            kinds = [kind for kind in kinds if not _falling_only(kind, falling)]
+            kinds = [kind for kind in kinds if not _falling_only(kind, falling, data["caches"])]
             if falling:
                 problems.add("orphan.still_falling", f"{name}: still falling when the {params.settle_s:g} s settle ran "
                                                      "out: " + ", ".join(f"{k} {'→'.join(map(str, tail))}"
@@ -282,7 +282,7 @@ def _delete(ctx: GateContext, scope: str) -> tuple[float, int | None]:
     """(when the DELETE was sent, on the timeline's clock; its status, None if it failed)."""
     sent_t = ctx.timeline.now()
     try:
-        return sent_t, OpalClient(ctx.client.base_url, timeout=max(30.0, ctx.client.timeout)).delete_scope(scope)
+        return sent_t, ctx.client.fresh(timeout=max(30.0, ctx.client.timeout)).delete_scope(scope)
     except Exception:  # a refused or dropped request is a recorded outcome
         return sent_t, None
 
@@ -299,14 +299,14 @@ def in_flight_at_delete(deletes: dict[str, Any]) -> int:
     return count
 
 
-# settle figure(s) behind each kind of leftover
-KIND_FIGURES: dict[str, tuple[str, ...]] = {"caches_kept": CACHES, "clone_dirs_kept": ("clone_dirs",),
-                                             "fds_kept": ("fds",), "threads_kept": ("threads",)}
+# settle figure(s) behind each kind of leftover ("caches": every cache the server names)
+KIND_FIGURES: dict[str, tuple[str, ...]] = {"clone_dirs_kept": ("clone_dirs",), "fds_kept": ("fds",),
+                                             "threads_kept": ("threads",)}
 
 
-def _falling_only(kind: str, falling: dict[str, list[int]]) -> bool:
+def _falling_only(kind: str, falling: dict[str, list[int]], caches: tuple[str, ...]) -> bool:
     """A leftover whose figures were all still going down: "still falling", not kept."""
-    figures = KIND_FIGURES.get(kind, ())
+    figures = caches if kind == "caches_kept" else KIND_FIGURES.get(kind, ())
     return bool(figures) and all(f in falling for f in figures)
 
 
@@ -325,7 +325,8 @@ def _phase_data(timeline: Timeline, phase: str) -> dict[str, Any] | None:
     return {"start": start, "after": after, "loaded": snaps.get(f"{phase} loaded"), "deletes": deletes,
             "fds_start": fds.get(f"{phase} start"), "fds_after": fds.get(f"{phase} after"),
             "dirs_after": timeline.facts.get(f"clone dirs {phase} after", []),
-            "dirs_start": timeline.facts.get(f"clone dirs {phase} start", []), "size": _size(timeline, phase)}
+            "dirs_start": timeline.facts.get(f"clone dirs {phase} start", []), "size": _size(timeline, phase),
+            "caches": cache_names(timeline), "caches_on_load": cache_names(timeline, on_load=True)}
 
 
 def _phase_error(name: str, data: dict[str, Any]) -> Verdict | None:
@@ -334,7 +335,7 @@ def _phase_error(name: str, data: dict[str, Any]) -> Verdict | None:
         if data[label] is None or "stats_error" in data[label]:
             detail = (data[label] or {}).get("stats_error", "no snapshot")
             return Verdict(ERROR, f"{name}: the stats endpoint failed at {label}: {detail}", "error.no_stats")
-    short = [c for c in ("repo_locks", "repos") if data["loaded"][c] < data["start"][c] + data["size"]]
+    short = [c for c in data["caches_on_load"] if data["loaded"][c] < data["start"][c] + data["size"]]
     if short:
         seen = ", ".join(f"{c} {data['loaded'][c]} (start {data['start'][c]})" for c in short)
         return Verdict(ERROR, f"{name}: with {data['size']} scopes served the stats showed {seen}: the stats "
@@ -375,8 +376,8 @@ def _unraced(data: dict[str, Any]) -> str | None:
 
 def _leftovers(data: dict[str, Any], th: Thresholds) -> tuple[dict[str, Any], list[str]]:
     """What the phase left above its start, and the failure kinds in order of weight."""
-    start, after = _counts(data["start"]), _counts(data["after"])
-    caches = {c: after[c] - start[c] for c in CACHES if after[c] - start[c] > th.cache_tolerance}
+    start, after = _counts(data["start"], data["caches"]), _counts(data["after"], data["caches"])
+    caches = {c: after[c] - start[c] for c in data["caches"] if after[c] - start[c] > th.cache_tolerance}
     dirs = after["clone_dirs"] - start["clone_dirs"]
     fd_start, fd_after = data["fds_start"]["by_kind"], data["fds_after"]["by_kind"]
     fds = {k: fd_after.get(k, 0) - fd_start.get(k, 0) for k in set(fd_start) | set(fd_after)

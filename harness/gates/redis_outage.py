@@ -37,8 +37,7 @@ from harness import redisdb
 from harness.gates.base import Gate, GateContext, fetch_timeout_budget
 from harness.gates.settings import GateSettings
 from harness.seed import policy_repo_name
-from harness.servers.base import Capability
-from harness.servers.opal import PolicyResult
+from harness.servers.base import Capability, PolicyResult
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict, load_failure
 

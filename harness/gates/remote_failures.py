@@ -66,7 +66,7 @@ PUSH_PARALLEL = 4
 
 @dataclass
 class Params(GateSettings):
-    positive = ("healthy_scopes", "serve_budget_s", "fallback_budget_s", "observe_s", "throttle_bytes_per_s",
+    positive = ("healthy_scopes", "serve_budget_s", "fallback_budget_s", "settle_s", "throttle_bytes_per_s",
                 "payload_kb", "poll_interval_s", "poll_timeout_s", "refresh_every_s", "git_timeout_s")
     modes: str = "auth,error,reset,throttle"
     extra_failing: int = 2  # failing scopes beyond the larger of the pre-fix pool and the git workers
@@ -77,7 +77,11 @@ class Params(GateSettings):
     slack_s: float = 5.0
     serve_budget_s: float = 60.0  # the first load, before any fault
     fallback_budget_s: float = 30.0  # for a server without a git fetch timeout
-    observe_s: float = 1.0  # after a fast failure's attempt reached the front, before its snapshot
+    # after a fast failure's attempt reached the front, its snapshot waits (at most this long)
+    # for the worker's counts to stand still: 0.9.9 runs each git op on a thread of its own
+    # that ends with the op, so a fetch still failing when a fixed 1 s wait ended read as
+    # +2 threads "kept" once in a CI run (2026-12)
+    settle_s: float = 20.0
     throttle_bytes_per_s: int = 1024
     payload_kb: int = 256
     poll_interval_s: float = 0.5
@@ -171,11 +175,13 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
                     for scope in failing:
                         client.refresh(scope)
                     reached_s = _reached(front, before, set(failing.values()), budget)
-                    time.sleep(p.observe_s if mode in FAST else max(0.0, budget - (reached_s or budget)))
-                    ctx.observe(f"{mode} attempt {attempt}", mode=mode, attempt=attempt,
-                                requests=front.accepted_connections() - before,
-                                tried=sorted(_tried(front, before) & set(failing.values())),
-                                reached_s=None if reached_s is None else round(reached_s, 2))
+                    label = f"{mode} attempt {attempt}"
+                    if mode in FAST:
+                        ctx.observe_settled(label, tuple(KEPT), p.settle_s, mode=mode, attempt=attempt,
+                                            **_reach(front, before, failing, reached_s))
+                    else:
+                        time.sleep(max(0.0, budget - (reached_s or budget)))
+                        ctx.observe(label, mode=mode, attempt=attempt, **_reach(front, before, failing, reached_s))
         recovered_s, unrecovered = self._recover(ctx, pushed, budget)
         tl.record("recovery", mode=mode, seconds=recovered_s, budget_s=budget, unrecovered=unrecovered[:5],
                   not_recovered=len(unrecovered), scopes=len(failing))
@@ -237,7 +243,8 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
             for key, (bound_name, category, unit) in KEPT.items():
                 if grew.get(key) is not None and grew[key] > getattr(thresholds, bound_name):
                     problems.add(category, f"one more failed attempt of {MODES[mode]} on every failing scope kept "
-                                           f"{grew[key]:+d} {unit} (tolerance {getattr(thresholds, bound_name)})")
+                                           f"{grew[key]:+d} {unit} (tolerance {getattr(thresholds, bound_name)})"
+                                           f"{_unsettled(attempts, mode)}")
         short = _short_windows(timeline, params, attempts, healthy)
         if not problems and short:
             return not_exercised("; ".join(short))
@@ -261,6 +268,13 @@ def _reached(front: ServiceHandle, before: int, repos: set[str], budget: float) 
     return poll_until(reached, budget, interval=0.2)
 
 
+def _reach(front: ServiceHandle, before: int, failing: dict[str, str], reached_s: float | None) -> dict[str, Any]:
+    """What an attempt's snapshot records of its requests at the front."""
+    return {"requests": front.accepted_connections() - before,
+            "tried": sorted(_tried(front, before) & set(failing.values())),
+            "reached_s": None if reached_s is None else round(reached_s, 2)}
+
+
 def _tried(front: ServiceHandle, before: int) -> set[str]:
     """The repos the front took git requests for after its request number `before`."""
     return repos_of([{"repo": c.repo} for c in listener_connections(front) if c.number > before])
@@ -277,6 +291,12 @@ def _healthy_by_mode(timeline: Timeline) -> dict[str, tuple[int, int]]:
         ok, total = shares.get(poll["label"], (0, 0))
         shares[poll["label"]] = (ok + bool(poll["ok"]), total + 1)
     return shares
+
+
+def _unsettled(attempts: list[dict[str, Any]], mode: str) -> str:
+    """A note for a kept count read while the worker's counts were still moving."""
+    moving = [a["attempt"] for a in attempts if a["mode"] == mode and a.get("settled") == "budget"]
+    return f"; the counts were still changing when attempt {moving[0]} was read" if moving else ""
 
 
 def _kept_per_failure(attempts: list[dict[str, Any]]) -> dict[str, dict[str, int | None]]:

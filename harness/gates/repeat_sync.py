@@ -31,14 +31,13 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from harness.gates.base import Gate, GateContext
+from harness.gates.base import Gate, GateContext, cache_names
 from harness.gates.load import Load, for_each_scope, scaled_budgets
 from harness.gates.settings import GateSettings
 from harness.gitops import GitOpError, WorkingClones, push_base_url
 from harness.probes import mapped_pack_files
 from harness.seed import policy_repo_name, probe_repo_name
-from harness.servers.base import Capability
-from harness.servers.opal import CACHES, PolicyResult
+from harness.servers.base import Capability, PolicyResult
 from harness.timeline import Timeline
 from harness.verdict import ERROR, FAIL, Problems, Verdict, load_failure
 from harness.waiting import poll_until
@@ -239,13 +238,14 @@ class RepeatSyncGate(Gate, id="repeat-sync", params=Params, thresholds=Threshold
         if len(pids) > 1:
             return Verdict(ERROR, f"the worker restarted during the gate (pids {pids}): counts of "
                                   "different processes cannot be fitted", "error.restart")
-        missing = [key for key in (*CACHES, *GROWTH) if any(s.get(key) is None for s in measured)]
+        caches = cache_names(timeline)
+        missing = [key for key in (*caches, *GROWTH) if any(s.get(key) is None for s in measured)]
         if missing:
             return Verdict(ERROR, f"{', '.join(missing)} not recorded for every cycle (mapped packs need "
                                   "/proc/<worker pid>/maps: run as root or as the server's user)",
                            "error.no_data")
         sync_s = [s.get("seconds") for s in timeline.of_kind("sync")]
-        return _judge_growth(measured, scopes, thresholds, sync_s)
+        return _judge_growth(measured, scopes, thresholds, sync_s, caches)
 
 
 # The production incident (public report on OPAL's repository, PR #950, 0.9.9; see
@@ -294,10 +294,10 @@ def _stale_verdict(stale: dict[str, Any]) -> Verdict:
 
 
 def _judge_growth(measured: list[dict[str, Any]], scopes: int, thresholds: Thresholds,
-                  sync_s: list[float | None]) -> Verdict:
+                  sync_s: list[float | None], caches: tuple[str, ...]) -> Verdict:
     xs = [float(s["cycle"]) for s in measured]
     cycles = f"cycles {int(xs[0])}–{int(xs[-1])} of {scopes} scopes"
-    series = {key: [s[key] for s in measured] for key in (*CACHES, *GROWTH, "worker_fds", "worker_threads")
+    series = {key: [s[key] for s in measured] for key in (*caches, *GROWTH, "worker_fds", "worker_threads")
               if all(s.get(key) is not None for s in measured)}
     per_scope = {key: theil_sen_slope(xs, [float(v) for v in values]) / max(1, scopes)
                  for key, values in series.items()}
@@ -306,7 +306,7 @@ def _judge_growth(measured: list[dict[str, Any]], scopes: int, thresholds: Thres
                "production_projection": projection, "cycles": [int(x) for x in xs], "scopes": scopes,
                "sync_seconds": [round(x, 2) if x is not None else None for x in sync_s]}
     problems = Problems()
-    drift = {c: series[c] for c in CACHES if max(series[c]) - min(series[c]) > thresholds.cache_tolerance}
+    drift = {c: series[c] for c in caches if max(series[c]) - min(series[c]) > thresholds.cache_tolerance}
     if drift:
         problems.add("repeat_sync.caches_grew", "caches changed while re-syncing the same scopes: " + ", ".join(
             f"{c} {v[0]} → {v[-1]} ({per_scope[c]:+.2f} per scope per fetch)" for c, v in drift.items())
@@ -320,7 +320,7 @@ def _judge_growth(measured: list[dict[str, Any]], scopes: int, thresholds: Thres
                             f"(bound {bound:g})", per_scope_per_fetch=round(per_scope[key], 3))
     if problems:
         problems.note(projection["sentence"])
-    flat = ", ".join(f"{c}={series[c][0]}" for c in CACHES)
+    flat = ", ".join(f"{c}={series[c][0]}" for c in caches)
     return problems.verdict(f"every cycle's new commits served; caches constant ({flat}); per scope per fetch: "
                          f"{per_scope['mapped_packs']:+.2f} mapped packs, {per_scope['worker_files']:+.2f} "
                          f"open files, {per_scope['worker_rss_kb']:+.1f} KB RSS over {cycles}; "

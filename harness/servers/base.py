@@ -75,6 +75,12 @@ class ServerAdapter:
     profiles: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: {"quick": {}, "defaults": {}})
     # capabilities its adapter has on the local backend only (OPAL: source control)
     local_only: frozenset[Capability] = frozenset()
+    # with CACHE_STATS: the caches its stats report a size of, one entry per loaded source
+    # (OPAL: repo_locks, repos, repos_last_fetched) — what the cache gates judge — and those
+    # of them that hold the entry as soon as the source is served (OPAL: repo_locks, repos;
+    # repos_last_fetched fills with the first fetch after the clone)
+    caches: tuple[str, ...] = ()
+    caches_on_load: tuple[str, ...] = ()
 
     def capabilities_on(self, backend: str | None) -> frozenset[Capability]:
         """What it can do on `backend` (None or auto: the local backend's)."""
@@ -131,6 +137,61 @@ class Served:
     healthy: bool
     seconds: float
     error: str = ""
+
+
+@dataclass
+class PolicyResult:
+    """One answer to "which content does source `id` serve" from a server with many runtime
+    sources. A 200 alone is not "served": OPAL with a `default` scope stored answers 200 with
+    the default's bundle for a scope it does not know; whether `hash` is the source's own head
+    is judged by harness.heads (GateContext.judge)."""
+
+    status: int | None  # None: no answer within the client timeout
+    seconds: float
+    error: str = ""
+    hash: str | None = None  # the commit the content was built from (200 only)
+    data: tuple[str, ...] = ()  # the content's data files, as text (200 only)
+
+
+class CacheSizes(Protocol):
+    """One answer of a server's cache stats (CACHE_STATS): a size per cache the adapter names
+    in `ServerAdapter.caches`, and which process answered."""
+
+    pid: int | None
+    rss_kb: int | None
+
+    @property
+    def missing_fields(self) -> list[str]: ...
+
+    def sizes(self) -> dict[str, int]: ...
+
+
+class ScopeClient(Protocol):
+    """The API of a server with many runtime sources (RUNTIME_SOURCES), which the scope gates
+    drive: a source is a "scope" with an id, stored with a repo URL, refreshed, deleted, and
+    asked which commit it serves. Every call has a timeout."""
+
+    base_url: str
+    timeout: float
+
+    def healthy(self, timeout: float = 2.0) -> bool: ...
+
+    def put_scope(self, scope_id: str, repo_url: str) -> int: ...
+
+    def delete_scope(self, scope_id: str) -> int: ...
+
+    def refresh(self, scope_id: str | None = None) -> int: ...
+
+    def get_policy(self, scope_id: str, timeout: float | None = None) -> PolicyResult: ...
+
+    def policy_hash(self, scope_id: str, timeout: float | None = None) -> PolicyResult: ...
+
+    def cache_stats(self) -> CacheSizes: ...
+
+    def fresh(self, timeout: float | None = None) -> ScopeClient:
+        """A client of its own (its own connections, nothing told of its PUTs): for a request
+        sent from another thread while this client's are in flight."""
+        ...
 
 
 class PolicySource(Protocol):

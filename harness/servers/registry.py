@@ -6,6 +6,10 @@ needs and what it can do. Importing this module runs nothing of any server.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from types import ModuleType
+
 from harness.errors import ConfigError
 from harness.servers.base import Capability, ServerAdapter
 
@@ -23,6 +27,7 @@ OPAL = ServerAdapter(
                             Capability.SOURCE_CONTROL}),
     dependencies=("redis", "postgres"),
     profiles={"quick": {"OPAL_SCOPES_GIT_FETCH_TIMEOUT": "10"}, "defaults": {}},
+    caches=("repo_locks", "repos", "repos_last_fetched"), caches_on_load=("repo_locks", "repos"),
     local_only=frozenset({Capability.SOURCE_CONTROL}))  # the compose probe has no source verbs yet
 
 CERBOS = ServerAdapter(
@@ -45,3 +50,10 @@ def adapter(name: str) -> ServerAdapter:
     if name not in SERVERS:
         raise ConfigError(f"SERVER={name} is not known; use one of {', '.join(SERVERS)}")
     return SERVERS[name]
+
+
+def adapter_module(name: str, part: str) -> ModuleType | None:
+    """A part of a server's adapter package found by name (harness.servers.<name>.<part>), so
+    what serves every server imports none; None: this server's adapter has no such part."""
+    module = f"harness.servers.{SERVERS[name].name}.{part}"
+    return importlib.import_module(module) if importlib.util.find_spec(module) is not None else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 from dataclasses import replace
 from types import ModuleType
@@ -29,27 +28,22 @@ def choose_backend(settings: Settings) -> tuple[str, str]:
     if "compose" not in adapter.backends:
         return "local", f"{adapter.name} runs on the local backend only"
     own = compose_module(settings.server)
-    if own is not None and (reason := own.local_only_reason(settings)) is not None:
+    if (reason := own.local_only_reason(settings)) is not None:
         return "local", reason
-    if settings.target.source is not None:
-        # A source tree needs no image to exist first; BACKEND=compose builds one at `up`.
-        return "local", "OPAL_SOURCE runs on the local backend unless BACKEND=compose"
     from harness.images import docker_client
-    from harness.stack.compose import server_image_ref
     try:
         client = docker_client(timeout=10)
     except HarnessError:
         if settings.target.image:
             raise
         return "local", "no Docker engine answers"
-    ref = own.stack_image_ref(settings) if own is not None else server_image_ref(settings)
+    ref = own.stack_image_ref(settings)
     if settings.target.image:
-        return "compose", f"OPAL_IMAGE={ref}"
+        return "compose", f"a prebuilt server image: {ref}"
     try:
         client.images.get(ref)
     except Exception:
-        builds = f"`{own.BUILD_COMMAND}`" if own is not None else "`make images-offline`"
-        return "local", f"a Docker engine answers but image {ref} is missing ({builds} builds it)"
+        return "local", f"a Docker engine answers but image {ref} is missing (`{own.BUILD_COMMAND}` builds it)"
     return "compose", f"a Docker engine answers and image {ref} exists"
 
 
@@ -64,18 +58,14 @@ def make_stack(settings: Settings) -> Stack:
     return LocalStack(settings)
 
 
-def compose_module(server: str) -> ModuleType | None:
+def compose_module(server: str) -> ModuleType:
     """A server's own compose stack (harness/servers/<server>/compose.py: `STACK`, the stack
-    class; `stack_image_ref(settings)`, its server image; `local_only_reason(settings)`, why
-    these settings run on the local backend only, or None), found by name so the stacks import
-    no server; None: the server runs on the compose backend's own stack (OPAL)."""
-    name = f"harness.servers.{SERVERS[server].name}.compose"
-    return importlib.import_module(name) if importlib.util.find_spec(name) is not None else None
+    class, a harness.stack.compose.ComposeStack; `stack_image_ref(settings)`, its server
+    image; `local_only_reason(settings)`, why these settings run on the local backend only,
+    or None; `BUILD_COMMAND`, what builds its image), found by name so the stacks import no
+    server. Only a server whose adapter lists the compose backend has one."""
+    return importlib.import_module(f"harness.servers.{SERVERS[server].name}.compose")
 
 
 def compose_stack_class(server: str) -> type[ComposeStack]:
-    own = compose_module(server)
-    if own is not None:
-        return own.STACK  # type: ignore[no-any-return]
-    from harness.stack.compose import ComposeStack
-    return ComposeStack
+    return compose_module(server).STACK  # type: ignore[no-any-return]

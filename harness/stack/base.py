@@ -27,7 +27,6 @@ from typing import Any, Protocol
 
 import psutil
 
-from harness import redisdb
 from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
 from harness.gitops import host_head
@@ -35,16 +34,6 @@ from harness.heads import RepoHeads, ScopeBook
 from harness.report import RunReport
 from harness.runinfo import settings_metadata, target_spec
 from harness.servers.base import ServerKnobs
-from harness.servers.opal import (
-    BROADCASTER_DISCONNECT,
-    CLONE_TIMER,
-    KNOB_NAMES,
-    KNOB_READER,
-    VERSION_READER,
-    OpalClient,
-    knobs_from_config,
-    stored_scopes,
-)
 
 log = logging.getLogger(__name__)
 
@@ -140,47 +129,43 @@ class ServerProbe(ABC):
         return self.stack.service("server").logs()
 
     @property
-    def client(self) -> OpalClient:
-        # every PUT made through it is recorded: what each scope must serve (harness.heads)
-        return OpalClient(self.stack.published("server").url, on_put=self.stack.book.given)
+    def client(self) -> Any:
+        """The server's API client (a ScopeClient for a server with runtime sources)."""
+        raise HarnessError(f"{self.stack.settings.server} has no scope API")
 
+    @abstractmethod
+    def installed_version(self) -> str:
+        """The server's version as its own build reports it."""
+
+    @abstractmethod
+    def knobs(self) -> ServerKnobs:
+        """The server's own values of the knobs gate budgets derive from (None: this server
+        has no such setting), read the way the server reads them."""
+
+    # What only a server with a scope store, a broadcaster or its own Python does: each
+    # adapter with the capability implements it (harness.servers.opal.probe for OPAL).
     def stage_scopes(self, scopes: Mapping[str, str]) -> None:
-        """Store scopes (id -> repo URL) directly where the server keeps them."""
-        for scope_id, url in scopes.items():
-            self.stack.book.given(scope_id, url)
-        redisdb.set_many(self.stack.published("redis").url, stored_scopes(scopes))
+        """Store scopes (id -> repo URL) directly where the server keeps them (SCOPE_STORE)."""
+        raise self._lacks("a scope store")
 
     def stored_scope_ids(self, scope_ids: list[str]) -> list[str] | None:
         """Which of `scope_ids` the store holds now (None: the store does not answer)."""
-        keys = stored_scopes(dict.fromkeys(scope_ids, ""))
-        present = redisdb.present(self.stack.published("redis").url, list(keys))
-        if present is None:
-            return None
-        return [scope for scope, key in zip(scope_ids, keys, strict=True) if key in present]
+        raise self._lacks("a scope store")
 
     def flush_store(self) -> None:
-        redisdb.flush_all(self.stack.published("redis").url)
+        raise self._lacks("a scope store")
 
     def clone_seconds(self, url: str) -> float:
         """Time one clone of `url` from the server's environment with its git library."""
-        return float(self.python(CLONE_TIMER, [url]).strip())
+        raise self._lacks("a git library the harness can time")
 
     def disconnect_broadcaster(self) -> int:
-        """A server-side disconnect: the broadcaster's database terminates the server's
-        connections to it (its LISTEN connections too); how many it terminated."""
-        return int(self.python(BROADCASTER_DISCONNECT, [], timeout=60).strip())
+        """A server-side disconnect from its broadcaster; how many connections it cut."""
+        raise self._lacks("a broadcaster")
 
-    def installed_version(self) -> str:
-        """The server's version as its own environment reports it."""
-        return self.python(VERSION_READER, [], timeout=120).strip()
-
-    def knobs(self) -> ServerKnobs:
-        """The server's own values of the knobs gate budgets derive from (None: this server
-        has no such setting), read from its config object with the settings it runs with."""
-        try:
-            return knobs_from_config(json.loads(self.python(KNOB_READER, list(KNOB_NAMES), timeout=120)))
-        except (ValueError, HarnessError) as exc:
-            raise HarnessError(f"could not read the server's settings from opal_server.config: {exc}") from None
+    def _lacks(self, what: str) -> HarnessError:
+        return HarnessError(f"{self.stack.settings.server} has no {what}: the gate that asked should have "
+                            "declared the capability it needs")
 
 
 class Stack(ABC):
@@ -303,7 +288,7 @@ class Stack(ABC):
         return SERVICES
 
     @property
-    def client(self) -> OpalClient:
+    def client(self) -> Any:
         return self.server.client
 
     def _host_head(self, repo: str) -> str | None:

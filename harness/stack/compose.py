@@ -8,12 +8,12 @@ carries the label io.policy-harness.run-id, which `harness clean` uses to find s
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
 import shutil
 import time
+from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,12 @@ from harness.config import Settings
 from harness.errors import ConfigError, HarnessError, ServiceFailed
 from harness.githost.bare import CONNECTION_LINE
 from harness.images import docker_client
-from harness.probes import CountUnavailable
 from harness.seed import dead_repo_name
-from harness.servers.opal.recipe import gunicorn_argv, server_env
-from harness.stack.base import SERVICES, Address, ServerProbe, Stack
+from harness.servers.registry import SERVERS
+from harness.stack.base import SERVICES, Address, Stack
 from harness.stack.compose_cli import ComposeCli, detect
 from harness.tcplisteners import ACCEPTED_LINE
-from harness.waiting import free_port, poll_until, wait_for
+from harness.waiting import free_port, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -40,28 +39,20 @@ RUN_LABEL = "io.policy-harness.run-id"
 # "<pid>:<start time>" of the process that owns the stack: `harness clean` removes only
 # resources whose owner is gone, whichever run root that owner used.
 OWNER_LABEL = "io.policy-harness.owner"
-CONTAINER_BASE_DIR = "/data/opal"
 # Where every server image has the recipe (baked into the harness's images, mounted into a prebuilt one).
 CONTAINER_RECIPE_DIR = "/opt/harness-recipe"
 SERVER_COMMAND_FILE = "server-command.yml"
 GITHOST_PROFILES = ("bare", "gitea")
 
 
-def server_image_ref(settings) -> str:
-    """The server image a compose stack runs for these settings: OPAL_IMAGE, the image of
-    the OPAL_SOURCE tree (built at `up`), or the release's image of the chosen set."""
-    if settings.target.image:
-        return settings.target.image
-    image_set = images.choose_image_set(settings.images)
-    if settings.target.source is not None:
-        from harness.servers.opal.source_image import image_constraints, source_image_ref
-        tree = settings.target.source
-        return source_image_ref(image_set, tree, image_constraints(tree, settings.cache_dir, settings.constraints))
-    return image_set.server(settings.target.version)
-
-
 class ComposeStack(Stack):
+    """What every server's compose stack shares: the project, its engine and CLI, published
+    ports, control of its containers, the git host and the fault listeners. Each server's
+    own stack (harness/servers/<name>/compose.py) names its image and writes its launch."""
+
     backend = "compose"
+    #: how a missing server image is built (named in the error)
+    build_hint = "`make images-offline` (no registry) or `python -m harness.images build-public`"
 
     def __init__(self, settings, githost: str | None = None):
         super().__init__(settings)
@@ -87,11 +78,11 @@ class ComposeStack(Stack):
         self._ensure_server_image()
         self.run_dir.mkdir(parents=True, exist_ok=False)
         (self.run_dir / "logs").mkdir()
-        self._write_server_env()
-        self._write_server_command()
+        self.write_server_files()
         self._say(f"compose {self._cli.version} ({' '.join(self._cli.argv)}), images: {self._image_set.name}, "
                   f"git host: {self.githost}, project {self.project}: starting ...")
-        published = ("server", "redis", "postgres", "githost") + (("gitfront",) if self.githost == "bare" else ())
+        dependencies = SERVERS[self.settings.server].dependencies
+        published = ("server", *dependencies, "githost") + (("gitfront",) if self.githost == "bare" else ())
         self.up_on_free_ports(published)
         if self.githost == "gitea":
             self._bootstrap_gitea()
@@ -170,10 +161,13 @@ class ComposeStack(Stack):
             files.append(COMPOSE_DIR / "server-prebuilt.yml")
         return [*files, self.run_dir / SERVER_COMMAND_FILE]
 
-    def _write_server_command(self) -> None:
-        """The server's launch line from the one recipe both backends use (JSON is YAML)."""
-        command = gunicorn_argv("python", CONTAINER_RECIPE_DIR)
-        (self.run_dir / SERVER_COMMAND_FILE).write_text(json.dumps({"services": {"server": {"command": command}}}))
+    @abstractmethod
+    def write_server_files(self) -> None:
+        """What the server's container reads at create time (its env file, its launch line)."""
+
+    @abstractmethod
+    def server_image_ref(self) -> str:
+        """The server image this stack runs for its settings."""
 
     def _env(self) -> dict[str, str]:
         image_set = self._image_set
@@ -194,7 +188,7 @@ class ComposeStack(Stack):
             "HARNESS_GITEA_IMAGE": self.settings.gitea_image,
             "HARNESS_SERVER_IMAGE": self._server_image(),
             "HARNESS_SERVER_ENV_FILE": str(self.run_dir / "server.env"),
-            "HARNESS_RECIPE_DIR": str(STACKS_DIR / "opal"),
+            "HARNESS_RECIPE_DIR": str(STACKS_DIR / self.settings.server),
             "HARNESS_SEED_REPOS": str(self.settings.seed_repos),
             "HARNESS_GIT_UPSTREAM_HOST": upstream[0],
             "HARNESS_GIT_UPSTREAM_PORT": upstream[1],
@@ -209,27 +203,18 @@ class ComposeStack(Stack):
 
     def _server_image(self) -> str:
         if not self._server_ref:
-            self._server_ref = server_image_ref(self.settings)
+            self._server_ref = self.server_image_ref()
         return self._server_ref
 
     def _ensure_server_image(self) -> None:
         if self.settings.target.image:
             return  # a prebuilt image: compose pulls it or finds it
-        if self.settings.target.source is not None:
-            from harness.servers.opal.source_image import build_source_image
-            assert self._image_set is not None
-            self._say(f"server image from {self.settings.target.source} ({self._server_image()}) ...")
-            result = build_source_image(self._image_set, self.settings.target.source, client=self._docker,
-                                        cache_dir=self.settings.cache_dir, setting=self.settings.constraints)
-            self._say(f"server image {result.action} in {result.seconds:.1f} s")
-            return
         import docker.errors
         assert self._docker is not None
         try:
             self._docker.images.get(self._server_image())
         except docker.errors.ImageNotFound:
-            raise HarnessError(f"image {self._server_image()} does not exist; build it with "
-                               "`make images-offline` (no registry) or `python -m harness.images build-public`"
+            raise HarnessError(f"image {self._server_image()} does not exist; build it with {self.build_hint}"
                                ) from None
 
     def _check_ready(self) -> None:
@@ -319,9 +304,6 @@ class ComposeStack(Stack):
         except Exception:  # recorded as unknown; a busy engine must not fail the run
             return None
 
-    @property
-    def server(self) -> ComposeServerProbe:
-        return ComposeServerProbe(self)
 
     def dump_logs(self) -> Path:
         for service in (*SERVICES, "seed"):
@@ -333,14 +315,6 @@ class ComposeStack(Stack):
 
     def logs_dir(self) -> Path:
         return self.dump_logs()
-
-    def _write_server_env(self) -> None:
-        opal = server_env(redis_url="redis://redis:6379",
-                          broadcast_uri="postgres://opal:opal@postgres:5432/postgres",
-                          base_dir=CONTAINER_BASE_DIR, instance_dir=CONTAINER_BASE_DIR,
-                          overrides=self.overrides)
-        launch = {"HARNESS_WORKERS": str(self.workers)}  # read by the recipe's gunicorn config
-        (self.run_dir / "server.env").write_text("".join(f"{k}={v}\n" for k, v in {**opal, **launch}.items()))
 
     def repo_url(self, repo: str, via_latency: bool = False, via_front: bool = False) -> str:
         if via_front:
@@ -429,77 +403,6 @@ class ContainerHandle:
             raise ConfigError(f"{self.name} does not count connections: only the fault listeners and the git host do")
         text = self._container().logs().decode(errors="replace")
         return sum(1 for line in text.splitlines() if marker in line)
-
-
-class ComposeServerProbe(ServerProbe):
-    """The server as a container: PIDs from `docker top`, its python through exec."""
-
-    stack: ComposeStack
-
-    def pids(self) -> tuple[int | None, list[int]]:
-        """Host PIDs of gunicorn's master and workers (from `docker top`)."""
-        container = self.stack.container("server")
-        container.reload()
-        if container.status != "running":
-            return None, []
-        top = container.top(ps_args="-o pid,ppid,args")
-        rows = [dict(zip(top["Titles"], row, strict=False)) for row in top["Processes"]]
-        gunicorn = [r for r in rows if "gunicorn" in (r.get("COMMAND") or r.get("CMD") or "")]
-        pids = {int(r["PID"]) for r in gunicorn}
-        master = next((int(r["PID"]) for r in gunicorn if int(r["PPID"]) not in pids), None)
-        workers = [int(r["PID"]) for r in gunicorn if int(r["PPID"]) == master]
-        return master, workers
-
-    def settings(self) -> dict[str, str]:
-        lines = (self.stack.run_dir / "server.env").read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if "=" in line)
-
-    def restart(self, fresh_state: bool, overrides: Mapping[str, str] | None = None,
-                wait_healthy: bool = True, workers: int | None = None) -> None:
-        """Stop, then start the server container. Its OPAL_BASE_DIR is a tmpfs, so every start
-        is cold (no clones) either way; `fresh_state` also empties Redis. New settings need
-        a new container (env_file is read at create time)."""
-        stack = self.stack
-        self.stop()
-        if fresh_state:
-            self.flush_store()
-        wanted = dict(overrides) if overrides is not None else stack.overrides
-        wanted_workers = workers or stack.workers
-        if wanted != stack.overrides or wanted_workers != stack.workers:
-            stack.overrides, stack.workers = wanted, wanted_workers
-            stack._write_server_env()
-            stack._compose(["up", "-d", "--no-deps", "--force-recreate", "server"], timeout=300)
-        else:
-            stack.container("server").start()
-        if wait_healthy and poll_until(self.client.healthy, 90, interval=0.3) is None:
-            raise ServiceFailed(f"server not healthy 90 s after restart; logs: {self.log()}")
-
-    def clone_dirs(self) -> list[str]:
-        # The clones' directory appears with the first clone (none yet: no dirs); the base
-        # dir missing, or an exec that fails, is a count not taken — never 0.
-        script = (f"test -d {CONTAINER_BASE_DIR} || {{ echo 'no {CONTAINER_BASE_DIR}'; exit 3; }}; "
-                  f"test -d {CONTAINER_BASE_DIR}/git_sources || exit 0; ls -1 {CONTAINER_BASE_DIR}/git_sources")
-        try:
-            out = self.stack.exec_in("server", ["sh", "-c", script])
-        except (HarnessError, ConfigError) as exc:
-            raise CountUnavailable(f"the server's clone dirs could not be counted in its container: {exc}") from exc
-        return sorted(line for line in out.splitlines() if line.strip())
-
-    def cpu_count(self) -> int:
-        return int(self.stack.exec_in("server", ["python", "-c", "import os; print(os.cpu_count())"]).strip())
-
-    def python(self, code: str, args: list[str], timeout: float = 300) -> str:
-        # stdout only (demux): stderr carries the server's import-time warnings.
-        argv = ["timeout", str(int(timeout)), "python", "-c", code, *args]
-        result = self.stack.container("server").exec_run(argv, demux=True)
-        stdout, stderr = (part.decode(errors="replace") if part else "" for part in result.output)
-        if result.exit_code != 0:
-            raise HarnessError(f"the server's python exited {result.exit_code}: {stderr.strip()[-400:]}")
-        return stdout
-
-    def peer_ports(self) -> dict[int, str]:
-        # Container-side ports: what the server's sockets see inside the stack's network.
-        return {6379: "redis", 5432: "postgres", 9418: "git (githost, latency or blackhole)", 3000: "githost"}
 
 
 def remove_labelled(client, run_id: str | None = None) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.probes import inet_connections
 from harness.servers.cerbos import (
     CerbosServerProcess,
     DiskSync,
@@ -28,7 +29,6 @@ from harness.servers.cerbos import (
     write_tree,
 )
 from harness.servers.cerbos.install import CerbosBinary
-from harness.servers.cerbos.stats import inet_connections
 from harness.services.listeners import GitFrontService
 from harness.waiting import free_port, poll_until, wait_for
 

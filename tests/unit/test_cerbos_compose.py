@@ -29,9 +29,11 @@ def test_cerbos_takes_the_compose_backend_with_its_git_store_only():
 
 def test_each_server_gets_its_own_compose_stack_class():
     from harness.servers.cerbos.compose import CerbosComposeStack
+    from harness.servers.opal.compose import OpalComposeStack
     from harness.stack.compose import ComposeStack
     assert compose_stack_class("cerbos") is CerbosComposeStack
-    assert compose_stack_class("opal") is ComposeStack
+    assert compose_stack_class("opal") is OpalComposeStack
+    assert issubclass(OpalComposeStack, ComposeStack) and issubclass(CerbosComposeStack, ComposeStack)
 
 
 def test_auto_picks_local_for_cerbos_when_no_engine_answers(monkeypatch, tmp_path):

@@ -1,6 +1,8 @@
 """Faults heal whatever the scenario does: a gate that fails mid-outage must not leave a
 service down for the gates after it."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from harness.gates.base import GateContext
@@ -19,6 +21,7 @@ class _Stack:
 
     client = None
     server = _Server()
+    settings = SimpleNamespace(server="opal")
     book = ScopeBook(RepoHeads(lambda repo: None))
 
 
@@ -61,3 +64,16 @@ def test_a_heal_that_raises_still_closes_the_faults_window():
     with pytest.raises(OSError), ctx.fault("postgres stopped", start=lambda: None, heal=heal):
         pass
     assert [e["name"] for e in ctx.timeline.events] == [FAULT_START, FAULT_END]
+
+
+def test_a_settled_snapshot_waits_for_the_counts_to_stand_still(monkeypatch):
+    """remote-failures reads what a failed attempt kept only once the worker's threads stop
+    falling: a fetch still failing holds a thread that is not a leftover."""
+    ctx = _ctx()
+    threads = iter([9, 8, 7, 7, 7, 7, 7, 7])
+    monkeypatch.setattr(ctx, "_sample", lambda label, **extra: {"label": label, "worker_threads": next(threads),
+                                                                 **extra})
+    snapshot = ctx.observe_settled("reset attempt 2", ("worker_threads",), budget=10, interval=0.01, attempt=2)
+    assert snapshot["worker_threads"] == 7 and snapshot["settled"] == "stable" and snapshot["attempt"] == 2
+    settle = next(r for r in ctx.timeline.of_kind("settle"))
+    assert settle["series"]["worker_threads"] == [9, 8, 7, 7, 7]

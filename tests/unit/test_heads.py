@@ -109,10 +109,14 @@ class _DefaultAnsweringClient:
     def healthy(self, timeout: float = 2.0) -> bool:
         return True
 
+    def fresh(self, timeout: float | None = None) -> _DefaultAnsweringClient:
+        return self
+
 
 def _context(client: _DefaultAnsweringClient) -> GateContext:
     book = _book()
-    stack = SimpleNamespace(client=client, book=book, server=SimpleNamespace(knobs=ServerKnobs))
+    stack = SimpleNamespace(client=client, book=book, server=SimpleNamespace(knobs=ServerKnobs),
+                            settings=SimpleNamespace(server="opal"))
     ctx = GateContext(stack, Timeline("offline-repo"), params=None)  # type: ignore[arg-type]
     book.given("default", f"git://h/{DEFAULT_SCOPE_REPO}.git")
     return ctx
@@ -138,8 +142,7 @@ def test_served_within_serves_the_scopes_own_bundle():
 def test_a_poll_answered_with_the_default_bundle_counts_as_stalled_and_the_fail_says_so(monkeypatch):
     """offline-repo on a server that lost its loaded scope but has a default: every poll is a
     200, none is the loaded scope's own bundle, and the FAIL names whose bundle it was."""
-    client = _DefaultAnsweringClient({})
-    monkeypatch.setattr("harness.gates.base.OpalClient", lambda base_url: client)  # the poller's own client
+    client = _DefaultAnsweringClient({})  # its fresh() is itself: the poller's own client
     ctx = _context(client)
     ctx.book.given("loaded", "git://h/policy-0000.git")
     tl = ctx.timeline

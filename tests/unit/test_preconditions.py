@@ -268,7 +268,7 @@ def test_clone_dirs_of_a_missing_base_dir_cannot_be_counted(tmp_path: Path):
 
 def test_clone_dirs_whose_exec_fails_on_compose_cannot_be_counted():
     from harness.errors import HarnessError
-    from harness.stack.compose import ComposeServerProbe
+    from harness.servers.opal.compose import OpalComposeProbe as ComposeServerProbe
 
     class FailingStack:
         def exec_in(self, service, argv, timeout=120):

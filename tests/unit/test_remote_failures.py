@@ -12,7 +12,7 @@ FAILING = [f"policy-{600 + i:04d}" for i in range(12)]
 
 
 def _timeline(healthy_ok=10, recovered=True, kept_files=0, requests=12, modes=MODES, tried=None,
-              unpolled=()):
+              unpolled=(), settled="stable"):
     """`tried`: mode -> the failing repos the front saw in that window (default: all 12);
     `unpolled`: modes whose window has no healthy poll."""
     tl = Timeline("remote-failures")
@@ -25,7 +25,8 @@ def _timeline(healthy_ok=10, recovered=True, kept_files=0, requests=12, modes=MO
         for attempt in ((1, 2) if mode != "throttle" else (1,)):
             tl.record("snapshot", label=f"{mode} attempt {attempt}", mode=mode, attempt=attempt, requests=requests,
                       tried=(tried or {}).get(mode, FAILING),
-                      worker_files=20 + (kept_files if attempt == 2 else 0), worker_threads=6, clone_dirs=14)
+                      worker_files=20 + (kept_files if attempt == 2 else 0), worker_threads=6, clone_dirs=14,
+                      settled=settled if mode != "throttle" else None)
         tl.record("recovery", mode=mode, seconds=0.5 if recovered else None, budget_s=15.0,
                   unrecovered=[] if recovered else ["failing-0"], not_recovered=0 if recovered else 12, scopes=12)
     return tl
@@ -58,6 +59,13 @@ def test_what_each_failed_attempt_keeps_beyond_tolerance_fails():
     verdict = check(_timeline(kept_files=12))
     assert verdict.category == "failures.files_kept" and "+12 open files" in verdict.reason
     assert check(_timeline(kept_files=1)).verdict == "pass"  # within the tolerance of 1
+
+
+def test_a_kept_count_read_while_the_counts_still_moved_says_so():
+    verdict = check(_timeline(kept_files=12, settled="budget"))
+    assert verdict.category == "failures.files_kept"
+    assert "still changing when attempt 1 was read" in verdict.reason
+    assert "still changing" not in check(_timeline(kept_files=12)).reason
 
 
 def test_a_window_whose_requests_never_reached_the_front_is_an_error():

@@ -95,8 +95,7 @@ class CerbosComposeStack(ComposeStack):
         self._ensure_server_image()
         self.run_dir.mkdir(parents=True, exist_ok=False)
         (self.run_dir / "logs").mkdir()
-        self.config_dir.mkdir()
-        (self.config_dir / "set-args").write_text("")
+        self.write_server_files()
         assert self._cli is not None and self._image_set is not None
         self._say(f"compose {self._cli.version} ({' '.join(self._cli.argv)}), images: {self._image_set.name}, "
                   f"server {self._server_image()}, project {self.project}: starting ...")
@@ -142,10 +141,14 @@ class CerbosComposeStack(ComposeStack):
         own = {"HARNESS_CERBOS_CONFIG_DIR": str(self.config_dir), "HARNESS_CERBOS_RECIPE_DIR": str(RECIPE_DIR)}
         return {**super()._env(), **own}
 
-    def _server_image(self) -> str:
-        if not self._server_ref:
-            self._server_ref = stack_image_ref(self.settings)
-        return self._server_ref
+    def server_image_ref(self) -> str:
+        return stack_image_ref(self.settings)
+
+    def write_server_files(self) -> None:
+        """The config dir the server's container mounts; its config is written by the probe
+        once the source it serves exists (up, restart)."""
+        self.config_dir.mkdir()
+        (self.config_dir / "set-args").write_text("")
 
     def _ensure_server_image(self) -> None:
         """Built (or reused, by its inputs' digest) from the cached binary: no network."""

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 
+from harness.probes import connections_to_port
+
 GIT_TIMEOUT_S = 30.0
 # The store figures a gate reads from /_cerbos/metrics. The store's carry a driver label
 # (`cerbos_dev_store_poll_count_total{driver="git"}`), and the sync error counter appears
@@ -49,20 +51,10 @@ def process_stats(pid: int, front_port: int | None = None, metrics: Mapping[str,
         with proc.oneshot():
             figures = {"rss_kb": proc.memory_info().rss // 1024, "open_files": len(proc.open_files()),
                        "fds": proc.num_fds(), "threads": proc.num_threads()}
-        figures |= front_connections(proc, front_port)
+        figures |= connections_to_port(proc, front_port, prefix="front")
     except psutil.NoSuchProcess:
         return {}
     return figures | metric_figures(metrics or {})
-
-
-def front_connections(proc: psutil.Process, front_port: int | None) -> dict[str, int]:
-    """TCP connections whose remote port is the front's: ESTABLISHED apart from the rest
-    (CLOSE_WAIT and friends are what a poll that gave up may leave)."""
-    if front_port is None:
-        return {}
-    to_front = [c for c in inet_connections(proc, "tcp") if c.raddr and c.raddr.port == front_port]
-    established = sum(1 for c in to_front if c.status == psutil.CONN_ESTABLISHED)
-    return {"front_established": established, "front_other": len(to_front) - established}
 
 
 def metric_figures(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -74,10 +66,3 @@ def metric_figures(metrics: Mapping[str, float]) -> dict[str, float]:
         if name in STORE_METRICS:
             figures[name] = figures.get(name, 0.0) + value
     return figures
-
-
-def inet_connections(proc: psutil.Process, kind: str = "inet") -> list:
-    """The process's sockets; psutil 6 renamed connections() to net_connections() (the
-    project allows psutil 5.9)."""
-    method = getattr(proc, "net_connections", None) or proc.connections
-    return list(method(kind=kind))

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import requests
 
+from harness.servers.base import PolicyResult
 from harness.servers.opal.recipe import scope_body
 from harness.servers.opal.stats import STATS_PATH, CacheStats
-
-
-@dataclass
-class PolicyResult:
-    """One GET policy answer. A 200 alone is not "served": with a `default` scope stored the
-    server answers 200 with the default's bundle for a scope it does not know; whether `hash`
-    is the scope's own head is judged by harness.heads (GateContext.judge)."""
-
-    status: int | None  # None: no answer within the client timeout
-    seconds: float
-    error: str = ""
-    hash: str | None = None  # the bundle's commit (200 only)
-    data: tuple[str, ...] = ()  # the bundle's data files, as text (200 only)
 
 
 def bundle_data(bundle: dict) -> tuple[str, ...]:
@@ -46,6 +33,9 @@ class OpalClient:
         # unhandled error (e.g. GET policy of a deleted scope), and reusing it would turn
         # the next, unrelated request into a "connection reset".
         self.session.headers["Connection"] = "close"
+
+    def fresh(self, timeout: float | None = None) -> OpalClient:
+        return OpalClient(self.base_url, timeout=self.timeout if timeout is None else timeout)
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"

@@ -24,11 +24,11 @@ from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
 from harness.probes import clone_dirs
 from harness.servers.base import Served
+from harness.servers.opal.probe import OpalProbe
 from harness.servers.opal.process import OpalServerProcess
 from harness.servers.opal.source import OpalSource
 from harness.servers.opal.venvs import ServerVenv, choose_constraints, ensure_server_venv
 from harness.services.base import LocalService
-from harness.stack.base import ServerProbe
 from harness.stack.local import LocalStack
 
 
@@ -80,7 +80,7 @@ class SourceState:
         self.refreshes: list[dict[str, Any]] = []  # each push's refresh call: sha, status, seconds
 
 
-class LocalServerProbe(ServerProbe):
+class LocalServerProbe(OpalProbe):
     """The server as processes on this machine: gunicorn's tree, its venv, its run dir."""
 
     stack: LocalStack

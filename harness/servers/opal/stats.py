@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.servers.registry import OPAL
+
 STATS_PATH = "/internal/git-fetcher-cache-stats"
-CACHES = ("repo_locks", "repos", "repos_last_fetched")
+CACHES = OPAL.caches
 
 
 class StatsContractError(ValueError):
