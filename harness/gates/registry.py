@@ -18,6 +18,8 @@ from harness.gates.redis_outage import RedisOutageGate
 from harness.gates.remote_failures import RemoteFailuresGate
 from harness.gates.remote_transitions import RemoteTransitionsGate
 from harness.gates.repeat_sync import RepeatSyncGate
+from harness.gates.source_remote_failures import SourceRemoteFailuresGate
+from harness.gates.source_repeat_sync import SourceRepeatSyncGate
 from harness.gates.zombie_cap import ZombieCapGate
 
 GATES: dict[str, Gate] = {gate.id: gate for gate in (
@@ -26,6 +28,7 @@ GATES: dict[str, Gate] = {gate.id: gate for gate in (
     RemoteFailuresGate(), RedisOutageGate(),
     # source gates (Capability.SOURCE_CONTROL): any server whose adapter attaches one source
     BadPolicyGate(), CheckoutTamperedGate(), BootDeadRemoteGate(), OfflineRemoteGate(), BootSizeGate(),
+    SourceRepeatSyncGate(), SourceRemoteFailuresGate(),
 )}
 
 

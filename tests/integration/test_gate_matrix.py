@@ -192,6 +192,11 @@ EXPECTED: dict[tuple[str, Server], Cell] = {
     ("repeat-sync", R099): PACKS_KEPT,
     ("repeat-sync", R099_RELEASING_HANDLES): PASSES,
     ("repeat-sync", R099_NEVER_FETCH): fails("repeat_sync.stale_commit"),
+    # one source, a commit and a refresh per cycle: the same packs leak, one more open pack
+    # (file and fd) per fetch on both releases; the tree that releases its fetch handles keeps none
+    ("source-repeat-sync", R096): fails("source_sync.files_grew", "source_sync.fds_grew"),
+    ("source-repeat-sync", R099): fails("source_sync.files_grew", "source_sync.fds_grew"),
+    ("source-repeat-sync", R099_RELEASING_HANDLES): PASSES,
     ("offline-repo", R096): fails("offline.loaded_scope_stalled", "offline.new_scope_not_served"),
     ("offline-repo", R099): PASSES,
     ("zombie-cap", R096): fails("zombie.new_scope_not_served"),
