@@ -81,6 +81,12 @@ LOAD: dict[str, GateLoad] = {
     # boot-size: not benched — its walls from `harness gates --gate boot-size` (7 s on 0.55.0, 13 s
     # on 0.51.0), CPU taken as a busy core for its compile and boot, memory as the others'
     "boot-size": GateLoad(wall_s=13.0, cpu_s=10.0, peak_mb=400),
+    # not benched either: walls of single `harness gates --gate G` runs (2026-12-06, a loaded
+    # machine; source-repeat-sync scaled from 40 to its 30 cycles), CPU and memory taken as
+    # OPAL's one-scope stack (its refresh per cycle) for source-repeat-sync, Cerbos's for the
+    # other (it needs a polling server)
+    "source-repeat-sync": GateLoad(wall_s=60.0, cpu_s=15.0, peak_mb=600),
+    "source-remote-failures": GateLoad(wall_s=50.0, cpu_s=4.0, peak_mb=280),
 }
 # A gate the table does not know (a new one): taken as one busy core and a big stack, so
 # `auto` errs towards fewer groups.
@@ -93,7 +99,8 @@ EXPECTED_S = {"leak": 40, "repeat-sync": 18, "offline-repo": 49, "zombie-cap": 4
               "remote-transitions": 30, "remote-failures": 60, "redis-outage": 40,
               # the source gates on Cerbos 0.55.0 (offline-remote: 22 s on 0.51.0 too), from the
               # reports of the LOAD runs above (load average 1.0–1.7): not yet a full quiet run
-              "bad-policy": 33, "checkout-tampered": 33, "boot-dead-remote": 16, "offline-remote": 22, "boot-size": 13}
+              "bad-policy": 33, "checkout-tampered": 33, "boot-dead-remote": 16, "offline-remote": 22, "boot-size": 13,
+              "source-repeat-sync": 60, "source-remote-failures": 50}
 TIMED = ("boot-timing",)
 # Gates whose judgement races the server (broker-bounce: the reconnect window's PUTs;
 # remote-failures: the fetch throttle; orphan-clones: clone dirs removed while a sync runs):

@@ -179,7 +179,7 @@ def test_the_shipped_0_9_9_baseline_is_in_the_format_harness_baseline_writes():
         "repeat-sync": {"repeat_sync.packs_grew"}, "zombie-cap": {"zombie.new_scope_not_served"},
         "orphan-clones": {"orphan.clone_dirs_kept", "orphan.fds_kept"},
         "redis-outage": {"redis.put_after_not_served"}, "broker-bounce": {"bounce.put_lost_in_reconnect"},
-        "bad-policy": {"bad_policy.not_kept"}}
+        "bad-policy": {"bad_policy.not_kept"}, "source-repeat-sync": {"source_sync.files_grew"}}
     pyproject = (Path(bl.__file__).parents[1] / "pyproject.toml").read_text()
     assert '"baselines/*.json"' in pyproject  # package data: a pip install has it
 
@@ -276,6 +276,7 @@ def test_annotate_leaves_the_report_and_adds_status_per_gate():
 def test_auto_finds_the_shipped_baseline_of_each_servers_release():
     cerbos = resolve("auto", Target(version="0.55.0", server="cerbos"))
     assert cerbos.baseline is not None and cerbos.baseline.target == "cerbos==0.55.0"
-    assert set(cerbos.baseline.known) == {"bad-policy", "checkout-tampered", "boot-dead-remote", "remote-transitions"}
+    assert set(cerbos.baseline.known) == {"bad-policy", "checkout-tampered", "boot-dead-remote", "remote-transitions",
+                                          "source-repeat-sync", "source-remote-failures"}
     assert cerbos.baseline.dumps() == cerbos.baseline.path.read_text()  # as `harness baseline` wrote it
     assert resolve("auto", Target(version="0.51.0", server="cerbos")).baseline is None  # the newest only
