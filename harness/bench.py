@@ -31,7 +31,7 @@ also given as a rate, which travels better between machines than seconds do.
   --gate-load  instead: each gate of the first of --releases alone (`harness gates --gate
                G`), its process tree sampled: wall seconds, CPU seconds (harness, server,
                services, git) and peak summed memory — the table `--jobs auto` plans by
-               (harness.gates.parallel.LOAD)
+               (harness.runner.parallel.LOAD)
 """
 
 from __future__ import annotations
@@ -184,8 +184,8 @@ def measure_matrix(bench: Bench, releases: list[str], jobs: str, repeats: int, w
     serial = {r: SuiteRun.read(work / "serial" / r) for r in releases}
     parallel: list[dict[str, SuiteRun]] = []
     if jobs == "auto":  # what the children will pick (parallel.LOAD is read when they start)
-        from harness.gates.parallel import default_jobs
         from harness.gates.registry import GATES
+        from harness.runner.parallel import default_jobs
         bench.figures["auto_jobs"] = float(default_jobs(list(GATES)))
     for n in range(1, repeats + 1):
         argvs = {r: _gates_argv(r, work / f"parallel-{n}" / r, jobs) for r in releases}

@@ -67,8 +67,8 @@ def _add_server_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_gates(args: argparse.Namespace) -> int:
-    from harness.gates.batch import Batch, keep_policy, run_batch
     from harness.gates.registry import GATES
+    from harness.runner.batch import Batch, keep_policy, run_batch
     if args.list:
         return list_gates(args.json)
     if args.json:
@@ -86,7 +86,7 @@ def cmd_gates(args: argparse.Namespace) -> int:
         if settings.keep_stack:  # each group's `harness gates` would read it and keep its stack
             raise HarnessError("HARNESS_KEEP_STACK=1 keeps the one stack of a run: it cannot go with --jobs; "
                                "unset it, or run with --jobs 1")
-        from harness.gates.parallel import run_parallel
+        from harness.runner.parallel import run_parallel
         return run_parallel(settings, batch, jobs, args.backend)[0]
     stack = None
     if args.against:
@@ -99,7 +99,7 @@ def cmd_gates(args: argparse.Namespace) -> int:
 
 def list_gates(as_json: bool) -> int:
     """`harness gates --list`: every gate, what it needs, its settings, defaults and variables."""
-    from harness.gates.runner import catalogue
+    from harness.runner.run import catalogue
     gates = catalogue()
     if as_json:
         print(json.dumps(gates, indent=2))
@@ -124,10 +124,10 @@ def _needs_text(gate: dict) -> str:
 
 
 def _apply_shard(args: argparse.Namespace, batch) -> None:
-    """`--shard I/N`: this machine runs its share of the selected gates (harness/gates/shards.py)."""
+    """`--shard I/N`: this machine runs its share of the selected gates (harness/runner/shards.py)."""
     if args.shard is None:
         return
-    from harness.gates.shards import Shard, record
+    from harness.runner.shards import Shard, record
     shard = Shard.parse(args.shard)
     batch.shard = record(batch.gates, shard)
     batch.gates = batch.shard["gates"]
@@ -135,7 +135,7 @@ def _apply_shard(args: argparse.Namespace, batch) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from harness.gates.shards import merge_command
+    from harness.runner.shards import merge_command
     settings = config.from_env(**({"reports_dir": args.reports_dir} if args.reports_dir else {}))
     return merge_command([Path(d) for d in args.dirs], settings, Path(args.junitxml) if args.junitxml else None,
                          args.baseline, args.strict)
@@ -153,7 +153,7 @@ def _add_merge_parser(sub) -> None:
 
 
 def _jobs(value: str, gates: Sequence[str]) -> int:
-    from harness.gates.parallel import default_jobs
+    from harness.runner.parallel import default_jobs
     if value == "auto":
         return default_jobs(gates)
     if not value.isdigit() or int(value) < 1:
@@ -176,7 +176,7 @@ def _validate_compare(args: argparse.Namespace, gates: Sequence[str]) -> None:
     """What each side's `harness gates` would refuse, refused here first: no compare
     folder is made for a comparison that cannot start."""
     from harness.compare import spec_target
-    from harness.gates.batch import Batch
+    from harness.runner.batch import Batch
     server = args.server or config.from_env().server
     for spec in (args.a, args.b):
         target = spec_target(spec, server)
@@ -187,8 +187,8 @@ def _validate_compare(args: argparse.Namespace, gates: Sequence[str]) -> None:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from harness.gates.batch import keep_policy, run_batch
-    from harness.gates.rerun import compare_with_recorded, load_report, rerun_plan
+    from harness.runner.batch import keep_policy, run_batch
+    from harness.runner.rerun import compare_with_recorded, load_report, rerun_plan
     run_dir = Path(args.run_dir)
     report = load_report(run_dir)
     settings, batch = rerun_plan(report, _settings(args), _target_given(args))
@@ -387,7 +387,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.gates.rejudge import rejudge_command
+    from harness.runner.rejudge import rejudge_command
     baseline = args.baseline if args.baseline is not None else config.from_env().baseline
     return rejudge_command(args.run_dir, args.threshold, baseline, args.strict)
 

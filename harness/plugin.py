@@ -5,9 +5,9 @@
   An xfail (a known failure of a baseline) is left alone: it is not a skip.
 - `--baseline FILE|NAME|auto|none` (default HARNESS_BASELINE): the gate suite's known
   failures become xfail with the reason, new or changed ones fail, fixed ones XPASS
-  (`--strict-baseline`: fail). harness/gates/fixtures.py applies it.
+  (`--strict-baseline`: fail). harness/runner/fixtures.py applies it.
 - Fixtures: `harness_settings`, `stack_factory` (stacks torn down after the test), and the
-  gate fixtures in `harness.gates.fixtures`.
+  gate fixtures in `harness.runner.fixtures`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from harness.errors import HarnessError
 from harness.stack import make_stack
 from harness.stack.base import Stack
 
-pytest_plugins = ["harness.gates.fixtures"]
+pytest_plugins = ["harness.runner.fixtures"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -4,7 +4,7 @@
 self-test class, one stack) goes to one worker, in collection order. Starting the longest
 scopes first keeps the slowest stack from starting last and setting the wall time alone
 (longest-processing-time-first). The costs are estimates, not assertions: each self-test cell
-counts its gate's measured seconds (harness.gates.parallel.EXPECTED_S), every other
+counts its gate's measured seconds (harness.runner.parallel.EXPECTED_S), every other
 integration test its module's EXPECTED_COST_S or a flat INTEGRATION_S, a unit test nothing.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.gates.parallel import EXPECTED_S
+from harness.runner.parallel import EXPECTED_S
 
 INTEGRATION_S = 15.0
 # Compose cells run slower than local ones (container starts, exec round trips): measured

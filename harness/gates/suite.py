@@ -16,8 +16,8 @@ With `--baseline FILE` (or HARNESS_BASELINE) a known failure is an xfail with it
 
 import pytest
 
-from harness.gates.fixtures import GateSession
 from harness.gates.registry import GATES, marker
+from harness.runner.fixtures import GateSession
 
 
 def _case(gate_id: str):

@@ -32,9 +32,9 @@ from dataclasses import replace
 import pytest
 
 from harness.gates.base import DEFAULT_SCOPE_REPO, GateContext
-from harness.gates.runner import run_gate
 from harness.heads import FOREIGN, OWN
 from harness.report import schema_errors
+from harness.runner.run import run_gate
 from harness.seed import policy_repo_name, seeded_head
 from harness.timeline import Timeline
 from tests.integration.test_gate_matrix import BOUNCE_MODES, EXPECTED, R096, R099, _Stacks

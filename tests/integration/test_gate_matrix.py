@@ -12,8 +12,8 @@ import pytest
 
 from harness import config
 from harness.gates.registry import GATES
-from harness.gates.runner import run_gate
 from harness.report import RunReport, schema_errors
+from harness.runner.run import run_gate
 from harness.servers.registry import OPAL
 from harness.stack import make_stack
 from tests.integration import (

@@ -22,7 +22,7 @@ import pytest
 
 from harness import config
 from harness.gates.load import SMALL_LOAD
-from harness.gates.runner import run_gate
+from harness.runner.run import run_gate
 from harness.stack import make_stack
 
 pytestmark = pytest.mark.integration

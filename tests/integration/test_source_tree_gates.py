@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.gates.runner import run_gate
+from harness.runner.run import run_gate
 from tests.integration.compose_support import require_compose
 
 pytestmark = pytest.mark.integration

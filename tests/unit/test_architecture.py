@@ -110,7 +110,25 @@ def test_the_seam_floor_imports_no_adapter_stack_or_gate():
 
 def test_the_cli_report_runner_and_local_stack_import_no_server():
     modules = _modules()
-    for name in ("harness.cli", "harness.report", "harness.gates.runner", "harness.gates.batch",
+    for name in ("harness.cli", "harness.report", "harness.runner.run", "harness.runner.batch",
                  "harness.stack.local", "harness.stack.local_runtime", "harness.gates.sources"):
         found = _imports(modules[name], modules)
         assert not {m for m in found if m.startswith(("harness.servers.opal", "harness.servers.cerbos"))}, name
+
+
+# What harness/gates/ holds besides the gates: what a gate is written with (its base class and
+# context, the source verbs, proofs, settles, settings, load shapes, the broker log reader),
+# the registry of gates, and the suite (the gates as a pytest module: `pytest --pyargs
+# harness.gates.suite`). What runs and merges them is harness/runner/.
+GATE_KIT = {"base", "sources", "proof", "settle", "settings", "load", "bounce_log", "registry", "suite"}
+
+
+def test_the_gates_package_holds_gates_and_their_kit_and_no_gate_imports_the_runner():
+    from harness.gates.registry import GATES
+    modules = _modules()
+    in_gates = {name for name in modules if name.startswith("harness.gates.")}
+    gate_modules = {type(gate).__module__ for gate in GATES.values()}
+    assert in_gates == gate_modules | {f"harness.gates.{kit}" for kit in GATE_KIT}, in_gates ^ (
+        gate_modules | {f"harness.gates.{kit}" for kit in GATE_KIT})
+    for name in in_gates - {"harness.gates.suite"}:  # the suite's fixtures come from the runner
+        assert not {m for m in _imports(modules[name], modules) if m.startswith("harness.runner")}, name

@@ -14,10 +14,10 @@ from harness.baseline import Baseline, Outcome, annotate, from_reports, judge, p
 from harness.ci_outputs import step_summary, write_junit
 from harness.config import Settings, Target, from_env
 from harness.errors import ConfigError
-from harness.gates.batch import Batch
-from harness.gates.parallel import merge
 from harness.report import RunReport, schema_errors
 from harness.runinfo import settings_metadata
+from harness.runner.batch import Batch
+from harness.runner.parallel import merge
 from harness.verdict import GateResult
 
 SHIPPED = Path(bl.__file__).with_name("baselines") / "opal-server-0.9.9.json"

@@ -16,7 +16,7 @@ BASE = Baseline("opal-server==0.9.9", {"repeat-sync": (Outcome("repeat_sync.pack
 
 CASES = '''
 import pytest
-from harness.gates.fixtures import GateSession, session_baseline, strict_baseline
+from harness.runner.fixtures import GateSession, session_baseline, strict_baseline
 from harness.report import RunReport
 from harness.verdict import GateResult
 

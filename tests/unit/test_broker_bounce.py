@@ -8,7 +8,7 @@ import pytest
 
 from harness.gates.bounce_log import read_bounce_log
 from harness.gates.broker_bounce import BrokerBounceGate, Params, PutSpread, Thresholds, spread_offsets
-from harness.gates.runner import build_settings
+from harness.runner.run import build_settings
 from harness.serverlog import timed_lines
 from harness.timeline import Timeline
 

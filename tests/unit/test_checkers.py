@@ -13,9 +13,9 @@ from harness.gates.offline_repo import Thresholds as OfflineThresholds
 from harness.gates.repeat_sync import Params as RepeatSyncParams
 from harness.gates.repeat_sync import RepeatSyncGate, theil_sen_slope
 from harness.gates.repeat_sync import Thresholds as SyncThresholds
-from harness.gates.runner import build_settings
 from harness.gates.zombie_cap import Thresholds as ZombieThresholds
 from harness.gates.zombie_cap import ZombieCapGate
+from harness.runner.run import build_settings
 from harness.seed import dead_repo_name, policy_repo_name
 from harness.servers.opal import PolicyResult
 from harness.timeline import FAULT_END, FAULT_START, Timeline

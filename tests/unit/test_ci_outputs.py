@@ -15,10 +15,10 @@ from harness.compare import comparison, spec_target
 from harness.config import Settings, Target
 from harness.errors import ConfigError, HarnessError
 from harness.figures import figures
-from harness.gates.batch import Batch, exit_status
-from harness.gates.rerun import rerun_plan
 from harness.report import RunReport, schema_errors
 from harness.runinfo import settings_metadata
+from harness.runner.batch import Batch, exit_status
+from harness.runner.rerun import rerun_plan
 from harness.verdict import GateResult
 
 pytest_plugins = ["pytester"]
@@ -270,7 +270,7 @@ CANNED_SESSION = '''
 import os
 
 import pytest
-from harness.gates.fixtures import PART_KEY, REPORT_KEY, GateSession
+from harness.runner.fixtures import PART_KEY, REPORT_KEY, GateSession
 from harness.report import RunReport
 from harness.verdict import GateResult
 

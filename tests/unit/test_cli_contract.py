@@ -98,8 +98,8 @@ def _result(gate_id: str, verdict: str) -> GateResult:
 
 def _fake_gates(monkeypatch, verdicts: dict[str, str], fail_up: bool = False) -> None:
     monkeypatch.setattr(FakeStack, "fail_up", fail_up)
-    monkeypatch.setattr("harness.gates.batch.make_stack", FakeStack)
-    monkeypatch.setattr("harness.gates.batch.run_gate",
+    monkeypatch.setattr("harness.runner.batch.make_stack", FakeStack)
+    monkeypatch.setattr("harness.runner.batch.run_gate",
                         lambda gate_id, stack, profile, overrides=None, server_env=None:
                         _result(gate_id, verdicts[gate_id]))
 
@@ -221,7 +221,7 @@ def test_rerun_honours_harness_keep_stack(monkeypatch, tmp_path):
 # -- report -------------------------------------------------------------------------------
 
 def _rejudged_as(monkeypatch, verdicts: dict[str, str]) -> None:
-    monkeypatch.setattr("harness.gates.rejudge.judge",
+    monkeypatch.setattr("harness.runner.rejudge.judge",
                         lambda g, timeline, params, thresholds: Verdict(verdicts[g.id], "on purpose", "x.y"))
 
 

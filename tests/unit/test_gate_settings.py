@@ -7,7 +7,7 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.gates.registry import GATES
-from harness.gates.runner import configure, gate
+from harness.runner.run import configure, gate
 
 
 @pytest.mark.parametrize("gate_id", list(GATES))
@@ -67,8 +67,8 @@ def test_a_value_of_the_wrong_type_names_the_variable():
 def test_a_float_setting_with_a_whole_default_takes_a_fraction():
     from dataclasses import dataclass
 
-    from harness.gates.runner import build_settings
     from harness.gates.settings import GateSettings
+    from harness.runner.run import build_settings
 
     @dataclass
     class Knobs(GateSettings):
@@ -85,7 +85,7 @@ def test_preflight_refuses_an_unknown_gate_variable_before_any_stack(monkeypatch
     from dataclasses import replace
 
     from harness.config import Settings
-    from harness.gates.runner import preflight
+    from harness.runner.run import preflight
     settings = replace(Settings(), gate_vars={"LEEK_CYCLES": "5", "ZOMBIE_CAP_NOPE": "1"})
     with pytest.raises(ConfigError) as raised:
         preflight(settings, ["zombie-cap"])

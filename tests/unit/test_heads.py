@@ -12,8 +12,8 @@ from harness import seed
 from harness.gates.base import DEFAULT_SCOPE_REPO, GateContext, Poller, foreign_answers
 from harness.gates.offline_repo import OfflineRepoGate
 from harness.gates.offline_repo import Thresholds as OfflineThresholds
-from harness.gates.runner import build_settings, judge
 from harness.heads import FOREIGN, NOT_200, OWN, STALE, UNKNOWN_SCOPE, RepoHeads, ScopeBook, repo_of
+from harness.runner.run import build_settings, judge
 from harness.servers.base import ServerKnobs
 from harness.servers.opal import PolicyResult
 from harness.timeline import Timeline

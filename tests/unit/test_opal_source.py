@@ -12,7 +12,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.gates.bad_policy import BAD, BadPolicyGate
 from harness.gates.bad_policy import Thresholds as BadThresholds
-from harness.gates.runner import build_settings
+from harness.runner.run import build_settings
 from harness.seed import seeded_head
 from harness.servers.opal.source import OpalSource, bad_rego, package_of
 from harness.timeline import Timeline

@@ -6,7 +6,7 @@ import socket
 
 from harness.fds import fd_census, fd_kind
 from harness.gates.orphan_clones import OrphanClonesGate, Thresholds
-from harness.gates.runner import build_settings
+from harness.runner.run import build_settings
 from harness.serverlog import summarize, template
 from harness.timeline import Timeline
 

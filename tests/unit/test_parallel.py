@@ -5,8 +5,11 @@ import json
 import pytest
 
 from harness.config import Settings, Target
-from harness.gates import parallel
-from harness.gates.parallel import (
+from harness.gates.registry import GATES
+from harness.report import RunReport, schema_errors
+from harness.runinfo import settings_metadata
+from harness.runner import parallel
+from harness.runner.parallel import (
     CPU_HEADROOM,
     LOAD,
     MEMORY_HEADROOM,
@@ -19,9 +22,6 @@ from harness.gates.parallel import (
     merge,
     plan,
 )
-from harness.gates.registry import GATES
-from harness.report import RunReport, schema_errors
-from harness.runinfo import settings_metadata
 from harness.verdict import GateResult
 
 
@@ -124,7 +124,7 @@ def test_parts_merge_into_one_report_in_the_asked_order(tmp_path):
 
 
 def test_a_gate_s_time_splits_into_server_bound_waiting_and_the_harness_s_own():
-    from harness.gates.runner import time_split
+    from harness.runner.run import time_split
     split = time_split({"fresh_server_s": 2.0, "scenario_s": 10.0, "sampling_s": 1.5, "teardown_s": 0.5}, 13.0)
     assert (split["server_s"], split["harness_s"]) == (8.5, 4.5)
     assert time_split({"fresh_server_s": 2.0}, 2.5)["server_s"] == 0.0  # the restart failed: all harness

@@ -18,11 +18,11 @@ from harness.gates.offline_repo import OfflineRepoGate
 from harness.gates.offline_repo import Thresholds as OfflineThresholds
 from harness.gates.orphan_clones import OrphanClonesGate, in_flight_at_delete
 from harness.gates.orphan_clones import Thresholds as OrphanThresholds
-from harness.gates.runner import build_settings
 from harness.gates.settle import settle, still_falling
 from harness.gates.zombie_cap import Thresholds as ZombieThresholds
 from harness.gates.zombie_cap import ZombieCapGate
 from harness.probes import CountUnavailable, clone_dirs
+from harness.runner.run import build_settings
 from harness.seed import dead_repo_name, policy_repo_name
 from harness.tcplisteners import parse_connections
 from harness.timeline import Timeline

@@ -5,7 +5,7 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.gates.redis_outage import Params, RedisOutageGate, Thresholds
-from harness.gates.runner import build_settings
+from harness.runner.run import build_settings
 from harness.timeline import Timeline
 
 

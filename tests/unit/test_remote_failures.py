@@ -87,7 +87,7 @@ def test_modes_are_validated_before_a_stack_is_touched():
     import pytest
 
     from harness.errors import ConfigError
-    from harness.gates.runner import build_settings
+    from harness.runner.run import build_settings
     with pytest.raises(ConfigError, match="modes"):
         build_settings(Params, {"modes": "auth,sideways"}, "remote-failures")
 

@@ -5,9 +5,9 @@ import pytest
 
 from harness import cli
 from harness.errors import HarnessError
-from harness.gates.rejudge import parse_threshold_args, rejudge
-from harness.gates.runner import configure, gate
 from harness.report import RunReport
+from harness.runner.rejudge import parse_threshold_args, rejudge
+from harness.runner.run import configure, gate
 from harness.timeline import FAULT_START, Timeline
 from harness.verdict import GateResult
 

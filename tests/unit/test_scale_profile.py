@@ -14,7 +14,7 @@ from harness.errors import ConfigError
 from harness.gates import load as gate_load
 from harness.gates.base import ServerKnobs
 from harness.gates.registry import GATES
-from harness.gates.runner import configure, gate, needs_of, preflight, requested_settings
+from harness.runner.run import configure, gate, needs_of, preflight, requested_settings
 from harness.timeline import Timeline
 
 SCALED = ("leak", "repeat-sync", "boot-timing")

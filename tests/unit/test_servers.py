@@ -9,10 +9,10 @@ import pytest
 
 from harness import config
 from harness.errors import ConfigError
-from harness.gates.batch import Batch
 from harness.gates.registry import GATES
-from harness.gates.runner import catalogue, skip_reason
 from harness.report import RunReport, schema_errors
+from harness.runner.batch import Batch
+from harness.runner.run import catalogue, skip_reason
 from harness.servers.base import Capability, ServerAdapter
 from harness.servers.registry import CERBOS, OPAL, SERVERS
 

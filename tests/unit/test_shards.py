@@ -11,11 +11,11 @@ from harness import cli
 from harness.baseline import Baseline, Outcome
 from harness.config import Settings, Target
 from harness.errors import ConfigError, HarnessError
-from harness.gates.parallel import EXPECTED_S, TIMED
 from harness.gates.registry import GATES
-from harness.gates.shards import Shard, record, select, split
 from harness.report import RunReport, schema_errors
 from harness.runinfo import settings_metadata
+from harness.runner.parallel import EXPECTED_S, TIMED
+from harness.runner.shards import Shard, record, select, split
 from harness.verdict import GateResult
 
 
@@ -142,7 +142,7 @@ def test_merge_refuses_shards_of_different_targets_or_harness_versions(tmp_path,
 def test_merge_refuses_a_gate_twice_and_says_a_missing_shard(tmp_path, capsys):
     one, _ = _two_shards(tmp_path)
     with pytest.raises(HarnessError, match="gate leak is in two"):
-        from harness.gates.shards import check_mergeable, read_reports
+        from harness.runner.shards import check_mergeable, read_reports
         paths = [(one / "latest").resolve()] * 2
         check_mergeable(read_reports(paths), [one, one])
     only = _shard_run(tmp_path, "only", [("leak", "pass", "")], record(SELECTED, Shard(1, 2)))
@@ -167,7 +167,7 @@ def test_gates_shard_input_is_checked_before_any_stack(capsys):
 def test_a_shard_with_jobs_runs_its_gates_in_groups_and_its_merged_report_is_the_shard(tmp_path, monkeypatch):
     """`--shard 2/2 --jobs 2`: the groups' children (canned here: no stack) run the shard's
     gates, and the merged run records the shard as any shard run does."""
-    import harness.gates.parallel as parallel
+    import harness.runner.parallel as parallel
 
     def children(argvs, drop_env=()):
         for argv in argvs.values():

@@ -5,8 +5,8 @@ good policy and a window that never recovered fail, a window short of its polls 
 import pytest
 
 from harness.errors import ConfigError
-from harness.gates.runner import build_settings
 from harness.gates.source_remote_failures import MODES, Params, SourceRemoteFailuresGate, Thresholds
+from harness.runner.run import build_settings
 from harness.timeline import Timeline
 
 

@@ -5,8 +5,8 @@ figure that grew and stopped is reported as bounded, a commit not served fails."
 import pytest
 
 from harness.errors import ConfigError
-from harness.gates.runner import build_settings
 from harness.gates.source_repeat_sync import Params, SourceRepeatSyncGate, Thresholds, trend
+from harness.runner.run import build_settings
 from harness.timeline import Timeline
 
 

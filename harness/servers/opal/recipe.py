@@ -113,7 +113,7 @@ def server_env(redis_url: str, broadcast_uri: str, base_dir: str, instance_dir: 
                overrides: Mapping[str, str]) -> dict[str, str]:
     """The OPAL_* settings of one instance, on either backend: the fixed boot settings, where
     its stores and per-instance files are, then `overrides` (the runner's precedence, decided
-    in harness.gates.runner.server_env_for) win."""
+    in harness.runner.run.server_env_for) win."""
     return {**FIXED_ENV,
             "OPAL_REDIS_URL": redis_url,
             "OPAL_BROADCAST_URI": broadcast_uri,

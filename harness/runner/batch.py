@@ -22,8 +22,8 @@ from harness.ci_outputs import append_step_summary, print_annotations, write_jun
 from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
 from harness.gates.registry import GATES
-from harness.gates.runner import preflight, run_gate, skip_reason
 from harness.report import RunReport, verdict_table
+from harness.runner.run import preflight, run_gate, skip_reason
 from harness.stack import make_stack
 from harness.stack.base import Stack
 
@@ -47,7 +47,7 @@ class Batch:
     # fixed one does (--strict)
     baseline: Choice = field(default_factory=lambda: Choice(None, ""))
     strict_baseline: bool = False
-    # `--shard I/N`: what the report records of the shard (harness/gates/shards.py)
+    # `--shard I/N`: what the report records of the shard (harness/runner/shards.py)
     shard: Mapping[str, Any] | None = None
     # gates asked for that the server cannot take (validate() moves them here): id -> why
     skipped: dict[str, str] = field(default_factory=dict)

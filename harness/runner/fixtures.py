@@ -26,8 +26,8 @@ from harness import config, console
 from harness.baseline import CHANGED, FIXED, KNOWN, NEW, Baseline, Choice, judge, judge_gate, resolve
 from harness.ci_outputs import append_step_summary, junit_properties
 from harness.errors import HarnessError
-from harness.gates.runner import run_gate, skip_reason
 from harness.report import RunReport
+from harness.runner.run import run_gate, skip_reason
 from harness.stack import make_stack
 from harness.stack.base import Stack
 from harness.verdict import GateResult
@@ -204,9 +204,9 @@ class XdistReports:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.parts:
             return
-        from harness.gates.parallel import merge
         from harness.gates.registry import GATES
         from harness.report import point_latest
+        from harness.runner.parallel import merge
         from harness.stack.base import new_run_id
         reports_dir = self.parts[0].parent
         run_id = f"{new_run_id()}-xdist{len(self.parts)}"
@@ -289,7 +289,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     timeout gets a time limit that fits it — a timeout must not kill a long gate before its
     verdict reaches the report."""
     from harness.config import from_env
-    from harness.gates.runner import configure, gate, preflight, requested_settings
+    from harness.runner.run import configure, gate, preflight, requested_settings
     cases = [(item, gate_id) for item in items if (gate_id := _gate_case(item))]
     if not cases:
         return
@@ -315,7 +315,7 @@ def _deselect_what_the_server_cannot_take(pytest_config: pytest.Config, items: l
     """A gate the chosen server cannot take (harness.servers.base) is deselected, not
     skipped — a skip fails under HARNESS_REQUIRE=1, and this one is by design — with its
     reason kept for the report's `skipped` and the terminal summary."""
-    from harness.gates.runner import skip_reason
+    from harness.runner.run import skip_reason
     reasons = {gate_id: reason for _, gate_id in cases if (reason := skip_reason(gate_id, settings)) is not None}
     if not reasons:
         return cases

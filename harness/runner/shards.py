@@ -1,7 +1,7 @@
 """`harness gates --shard I/N` and `harness merge`: the selected gates split across N CI
 machines, each machine's run a complete report, the reports merged back into one.
 
-The split is `--jobs`' grouping (harness/gates/parallel.py), so both balance by the same
+The split is `--jobs`' grouping (harness/runner/parallel.py), so both balance by the same
 measured durations: the gates that time the server (boot-timing) get a shard of their own
 when N ≥ 2, and the rest are spread longest first over the other shards. It depends only on
 the selected gates and N, never on the machine, so every shard of a matrix computes the same
@@ -21,8 +21,8 @@ from typing import Any
 from harness.baseline import resolve
 from harness.config import Settings, Target
 from harness.errors import ConfigError, HarnessError
-from harness.gates.batch import EXIT_ERROR, Batch
-from harness.gates.parallel import TIMED, merge, plan, publish
+from harness.runner.batch import EXIT_ERROR, Batch
+from harness.runner.parallel import TIMED, merge, plan, publish
 from harness.servers.registry import DEFAULT_SERVER, SERVERS
 from harness.stack.base import new_run_id
 

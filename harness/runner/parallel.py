@@ -27,8 +27,8 @@ from harness.baseline import Baseline, annotate
 from harness.children import run_children, target_flags
 from harness.config import Settings
 from harness.errors import HarnessError
-from harness.gates.batch import EXIT_ERROR, Batch, ci_outputs
 from harness.report import benchmark_entries, point_latest, schema_errors, summary_markdown
+from harness.runner.batch import EXIT_ERROR, Batch, ci_outputs
 from harness.stack.base import new_run_id
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from harness.baseline import judge as judge_against
 from harness.baseline import resolve
 from harness.config import Target
 from harness.errors import HarnessError
-from harness.gates.batch import exit_status
-from harness.gates.rerun import recorded_target
-from harness.gates.runner import build_settings, gate, judge
 from harness.report import verdict_table
+from harness.runner.batch import exit_status
+from harness.runner.rerun import recorded_target
+from harness.runner.run import build_settings, gate, judge
 from harness.timeline import Timeline
 
 

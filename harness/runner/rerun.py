@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.config import Settings, Target, validate_target
 from harness.errors import HarnessError
-from harness.gates.batch import Batch
+from harness.runner.batch import Batch
 
 
 def load_report(run_dir: Path) -> dict[str, Any]:
