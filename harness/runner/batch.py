@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,42 +120,43 @@ def run_batch(settings: Settings, batch: Batch, stack: Stack | None = None) -> t
     batch.validate(settings)
     batch.announce()
     owned = stack is None  # an attached stack belongs to the `harness up --detach` that made it
-    if stack is None:
-        stack = make_stack(settings)
-        batch.sort_out(stack.settings)  # BACKEND=auto is decided now: what the backend cannot take
+    with ExitStack() as teardown:
+        if stack is None:
+            stack = make_stack(settings)
+            batch.sort_out(stack.settings)  # BACKEND=auto is decided now: what the backend cannot take
+            try:
+                teardown.enter_context(stack)  # down at the end of the block, whatever happens in it
+            except HarnessError as exc:
+                log.error(f"[harness] the stack did not come up: {exc}")
+                failed = settings.reports_dir / stack.run_id
+                if not (failed / "report.json").is_file():
+                    return EXIT_ERROR, None
+                ci_outputs(json.loads((failed / "report.json").read_text()), failed, batch, settings)
+                return EXIT_ERROR, failed
+        shard = {"shard": batch.shard} if batch.shard else {}
+        report = RunReport(settings.reports_dir, stack.run_id, settings.target.label, stack.backend,
+                           settings.server_profile, meta={**stack.run_metadata(batch.run_env), **shard})
+        batch.apply_baseline(report)
+        for gate_id, reason in batch.skipped.items():
+            report.skip(gate_id, reason)
         try:
-            stack.__enter__()
-        except HarnessError as exc:
-            log.error(f"[harness] the stack did not come up: {exc}")
-            failed = settings.reports_dir / stack.run_id
-            if not (failed / "report.json").is_file():
-                return EXIT_ERROR, None
-            ci_outputs(json.loads((failed / "report.json").read_text()), failed, batch, settings)
-            return EXIT_ERROR, failed
-    report = RunReport(settings.reports_dir, stack.run_id, settings.target.label, stack.backend,
-                       settings.server_profile,
-                       meta={**stack.run_metadata(batch.run_env), **({"shard": batch.shard} if batch.shard else {})})
-    batch.apply_baseline(report)
-    for gate_id, reason in batch.skipped.items():
-        report.skip(gate_id, reason)
-    try:
-        for gate_id in batch.gates:
-            overrides = batch.overrides.get(gate_id) if batch.overrides is not None else None
-            report.add(run_gate(gate_id, stack, settings.server_profile,
-                                overrides={k: str(v) for k, v in overrides.items()} if overrides is not None else None,
-                                server_env=batch.run_env))
-    finally:
-        try:  # the report first (the logs are still there), but whatever it raises, the stack goes down
-            report.collect_logs(stack.logs_dir())
-            report.write()
+            for gate_id in batch.gates:
+                overrides = batch.overrides.get(gate_id) if batch.overrides is not None else None
+                report.add(run_gate(gate_id, stack, settings.server_profile,
+                                    overrides={k: str(v) for k, v in overrides.items()} if overrides is not None
+                                    else None, server_env=batch.run_env))
         finally:
-            if owned:
-                # on-failure goes by the verdicts, not the baseline: a known failure is still one to look at
-                any_failed = exit_status([r.verdict for r in report.results]) != EXIT_PASS
-                stack.keep = batch.keep == "always" or (batch.keep == "on-failure" and any_failed)
-                stack.__exit__(None, None, None)
-            else:  # leave the attached stack as `harness up` left it: a fresh server, serving
-                stack.server.restart(fresh_state=True, overrides=dict(settings.server_env), workers=settings.workers)
+            try:  # the report first (the logs are still there); the stack goes down when the block ends
+                report.collect_logs(stack.logs_dir())
+                report.write()
+            finally:
+                if owned:
+                    # on-failure goes by the verdicts, not the baseline: a known failure is still one to look at
+                    any_failed = exit_status([r.verdict for r in report.results]) != EXIT_PASS
+                    stack.keep = batch.keep == "always" or (batch.keep == "on-failure" and any_failed)
+                else:  # leave the attached stack as `harness up` left it: a fresh server, serving
+                    stack.server.restart(fresh_state=True, overrides=dict(settings.server_env),
+                                         workers=settings.workers)
     status = batch.exit_status(report.to_json()["gates"])
     ci_outputs(report.to_json(), report.dir, batch, settings)
     return status, report.dir

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,20 +124,20 @@ def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settin
     profile = harness_settings.server_profile
     handler = console.attach(TerminalHandler(request.config))
     request.addfinalizer(lambda: console.detach(handler))
-    try:
-        stack = make_stack(harness_settings).__enter__()
-    except HarnessError as exc:
-        pytest.fail(f"the stack did not come up: {exc}", pytrace=False)
-    report = RunReport(harness_settings.reports_dir, stack.run_id, harness_settings.target.label,
-                       stack.backend, profile, meta=stack.run_metadata())
-    request.config.stash[REPORT_KEY] = report
-    for gate_id, reason in request.config.stash.get(SKIPPED_KEY, {}).items():
-        report.skip(gate_id, reason)
-    choice = session_baseline(request.config)
-    try:
-        yield GateSession(stack, report, profile, choice.baseline, strict_baseline(request.config))
-    finally:
-        try:  # the report first (the logs are still there), but whatever it raises, the stack goes down
+    with ExitStack() as teardown:  # the stack goes down when the session's block ends, whatever raised
+        try:
+            stack = teardown.enter_context(make_stack(harness_settings))
+        except HarnessError as exc:
+            pytest.fail(f"the stack did not come up: {exc}", pytrace=False)
+        report = RunReport(harness_settings.reports_dir, stack.run_id, harness_settings.target.label,
+                           stack.backend, profile, meta=stack.run_metadata())
+        request.config.stash[REPORT_KEY] = report
+        for gate_id, reason in request.config.stash.get(SKIPPED_KEY, {}).items():
+            report.skip(gate_id, reason)
+        choice = session_baseline(request.config)
+        try:
+            yield GateSession(stack, report, profile, choice.baseline, strict_baseline(request.config))
+        finally:  # the report first: the logs are still there
             report.collect_logs(stack.logs_dir())
             report.write()
             worker_output = getattr(request.config, "workeroutput", None)
@@ -144,8 +145,6 @@ def gate_session(request: pytest.FixtureRequest, harness_settings: config.Settin
                 worker_output[PART_KEY] = str(report.dir)  # the controller merges and summarises
             else:
                 append_step_summary(report.to_json(), report.dir, harness_settings.step_summary)
-        finally:
-            stack.__exit__(None, None, None)
 
 
 def junit_family(pytest_config: pytest.Config) -> str:
