@@ -21,6 +21,7 @@ from typing import Any
 
 from harness.baseline import Baseline, annotate
 from harness.figures import figures
+from harness.servers.registry import DEFAULT_SERVER, SERVERS
 from harness.timeline import Timeline
 from harness.verdict import GateResult
 
@@ -157,7 +158,10 @@ def schema_errors(report: Mapping[str, Any]) -> list[str]:
 
 def summary_markdown(report: dict[str, Any]) -> str:
     settings = report.get("server_settings", {})
-    knobs = {k: v for k, v in settings.items() if k.startswith("OPAL_SCOPES_GIT") or k == "OPAL_SCOPES"}
+    # the settings the server profile names (harness.servers.registry: each adapter's profiles)
+    adapter = SERVERS.get((report.get("target_spec") or {}).get("server") or DEFAULT_SERVER)
+    named = set(adapter.profiles.get(report.get("server_profile") or "", {})) if adapter else set()
+    knobs = {k: v for k, v in settings.items() if k in named}
     lines = [f"# Gate run {report['run_id']}", "",
              f"- target: `{report['target']}`", f"- backend: {report['backend']}",
              f"- server profile: {report['server_profile']} "
