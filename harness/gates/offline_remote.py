@@ -15,6 +15,10 @@ A PASS claims the server faced the hung remote: the git front must have taken at
 request for the source's repo while it hung (every such request is held unanswered), else
 ERROR `error.not_exercised`.
 
+A server that does not poll its remote (OPAL) is asked to fetch it every `nudge_every_s`
+while it hangs (its refresh call, as a webhook's retry would make it: harness.gates.sources.
+Nudger); after the heal the commit's own push tells it, as the git host's webhook does.
+
 Controls: Cerbos 0.51.0 and 0.55.0 (git driver) and CERBOS_STORE=disk-sync PASS. The FAIL
 control is CERBOS_STORE=disk-sync-untimed (harness/servers/cerbos/disk_sync.py): the same
 fetch-and-reset loop with no timeout on its git commands, so its fetch stuck in the hang
@@ -34,6 +38,7 @@ from harness.gates.base import Gate, GateContext
 from harness.gates.proof import not_exercised, open_at, record_connections
 from harness.gates.settings import GateSettings
 from harness.gates.sources import (
+    Nudger,
     Watch,
     answers,
     attach_and_serve,
@@ -55,7 +60,7 @@ HANG_ON, HEAL = "hang_on", "heal"  # marks: the front hangs (its mode set) / the
 
 @dataclass
 class Params(GateSettings):
-    positive = ("hang_timeouts", "fallback_timeout_s", "watch_interval_s")
+    positive = ("hang_timeouts", "fallback_timeout_s", "watch_interval_s", "nudge_every_s")
     slack_s: float = 5.0
     # the hang lasts operation timeout × hang_timeouts + one poll interval: longer than a poll
     # blocked for a whole timeout, so at least one poll times out and another is stuck at the heal
@@ -64,6 +69,8 @@ class Params(GateSettings):
     # budget after the heal): the harness's own limit, not one the server promises
     fallback_timeout_s: float = 10.0
     watch_interval_s: float = 0.5
+    # a server that does not poll (OPAL) is asked to fetch this often while the remote hangs
+    nudge_every_s: float = 2.0
 
 
 @dataclass
@@ -81,7 +88,7 @@ def offline_budget(knobs: ServerKnobs, p: Params) -> tuple[float, float, str]:
 class OfflineRemoteGate(Gate, id="offline-remote", params=Params, thresholds=Thresholds,
                         title="a remote that hangs at run time keeps the last good policy, and the next commit "
                               "is served after the heal",
-                        requires=(Capability.SOURCE_CONTROL, Capability.POLLING)):
+                        requires=(Capability.SOURCE_CONTROL,)):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
@@ -104,7 +111,8 @@ class OfflineRemoteGate(Gate, id="offline-remote", params=Params, thresholds=Thr
             tl.mark(HEAL)
             set_mode(front_url, "ok")
 
-        with ctx.fault("remote hangs", start=hang, heal=heal), Watch(ctx, HANG, p.watch_interval_s):
+        with ctx.fault("remote hangs", start=hang, heal=heal), Watch(ctx, HANG, p.watch_interval_s), \
+                Nudger(ctx, HANG, p.nudge_every_s):
             time.sleep(hang_s)
         nonce = source.commit()
         tl.mark("commit", head=source.head(), nonce=nonce)

@@ -1,23 +1,23 @@
-"""Gate `source-remote-failures`: remote-failures with one policy source on a polling server —
+"""Gate `source-remote-failures`: remote-failures with one policy source on any server —
 the remote refuses credentials (401), fails (HTTP 500), resets mid-pack or crawls, for at
 least `polls` of the server's polls each, while the server must keep serving and keep
 nothing per failed poll.
 
-A source gate (harness.gates.sources) on a server that polls its remote (POLLING): the
-source's remote is the git front over smart HTTP, and its mode is switched for each window
-in turn (`modes`). In each window a commit is pushed first (so every poll has a pack to
-fetch and fails fetching it; the throttle window's carries `payload_kb` of incompressible
-data, more than the link passes in an operation timeout, so each throttled poll times out),
-the server's answers are watched, and its figures are read twice — after `early_polls` of
-its polls reached the front and after `polls` (`throttle_polls` for the throttle window: each
-of its polls holds for a whole operation timeout) — each as the lowest over `quiet_s`
-(GateContext.observe_lowest: a poll in flight holds a connection and an fd that are not
-leftovers). A poll is counted by its ref advertisement in the front's request log (one
-GET .../info/refs per poll, whatever follows it). What the later reading holds over the earlier is what the
-failed polls between them kept: all fds, TCP connections to the git front (any state: a
-poll that gave up may leave CLOSE_WAIT), open files and threads, each against its
-tolerance. The front heals, and the window's commit must be served within one poll budget
-(poll interval + operation timeout + slack, from the server's own settings).
+A source gate (harness.gates.sources): the source's remote is the git front over smart
+HTTP, and its mode is switched for each window in turn (`modes`). In each window a commit
+is pushed first, so every poll has a pack to fetch and fails fetching it (the throttle
+window's commit carries `payload_kb` of incompressible data, more than the link passes in
+an operation timeout, so each throttled poll times out). The server's answers are watched,
+and its figures are read twice — after `early_polls` of its polls reached the front and
+after `polls` (`throttle_polls` for the throttle window: each of its polls holds for a whole
+operation timeout) — each as the lowest over `quiet_s` (GateContext.observe_lowest: a poll
+in flight holds a connection and an fd that are not leftovers). A poll is counted by its
+ref advertisement in the front's request log (one GET .../info/refs per poll, whatever
+follows it). What the later reading holds over the earlier is what the failed polls
+between them kept: all fds, TCP connections to the git front (any state: a poll that gave
+up may leave CLOSE_WAIT), open files and threads, each against its tolerance. The front
+heals, and the window's commit must be served within one poll budget (poll interval +
+operation timeout + slack, from the server's own settings).
 
 Categories: `source_failures.last_good_lost` (an answer in a window that was neither the
 last good content nor the window's commit, or unhealthy), `source_failures.<mode>_not_
@@ -26,8 +26,11 @@ recovered`, `source_failures.fds_kept`, `source_failures.front_connections_kept`
 `polls` requests for the source reached the front did not hold for the polls it claims:
 ERROR `error.not_exercised` (noted on a FAIL).
 
-OPAL has its scope form (`remote-failures`, healthy scopes beside failing ones, refresh
-calls); this one needs a server that polls, so OPAL skips it for lack of POLLING.
+A server that does not poll its remote (OPAL) is asked to fetch it every `nudge_every_s`
+during each window and after its heal until the commit is served (its refresh call, as a
+webhook's retries or a periodic pass would make it: harness.gates.sources.Nudger), so its
+"polls" are those fetches. OPAL also has the scope form
+(`remote-failures`: healthy scopes beside failing ones).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from harness.gates.base import Gate, GateContext
 from harness.gates.proof import not_exercised
 from harness.gates.settings import GateSettings
 from harness.gates.sources import (
+    Nudger,
     SlackParams,
     Watch,
     answers,
@@ -82,7 +86,7 @@ PAYLOAD = "payload.txt"  # in the policy dir; no policy server reads a .txt as p
 @dataclass
 class Params(SlackParams):
     positive = ("polls", "early_polls", "throttle_polls", "quiet_s", "throttle_bytes_per_s", "payload_kb",
-                "watch_interval_s")
+                "watch_interval_s", "nudge_every_s")
     modes: str = "auth,error,reset,throttle"
     polls: int = 10  # the server's polls each fast window holds for, at least
     early_polls: int = 2  # the first reading: after this many polls, so one-off setup is behind it
@@ -95,6 +99,7 @@ class Params(SlackParams):
     throttle_bytes_per_s: int = 1024
     payload_kb: int = 32
     watch_interval_s: float = 0.5
+    nudge_every_s: float = 1.0  # a server that does not poll (OPAL) is asked to fetch this often
 
     def validate(self) -> None:
         if not self.mode_list() or any(m not in MODES for m in self.mode_list()):
@@ -123,7 +128,7 @@ class Thresholds(GateSettings):
 class SourceRemoteFailuresGate(Gate, id="source-remote-failures", params=Params, thresholds=Thresholds,
                                title="a polled remote that refuses, fails, resets or crawls: the last good policy "
                                      "kept, nothing kept per failed poll, and recovery",
-                               requires=(Capability.SOURCE_CONTROL, Capability.POLLING)):
+                               requires=(Capability.SOURCE_CONTROL,)):
 
     def scenario(self, ctx: GateContext) -> None:
         p: Params = ctx.params
@@ -141,7 +146,8 @@ class SourceRemoteFailuresGate(Gate, id="source-remote-failures", params=Params,
                 if mode == "throttle" else source.commit
             window = _window(ctx, mode, front, _front_mode(mode, p), front_url, commit, port)
             window["good"] = good
-            served = served_within(ctx, window["pending"], budget, f"{mode} healed")
+            with Nudger(ctx, f"{mode} healed", p.nudge_every_s):  # a server that does not poll is asked again
+                served = served_within(ctx, window["pending"], budget, f"{mode} healed")
             tl.record("window", **window)
             good = window["pending"] if served is not None else good
             log.info(f"[gate {self.id}] {MODES[mode]}: {window['polls']} polls; after the heal "
@@ -198,7 +204,7 @@ def _window(ctx: GateContext, mode: str, front: ServiceHandle, front_mode: str, 
     figures = _front_figures(port)
     window: dict[str, Any] = {"mode": mode}
     with ctx.fault(mode, start=lambda: set_mode(front_url, front_mode), heal=lambda: set_mode(front_url, "ok")), \
-            Watch(ctx, mode, p.watch_interval_s):
+            Watch(ctx, mode, p.watch_interval_s), Nudger(ctx, mode, p.nudge_every_s):
         window["pending"] = commit()
         wanted = p.polls_of(mode)
         limit = wanted * ((ctx.knobs.poll_interval_s or 1.0) + (ctx.knobs.git_timeout_s or 10.0)) + p.slack_s

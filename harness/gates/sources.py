@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from harness.gates.base import GateContext
 from harness.gates.settings import GateSettings
-from harness.servers.base import PolicySource, ServerKnobs, SourceControl
+from harness.servers.base import Capability, PolicySource, ServerKnobs, SourceControl
 from harness.timeline import Timeline
 from harness.waiting import poll_until
 
@@ -120,6 +120,37 @@ class Watch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
+
+
+class Nudger:
+    """While a window is on, asks a server that does not poll its remote to fetch it every
+    `every_s` (SourceControl.nudge: OPAL's refresh call, as a webhook's retry or a periodic
+    pass would); a polling server polls on its own and nothing is sent. The requests sent are
+    recorded as the fact `nudges <label>`."""
+
+    def __init__(self, ctx: GateContext, label: str, every_s: float = 1.0):
+        self.ctx, self.label, self.every_s = ctx, label, every_s
+        self.active = Capability.POLLING not in ctx.adapter.capabilities
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"nudge-{label}", daemon=True)
+
+    def _run(self) -> None:
+        server = control(self.ctx)
+        while not self._stop.wait(self.every_s):
+            server.nudge()
+            self.sent += 1
+
+    def __enter__(self) -> Nudger:
+        if self.active:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            self._stop.set()
+            self._thread.join(timeout=30)
+            self.ctx.timeline.fact(f"nudges {self.label}", self.sent)
 
 
 def answers(timeline: Timeline, label: str) -> list[dict[str, Any]]:

@@ -276,6 +276,13 @@ class SourceControl(Protocol):
 
     def served(self, timeout: float = 5.0) -> Served: ...
 
+    def nudge(self) -> None:
+        """Ask the server to fetch its source now, where it takes such a request (OPAL: the
+        scope's refresh call, as a git host's webhook or a retry would make it). A polling
+        server fetches on its own schedule: nothing to do. A failed request is the server's
+        answer, never raised."""
+        ...
+
     def checkout(self) -> Mapping[str, Any]:
         """The server's checkout as it is on disk: packs, head, dirty ({} when it keeps none)."""
         ...

@@ -274,3 +274,38 @@ def test_boot_size_fails_a_boot_many_times_its_compile_and_one_that_never_serves
 def test_a_boot_that_did_not_load_the_head_is_not_exercised():
     verdict = _judge_size(_boot_size(2.0, checkout_head="h0"))
     assert (verdict.verdict, verdict.category) == ("error", "error.not_exercised")
+
+
+# -- the nudger: a server that does not poll is asked to fetch during a window ---------------
+
+def _nudge_ctx(capabilities):
+    from types import SimpleNamespace
+
+
+    nudges: list[float] = []
+    server = SimpleNamespace(nudge=lambda: nudges.append(1.0))
+    ctx = SimpleNamespace(adapter=SimpleNamespace(capabilities=capabilities), stack=SimpleNamespace(server=server),
+                          timeline=Timeline("x"))
+    return ctx, nudges
+
+
+def test_a_server_without_polling_is_nudged_through_the_window_and_the_count_recorded():
+    import time
+
+    from harness.gates.sources import Nudger
+    from harness.servers.base import Capability
+    ctx, nudges = _nudge_ctx(frozenset({Capability.SOURCE_CONTROL, Capability.REFRESH_CALL}))
+    with Nudger(ctx, "auth", every_s=0.02):
+        time.sleep(0.2)
+    assert len(nudges) >= 3 and ctx.timeline.facts["nudges auth"] == len(nudges)
+
+
+def test_a_polling_server_is_never_nudged():
+    import time
+
+    from harness.gates.sources import Nudger
+    from harness.servers.base import Capability
+    ctx, nudges = _nudge_ctx(frozenset({Capability.SOURCE_CONTROL, Capability.POLLING}))
+    with Nudger(ctx, "auth", every_s=0.02):
+        time.sleep(0.1)
+    assert nudges == [] and "nudges auth" not in ctx.timeline.facts

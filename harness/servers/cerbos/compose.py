@@ -380,6 +380,9 @@ class CerbosComposeProbe(ServerProbe):
                     tar.extractall(tmp)  # noqa: S202 - the harness's own container's checkout
             return checkout_stats(Path(tmp) / self.checkout_dir.name)
 
+    def nudge(self) -> None:
+        """Nothing: Cerbos polls its remote on its own (storage.git.updatePollInterval)."""
+
     def tamper(self, kind: str) -> str:
         """The main policy in the checkout: its mode flipped (`mode`) or a comment appended
         (`content`), in the container; git sees the tree dirty, the server's index does not change."""

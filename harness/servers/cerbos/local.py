@@ -202,6 +202,9 @@ class CerbosProbe(ServerProbe):
         directory = self.state.sync.clone_dir if self.state.sync is not None else self.process.checkout_dir
         return checkout_stats(directory)
 
+    def nudge(self) -> None:
+        """Nothing: Cerbos polls its remote on its own (storage.git.updatePollInterval)."""
+
     def tamper(self, kind: str) -> str:
         """The main policy in the checkout: its mode flipped (`mode`) or a comment appended
         (`content`); git sees the tree dirty, the server's index does not change."""

@@ -172,6 +172,12 @@ class LocalServerProbe(OpalProbe):
         return Served(nonce=result.hash, status=result.status, healthy=client.healthy(timeout=2.0),
                       seconds=result.seconds, error=result.error)
 
+    def nudge(self) -> None:
+        try:
+            self.client.refresh(SOURCE_SCOPE)
+        except requests.RequestException:
+            pass  # the server's answer to a broken remote is what the gate judges, not this call
+
     def checkout(self) -> dict[str, Any]:
         """{}: OPAL keeps a clone per repository URL under its base dir, rebuilt from the remote
         at boot, not one checkout it serves from across restarts (no KEPT_CHECKOUT)."""
