@@ -45,6 +45,7 @@ from typing import Any
 
 import psutil
 
+from harness.fds import fd_census
 from harness.gates.base import Gate, GateContext
 from harness.gates.proof import not_exercised
 from harness.gates.settings import GateSettings
@@ -92,9 +93,9 @@ class Params(SlackParams):
     early_polls: int = 2  # the first reading: after this many polls, so one-off setup is behind it
     # A throttled poll holds for the server's whole operation timeout (the window's commit
     # carries `payload_kb` of incompressible data, more than the link passes in that time):
-    # 10 of them are 2 minutes at Cerbos's 10 s. 4 keep the gate's run short; the first
-    # reading is taken after early_polls of them, so 2 timed-out polls lie between the readings.
-    throttle_polls: int = 4
+    # 10 of them are 2 minutes at Cerbos's 10 s. 5 keep the gate's run short; the first
+    # reading is taken after early_polls of them, so 3 timed-out polls lie between the readings.
+    throttle_polls: int = 5
     quiet_s: float = 2.5  # each reading is the lowest over this window (two polls of 1 s)
     throttle_bytes_per_s: int = 1024
     payload_kb: int = 32
@@ -175,8 +176,9 @@ class SourceRemoteFailuresGate(Gate, id="source-remote-failures", params=Params,
             for key, (bound_name, category, unit) in KEPT.items():
                 grew, bound = kept[mode].get(key), getattr(thresholds, bound_name)
                 if grew is not None and grew > bound:
+                    kinds = _kinds_kept(timeline, mode) if key == "worker_fds" else ""
                     problems.add(category, f"{between} failed polls of {MODES[mode]} kept {grew:+d} {unit} "
-                                           f"({grew / between:.2f} per poll; tolerance {bound} in all)",
+                                           f"({grew / between:.2f} per poll; tolerance {bound} in all){kinds}",
                                  **{f"{key}_kept": grew, "per_poll": round(grew / between, 2), "mode": mode})
         short = [f"{MODES[m]}: {w['polls']} of {params.polls_of(m)} polls reached the git front"
                  for m, w in windows.items() if w["polls"] < params.polls_of(m)]
@@ -211,8 +213,13 @@ def _window(ctx: GateContext, mode: str, front: ServiceHandle, front_mode: str, 
         for reading, polls in zip(READINGS, (p.early_polls, wanted), strict=True):
             poll_until(partial(_reached, front, before, polls), limit, interval=0.2)
             window[f"{reading}_polls"] = _polls(front, before)
-            ctx.observe_lowest(f"{mode} {reading}", (*KEPT,), p.quiet_s, interval=0.25, more=figures, mode=mode,
-                               reading=reading)
+            shot = ctx.observe_lowest(f"{mode} {reading}", (*KEPT,), p.quiet_s, interval=0.25, more=figures,
+                                      mode=mode, reading=reading)
+            census = fd_census(shot["worker_pid"]) if shot.get("worker_pid") else None
+            if census is not None:  # what kinds of fds a failed poll keeps: named in a FAIL
+                ctx.timeline.record("fds", label=f"{mode} {reading}", mode=mode, reading=reading,
+                                    by_kind=census.by_kind, sockets_by_peer=census.sockets_by_peer,
+                                    pipes_by_peer=census.pipes_by_peer)
         window["polls"] = _polls(front, before)
     return window
 
@@ -263,6 +270,17 @@ def _judge_answers(timeline: Timeline, mode: str, window: dict[str, Any], proble
         problems.add("source_failures.last_good_lost",
                      f"during {MODES[mode]} {len(wrong)} of {len(watched)} answers were neither the last good "
                      f"policy nor the new commit, e.g. {describe_answer(wrong[0])}", wrong=len(wrong), mode=mode)
+
+
+def _kinds_kept(timeline: Timeline, mode: str) -> str:
+    """The fd kinds a window's late census holds over its early one (", by kind: ..."), or ""."""
+    census = {r.get("reading"): r["by_kind"] for r in timeline.of_kind("fds") if r.get("mode") == mode}
+    early, late = census.get("early"), census.get("late")
+    if early is None or late is None:
+        return ""
+    grew = {k: late.get(k, 0) - early.get(k, 0) for k in sorted(set(early) | set(late))}
+    shown = ", ".join(f"{k} {n:+d}" for k, n in grew.items() if n)
+    return f"; by kind: {shown}" if shown else ""
 
 
 def _kept(timeline: Timeline, mode: str) -> dict[str, int | None]:
