@@ -127,8 +127,8 @@ class Thresholds(GateSettings):
 
 
 class SourceRemoteFailuresGate(Gate, id="source-remote-failures", params=Params, thresholds=Thresholds,
-                               title="a polled remote that refuses, fails, resets or crawls: the last good policy "
-                                     "kept, nothing kept per failed poll, and recovery",
+                               title="a source's remote that refuses, fails, resets or crawls: the last good "
+                                     "policy kept, nothing kept per failed poll, and recovery",
                                requires=(Capability.SOURCE_CONTROL,)):
 
     def scenario(self, ctx: GateContext) -> None:
