@@ -36,7 +36,11 @@ def _timeline(kept=None, polls=12, wrong_in=None, unrecovered=None):
 
 
 def check(tl):
-    return SourceRemoteFailuresGate().check(tl, Params(), Thresholds())
+    return SourceRemoteFailuresGate().check(tl, Params(modes=",".join(MODES)), Thresholds())  # throttle asked for
+
+
+def test_the_default_modes_leave_the_throttle_to_be_asked_for():
+    assert Params().mode_list() == ["auth", "error", "reset"]
 
 
 def test_nothing_kept_the_last_good_kept_and_every_window_recovered_passes():
