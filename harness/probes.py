@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 
 from harness.errors import HarnessError
-from harness.fds import fd_kind, fd_targets
+from harness.fds import fd_kind, fd_targets, tcp_sockets
 
 
 @dataclass(frozen=True)
@@ -96,15 +96,18 @@ def mapped_pack_files(pid: int) -> int | None:
     return len(paths)
 
 
-def connections_to_port(proc: psutil.Process, port: int | None, prefix: str) -> dict[str, int]:
-    """TCP connections of `proc` whose remote port is `port` (a peer the server talks to, as
-    its sockets see it): `<prefix>_established` apart from `<prefix>_other` (CLOSE_WAIT and
-    friends are what a request that gave up may leave). Empty without a port. Works for a
-    container's process too: psutil reads its sockets in its own network namespace."""
+def connections_to_port(pid: int, port: int | None, prefix: str) -> dict[str, int]:
+    """TCP connections of process `pid` whose remote port is `port` (a peer the server talks
+    to, as its sockets see it): `<prefix>_established` apart from `<prefix>_other` (CLOSE_WAIT
+    and friends are what a request that gave up may leave). Read from the process's own
+    /proc/<pid>/net tables, so a container's process is seen in its network namespace (psutil
+    reads the caller's). Empty without a port; OSError when the process cannot be read."""
     if port is None:
         return {}
-    to_peer = [c for c in inet_connections(proc, "tcp") if c.raddr and c.raddr.port == port]
-    established = sum(1 for c in to_peer if c.status == psutil.CONN_ESTABLISHED)
+    mine = {t.removeprefix("socket:[").rstrip("]") for t in fd_targets(pid) if t.startswith("socket:[")}
+    states = [peer_state.rsplit(" ", 1) for inode, peer_state in tcp_sockets(pid).items() if inode in mine]
+    to_peer = [state for peer, state in states if peer.rsplit(":", 1)[-1] == str(port)]
+    established = sum(1 for state in to_peer if state == "ESTABLISHED")
     return {f"{prefix}_established": established, f"{prefix}_other": len(to_peer) - established}
 
 

@@ -43,8 +43,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import psutil
-
 from harness.fds import fd_census, fd_kind, fd_targets
 from harness.gates.base import Gate, GateContext
 from harness.gates.proof import not_exercised
@@ -262,8 +260,8 @@ def _front_figures(port: int | None) -> Callable[[dict[str, Any]], dict[str, Any
         if not pid or port is None:
             return {"front_connections": None}
         try:
-            found = connections_to_port(psutil.Process(pid), port, prefix="front")
-        except psutil.Error:
+            found = connections_to_port(pid, port, prefix="front")
+        except OSError:
             return {"front_connections": None}
         return {"front_connections": sum(found.values()), **found}
     return figures

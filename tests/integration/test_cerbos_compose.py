@@ -122,6 +122,7 @@ def test_the_server_is_on_an_internal_network_only_every_port_is_on_loopback_and
         assert probe.installed_version().startswith(f"{VERSION} (build ")
         master, workers = probe.pids()
         assert master and workers == [master] and psutil.pid_exists(master)
+        assert psutil.Process(master).cmdline()[1:2] == ["server"]  # the binary, not docker-init or its shell
         run_id = stack.run_id
     assert labelled_resources(run_id) == []
     assert not stack.run_dir.exists()

@@ -114,3 +114,10 @@ def test_the_config_can_put_http_on_a_unix_socket():
     # Without a socket, HTTP stays on 127.0.0.1 (the local backend).
     local = CerbosConfig(http_port=3592, grpc_socket=Path("/g.sock"), git_url="http://h/x.git", checkout_dir=Path("/c"))
     assert local.document()["server"]["httpListenAddr"] == "127.0.0.1:3592"
+
+
+def test_the_compose_probe_takes_the_cerbos_binary_not_the_init_or_shell_that_starts_it():
+    from harness.servers.cerbos.compose import _is_server
+    assert _is_server(["/usr/local/bin/cerbos", "server", "--config=/etc/cerbos/config.json"])
+    assert not _is_server(["/sbin/docker-init", "--", "sh", "-c", "exec /usr/local/bin/cerbos server"])
+    assert not _is_server(["sh", "-c", "rm -f /run/cerbos/http.sock; exec /usr/local/bin/cerbos server"])

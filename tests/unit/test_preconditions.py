@@ -320,3 +320,23 @@ def test_orphan_a_burst_failure_stands_when_mid_sync_did_not_race_and_says_so():
     assert (verdict.verdict, verdict.category) == ("fail", "orphan.caches_kept")
     assert "only 3 of 50 scopes had a fetch in flight" in verdict.reason
     assert verdict.metrics["deletes"]["mid-sync"]["in_flight_at_delete"] == 3
+
+
+def test_connections_to_a_port_are_read_from_the_process_own_network_tables():
+    """What source-remote-failures counts as connections to the git front: this process's
+    own sockets to a listener, established or not, read from /proc/<pid>/net (a container's
+    process is seen in its namespace)."""
+    import os
+    import socket
+
+    from harness.probes import connections_to_port
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            found = connections_to_port(os.getpid(), port, prefix="front")
+            assert found["front_established"] == 3 and found["front_other"] == 0
+            assert connections_to_port(os.getpid(), None, prefix="front") == {}
+        finally:
+            for client in clients:
+                client.close()

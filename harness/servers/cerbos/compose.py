@@ -274,7 +274,7 @@ class CerbosComposeProbe(ServerProbe):
             return None, []
         top = container.top(ps_args="-o pid,args")
         rows = [dict(zip(top["Titles"], row, strict=False)) for row in top["Processes"]]
-        found = [int(r["PID"]) for r in rows if "cerbos server" in (r.get("COMMAND") or r.get("CMD") or "")]
+        found = [int(r["PID"]) for r in rows if _is_server((r.get("COMMAND") or r.get("CMD") or "").split())]
         return (found[0], found[:1]) if found else (None, [])
 
     def settings(self) -> dict[str, str]:
@@ -417,6 +417,12 @@ class CerbosComposeProbe(ServerProbe):
         (self.stack.config_dir / SOURCE_FILE).write_text(json.dumps({
             "name": source.name, "nonce": source.nonce, "via": self.state.via,
             "checkout_name": self.state.checkout_name, "overrides": self.state.overrides}))
+
+
+def _is_server(argv: list[str]) -> bool:
+    """The Cerbos server's own process: its program is the binary (docker-init and the shell
+    that execs it also carry "cerbos server" in their arguments)."""
+    return len(argv) > 1 and argv[0].rsplit("/", 1)[-1] == "cerbos" and argv[1] == "server"
 
 
 STACK = CerbosComposeStack

@@ -51,8 +51,8 @@ def process_stats(pid: int, front_port: int | None = None, metrics: Mapping[str,
         with proc.oneshot():
             figures = {"rss_kb": proc.memory_info().rss // 1024, "open_files": len(proc.open_files()),
                        "fds": proc.num_fds(), "threads": proc.num_threads()}
-        figures |= connections_to_port(proc, front_port, prefix="front")
-    except psutil.NoSuchProcess:
+        figures |= connections_to_port(pid, front_port, prefix="front")
+    except (psutil.NoSuchProcess, OSError):
         return {}
     return figures | metric_figures(metrics or {})
 
