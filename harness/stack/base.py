@@ -96,7 +96,7 @@ class ServerProbe(ABC):
 
     @abstractmethod
     def settings(self) -> dict[str, str]:
-        """The OPAL_* settings the server runs with now."""
+        """The server settings it runs with now, under the server's own names."""
 
     @abstractmethod
     def clone_dirs(self) -> list[str]: ...
@@ -115,7 +115,7 @@ class ServerProbe(ABC):
                 wait_healthy: bool = True, workers: int | None = None) -> None:
         """Stop the server (SIGKILL after a bounded grace) and start it again. With
         `fresh_state`, Redis is flushed and the server's clones are removed first.
-        `overrides` are the complete OPAL_* settings to run with (the runner decides their
+        `overrides` are the complete server settings to run with (the runner decides their
         precedence); `workers` the gunicorn worker count (None: as it runs now)."""
 
     @abstractmethod
@@ -143,7 +143,7 @@ class ServerProbe(ABC):
         has no such setting), read the way the server reads them."""
 
     # What only a server with a scope store, a broadcaster or its own Python does: each
-    # adapter with the capability implements it (harness.servers.opal.probe for OPAL).
+    # adapter with the capability implements it (in its own package, e.g. its probe.py).
     def stage_scopes(self, scopes: Mapping[str, str]) -> None:
         """Store scopes (id -> repo URL) directly where the server keeps them (SCOPE_STORE)."""
         raise self._lacks("a scope store")
