@@ -204,11 +204,6 @@ EXPECTED: dict[tuple[str, Server], Cell] = {
     # commit pushed after the heal, and its refresh call, are never served
     ("offline-remote", R096): fails("offline.not_followed"),
     ("offline-remote", R099): fails("offline.not_followed"),
-    # one source, asked to fetch every second while its remote answers 401, 500, resets or
-    # crawls: both releases keep pipes of failed fetches (+12 in 8 polls answered 401, every run;
-    # 500 and reset keep +6 to +12 in some runs), never a connection to the git front
-    ("source-remote-failures", R096): fails("source_failures.fds_kept"),
-    ("source-remote-failures", R099): fails("source_failures.fds_kept"),
     ("offline-repo", R096): fails("offline.loaded_scope_stalled", "offline.new_scope_not_served"),
     ("offline-repo", R099): PASSES,
     ("zombie-cap", R096): fails("zombie.new_scope_not_served"),

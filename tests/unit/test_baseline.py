@@ -180,7 +180,7 @@ def test_the_shipped_0_9_9_baseline_is_in_the_format_harness_baseline_writes():
         "orphan-clones": {"orphan.clone_dirs_kept", "orphan.fds_kept"},
         "redis-outage": {"redis.put_after_not_served"}, "broker-bounce": {"bounce.put_lost_in_reconnect"},
         "bad-policy": {"bad_policy.not_kept"}, "source-repeat-sync": {"source_sync.files_grew"},
-        "offline-remote": {"offline.not_followed"}, "source-remote-failures": {"source_failures.fds_kept"}}
+        "offline-remote": {"offline.not_followed"}}
     pyproject = (Path(bl.__file__).parents[1] / "pyproject.toml").read_text()
     assert '"baselines/*.json"' in pyproject  # package data: a pip install has it
 
