@@ -28,8 +28,8 @@ ERROR `error.not_exercised` (noted on a FAIL).
 
 It needs a server that polls (POLLING). Run on OPAL by nudging it (its refresh call every
 second, harness.gates.sources.Nudger, which the gate still uses for any server without
-polling), 0.9.6 and 0.9.9 kept pipes of failed fetches (+12 over 8 polls answered 401) in 9
-of 10 runs and nothing in one (2026-12-06): an outcome the server's own logs do not decide,
+polling), 0.9.6 and 0.9.9 kept pipes of failed fetches (+12 over 8 polls answered 401) in
+10 of 11 runs and nothing in one of 0.9.9's (2026-12-06): an outcome its logs do not decide,
 so OPAL skips this gate and has its scope form (`remote-failures`).
 """
 
