@@ -157,8 +157,10 @@ def fails(*problems: str, optional: tuple[str, ...] = (), figures: tuple[Figure,
 # after 500 DELETEs: an unbounded pool that never shrinks); its clone dirs stay only when the
 # sibling check times out under load (the server logs "keeping this worker's clone"; 22-343
 # of 500 with other stacks beside it, 0 on a quiet machine) — optional, never the cell's
-# proof. A socket count fixed (under 150) or grown fivefold (over 2,000) changes the cell.
-ORPHANS_099 = fails("orphan.fds_kept", optional=("orphan.clone_dirs_kept",),
+# proof; with that many clones kept (369 of 500 in a CI rehearsal, 2026-12-06) the worker's RSS
+# passes its bound (start + 500 × 256 KB + 32 MB) by what those kept clones hold, so rss_grew is
+# optional with them. A socket count fixed (under 150) or grown fivefold (over 2,000) changes the cell.
+ORPHANS_099 = fails("orphan.fds_kept", optional=("orphan.clone_dirs_kept", "orphan.rss_grew"),
                     figures=(Figure("orphan.fds_kept", "socket_kept", at_least=150, at_most=2000),))
 # 0.9.6 keeps every cache entry, clone dir and open file of every cycle: 3 cycles × 10 scopes.
 LEAK_096 = fails("leak.caches_kept", "leak.clone_dirs_kept", "leak.files_grew",
