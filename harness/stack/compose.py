@@ -413,12 +413,39 @@ def remove_labelled(client, run_id: str | None = None) -> list[str]:
         container.remove(force=True, v=True)
         removed.append(f"container {container.name}")
     for network in client.networks.list(filters={"label": label}):
-        network.remove()
+        remove_network(network)
         removed.append(f"network {network.name}")
     for volume in client.volumes.list(filters={"label": label}):
         volume.remove(force=True)
         removed.append(f"volume {volume.name}")
     return removed
+
+
+def remove_network(network, budget_s: float = 30.0) -> None:
+    """Remove a network whose containers are gone. The engine frees a removed container's
+    endpoint a moment after the removal returns — under load long enough for the network's
+    removal to be refused with "has active endpoints" (a CI run): retried within the budget,
+    any endpoint left is disconnected by force."""
+    from docker.errors import APIError, NotFound
+
+    def removed() -> bool:
+        try:
+            network.remove()
+        except NotFound:
+            return True
+        except APIError as exc:
+            if "active endpoints" not in str(exc):
+                raise
+            network.reload()
+            for container_id in (network.attrs.get("Containers") or {}):
+                try:
+                    network.disconnect(container_id, force=True)
+                except (APIError, NotFound):
+                    pass  # gone in the meantime
+            return False
+        return True
+    wait_for(removed, budget_s, f"removing network {network.name} (it kept active endpoints)",
+             interval=0.5, error=HarnessError)
 
 
 def owner_alive(owner: str | None) -> bool:
