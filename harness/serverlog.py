@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+# A compose stack's log is the engine's (`docker logs --timestamps`): each line starts with the
+# engine's own RFC 3339 stamp, then the server's line. Optional in every pattern below.
+ENGINE_STAMP = r"(?:\d{4}-\d\d-\d\dT[\d:.]+Z )?"
 # OPAL (OPAL_LOG_FORMAT_INCLUDE_PID=true): "<time> | <pid> | <module> |<LEVEL> | <message>"
-OPAL_LINE = re.compile(r"^\S+ \| *\d+ \| *(?P<module>\S+) *\| *(?P<level>[A-Z]+) *\| (?P<message>.*)$")
+OPAL_LINE = re.compile(r"^" + ENGINE_STAMP
+                       + r"\S+ \| *\d+ \| *(?P<module>\S+) *\| *(?P<level>[A-Z]+) *\| (?P<message>.*)$")
 LEVELS = ("WARNING", "ERROR", "CRITICAL")
 _FOLDS = (
     (re.compile(r"\b[a-z+]+://\S+"), "<url>"),
@@ -72,8 +76,9 @@ def summarize(lines: list[str], levels: tuple[str, ...] = LEVELS, most: int = 8)
 
 # -- timed lines: which worker said what, when --------------------------------------------
 # The same format with its time and PID captured (loguru's {time}: ISO 8601 with an offset).
-TIMED_LINE = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT[\d:.]+[+-]\d{2}:?\d{2}) \| *(?P<pid>\d+) \| *(?P<module>\S+) *\| *"
-                        r"(?P<level>[A-Z]+) *\| (?P<message>.*)$")
+TIMED_LINE = re.compile(r"^" + ENGINE_STAMP
+                        + r"(?P<time>\d{4}-\d\d-\d\dT[\d:.]+[+-]\d{2}:?\d{2}) \| *(?P<pid>\d+) "
+                        r"\| *(?P<module>\S+) *\| *(?P<level>[A-Z]+) *\| (?P<message>.*)$")
 
 
 @dataclass(frozen=True)

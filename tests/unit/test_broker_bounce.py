@@ -162,3 +162,46 @@ def test_the_puts_after_the_return_start_when_postgres_accepts_sessions_not_when
 def test_a_server_side_disconnect_has_no_outage_to_put_into_so_every_put_follows_it():
     before, after = spread_offsets(Params(mode="terminate"))
     assert before == [] and len(after) == 16 and after[:6] == [0.0] * 3 + [0.05] * 3
+
+
+def test_a_compose_log_the_engine_stamped_reads_like_the_local_one():
+    stamped = [f"2026-12-06T02:15:50.557196437Z {line}" for line in LOG]
+    assert timed_lines(stamped) == timed_lines(LOG) and len(timed_lines(LOG)) == 9
+
+
+def test_a_pass_rests_on_a_put_the_other_worker_took_before_the_leaders_listener_was_back():
+    # the leader 11's listener is back at +0.40 s: 12's PUT at +0.01 s is in the window
+    verdict = check(_timeline([_put("spread-a-01", 0.01, 12), _put("spread-a-02", 0.3, 11)]))
+    assert verdict.verdict == "pass", verdict.reason
+
+
+@pytest.mark.parametrize("spread,why", [
+    ([_put("spread-a-01", 0.01, 11), _put("spread-a-02", 0.3, 11)], "PUTs after the return [s, worker]: "
+                                                                     "[[0.01, 11], [0.3, 11]]"),  # all by the leader
+    ([_put("spread-a-00", -4.0, 12), _put("spread-a-02", 0.5, 12)], "listener was back at"),  # after it was back
+    ([_put("spread-a-01", 0.01, None)], "named the worker of none of them"),  # a log without PIDs
+])
+def test_every_put_served_but_none_in_the_window_is_not_exercised(spread, why):
+    tl = _timeline(spread)
+    tl.fact("unexercised_bounces", [{"attempt": 1, "listeners_back_s": {"11": 0.02}, "leader": 11,
+                                     "puts_after_return": [[0.1, 12]]}])
+    verdict = check(tl)
+    assert (verdict.verdict, verdict.category) == ("error", "error.not_exercised"), verdict.reason
+    assert "in 2 bounce(s) no accepted PUT was taken by a worker other than the leader" in verdict.reason
+    assert why in verdict.reason and len(verdict.metrics["unexercised_bounces"]) == 2
+
+
+def test_a_refused_put_in_the_window_proves_nothing():
+    verdict = check(_timeline([_put("spread-a-01", 0.01, 12, served=False, status=500), _put("spread-a-02", 0.3, 11)]))
+    assert verdict.category == "error.not_exercised"
+
+
+def test_the_window_is_required_only_where_postgres_leaves():
+    tl = _timeline([_put("spread-a-02", 0.3, 11)])
+    tl.fact("params", {"mode": "pause"})
+    assert check(tl).verdict == "pass"
+
+
+def test_a_lost_put_fails_whatever_the_window():
+    verdict = check(_timeline([_put("spread-a-02", 0.5, 11, served=False)]))
+    assert verdict.category == "bounce.put_lost_in_reconnect"
