@@ -30,7 +30,7 @@ from harness.servers.registry import SERVERS
 from harness.stack.base import SERVICES, Address, Stack
 from harness.stack.compose_cli import ComposeCli, detect
 from harness.tcplisteners import ACCEPTED_LINE
-from harness.waiting import free_port, wait_for
+from harness.waiting import GaveUp, free_port, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class ComposeStack(Stack):
                               f"(attempt {attempt + 1} of {PORT_ATTEMPTS})")
                     self._compose(["down", "-v", "--remove-orphans", "-t", "10"], timeout=300)
                     continue
-                failed = self._failed_services()
+                failed = self._failed_services_settled()
                 raise ServiceFailed(f"{exc} (not healthy: {', '.join(failed) or 'none found'})",
                                     service=failed[0] if failed else None) from None
 
@@ -222,6 +222,14 @@ class ComposeStack(Stack):
         code = ready.wait(timeout=60).get("StatusCode")
         if code != 0:
             raise ServiceFailed(f"the stack's `ready` service exited {code}; see {self.run_dir / 'logs'}")
+
+    def _failed_services_settled(self, budget_s: float = 10.0) -> list[str]:
+        """The failed services, once one shows: compose can return on a container's death a
+        moment before the engine reports it exited (a loaded CI run named none)."""
+        try:
+            return wait_for(self._failed_services, budget_s, "a failed service", interval=0.5)
+        except GaveUp:
+            return []
 
     def _failed_services(self) -> list[str]:
         """Services of this project whose container exited non-zero or is unhealthy."""
