@@ -178,17 +178,24 @@ def test_a_pass_rests_on_a_put_the_other_worker_took_before_the_leaders_listener
 @pytest.mark.parametrize("spread,why", [
     ([_put("spread-a-01", 0.01, 11), _put("spread-a-02", 0.3, 11)], "PUTs after the return [s, worker]: "
                                                                      "[[0.01, 11], [0.3, 11]]"),  # all by the leader
-    ([_put("spread-a-00", -4.0, 12), _put("spread-a-02", 0.5, 12)], "listener was back at"),  # after it was back
+    ([_put("spread-a-00", -4.0, 12), _put("spread-a-09", 0.35, 12)], "listener was back at"),  # logged at +0.40
     ([_put("spread-a-01", 0.01, None)], "named the worker of none of them"),  # a log without PIDs
 ])
 def test_every_put_served_but_none_in_the_window_is_not_exercised(spread, why):
     tl = _timeline(spread)
+    tl.facts["bounce_log"]["put_logged_s"]["spread-a-09"] = 0.4  # in the same millisecond as the listener line
     tl.fact("unexercised_bounces", [{"attempt": 1, "listeners_back_s": {"11": 0.02}, "leader": 11,
                                      "puts_after_return": [[0.1, 12]]}])
     verdict = check(tl)
     assert (verdict.verdict, verdict.category) == ("error", "error.not_exercised"), verdict.reason
     assert "in 2 bounce(s) no accepted PUT was taken by a worker other than the leader" in verdict.reason
     assert why in verdict.reason and len(verdict.metrics["unexercised_bounces"]) == 2
+
+
+def test_the_window_is_read_from_the_servers_log_time_not_the_send_time():
+    tl = _timeline([_put("spread-a-09", 0.05, 12)])  # sent before the listener line, logged after it
+    tl.facts["bounce_log"]["put_logged_s"]["spread-a-09"] = 0.41
+    assert check(tl).category == "error.not_exercised"
 
 
 def test_a_refused_put_in_the_window_proves_nothing():
