@@ -89,7 +89,9 @@ progress = logging.getLogger(__name__)  # `log` is the server's log in this modu
 MIN_OUTAGE_S = 5.0
 MODES = ("stop", "kill", "pause", "terminate")
 RACE_MODES = ("stop", "kill")  # Postgres leaves: every worker's listener reconnects after the return
-FIRST_SPREAD_REPO = 660  # policy-0660..: one repo per PUT of the spread, repos no other gate changes
+# policy-0660..: one repo per PUT of the spread and one for the PUT after, repos no other gate
+# changes; each bounce its own (`bounce_repos`).
+FIRST_SPREAD_REPO = 660
 
 
 @dataclass
@@ -126,6 +128,15 @@ WORKERS = 2
 NO_PROOF = {"stop": "Postgres still listened after stop", "kill": "Postgres still listened after SIGKILL",
             "pause": "Postgres still answered the protocol while paused",
             "terminate": "no connection of the server's was terminated"}
+
+
+def bounce_repos(attempt: int, spread_puts: int) -> list[int]:
+    """The repos of bounce `attempt` (from 1): one per PUT of the spread, the last for the PUT
+    after. Never an earlier bounce's: the server keeps one clone per repo URL and serves any
+    scope on that URL from it, so a new scope on a cloned repo reads as served without a sync
+    (a second bounce on the first one's repos passed 16 of 16 with the leader back at +7.5 s)."""
+    first = FIRST_SPREAD_REPO + (attempt - 1) * (spread_puts + 1)
+    return list(range(first, first + spread_puts + 1))
 
 
 def recovery_kind(before: list[int], after: list[int]) -> str:
@@ -260,10 +271,9 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
             return
         tl.fact("worker_pids_before", stack.server.pids()[1])
         ctx.observe("before")
-        stack.ensure_repos(FIRST_SPREAD_REPO + p.spread_puts + 1)
         missed: list[dict[str, Any]] = []
         for attempt in range(1, p.attempts + 1):
-            self._bounce(ctx)
+            self._bounce(ctx, bounce_repos(attempt, p.spread_puts))
             spread, log = tl.facts["spread_puts"], tl.facts["bounce_log"]
             if p.mode not in RACE_MODES or lost_puts(spread) or race_puts(spread, log):
                 break
@@ -273,15 +283,16 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
                           f"(listeners back {log.get('listeners_back_s')} s after the return): bouncing again")
         ctx.observe("end")
 
-    def _bounce(self, ctx: GateContext) -> None:
-        """One outage with its spread of PUTs and the PUT after, recorded as facts."""
+    def _bounce(self, ctx: GateContext, repos: list[int]) -> None:
+        """One outage with its spread of PUTs and the PUT after (on `repos`), recorded as facts."""
         p: Params = ctx.params
         tl, stack, client = ctx.timeline, ctx.stack, ctx.client
+        stack.ensure_repos(repos[-1] + 1)  # policy-0000 … the last of them
         before, after = spread_offsets(p)
         run = uuid.uuid4().hex[:6]  # scope ids of this bounce only: an earlier PUT cannot read as served
         postgres = stack.published("postgres")
         user, database = postgres.userinfo.split(":")[0] or "opal", postgres.path.strip("/") or "postgres"
-        spread = PutSpread(client, {f"spread-{run}-{i:02d}": stack.repo_url(policy_repo_name(FIRST_SPREAD_REPO + i))
+        spread = PutSpread(client, {f"spread-{run}-{i:02d}": stack.repo_url(policy_repo_name(repos[i]))
                                     for i in range(p.spread_puts)}, before, after,
                            back=lambda: accepts_sessions(postgres.port, postgres.host, user, database, timeout=0.5))
         name, start, heal, proof = self._fault(ctx, p.mode)
@@ -295,10 +306,10 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
             tl.fact("broker_fault_confirmed", outage.took_effect)
             runner = spread.start(fault_started, p.outage_s)
             time.sleep(max(0.0, p.outage_s - (time.monotonic() - outage_started)))
-        self._after(ctx, spread, runner, fault_started, run)
+        self._after(ctx, spread, runner, fault_started, run, repos[-1])
 
     def _after(self, ctx: GateContext, spread: PutSpread, runner: threading.Thread, fault_started: float,
-               run: str) -> None:
+               run: str, after_repo: int) -> None:
         p: Params = ctx.params
         tl, stack, client = ctx.timeline, ctx.stack, ctx.client
         delay, how = after_put_delay(ctx.knobs, p)
@@ -306,7 +317,7 @@ class BrokerBounceGate(Gate, id="broker-bounce", params=Params, thresholds=Thres
         tl.fact("healthy_after_s", poll_until(lambda: client.healthy(timeout=2), p.budget_s))
         time.sleep(max(0.0, spread.returned_at + delay - time.time()))
         after_scope = f"after-{run}"
-        tl.fact("put_after_status", self._put(client, after_scope, stack.repo_url(policy_repo_name(32))))
+        tl.fact("put_after_status", self._put(client, after_scope, stack.repo_url(policy_repo_name(after_repo))))
         tl.fact("after_served_s", ctx.served_within(after_scope, p.budget_s, "scope PUT after the bounce"))
         runner.join(timeout=p.budget_s)
         accepted = [put.scope for put in spread.puts if 200 <= (put.status or 0) < 300]

@@ -212,3 +212,10 @@ def test_the_window_is_required_only_where_postgres_leaves():
 def test_a_lost_put_fails_whatever_the_window():
     verdict = check(_timeline([_put("spread-a-02", 0.5, 11, served=False)]))
     assert verdict.category == "bounce.put_lost_in_reconnect"
+
+
+def test_each_bounce_has_repos_of_its_own_the_server_never_cloned():
+    from harness.gates.broker_bounce import bounce_repos
+    first, second = bounce_repos(1, 16), bounce_repos(2, 16)
+    assert first[0] == 660 and len(first) == 17 and not set(first) & set(second)
+    assert bounce_repos(5, 16)[-1] == 660 + 5 * 17 - 1
