@@ -521,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     _contract(rep, REPORT_EXIT_CODES)
     rep.set_defaults(func=cmd_report)
 
+    from harness.replay.command import add_parser as add_replay_parser
+    add_replay_parser(sub)
+    _contract(sub.choices["replay"], EXIT_CODES)
     from harness.scale import add_parser as add_scale_parser
     add_scale_parser(sub)
     _contract(sub.choices["scale"], SCALE_EXIT_CODES)

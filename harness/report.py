@@ -224,6 +224,10 @@ def baseline_section(report: Mapping[str, Any]) -> list[str]:
 
 
 def plot_timeline(timeline: Timeline, path: Path, result: GateResult | None = None) -> None:
+    if timeline.gate == "replay":  # its figures are the scenario's watches
+        from harness.replay.plot import plot_replay
+        plot_replay(timeline, path, result)
+        return
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -57,16 +57,14 @@ class Timeline:
     def fault_windows(self) -> list[tuple[float, float]]:
         """(start, end) of each fault; an unhealed fault lasts to the last record."""
         last = max([s["t"] for s in self.samples] + [e["t"] for e in self.events] + [0.0])
-        windows, start = [], None
+        windows, open_since = [], {}  # faults may overlap (a replay's schedule): paired by name
         for event in self.events:
             if event["name"] == FAULT_START:
-                start = event["t"]
-            elif event["name"] == FAULT_END and start is not None:
-                windows.append((start, event["t"]))
-                start = None
-        if start is not None:
-            windows.append((start, last))
-        return windows
+                open_since[event.get("fault")] = event["t"]
+            elif event["name"] == FAULT_END and event.get("fault") in open_since:
+                windows.append((open_since.pop(event.get("fault")), event["t"]))
+        windows += [(start, last) for start in open_since.values()]
+        return sorted(windows)
 
     # -- storage --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

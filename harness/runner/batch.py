@@ -24,7 +24,7 @@ from harness.config import Settings
 from harness.errors import ConfigError, HarnessError
 from harness.gates.registry import GATES
 from harness.report import RunReport, verdict_table
-from harness.runner.run import preflight, run_gate, skip_reason
+from harness.runner.run import REPLAY, preflight, run_gate, skip_reason
 from harness.stack import make_stack
 from harness.stack.base import Stack
 
@@ -79,7 +79,7 @@ class Batch:
         holding their largest load (harness.limits)."""
         if self.keep not in KEEP_POLICIES:
             raise ConfigError(f"--keep-stack={self.keep} is not known; use one of {', '.join(KEEP_POLICIES)}")
-        unknown = [g for g in self.gates if g not in GATES]
+        unknown = [g for g in self.gates if g not in GATES and g != REPLAY]
         if unknown or not self.gates:
             raise ConfigError(f"unknown gate {', '.join(unknown) or '(none given)'}; gates: {', '.join(GATES)}")
         self.sort_out(settings)

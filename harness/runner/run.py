@@ -22,8 +22,13 @@ from harness.verdict import ERROR, PASS, GateResult, Verdict
 
 log = logging.getLogger(__name__)
 
+REPLAY = "replay"
+
 
 def gate(gate_id: str) -> Gate:
+    if gate_id == REPLAY:  # built from a scenario file (`harness replay`), never one of a full run's gates
+        from harness.replay.engine import ReplayGate
+        return ReplayGate()
     if gate_id not in GATES:
         raise ConfigError(f"unknown gate {gate_id!r}; gates: {', '.join(GATES)}")
     return GATES[gate_id]

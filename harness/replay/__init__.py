@@ -1,0 +1,1 @@
+"""Incidents replayed from scenario files (harness/replay/scenario.py)."""

@@ -1,0 +1,233 @@
+"""The replay engine: a scenario's schedule driven against a running stack, as one gate
+(`replay`) the runner runs like any other — a fresh server, a timeline in the report's
+schema, one checker (harness/replay/judge.py) — but built from a file, never one of a full
+run's gates.
+
+The schedule's production times are divided by `speed`. Each tick (0.25 s) fires what is
+due (commits, scope churn, refreshes, faults opening and closing), reads what every source
+serves (recording each change and the failed answers), and takes a snapshot every
+`sample_every`. After the schedule, `settle_s` harness seconds for every source to catch up.
+Ctrl-C heals every fault, stops the loop and judges what was recorded (ERROR interrupted).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from harness.gates.base import Gate, GateContext
+from harness.gates.settings import GateSettings
+from harness.replay import faults as fault_kit
+from harness.replay.judge import judge
+from harness.replay.scenario import Event, Scenario, load
+from harness.replay.sources import ReplaySources, needs, open_sources
+from harness.timeline import Timeline
+from harness.verdict import ERROR, Verdict
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.25
+ATTACH_BUDGET_S = 120.0
+MAX_ACTIONS = 200_000  # a bound on any schedule, whatever its rates and duration
+
+
+@dataclass
+class Params(GateSettings):
+    scenario: str = ""  # a scenario file or a shipped incident's name
+    duration: str = ""  # production time; a soak: the same schedule for longer ("" = the file's)
+
+
+@dataclass
+class Thresholds(GateSettings):
+    pass  # the bounds are the scenario's [[watch]] tables
+
+
+@dataclass
+class Planned:
+    at_h: float  # harness seconds from the start
+    event: Event
+    kind: str  # "action" | "open" | "close"
+
+
+def plan(scenario: Scenario, duration_s: float) -> list[Planned]:
+    """The schedule in harness seconds, in order; rates repeat until `until` (or the end).
+    A soak longer than the file's duration repeats its faults with the file's period."""
+    period = scenario.duration_s
+    planned: list[Planned] = []
+    for event in scenario.schedule:
+        if event.action and event.every_s:
+            until = duration_s if event.until_s is None or event.until_s >= period else event.until_s
+            count = int((until - event.start_s) // event.every_s) + 1
+            planned += [Planned(scenario.harness_s(event.start_s + k * event.every_s), event, "action")
+                        for k in range(max(0, count)) if event.start_s + k * event.every_s < duration_s]
+            continue
+        for offset in _repeats(period, duration_s):
+            at = (event.at_s or 0.0) + offset
+            if at >= duration_s:
+                continue
+            if event.action:
+                planned.append(Planned(scenario.harness_s(at), event, "action"))
+            else:
+                planned.append(Planned(scenario.harness_s(at), event, "open"))
+                planned.append(Planned(scenario.harness_s(min(at + event.for_s, duration_s)), event, "close"))
+    if len(planned) > MAX_ACTIONS:
+        raise ValueError(f"the schedule makes {len(planned):,} steps; at most {MAX_ACTIONS:,}")
+    return sorted(planned, key=lambda p: (p.at_h, p.kind != "close"))
+
+
+def _repeats(period: float, duration_s: float) -> list[float]:
+    return [k * period for k in range(max(1, int(duration_s // period) + (duration_s % period > 0)))]
+
+
+class ReplayGate(Gate, id="replay", params=Params, thresholds=Thresholds, requires=(),
+                 title="an incident replayed from a scenario file, its watched figures within their bounds"):
+    """What the server must have depends on the scenario: checked when it is loaded."""
+
+    def scenario(self, ctx: GateContext) -> None:
+        p: Params = ctx.params
+        scenario = load(p.scenario)
+        duration_s = _duration(scenario, p.duration)
+        tl = ctx.timeline
+        tl.fact("scenario", scenario.to_json())
+        tl.fact("duration_s", duration_s)
+        if missing := ctx.adapter.lacks(needs(scenario.sources), ctx.stack.backend):
+            raise_missing(scenario, missing)
+        sources = open_sources(ctx.stack, scenario.sources, scenario.policies,
+                               ctx.adapter.capabilities_on(ctx.stack.backend), ATTACH_BUDGET_S)
+        Runner(ctx, scenario, sources, plan(scenario, duration_s), duration_s).run()
+
+    def check(self, timeline: Timeline, params: Any, thresholds: Any) -> Verdict:
+        recorded = timeline.facts.get("scenario")
+        if recorded is None:
+            return Verdict(ERROR, "the replay recorded no scenario: it stopped before it started", "error.no_data")
+        return judge(timeline, recorded["watches"], recorded["speed"], recorded["sources"], recorded.get("reported"))
+
+
+def raise_missing(scenario: Scenario, missing: list[Any]) -> None:
+    from harness.errors import ConfigError
+    raise ConfigError(f"{scenario.path}: {scenario.sources} source(s) on {scenario.server} need "
+                      f"{', '.join(c.value for c in missing)}, which it lacks here")
+
+
+def _duration(scenario: Scenario, override: str) -> float:
+    if not override:
+        return scenario.duration_s
+    from harness.replay.scenario import parse_duration
+    return parse_duration(override)
+
+
+class Runner:
+    """One replay's loop: the plan fired on time, sources read, snapshots taken."""
+
+    def __init__(self, ctx: GateContext, scenario: Scenario, sources: ReplaySources, planned: list[Planned],
+                 duration_s: float):
+        self.ctx, self.scenario, self.sources, self.planned = ctx, scenario, sources, planned
+        self.end_h = scenario.harness_s(duration_s)
+        self.open: dict[int, fault_kit.OpenFault] = {}  # id(event) -> fault in force
+        self.closed: list[dict[str, Any]] = []
+        self.last_served: list[str | None] = [None] * len(sources.sources)
+        self.started = 0.0
+        self.reads = 0
+
+    def run(self) -> None:
+        tl = self.ctx.timeline
+        self.ctx.observe("start")
+        self.started = time.monotonic()
+        try:
+            self._loop()
+            self._settle()
+        except KeyboardInterrupt:
+            tl.fact("interrupted_at_t", round(tl.now(), 1))
+            log.warning(f"[replay] interrupted at {self._elapsed():.0f} s: healing the faults, judging what was "
+                        "recorded")
+        finally:
+            for fault in list(self.open.values()):
+                self.closed.append(fault_kit.close_fault(self.ctx, fault))
+            self.open.clear()
+            tl.fact("faults", sorted(self.closed, key=lambda f: f["start_t"]))
+            tl.fact("answers_read", self.reads)
+        self.ctx.observe("end")
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _loop(self) -> None:
+        next_sample, next_say, queue = 0.0, 0.0, list(self.planned)
+        sample_every = self.scenario.harness_s(self.scenario.sample_every_s)
+        while self._elapsed() < self.end_h:
+            while queue and queue[0].at_h <= self._elapsed():
+                self._fire(queue.pop(0))
+            self._read()
+            if self._elapsed() >= next_sample:
+                self.ctx.observe(f"{self._elapsed() * self.scenario.speed:.0f} s")
+                next_sample += sample_every
+            if self._elapsed() >= next_say:
+                self._say()
+                next_say += max(10.0, self.end_h / 10)
+            time.sleep(max(0.0, min(TICK_S, self.end_h - self._elapsed())))
+        for step in queue:  # faults still to close at the very end
+            if step.kind == "close":
+                self._fire(step)
+
+    def _settle(self) -> None:
+        """After the schedule: every source's last commit served, or the settle budget spent."""
+        deadline = time.monotonic() + self.scenario.settle_s
+        while time.monotonic() < deadline and self.sources.late():
+            self._read()
+            time.sleep(0.5)
+        self._read()
+
+    def _say(self) -> None:
+        production = self._elapsed() * self.scenario.speed
+        log.info(f"[replay] {production / 60:.0f} of {self.end_h * self.scenario.speed / 60:.0f} production minutes "
+                 f"({self._elapsed():.0f} s); faults in force: "
+                 f"{', '.join(f.event.label() for f in self.open.values()) or 'none'}")
+
+    def _fire(self, step: Planned) -> None:
+        event, tl = step.event, self.ctx.timeline
+        if step.kind == "open":
+            self.open[id(event)] = fault_kit.open_fault(self.ctx, event, self.sources, self.scenario)
+            return
+        if step.kind == "close":
+            if (fault := self.open.pop(id(event), None)) is not None:
+                self.closed.append(fault_kit.close_fault(self.ctx, fault))
+            return
+        indexes = list(self.scenario.groups[event.group].indexes())
+        if event.action in ("commit", "force-push"):
+            for index in indexes:
+                nonce = self.sources.commit(index, force=event.action == "force-push")
+                tl.record("commit", source=index, nonce=nonce, action=event.action,
+                          detached=index in self.sources.detached)
+        elif event.action == "refresh":
+            for index in indexes:
+                self.sources.refresh(index)
+        elif event.action == "put":
+            for index in indexes:
+                self.sources.put(index)
+                self.last_served[index] = None  # read anew: what it serves after the put
+                tl.record("churn", source=index, action="put")
+                # a put is a change the server must serve: the source's content, anew
+                tl.record("commit", source=index, nonce=self.sources.pushed[index], action="put", detached=False)
+        else:
+            for index in indexes:
+                self.sources.delete(index)
+                self.last_served[index] = None  # its next put must be served again to count
+                tl.record("churn", source=index, action="delete")
+
+    def _read(self) -> None:
+        """What every attached source serves now: each change recorded, the errors counted."""
+        ok = errors = 0
+        for index in range(len(self.sources.sources)):
+            if index in self.sources.detached:
+                continue
+            nonce, failed = self.sources.served(index)
+            errors += failed
+            ok += not failed
+            if nonce is not None and nonce != self.last_served[index]:
+                self.last_served[index] = nonce
+                self.ctx.timeline.record("served", source=index, nonce=nonce)
+        self.reads += ok + errors
+        if errors:  # only the rounds with failures: a soak's timeline stays small
+            self.ctx.timeline.record("answers", ok=ok, errors=errors)

@@ -1,0 +1,144 @@
+"""A replay's faults, from the harness's catalogue: each opened with GateContext.fault (the
+timeline's fault window, healed on any exit) and closed with the evidence that it took.
+
+- `git-front` (error | auth | reset | hang): the git front's mode (harness.gitfront); every
+  source is reached through the one front. Took: the front answered a ref advertisement in
+  that mode during the window.
+- `blackhole` (dead): the group's sources repointed to the blackhole listener and back.
+  Took: the blackhole accepted a connection during the window.
+- `service` (stop | kill): a stack service stopped or SIGKILLed, then started. Took: its
+  published port closed.
+- `server` (restart): the server restarted in place (its state kept). Took: new PIDs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import ConfigError
+from harness.gates.base import GateContext
+from harness.gitfront import set_mode
+from harness.replay.scenario import Event, Scenario
+from harness.replay.sources import ReplaySources
+from harness.waiting import port_open
+
+
+@dataclass
+class OpenFault:
+    """A fault in force: its window on the timeline and how to tell afterwards that it took."""
+
+    event: Event
+    window: AbstractContextManager[Any]
+    evidence: Callable[[], tuple[bool, str]]
+    started_t: float
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def check_faults(scenario: Scenario) -> None:
+    """Refused before any stack comes up: a fault on a service the server's stack does not have."""
+    from harness.servers.registry import SERVERS
+    services = SERVERS[scenario.server].dependencies
+    for event in scenario.schedule:
+        if event.fault == "service" and event.service not in services:
+            raise ConfigError(f"{scenario.path}:{event.line or '?'}: schedule: service {event.service!r} is not in "
+                              f"a {scenario.server} stack; its services: {', '.join(services) or 'none'}")
+
+
+def open_fault(ctx: GateContext, event: Event, sources: ReplaySources, scenario: Scenario) -> OpenFault:
+    start, heal, evidence = _verbs(ctx, event, sources, scenario)
+    window = ctx.fault(event.label(), start, heal)
+    window.__enter__()
+    return OpenFault(event, window, evidence, ctx.timeline.now())
+
+
+def close_fault(ctx: GateContext, fault: OpenFault) -> dict[str, Any]:
+    """Heal it; the record of its window: label, when, and whether (and how) it took."""
+    fault.window.__exit__(None, None, None)
+    took, how = fault.evidence()
+    fault.record = {"label": fault.event.label(), "start_t": round(fault.started_t, 2),
+                    "end_t": round(ctx.timeline.now(), 2), "took": took, "evidence": how}
+    return fault.record
+
+
+def _verbs(ctx: GateContext, event: Event, sources: ReplaySources,
+           scenario: Scenario) -> tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]:
+    """(start, heal, evidence) of a fault."""
+    stack = ctx.stack
+    if event.fault == "git-front":
+        front, url, mode = stack.service("gitfront"), stack.published("gitfront").url, event.mode or "error"
+        before = _lines(front)
+        return (lambda: set_mode(url, mode), lambda: set_mode(url, "ok"),
+                lambda: _front_evidence(front, before, mode))
+    if event.fault == "blackhole":
+        return _blackhole(stack, sources, list(scenario.groups[event.group].indexes()))
+    if event.fault == "service":
+        return _service(stack, event.service or "", event.mode or "stop")
+    pids_before: list[list[int]] = []
+
+    def restart() -> None:
+        pids_before.append(_pids(stack))
+        stack.server.restart(fresh_state=False)
+    return restart, lambda: None, lambda: _restart_evidence(stack, pids_before)
+
+
+def _blackhole(stack: Any, sources: ReplaySources,
+               indexes: list[int]) -> tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]:
+    blackhole = stack.service("blackhole")
+    accepted = blackhole.accepted_connections()
+
+    def repoint(via: str) -> Callable[[], None]:
+        def run() -> None:
+            for index in indexes:
+                sources.repoint(index, via)
+        return run
+    return repoint("dead"), repoint("front"), lambda: _accepted_evidence(blackhole, accepted)
+
+
+def _service(stack: Any, name: str,
+             mode: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]:
+    handle, address = stack.service(name), stack.published(name)
+    closed: list[bool] = []
+
+    def down() -> None:
+        (handle.kill if mode == "kill" else handle.stop)()
+        closed.append(not port_open(address.port, address.host))
+
+    def evidence() -> tuple[bool, str]:
+        took = bool(closed) and closed[0]
+        return took, f"{name}'s port {'closed' if took else 'still open'} after the {mode}"
+    return down, handle.start, evidence
+
+
+def _lines(handle: Any) -> int:
+    return len(handle.logs().read_text(errors="replace").splitlines())
+
+
+def _front_evidence(front: Any, before: int, mode: str) -> tuple[bool, str]:
+    lines = front.logs().read_text(errors="replace").splitlines()[before:]
+    answered = sum(1 for line in lines if "info/refs" in line and f"mode={mode}" in line)
+    return answered > 0, f"the git front answered {answered} ref advertisement(s) with {mode}"
+
+
+def _accepted_evidence(blackhole: Any, before: int) -> tuple[bool, str]:
+    taken = blackhole.accepted_connections() - before
+    return taken > 0, f"the blackhole accepted {taken} connection(s)"
+
+
+def _pids(stack: Any) -> list[int]:
+    master, workers = stack.server.pids()
+    return ([master] if master else []) + list(workers)
+
+
+def _restart_evidence(stack: Any, before: list[list[int]]) -> tuple[bool, str]:
+    after = _pids(stack)
+    changed = bool(before) and bool(after) and not set(before[0]) & set(after)
+    return changed, f"server PIDs {before[0] if before else '?'} → {after}"
+
+
+def heal_all(ctx: GateContext, faults: list[OpenFault]) -> Iterator[dict[str, Any]]:
+    """Every fault still in force healed (the end of the run, an error, Ctrl-C)."""
+    while faults:
+        yield close_fault(ctx, faults.pop())

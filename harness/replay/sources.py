@@ -1,0 +1,165 @@
+"""A replay's policy sources, through the server seam only: one source a server attaches
+(Capability.SOURCE_CONTROL, any server) or many scopes, each on a repo of its own
+(MANY_SOURCES + RUNTIME_SOURCES). Each source is a PolicySource the harness commits to; what
+a source serves is judged by its nonce (the source's own content, never any 200)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, cast
+
+import requests
+
+from harness.errors import ConfigError, HarnessError
+from harness.servers.base import Capability, PolicySource, SourceControl
+from harness.waiting import poll_until
+
+log = logging.getLogger(__name__)
+
+SCOPE_PREFIX = "replay-"
+
+
+def needs(count: int) -> frozenset[Capability]:
+    """What a server must have for `count` sources."""
+    if count == 1:
+        return frozenset({Capability.SOURCE_CONTROL})
+    return frozenset({Capability.SOURCE_CONTROL, Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES})
+
+
+class ReplaySources:
+    """The sources of one replay: made, attached, changed and read the same way on every
+    server; subclasses differ in how the server is told of them."""
+
+    def __init__(self, control: SourceControl, count: int, policies: int):
+        self.control = control
+        self.sources: list[PolicySource] = [control.new_source(f"{SCOPE_PREFIX}{i:03d}", policies)
+                                            for i in range(count)]
+        self.pushed: list[str] = [s.nonce for s in self.sources]  # the nonce each source's remote has
+        self.detached: set[int] = set()  # deleted scopes: nothing they serve is judged
+        self.tell_after_push = False  # whether a push is followed by the server's refresh call
+
+    def attach_all(self) -> None:
+        raise NotImplementedError
+
+    def served(self, index: int) -> tuple[str | None, bool]:
+        """(the nonce source `index` serves now, whether the answer was an error)."""
+        raise NotImplementedError
+
+    def refresh(self, index: int) -> None:
+        raise NotImplementedError
+
+    def repoint(self, index: int, via: str) -> None:
+        raise ConfigError(f"a blackholed remote (repointing a source) needs {Capability.RUNTIME_SOURCES.value}")
+
+    def put(self, index: int) -> None:
+        raise ConfigError(f"scope churn (put, delete) needs {Capability.RUNTIME_SOURCES.value}")
+
+    def delete(self, index: int) -> None:
+        self.put(index)
+
+    def commit(self, index: int, force: bool = False) -> str:
+        source = self.sources[index]
+        nonce = source.force_push() if force else source.commit()
+        self.pushed[index] = nonce
+        if self.tell_after_push:
+            self.refresh(index)
+        return nonce
+
+    def late(self) -> list[int]:
+        """The attached sources not serving their remote's nonce now."""
+        return [i for i in range(len(self.sources))
+                if i not in self.detached and self.served(i)[0] != self.pushed[i]]
+
+    def wait_served(self, budget_s: float) -> list[int]:
+        """Every attached source serving its remote's nonce within the budget; the late ones."""
+        poll_until(lambda: not self.late(), budget_s, interval=0.5)
+        return self.late()
+
+
+class AttachedSource(ReplaySources):
+    """One source, attached the server's own way (SourceControl.attach: a server that only
+    fetches when told is told of each push by the adapter, as its git host's webhook would)."""
+
+    def attach_all(self) -> None:
+        self.control.attach(self.sources[0], fresh=False)
+
+    def served(self, index: int) -> tuple[str | None, bool]:
+        answer = self.control.served(timeout=5.0)
+        return answer.nonce, answer.status != 200
+
+    def refresh(self, index: int) -> None:
+        self.control.nudge()
+
+
+class Scopes(ReplaySources):
+    """Many sources, each a scope on its own repo, through the server's scope API (a server
+    that only fetches when told gets the refresh call after each push, as a webhook)."""
+
+    def __init__(self, control: SourceControl, client: Any, count: int, policies: int,
+                 capabilities: frozenset[Capability]):
+        super().__init__(control, count, policies)
+        self.client = client
+        self.tell_after_push = Capability.REFRESH_CALL in capabilities and Capability.POLLING not in capabilities
+
+    def scope(self, index: int) -> str:
+        return self.sources[index].name
+
+    def attach_all(self) -> None:
+        for index in range(len(self.sources)):
+            self.put(index)
+
+    def served(self, index: int) -> tuple[str | None, bool]:
+        result = self.client.get_policy(self.scope(index), timeout=5.0)
+        return (result.hash if result.status == 200 else None), result.status != 200
+
+    def refresh(self, index: int) -> None:
+        try:
+            self.client.refresh(self.scope(index))
+        except requests.RequestException:
+            pass  # the server's answer to a fault is what the replay watches, not this call
+
+    def repoint(self, index: int, via: str) -> None:
+        self._put(index, via)
+
+    def put(self, index: int) -> None:
+        self.detached.discard(index)
+        self._put(index, "front")
+
+    def delete(self, index: int) -> None:
+        self.detached.add(index)
+        try:
+            self.client.delete_scope(self.scope(index))
+        except requests.RequestException as exc:
+            log.warning(f"[replay] DELETE of scope {self.scope(index)} failed: {exc}")
+
+    def _put(self, index: int, via: str) -> None:
+        url = self.sources[index].url(via)
+        try:
+            status = self.client.put_scope(self.scope(index), url)
+        except requests.RequestException as exc:
+            log.warning(f"[replay] PUT of scope {self.scope(index)} ({url}) failed: {exc}")
+            return
+        if status not in (200, 201):
+            log.warning(f"[replay] PUT of scope {self.scope(index)} ({url}) answered {status}")
+
+
+def open_sources(stack: Any, count: int, policies: int, capabilities: frozenset[Capability],
+                 budget_s: float) -> ReplaySources:
+    """The replay's sources made, attached and served (HarnessError naming the late ones).
+    One source on a server without runtime sources is attached its own way; otherwise each
+    source is a scope."""
+    control = cast(SourceControl, stack.server)
+    sources: ReplaySources
+    if count == 1 and Capability.RUNTIME_SOURCES not in capabilities:
+        sources = AttachedSource(control, count, policies)
+    else:
+        sources = Scopes(control, stack.server.client, count, policies, capabilities)
+    started = time.monotonic()
+    sources.attach_all()
+    late = sources.wait_served(budget_s)
+    if late:
+        raise HarnessError(f"{len(late)} of {count} sources were not served within {budget_s:g} s of being "
+                           f"attached (first: source {late[0]}); the replay needs them served before it starts")
+    log.info(f"[replay] {count} source(s) attached and served in {time.monotonic() - started:.1f} s")
+    return sources
