@@ -389,7 +389,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.runner.rejudge import rejudge_command
     baseline = args.baseline if args.baseline is not None else config.from_env().baseline
-    return rejudge_command(args.run_dir, args.threshold, baseline, args.strict)
+    return rejudge_command(args.run_dir, args.threshold, baseline, args.strict, args.bounds)
 
 
 EXIT_CODES = """exit status:
@@ -517,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("--threshold", action="append", default=[], metavar="GATE.NAME=VALUE",
                      help="override a threshold, e.g. leak.cache_tolerance=2 (repeatable)")
+    rep.add_argument("--bounds", metavar="SCENARIO", help="a replay: judge it under the [[watch]] bounds of this "
+                                                          "scenario file instead of the recorded ones")
     _add_baseline_flags(rep)
     _contract(rep, REPORT_EXIT_CODES)
     rep.set_defaults(func=cmd_report)

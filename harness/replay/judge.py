@@ -109,6 +109,9 @@ def judge(timeline: Timeline, watches: list[dict[str, Any]], speed: float, sourc
     for watch in watches:
         _judge_watch(timeline, watch, speed, problems, metrics["watch"])
     metrics["projection"] = projection(timeline, watches, speed, sources, reported or {})
+    said = projected(metrics["projection"])
+    if said:
+        problems.note(said)
     faults = timeline.facts.get("faults") or []
     unproven = [f for f in faults if not f.get("took")]
     interrupted = timeline.facts.get("interrupted_at_t")
@@ -124,8 +127,8 @@ def judge(timeline: Timeline, watches: list[dict[str, Any]], speed: float, sourc
     if interrupted is not None:
         return Verdict(ERROR, f"interrupted at {interrupted:.0f} s of harness time; every bound held on what was "
                        "recorded", "error.interrupted", metrics)
-    return problems.verdict("every bound held: " + "; ".join(
-        f"{figure} {text}" for figure, text in metrics["watch"].items()), metrics)
+    return problems.verdict("; ".join(["every bound held: " + "; ".join(
+        f"{figure} {text}" for figure, text in metrics["watch"].items()), *([said] if said else [])]), metrics)
 
 
 def _judge_watch(timeline: Timeline, watch: dict[str, Any], speed: float, problems: Problems,
@@ -194,6 +197,21 @@ def _judge_errors(timeline: Timeline, bounds: dict[str, float], problems: Proble
                      f"({around(timeline, first['t'] - 5, first['t'] + 5)})", errors=errors, bound=bound)
 
 
+def projected(table: dict[str, Any]) -> str:
+    """The projection of the reported figure in one sentence (empty without `[reported]`)."""
+    row = next((r for r in table["rows"] if "reported_per_hour" in r), None)
+    if row is None:
+        return ""
+    unit = row["unit"]
+    said = (f"projection: {row['figure']} {row['per_hour']:+.2f} {unit}/h at {table['sources_live']} sources, "
+            f"{row['per_source_per_hour']:+.4f} {unit}/h per source → "
+            f"{row['projected_to_reported_sources_per_hour']:+,.0f} {unit}/h at {row['reported_sources']:,} sources; reported {row['reported_per_hour']:g} {unit}/h")
+    if row.get("fetches_per_hour_for_reported"):
+        said += (f"; at {row['per_fetch']:.4f} {unit} per fetch the reported rate is "
+                 f"{row['fetches_per_hour_for_reported']:,} fetches an hour")
+    return said
+
+
 def projection(timeline: Timeline, watches: list[dict[str, Any]], speed: float, sources: int,
                reported: dict[str, Any]) -> dict[str, Any]:
     """Each snapshot figure's rate at production time: per hour, per source per hour, per
@@ -215,6 +233,8 @@ def projection(timeline: Timeline, watches: list[dict[str, Any]], speed: float, 
             row["projected_to_reported_sources_per_hour"] = round(row["per_source_per_hour"] * reported["sources"], 2)
             row["reported_per_hour"] = reported["per_hour"]
             row["reported_sources"] = reported["sources"]
+            if row["per_fetch"]:  # the production fetch rate that would give the reported rate
+                row["fetches_per_hour_for_reported"] = round(reported["per_hour"] / row["per_fetch"])
         rows.append(row)
-    return {"rows": rows, "fetches": fetches, "assumptions": list(ASSUMPTIONS),
+    return {"rows": rows, "fetches": fetches, "sources_live": sources, "assumptions": list(ASSUMPTIONS),
             "reported": reported or None}

@@ -200,8 +200,20 @@ class _Reader:
         if not isinstance(watches, list) or not watches:
             raise self.fail("watch", "at least one [[watch]]: what to watch and its bounds", None, "watch")
         scenario.watches = [self._watch(scenario, entry, i) for i, entry in enumerate(watches)]
-        scenario.reported = dict(self._table(data, "reported"))
+        scenario.reported = self._reported(scenario, self._table(data, "reported"))
         return scenario
+
+    def _reported(self, scenario: Scenario, table: dict[str, Any]) -> dict[str, Any]:
+        """A production figure to set the projection beside: which figure, its rate per hour,
+        at how many sources, and where it was reported."""
+        if not table:
+            return {}
+        self._known(table, {"figure", "per_hour", "sources", "source"}, "reported", "[reported]")
+        watched = tuple(w.figure for w in scenario.watches)
+        self._choice(table, "figure", watched, "reported", "")
+        self._number(table, "per_hour", "reported", 0.0, low=0.0, high=1e12)
+        self._int(table, "sources", "reported", 1, low=1, high=10_000_000)
+        return dict(table)
 
     def _table(self, data: dict[str, Any], name: str) -> dict[str, Any]:
         value = data.get(name, {})

@@ -15,12 +15,13 @@ from harness.errors import HarnessError
 from harness.report import verdict_table
 from harness.runner.batch import exit_status
 from harness.runner.rerun import recorded_target
-from harness.runner.run import build_settings, gate, judge
+from harness.runner.run import REPLAY, build_settings, gate, judge
 from harness.timeline import Timeline
 
 
-def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
-    """Verdicts of a recorded run under (possibly new) thresholds."""
+def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]], bounds: Path | None = None) -> list[dict[str, Any]]:
+    """Verdicts of a recorded run under (possibly new) thresholds; a replay's under the
+    [[watch]] bounds of the scenario file `bounds` when given."""
     report_path = run_dir / "report.json"
     if not report_path.is_file():
         raise HarnessError(f"{run_dir} holds no report.json; pass a directory under reports/")
@@ -36,6 +37,8 @@ def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[st
     for entry in report["gates"]:
         g = gate(entry["id"])
         timeline = Timeline.from_dict(_read_json(run_dir / entry["timeline"], f"gate {g.id}'s recording"))
+        if bounds is not None and g.id == REPLAY:
+            rebound(timeline, bounds)
         params = build_settings(g.params_type, entry.get("params", {}), g.id)
         thresholds = build_settings(g.thresholds_type, {**entry["thresholds"], **overrides.get(entry["id"], {})},
                                     g.id)
@@ -45,6 +48,15 @@ def rejudge(run_dir: Path, overrides: dict[str, dict[str, str]]) -> list[dict[st
                        "recorded_verdict": entry["verdict"], "thresholds": asdict(thresholds),
                        "metrics": verdict.metrics, "problems": [p.to_json() for p in verdict.problems]})
     return judged
+
+
+def rebound(timeline: Timeline, bounds: Path) -> None:
+    """A recorded replay's watches replaced by those of another scenario file (its bounds)."""
+    from harness.replay.scenario import load
+    recorded = timeline.facts.get("scenario")
+    if recorded is None:
+        raise HarnessError("this replay recorded no scenario: there are no bounds to replace")
+    recorded["watches"] = [asdict(watch) for watch in load(str(bounds)).watches]
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -69,11 +81,11 @@ def parse_threshold_args(args: list[str]) -> dict[str, dict[str, str]]:
 
 
 def rejudge_command(run_dir: str, threshold_args: list[str], baseline: str | None = None,
-                    strict: bool = False) -> int:
+                    strict: bool = False, bounds: str | None = None) -> int:
     """Re-judge, print, write rejudged.json; the exit status `harness gates` would give these
     verdicts (against `baseline` when given: a file, a shipped name, auto or none)."""
     path = Path(run_dir)
-    judged = rejudge(path, parse_threshold_args(threshold_args))
+    judged = rejudge(path, parse_threshold_args(threshold_args), Path(bounds) if bounds else None)
     choice = resolve(baseline, recorded_target(_read_json(path / "report.json", "report.json")) or Target())
     print(verdict_table(judged))
     changed = [j for j in judged if j["verdict"] != j["recorded_verdict"]]

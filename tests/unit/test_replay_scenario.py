@@ -67,14 +67,17 @@ def test_a_good_file_reads_into_the_scenario_in_production_time(good_path):
 
 
 @pytest.mark.parametrize("change,message", [
-    (("mode = \"error\"", "mode = \"eror\""), r"scenario.toml:22: schedule\[1\].mode: 'eror' is not one of error \| auth"),
+    (("mode = \"error\"", "mode = \"eror\""),
+     r"scenario.toml:22: schedule\[1\].mode: 'eror' is not one of error \| auth"),
     (("every = \"2m\"", "every = \"2 weeks\""), r"scenario.toml:18: schedule\[0\].every: '2 weeks' is not a duration"),
     (("changing = \"0-1\"", "changing = \"4-9\""), r"scenario.toml:9: sources.groups.changing: '4-9' is outside "
                                                    r"the 6 sources"),
     (("group = \"changing\"", "group = \"chaning\""), r"scenario.toml:17: schedule\[0\].group: 'chaning' is not one of "
                                                       r"all \| changing"),
-    (("within_s = 20", "within = 20"), r"scenario.toml:28: watch\[0\].within: not a field of \[\[watch\]\] #1; fields:"),
-    (("figure = \"freshness\"", "figure = \"memory\""), r"scenario.toml:27: watch\[0\].figure: 'memory' is not one of rss"),
+    (("within_s = 20", "within = 20"),
+     r"scenario.toml:28: watch\[0\].within: not a field of \[\[watch\]\] #1; fields:"),
+    (("figure = \"freshness\"", "figure = \"memory\""),
+     r"scenario.toml:27: watch\[0\].figure: 'memory' is not one of rss"),
     (("for = \"10m\"", "for = \"30m\""), r"scenario.toml:24: schedule\[1\].for: the fault ends after the run"),
     (("speed = 30", "speed = 0"), r"scenario.toml:13: run.speed: 0 is not a number in 1…10000"),
     (("title = \"an outage\"", "titel = \"an outage\""), r"scenario.toml:1: titel: not a field of the file"),
