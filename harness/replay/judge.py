@@ -205,7 +205,8 @@ def projected(table: dict[str, Any]) -> str:
     unit = row["unit"]
     said = (f"projection: {row['figure']} {row['per_hour']:+.2f} {unit}/h at {table['sources_live']} sources, "
             f"{row['per_source_per_hour']:+.4f} {unit}/h per source → "
-            f"{row['projected_to_reported_sources_per_hour']:+,.0f} {unit}/h at {row['reported_sources']:,} sources; reported {row['reported_per_hour']:g} {unit}/h")
+            f"{row['projected_to_reported_sources_per_hour']:+,.0f} {unit}/h at {row['reported_sources']:,} sources; "
+            f"reported {row['reported_per_hour']:g} {unit}/h")
     if row.get("fetches_per_hour_for_reported"):
         said += (f"; at {row['per_fetch']:.4f} {unit} per fetch the reported rate is "
                  f"{row['fetches_per_hour_for_reported']:,} fetches an hour")
