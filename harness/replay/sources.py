@@ -123,7 +123,11 @@ class Scopes(ReplaySources):
         self._put(index, via)
 
     def put(self, index: int) -> None:
-        self.detached.discard(index)
+        """Attach the scope (again). A deleted scope comes back on a new commit: the server
+        keeps a clone per repo URL, so the old content could be served without any sync."""
+        if index in self.detached:
+            self.pushed[index] = self.sources[index].commit()
+            self.detached.discard(index)
         self._put(index, "front")
 
     def delete(self, index: int) -> None:

@@ -1,0 +1,75 @@
+"""The shipped incidents (harness/incidents/), each replayed as a user runs it — `harness replay
+NAME --version V` — on the real releases, with its one expected outcome; shown both ways
+where a release or a control differs. Each run's report carries the plot, and nothing is
+left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from harness.replay.scenario import shipped_names
+from tests.integration.test_cerbos_gates import Cell, _mismatches
+
+pytestmark = [pytest.mark.integration, pytest.mark.selftest]
+
+PASSES = Cell("pass")
+
+
+@dataclass(frozen=True)
+class Target:
+    version: str
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return " ".join([self.version, *(f"{k}={v}" for k, v in self.env)])
+
+
+# (incident, target) -> its one outcome, measured here (the README's "Reproducing an incident")
+EXPECTED: dict[tuple[str, Target], Cell] = {
+}
+
+
+def replay(incident: str, target: Target, out: Path) -> tuple[subprocess.CompletedProcess, dict[str, Any], Path]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPAL_", "CERBOS_", "HARNESS_GATE_", "HARNESS_BASELINE", "SERVER", "BACKEND"))}
+    env.update(dict(target.env))
+    done = subprocess.run([sys.executable, "-m", "harness", "replay", incident, "--version", target.version,
+                           "--backend", "local", "--reports-dir", str(out / "reports")],
+                          cwd=out, env=env, text=True, capture_output=True, timeout=900)
+    run_dir = (out / "reports" / "latest").resolve()
+    return done, json.loads((run_dir / "report.json").read_text()), run_dir
+
+
+def test_every_shipped_incident_has_an_expected_outcome():
+    assert {incident for incident, _ in EXPECTED} == set(shipped_names())
+
+
+@pytest.mark.parametrize("incident,target", [pytest.param(i, t, id=f"{i}-{t.name.replace(' ', '-')}")
+                                             for i, t in EXPECTED])
+def test_the_incident_gives_its_expected_outcome(incident, target, tmp_path):
+    mine = {p.pid for p in psutil.Process().children(recursive=True)}
+    done, report, run_dir = replay(incident, target, tmp_path)
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in mine]
+    assert left == [], f"left running after `harness replay`: {left}"
+    [gate] = report["gates"]
+    expected = EXPECTED[(incident, target)]
+    wrong = _mismatches(expected, gate)
+    assert not wrong, f"{incident} on {target.name}: {'; '.join(wrong)}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    assert done.returncode == {"pass": 0, "fail": 1}[expected.verdict], done.stderr[-2000:]
+    assert (run_dir / "plots" / "replay.png").stat().st_size > 10_000
+    timeline = json.loads((run_dir / "timelines" / "replay.json").read_text())
+    assert all(f["took"] for f in timeline["facts"]["faults"]), timeline["facts"]["faults"]
+    if incident == "pr-950-memory-growth":
+        [row] = [r for r in gate["metrics"]["projection"]["rows"] if r["figure"] == "rss"]
+        assert row["reported_per_hour"] == 129 and row["reported_sources"] == 43026
+        assert "projection: rss" in gate["reason"]
