@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # line for the engine (harness/stack/compose_cli.py). TEST_JOBS=0 runs everything in one process.
 TEST_JOBS ?= 4
 
-.PHONY: setup sysdeps lint test unit leak-test gates scale bench up down status clean logs distclean images-offline
+.PHONY: setup sysdeps lint test unit leak-test gates scale bench up down status clean logs distclean images-offline replay
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ leak-test: setup
 ## Every gate.
 gates: setup
 	HARNESS_BASELINE="$(GATE_BASELINE)" $(BIN)/pytest tests/gates $(PYTEST_ARGS)
+
+## An incident replayed from a scenario file or a shipped incident, judged and plotted:
+## `make replay SCENARIO=git-host-outage` (REPLAY_ARGS="--version 0.9.6 --duration 8h" for a soak).
+SCENARIO ?= git-host-outage
+REPLAY_ARGS ?=
+replay: setup
+	$(BIN)/harness replay $(SCENARIO) $(REPLAY_ARGS)
 
 ## The cost curve: the server at N = 10, 100, 1,000, 5,000, 10,000 scopes, 0.9.6 and 0.9.9 on one
 ## plot (reports/<run>-scale/scale.json, plots/scale.png). E.g. SCALE_ARGS="--scopes 10,100,1000".

@@ -12,9 +12,10 @@ Ctrl-C heals every fault, stops the loop and judges what was recorded (ERROR int
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from harness.gates.base import Gate, GateContext
@@ -29,6 +30,7 @@ from harness.verdict import ERROR, Verdict
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25
+RUNNING = "replay-running.json"  # the verdict so far, beside the report
 ATTACH_BUDGET_S = 120.0
 MAX_ACTIONS = 200_000  # a bound on any schedule, whatever its rates and duration
 
@@ -180,10 +182,24 @@ class Runner:
         self._read()
 
     def _say(self) -> None:
+        """Progress, and the verdict so far in the report's folder (replay-running.json): a
+        soak left overnight can be read before it ends."""
         production = self._elapsed() * self.scenario.speed
+        if len(self.ctx.timeline.of_kind("snapshot")) < 3:
+            log.info(f"[replay] {production / 60:.0f} of {self.end_h * self.scenario.speed / 60:.0f} production "
+                     f"minutes ({self._elapsed():.0f} s)")
+            return
+        so_far = judge(self.ctx.timeline, [asdict(w) for w in self.scenario.watches], self.scenario.speed,
+                       self.scenario.sources, self.scenario.reported)
         log.info(f"[replay] {production / 60:.0f} of {self.end_h * self.scenario.speed / 60:.0f} production minutes "
                  f"({self._elapsed():.0f} s); faults in force: "
-                 f"{', '.join(f.event.label() for f in self.open.values()) or 'none'}")
+                 f"{', '.join(f.event.label() for f in self.open.values()) or 'none'}; so far {so_far.verdict}: "
+                 f"{so_far.reason[:160]}")
+        folder = self.ctx.stack.settings.reports_dir / self.ctx.stack.run_id
+        if folder.is_dir():
+            (folder / RUNNING).write_text(json.dumps(
+                {"production_s": round(production), "harness_s": round(self._elapsed()), "verdict": so_far.verdict,
+                 "reason": so_far.reason, "metrics": so_far.metrics}, indent=2, default=str))
 
     def _fire(self, step: Planned) -> None:
         event, tl = step.event, self.ctx.timeline
