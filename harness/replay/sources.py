@@ -82,7 +82,8 @@ class AttachedSource(ReplaySources):
     fetches when told is told of each push by the adapter, as its git host's webhook would)."""
 
     def attach_all(self) -> None:
-        self.control.attach(self.sources[0], fresh=False)
+        # fresh: a server that keeps its checkout across restarts ignores a new URL (Cerbos)
+        self.control.attach(self.sources[0], fresh=True)
 
     def served(self, index: int) -> tuple[str | None, bool]:
         answer = self.control.served(timeout=5.0)
