@@ -116,3 +116,13 @@ def test_a_soak_repeats_the_faults_with_the_files_period_and_the_rates_throughou
     assert opens == [10.0, 50.0, 90.0]
     assert sum(1 for p in planned if p.kind == "action") == 30  # every 2 m for 60 m
     assert planned == sorted(planned, key=lambda p: p.at_h)
+
+
+def test_a_fault_on_a_service_the_servers_stack_lacks_is_refused_before_any_stack(tmp_path):
+    from harness.replay.faults import check_faults
+    text = GOOD.replace('fault = "git-front"\nmode = "error"', 'fault = "service"\nservice = "postgres"\nmode = "stop"')
+    check_faults(load(_write(tmp_path, text)))  # OPAL's stack has postgres
+    cerbos = text.replace('name = "opal"', 'name = "cerbos"').replace('count = 6', 'count = 1').replace(
+        'changing = "0-1"', 'changing = "0"')
+    with pytest.raises(Exception, match=r"service 'postgres' is not in a cerbos stack; its services: none"):
+        check_faults(load(_write(tmp_path, cerbos)))
