@@ -15,7 +15,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -223,10 +223,14 @@ def baseline_section(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+# Gates whose figures the generic plot below cannot draw register their own plot here
+# (harness/replay/plot.py: a replay's figures are its scenario's watches).
+PLOTTERS: dict[str, Callable[[Timeline, Path, GateResult | None], None]] = {}
+
+
 def plot_timeline(timeline: Timeline, path: Path, result: GateResult | None = None) -> None:
-    if timeline.gate == "replay":  # its figures are the scenario's watches
-        from harness.replay.plot import plot_replay
-        plot_replay(timeline, path, result)
+    if (plotter := PLOTTERS.get(timeline.gate)) is not None:
+        plotter(timeline, path, result)
         return
     import matplotlib
     matplotlib.use("Agg")

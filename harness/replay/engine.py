@@ -21,6 +21,7 @@ from typing import Any
 from harness.gates.base import Gate, GateContext
 from harness.gates.settings import GateSettings
 from harness.replay import faults as fault_kit
+from harness.replay import plot  # noqa: F401 - registers the replay's plot with the report
 from harness.replay.judge import judge
 from harness.replay.scenario import Event, Scenario, load
 from harness.replay.sources import ReplaySources, needs, open_sources

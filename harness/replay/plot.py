@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.replay.judge import lags, series, windows
 from harness.replay.scenario import UNITS
+from harness.report import PLOTTERS
 from harness.timeline import Timeline
 
 
@@ -72,3 +73,6 @@ def _panel(ax: Any, timeline: Timeline, figure: str, scenario: dict[str, Any]) -
     found = series(timeline, figure)
     ax.plot(found.t, found.values, marker=".", color="tab:purple")
     ax.set_ylabel(f"{figure} ({UNITS.get(figure, 'entries')})")
+
+
+PLOTTERS["replay"] = plot_replay  # the report draws a replay with this (imported by the engine)

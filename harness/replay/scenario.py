@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.servers.registry import DEFAULT_SERVER
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,7 +92,7 @@ class Scenario:
     title: str
     path: Path
     story: str = ""
-    server: str = "opal"
+    server: str = DEFAULT_SERVER
     version: str | None = None
     backend: str | None = None
     workers: int = 1
