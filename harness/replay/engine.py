@@ -213,8 +213,8 @@ class Runner:
             return
         indexes = list(self.scenario.groups[event.group].indexes())
         if event.action in ("commit", "force-push"):
-            for index in indexes:
-                nonce = self.sources.commit(index, force=event.action == "force-push")
+            for index, nonce in zip(indexes, self.sources.commit(indexes, force=event.action == "force-push"),
+                                    strict=True):
                 tl.record("commit", source=index, nonce=nonce, action=event.action,
                           detached=index in self.sources.detached)
         elif event.action == "refresh":
@@ -236,10 +236,7 @@ class Runner:
     def _read(self) -> None:
         """What every attached source serves now: each change recorded, the errors counted."""
         ok = errors = 0
-        for index in range(len(self.sources.sources)):
-            if index in self.sources.detached:
-                continue
-            nonce, failed = self.sources.served(index)
+        for index, (nonce, failed) in self.sources.read_all().items():
             errors += failed
             ok += not failed
             if nonce is not None and nonce != self.last_served[index]:

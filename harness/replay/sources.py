@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import requests
@@ -18,6 +19,8 @@ from harness.waiting import poll_until
 log = logging.getLogger(__name__)
 
 SCOPE_PREFIX = "replay-"
+READERS = 16  # answers read at once
+ANSWER_TIMEOUT_S = 3.0
 
 
 def needs(count: int) -> frozenset[Capability]:
@@ -58,18 +61,34 @@ class ReplaySources:
     def delete(self, index: int) -> None:
         self.put(index)
 
-    def commit(self, index: int, force: bool = False) -> str:
-        source = self.sources[index]
-        nonce = source.force_push() if force else source.commit()
-        self.pushed[index] = nonce
+    def commit(self, indexes: list[int], force: bool = False) -> list[str]:
+        """A commit (or a force-push) on each source, pushed; then, on a server told of pushes,
+        the refresh calls side by side (a server that hangs them costs one timeout, not one
+        per source). The new nonces."""
+        for index in indexes:
+            source = self.sources[index]
+            self.pushed[index] = source.force_push() if force else source.commit()
         if self.tell_after_push:
-            self.refresh(index)
-        return nonce
+            with ThreadPoolExecutor(max_workers=max(1, min(READERS, len(indexes)))) as pool:
+                list(pool.map(self.refresh, indexes))
+        return [self.pushed[i] for i in indexes]
+
+    def read_all(self) -> dict[int, tuple[str | None, bool]]:
+        """What every attached source serves, read side by side (at most READERS at once):
+        a server that hangs its answers costs one answer timeout a round, not one per source."""
+        indexes = [i for i in range(len(self.sources)) if i not in self.detached]
+        with ThreadPoolExecutor(max_workers=max(1, min(READERS, len(indexes)))) as pool:
+            return dict(zip(indexes, pool.map(self._served_or_failed, indexes), strict=True))
+
+    def _served_or_failed(self, index: int) -> tuple[str | None, bool]:
+        try:
+            return self.served(index)
+        except requests.RequestException:
+            return None, True
 
     def late(self) -> list[int]:
         """The attached sources not serving their remote's nonce now."""
-        return [i for i in range(len(self.sources))
-                if i not in self.detached and self.served(i)[0] != self.pushed[i]]
+        return [i for i, (nonce, _) in self.read_all().items() if nonce != self.pushed[i]]
 
     def wait_served(self, budget_s: float) -> list[int]:
         """Every attached source serving its remote's nonce within the budget; the late ones."""
@@ -86,7 +105,7 @@ class AttachedSource(ReplaySources):
         self.control.attach(self.sources[0], fresh=True)
 
     def served(self, index: int) -> tuple[str | None, bool]:
-        answer = self.control.served(timeout=5.0)
+        answer = self.control.served(timeout=ANSWER_TIMEOUT_S)
         return answer.nonce, answer.status != 200
 
     def refresh(self, index: int) -> None:
@@ -111,7 +130,7 @@ class Scopes(ReplaySources):
             self.put(index)
 
     def served(self, index: int) -> tuple[str | None, bool]:
-        result = self.client.get_policy(self.scope(index), timeout=5.0)
+        result = self.client.get_policy(self.scope(index), timeout=ANSWER_TIMEOUT_S)
         return (result.hash if result.status == 200 else None), result.status != 200
 
     def refresh(self, index: int) -> None:
@@ -159,7 +178,7 @@ def open_sources(stack: Any, count: int, policies: int, capabilities: frozenset[
     if count == 1 and Capability.RUNTIME_SOURCES not in capabilities:
         sources = AttachedSource(control, count, policies)
     else:
-        sources = Scopes(control, stack.server.client, count, policies, capabilities)
+        sources = Scopes(control, stack.server.client.fresh(ANSWER_TIMEOUT_S), count, policies, capabilities)
     started = time.monotonic()
     sources.attach_all()
     late = sources.wait_served(budget_s)

@@ -22,6 +22,7 @@ from tests.integration.test_cerbos_gates import Cell, _mismatches
 pytestmark = [pytest.mark.integration, pytest.mark.selftest]
 
 PASSES = Cell("pass")
+EXPECTED_COST_S = 80.0  # per replay: a local stack, 40-60 s of schedule, the settle (tests/conftest.py)
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,7 @@ def test_every_shipped_incident_has_an_expected_outcome():
     assert {incident for incident, _ in EXPECTED} == set(shipped_names())
 
 
-@pytest.mark.parametrize("incident,target", [pytest.param(i, t, id=f"{i}-{t.name.replace(' ', '-')}")
-                                             for i, t in EXPECTED])
-def test_the_incident_gives_its_expected_outcome(incident, target, tmp_path):
+def _check(incident: str, target: Target, tmp_path: Path) -> None:
     mine = {p.pid for p in psutil.Process().children(recursive=True)}
     done, report, run_dir = replay(incident, target, tmp_path)
     left = [p for p in psutil.Process().children(recursive=True) if p.pid not in mine]
@@ -73,3 +72,19 @@ def test_the_incident_gives_its_expected_outcome(incident, target, tmp_path):
         [row] = [r for r in gate["metrics"]["projection"]["rows"] if r["figure"] == "rss"]
         assert row["reported_per_hour"] == 129 and row["reported_sources"] == 43026
         assert "projection: rss" in gate["reason"]
+
+
+def _incident_class(incident: str) -> type:
+    """A test class per incident: --dist loadscope gives each its own worker (tests/conftest.py)."""
+    targets = [t for i, t in EXPECTED if i == incident]
+
+    @pytest.mark.parametrize("target", targets, ids=[t.name.replace(" ", "-") for t in targets])
+    def test_the_incident_gives_its_expected_outcome(self, target, tmp_path):
+        _check(incident, target, tmp_path)
+    return type(f"TestIncident_{incident.replace('-', '_')}", (),
+                {"test_the_incident_gives_its_expected_outcome": test_the_incident_gives_its_expected_outcome})
+
+
+for _incident in dict.fromkeys(i for i, _ in EXPECTED):
+    _cls = _incident_class(_incident)
+    globals()[_cls.__name__] = _cls
