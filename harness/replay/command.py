@@ -6,7 +6,9 @@ stack did not come up, a fault that did not take, interrupted)."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from harness import config
@@ -16,6 +18,8 @@ from harness.replay.scenario import Scenario, load, parse_duration, shipped_name
 from harness.runner.run import REPLAY
 
 log = logging.getLogger(__name__)
+
+EXIT_INTERRUPTED = 130
 
 
 def add_parser(sub: Any) -> None:
@@ -48,8 +52,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
                   run_env=scenario.settings, keep=keep_policy(args.keep_stack, settings),
                   baseline=Choice(None, ""))
     log.info(f"[replay] {scenario.name}: {scenario.title}")
-    status, _ = run_batch(settings, batch)
+    status, report_dir = run_batch(settings, batch)
+    if report_dir is not None and _interrupted(report_dir):
+        return EXIT_INTERRUPTED  # judged and written, but the user stopped it: as any command's Ctrl-C
     return status
+
+
+def _interrupted(report_dir: Path) -> bool:
+    try:
+        facts = json.loads((report_dir / "timelines" / f"{REPLAY}.json").read_text()).get("facts", {})
+    except (OSError, ValueError):
+        return False
+    return facts.get("interrupted_at_t") is not None
 
 
 def settings_for(scenario: Scenario, args: argparse.Namespace) -> config.Settings:

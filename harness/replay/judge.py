@@ -22,6 +22,7 @@ from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict
 
 PRODUCTION_HOUR = 3600.0
+NOT_ENOUGH = (".no_data", ".no_commits")  # problems of a run too short to judge a figure
 ASSUMPTIONS = ("growth follows the events (commits, fetches, scope churn), which the schedule compresses by "
                "`speed`; the server's own timers (poll interval, timeouts, backoffs) run at real speed, so "
                "growth driven by them is under-projected by the same factor",
@@ -115,6 +116,8 @@ def judge(timeline: Timeline, watches: list[dict[str, Any]], speed: float, sourc
     faults = timeline.facts.get("faults") or []
     unproven = [f for f in faults if not f.get("took")]
     interrupted = timeline.facts.get("interrupted_at_t")
+    if interrupted is not None:  # too little recorded is the interruption's, not the server's
+        problems.items = [p for p in problems.items if not p.category.endswith(NOT_ENOUGH)]
     if problems:
         for fault in unproven:
             problems.note(f"the fault {fault['label']} did not take ({fault['evidence']})")

@@ -104,3 +104,10 @@ def test_the_projection_puts_the_compressed_rate_in_production_time_beside_the_r
     assert row["projected_to_reported_sources_per_hour"] == pytest.approx(1.5 * 43026)
     assert row["reported_per_hour"] == 129
     assert verdict.metrics["projection"]["assumptions"]
+
+
+def test_an_interrupted_replay_too_short_to_judge_a_figure_is_an_error_not_a_fail():
+    tl = _timeline(rss_mb=(100,), files=(10,))
+    tl.fact("interrupted_at_t", 3.0)
+    verdict = judge(tl, [FRESH, RSS], speed=60, sources=1)
+    assert (verdict.verdict, verdict.category) == ("error", "error.interrupted"), verdict.reason
