@@ -31,6 +31,7 @@ SAFE = [
     (re.compile(r"harness --version"), "prints the version"),
     (re.compile(r"harness( [a-z]+)? (--help|-h)"), "prints help"),
     (re.compile(r"harness gates --list( --json)?"), "lists the gates"),
+    (re.compile(r"harness replay [a-z0-9-]+ --check"), "validates a shipped incident and prints its plan"),
     (re.compile(r"make -n [a-z -]+"), "a dry run: prints the recipe, runs nothing"),
     (re.compile(r"python -m harness\.[a-z_.]+ (--help|-h)"), "prints help"),
 ]
