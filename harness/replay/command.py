@@ -48,6 +48,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(describe(scenario))
         return 0
     settings = settings_for(scenario, args)
+    refuse_missing(scenario, settings.backend)
     batch = Batch(gates=[REPLAY], overrides={REPLAY: {"scenario": str(scenario.path), "duration": args.duration or ""}},
                   run_env=scenario.settings, keep=keep_policy(args.keep_stack, settings),
                   baseline=Choice(None, ""))
@@ -64,6 +65,17 @@ def _interrupted(report_dir: Path) -> bool:
     except (OSError, ValueError):
         return False
     return facts.get("interrupted_at_t") is not None
+
+
+def refuse_missing(scenario: Scenario, backend: str) -> None:
+    """Before any stack: a server that lacks what the scenario's sources need on this backend
+    (BACKEND=auto is judged as the local backend; the engine checks again once it is decided)."""
+    from harness.replay.sources import needs
+    from harness.servers.registry import SERVERS
+    missing = SERVERS[scenario.server].lacks(needs(scenario.sources), None if backend == "auto" else backend)
+    if missing:
+        from harness.replay.engine import raise_missing
+        raise_missing(scenario, missing, backend)
 
 
 def settings_for(scenario: Scenario, args: argparse.Namespace) -> config.Settings:

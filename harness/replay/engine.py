@@ -96,7 +96,7 @@ class ReplayGate(Gate, id="replay", params=Params, thresholds=Thresholds, requir
         tl.fact("scenario", scenario.to_json())
         tl.fact("duration_s", duration_s)
         if missing := ctx.adapter.lacks(needs(scenario.sources), ctx.stack.backend):
-            raise_missing(scenario, missing)
+            raise_missing(scenario, missing, ctx.stack.backend)
         sources = open_sources(ctx.stack, scenario.sources, scenario.policies,
                                ctx.adapter.capabilities_on(ctx.stack.backend), ATTACH_BUDGET_S)
         Runner(ctx, scenario, sources, plan(scenario, duration_s), duration_s).run()
@@ -108,10 +108,13 @@ class ReplayGate(Gate, id="replay", params=Params, thresholds=Thresholds, requir
         return judge(timeline, recorded["watches"], recorded["speed"], recorded["sources"], recorded.get("reported"))
 
 
-def raise_missing(scenario: Scenario, missing: list[Any]) -> None:
+def raise_missing(scenario: Scenario, missing: list[Any], backend: str | None) -> None:
     from harness.errors import ConfigError
-    raise ConfigError(f"{scenario.path}: {scenario.sources} source(s) on {scenario.server} need "
-                      f"{', '.join(c.value for c in missing)}, which it lacks here")
+    from harness.servers.registry import SERVERS
+    where = f" on the {backend} backend" if backend and set(missing) <= SERVERS[scenario.server].local_only else ""
+    raise ConfigError(f"{scenario.path}: {scenario.sources} source(s) on {scenario.server}{where} need "
+                      f"{', '.join(c.value for c in missing)}, which it lacks"
+                      + ("; use --backend local" if where else ""))
 
 
 def _duration(scenario: Scenario, override: str) -> float:
