@@ -141,6 +141,8 @@ class Runner:
         tl = self.ctx.timeline
         self.ctx.observe("start")
         self.started = time.monotonic()
+        # slopes and deltas skip the warm-up's snapshots (harness/replay/judge.py)
+        tl.fact("judged_from_t", round(tl.now() + self.scenario.harness_s(self.scenario.warmup), 2))
         try:
             self._loop()
             self._settle()

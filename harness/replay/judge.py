@@ -45,10 +45,12 @@ class Series:
         return self.values[-1] - self.values[0] if len(self.values) >= 2 else None
 
 
-def series(timeline: Timeline, figure: str) -> Series:
-    """A snapshot figure over the run, in its unit (RSS in MB)."""
+def series(timeline: Timeline, figure: str, after_warmup: bool = True) -> Series:
+    """A snapshot figure over the run (after its warm-up: what is judged), in its unit (RSS in MB)."""
     key = SNAPSHOT_FIGURES.get(figure, figure)  # a cache's name is its own key
-    points = [(s["t"], float(s[key])) for s in timeline.of_kind("snapshot") if s.get(key) is not None]
+    since = timeline.facts.get("judged_from_t", 0.0) if after_warmup else 0.0
+    points = [(s["t"], float(s[key])) for s in timeline.of_kind("snapshot")
+              if s.get(key) is not None and s["t"] >= since]
     scale = 1 / 1024 if figure == "rss" else 1.0
     return Series(figure, [t for t, _ in points], [v * scale for _, v in points])
 

@@ -39,7 +39,7 @@ def plot_replay(timeline: Timeline, path: Path, result: Any = None) -> None:
     axes[-1, 0].set_xlabel(f"harness seconds (× {scenario.get('speed', 1):g} = production seconds)")
     verdict = f": {result.verdict.upper()}" if result is not None else ""
     fig.suptitle(f"replay {Path(scenario.get('path', '')).stem}{verdict} — {scenario.get('title', '')}"[:140]
-                 + "\n(shaded: fault windows; ticks: commits)", fontsize=9)
+                 + "\n(red: fault windows; grey: warm-up, not judged; ticks: commits)", fontsize=9)
     handles = [h for h in axes[0, 0].get_legend_handles_labels()[0]]
     if handles:
         axes[0, 0].legend(loc="upper left", fontsize=7)
@@ -70,8 +70,10 @@ def _panel(ax: Any, timeline: Timeline, figure: str, scenario: dict[str, Any]) -
         ax.bar([a["t"] for a in answers], [a["errors"] for a in answers], width=0.3, color="tab:red")
         ax.set_ylabel("failed answers")
         return
-    found = series(timeline, figure)
+    found = series(timeline, figure, after_warmup=False)
     ax.plot(found.t, found.values, marker=".", color="tab:purple")
+    if (since := timeline.facts.get("judged_from_t")) is not None and found.t:
+        ax.axvspan(min(found.t), since, color="tab:gray", alpha=0.12)  # the warm-up: not judged
     ax.set_ylabel(f"{figure} ({UNITS.get(figure, 'entries')})")
 
 

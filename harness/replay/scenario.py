@@ -104,6 +104,7 @@ class Scenario:
     speed: float = 60.0
     sample_every_s: float = 60.0
     settle_s: float = 30.0  # harness seconds after the schedule for every source to catch up
+    warmup_s: float | None = None  # production time whose snapshots slopes and deltas skip (None: 10 %)
     schedule: list[Event] = field(default_factory=list)
     watches: list[Watch] = field(default_factory=list)
     reported: dict[str, Any] = field(default_factory=dict)  # a production figure to compare with
@@ -114,6 +115,12 @@ class Scenario:
 
     def harness_s(self, production_s: float) -> float:
         return production_s / self.speed
+
+    @property
+    def warmup(self) -> float:
+        """Production seconds of warm-up: the server's pools and caches fill on the first
+        changes, which is not growth (default a tenth of the run)."""
+        return self.duration_s / 10 if self.warmup_s is None else self.warmup_s
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -266,11 +273,15 @@ class _Reader:
             scenario.groups[name] = Group(name, first, last)
 
     def _run(self, scenario: Scenario, table: dict[str, Any]) -> None:
-        self._known(table, {"duration", "speed", "sample_every", "settle_s"}, "run", "[run]")
+        self._known(table, {"duration", "speed", "sample_every", "settle_s", "warmup"}, "run", "[run]")
         scenario.duration_s = self._duration(table, "duration", "run", scenario.duration_s)
         scenario.speed = self._number(table, "speed", "run", scenario.speed, low=1.0, high=10_000.0)
         scenario.sample_every_s = self._duration(table, "sample_every", "run", scenario.sample_every_s)
         scenario.settle_s = self._number(table, "settle_s", "run", scenario.settle_s, low=1.0, high=3600.0)
+        if "warmup" in table:
+            scenario.warmup_s = self._duration(table, "warmup", "run", 0.0)
+            if scenario.warmup_s >= scenario.duration_s:
+                raise self.fail("run.warmup", "as long as the run: nothing would be judged", "run", "warmup")
         if scenario.harness_s(scenario.duration_s) > 7 * 86400:
             raise self.fail("run.duration", "more than a week of harness time at this speed", "run", "duration")
 

@@ -111,3 +111,11 @@ def test_an_interrupted_replay_too_short_to_judge_a_figure_is_an_error_not_a_fai
     tl.fact("interrupted_at_t", 3.0)
     verdict = judge(tl, [FRESH, RSS], speed=60, sources=1)
     assert (verdict.verdict, verdict.category) == ("error", "error.interrupted"), verdict.reason
+
+
+def test_the_warm_up_is_not_growth():
+    tl = _timeline(files=(10, 14, 14, 14))  # the pools fill on the first changes
+    _commit(tl, 1.0, 0, "a", 2.0)
+    assert judge(tl, [FILES], speed=60, sources=1).category == "replay.files.end_delta"
+    tl.fact("judged_from_t", 10.0)
+    assert judge(tl, [FILES], speed=60, sources=1).verdict == "pass"
