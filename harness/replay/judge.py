@@ -165,26 +165,28 @@ def _judge_watch(timeline: Timeline, watch: dict[str, Any], speed: float, proble
 def _judge_freshness(timeline: Timeline, bounds: dict[str, float], problems: Problems, said: dict[str, str]) -> None:
     records = lags(timeline)
     if not records:
-        problems.add("replay.freshness.no_commits", "freshness is watched but no commit was made")
+        problems.add("replay.freshness.no_commits", "freshness is watched but no change was made (no commit, "
+                     "force-push or scope put)")
         return
     within = bounds.get("within_s")
     never = [r for r in records if r["served_t"] is None]
     late = [r for r in records if within is not None and r["lag_s"] is not None and r["lag_s"] > within]
     served = [r["lag_s"] for r in records if r["lag_s"] is not None]
-    said["freshness"] = (f"{len(served)} of {len(records)} commits served, worst {max(served, default=0):.1f} s"
+    said["freshness"] = (f"{len(served)} of {len(records)} changes served, worst {max(served, default=0):.1f} s"
                          + (f" (bound {within:g} s)" if within is not None else ""))
     if never:
         sources = sorted({r["source"] for r in never})
         problems.add("replay.freshness.never_served",
-                     f"{len(never)} of {len(records)} commits never served, on {len(sources)} source(s) "
+                     f"{len(never)} of {len(records)} changes (commits, force-pushes, scope puts) never served, "
+                     f"on {len(sources)} source(s) "
                      f"{sources[:10]}: the first at {never[0]['t']:.0f} s "
                      f"({around(timeline, never[0]['t'] - 5, never[0]['t'] + 5)})",
                      commits=len(never), sources=sources)
     if late:
         worst = max(late, key=lambda r: r["lag_s"])
         problems.add("replay.freshness.late",
-                     f"{len(late)} of {len(records)} commits served later than {within:g} s after their commit "
-                     f"(or the end of its fault window); worst {worst['lag_s']:.1f} s, source {worst['source']} "
+                     f"{len(late)} of {len(records)} changes served later than {within:g} s after they were made "
+                     f"(or the end of a fault window); worst {worst['lag_s']:.1f} s, source {worst['source']} "
                      f"at {worst['t']:.0f} s ({around(timeline, worst['t'], worst['served_t'])})",
                      commits=len(late), worst_s=worst["lag_s"], bound=within)
 

@@ -35,8 +35,27 @@ class Target:
         return " ".join([self.version, *(f"{k}={v}" for k, v in self.env)])
 
 
-# (incident, target) -> its one outcome, measured here (the README's "Reproducing an incident")
+R096, R099 = Target("0.9.6"), Target("0.9.9")
+C051, C055 = Target("0.51.0"), Target("0.55.0")
+DISK_SYNC = Target("0.55.0", (("CERBOS_STORE", "disk-sync"),))  # the git-sync sidecar pattern: follows a rewrite
+NEVER = Cell("fail", ("replay.freshness.never_served",))
+
+# (incident, target) -> its one outcome, measured here (the README's "Shipped incidents")
 EXPECTED: dict[tuple[str, Target], Cell] = {
+    # 24 commits, 8 of them in the outage: every one served after it (0.5 s worst on 0.9.9)
+    ("git-host-outage", R099): PASSES,
+    # 12 black-holed remotes: 0.9.6's git pool (6 threads here) hangs on them and no commit of
+    # the 24 other scopes is ever served (168 of 168); 0.9.9 serves every one at once
+    ("offline-repo-hang", R096): NEVER,
+    ("offline-repo-hang", R099): PASSES,
+    # Postgres stopped for 10 s of 40: 0.9.6 never syncs again (30 of 40 changes never served,
+    # on every scope); 0.9.9 replays what it buffered (worst 1.3 s)
+    ("broker-outage", R096): NEVER,
+    ("broker-outage", R099): PASSES,
+    # 300 fetches: +1 open file per fetch (+300 files/h) and +4.0 MB/h of RSS on 0.9.9 (0.9.6: the
+    # same, +4.4 MB/h); no release or shipped control differs (the repeat-sync control tree is
+    # the fix: tests/integration/repeat_sync_control.py)
+    ("pr-950-memory-growth", R099): Cell("fail", ("replay.files.slope", "replay.rss.slope")),
 }
 
 

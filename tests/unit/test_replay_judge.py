@@ -33,7 +33,7 @@ def test_every_bound_held_passes_and_says_each_figure():
     _commit(tl, 1.0, 0, "a", 2.0)
     verdict = judge(tl, [FRESH, RSS, FILES], speed=60, sources=1)
     assert verdict.verdict == "pass", verdict.reason
-    assert "freshness 1 of 1 commits served, worst 1.0 s (bound 5 s)" in verdict.reason
+    assert "freshness 1 of 1 changes served, worst 1.0 s (bound 5 s)" in verdict.reason
     assert "rss +0.00 MB/h" in verdict.reason
 
 
