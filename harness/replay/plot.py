@@ -69,6 +69,9 @@ def _panel(ax: Any, timeline: Timeline, figure: str, scenario: dict[str, Any]) -
         answers = timeline.of_kind("answers")
         ax.bar([a["t"] for a in answers], [a["errors"] for a in answers], width=0.3, color="tab:red")
         ax.set_ylabel("failed answers")
+        if not answers:
+            ax.set_ylim(0, 1)
+            ax.text(0.5, 0.5, "no failed answers", transform=ax.transAxes, ha="center", color="tab:gray")
         return
     found = series(timeline, figure, after_warmup=False)
     ax.plot(found.t, found.values, marker=".", color="tab:purple")
