@@ -72,7 +72,8 @@ def refuse_missing(scenario: Scenario, backend: str) -> None:
     (BACKEND=auto is judged as the local backend; the engine checks again once it is decided)."""
     from harness.replay.sources import needs
     from harness.servers.registry import SERVERS
-    missing = SERVERS[scenario.server].lacks(needs(scenario.sources), None if backend == "auto" else backend)
+    wanted = needs(scenario.sources, scenario.repoints)
+    missing = SERVERS[scenario.server].lacks(wanted, None if backend == "auto" else backend)
     if missing:
         from harness.replay.engine import raise_missing
         raise_missing(scenario, missing, backend)

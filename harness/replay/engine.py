@@ -95,7 +95,7 @@ class ReplayGate(Gate, id="replay", params=Params, thresholds=Thresholds, requir
         tl = ctx.timeline
         tl.fact("scenario", scenario.to_json())
         tl.fact("duration_s", duration_s)
-        if missing := ctx.adapter.lacks(needs(scenario.sources), ctx.stack.backend):
+        if missing := ctx.adapter.lacks(needs(scenario.sources, scenario.repoints), ctx.stack.backend):
             raise_missing(scenario, missing, ctx.stack.backend)
         sources = open_sources(ctx.stack, scenario.sources, scenario.policies,
                                ctx.adapter.capabilities_on(ctx.stack.backend), ATTACH_BUDGET_S)
@@ -112,7 +112,9 @@ def raise_missing(scenario: Scenario, missing: list[Any], backend: str | None) -
     from harness.errors import ConfigError
     from harness.servers.registry import SERVERS
     where = f" on the {backend} backend" if backend and set(missing) <= SERVERS[scenario.server].local_only else ""
-    raise ConfigError(f"{scenario.path}: {scenario.sources} source(s) on {scenario.server}{where} need "
+    what = f"{scenario.sources} source(s)" + (" and a schedule that deletes, puts or black-holes them"
+                                              if scenario.repoints else "")
+    raise ConfigError(f"{scenario.path}: {what} on {scenario.server}{where} need "
                       f"{', '.join(c.value for c in missing)}, which it lacks"
                       + ("; use --backend local" if where else ""))
 

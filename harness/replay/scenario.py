@@ -113,6 +113,11 @@ class Scenario:
     def name(self) -> str:
         return self.path.stem
 
+    @property
+    def repoints(self) -> bool:
+        """Whether the schedule deletes, puts or black-holes sources (runtime sources only)."""
+        return any(e.action in ("put", "delete") or e.fault == "blackhole" for e in self.schedule)
+
     def harness_s(self, production_s: float) -> float:
         return production_s / self.speed
 

@@ -23,11 +23,15 @@ READERS = 16  # answers read at once
 ANSWER_TIMEOUT_S = 3.0
 
 
-def needs(count: int) -> frozenset[Capability]:
-    """What a server must have for `count` sources."""
-    if count == 1:
-        return frozenset({Capability.SOURCE_CONTROL})
-    return frozenset({Capability.SOURCE_CONTROL, Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES})
+def needs(count: int, repoints: bool = False) -> frozenset[Capability]:
+    """What a server must have for `count` sources; `repoints`: a schedule that deletes, puts
+    or black-holes sources, which only a server with runtime sources can take."""
+    wanted = {Capability.SOURCE_CONTROL}
+    if count > 1:
+        wanted |= {Capability.MANY_SOURCES, Capability.RUNTIME_SOURCES}
+    if repoints:
+        wanted.add(Capability.RUNTIME_SOURCES)
+    return frozenset(wanted)
 
 
 class ReplaySources:
