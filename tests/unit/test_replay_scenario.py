@@ -126,3 +126,13 @@ def test_a_fault_on_a_service_the_servers_stack_lacks_is_refused_before_any_stac
         'changing = "0-1"', 'changing = "0"')
     with pytest.raises(Exception, match=r"service 'postgres' is not in a cerbos stack; its services: none"):
         check_faults(load(_write(tmp_path, cerbos)))
+
+
+def test_scope_churn_on_a_server_without_runtime_sources_is_refused_before_any_stack(tmp_path):
+    from harness.replay.command import refuse_missing
+    text = ('title = "t"\n[server]\nname = "cerbos"\n[[schedule]]\naction = "delete"\nat = "1m"\n'
+            '[[watch]]\nfigure = "freshness"\nwithin_s = 5\n')
+    with pytest.raises(Exception, match="a schedule that deletes, puts or black-holes them on cerbos need "
+                                        "runtime-sources"):
+        refuse_missing(load(_write(tmp_path, text)), "local")
+    refuse_missing(load(_write(tmp_path, text.replace('action = "delete"', 'action = "commit"'))), "local")
