@@ -197,6 +197,11 @@ class Runner:
             log.info(f"[replay] {production / 60:.0f} of {self.end_h * self.scenario.speed / 60:.0f} production "
                      f"minutes ({self._elapsed():.0f} s)")
             return
+        # the faults so far, those in force up to now (taken as having taken: they are judged at their end)
+        now = round(self.ctx.timeline.now(), 2)
+        self.ctx.timeline.fact("faults", self.closed + [
+            {"label": f.event.label(), "start_t": round(f.started_t, 2), "end_t": now, "took": True,
+             "evidence": "in force"} for f in self.open.values()])
         so_far = judge(self.ctx.timeline, [asdict(w) for w in self.scenario.watches], self.scenario.speed,
                        self.scenario.sources, self.scenario.reported)
         log.info(f"[replay] {production / 60:.0f} of {self.end_h * self.scenario.speed / 60:.0f} production minutes "
