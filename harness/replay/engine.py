@@ -156,6 +156,7 @@ class Runner:
             for fault in list(self.open.values()):
                 self.closed.append(fault_kit.close_fault(self.ctx, fault))
             self.open.clear()
+            tl.facts.pop("running_at_t", None)  # judged at its end from here on
             tl.fact("faults", sorted(self.closed, key=lambda f: f["start_t"]))
             tl.fact("answers_read", self.reads)
         self.ctx.observe("end")
@@ -199,6 +200,7 @@ class Runner:
             return
         # the faults so far, those in force up to now (taken as having taken: they are judged at their end)
         now = round(self.ctx.timeline.now(), 2)
+        self.ctx.timeline.fact("running_at_t", now)
         self.ctx.timeline.fact("faults", self.closed + [
             {"label": f.event.label(), "start_t": round(f.started_t, 2), "end_t": now, "took": True,
              "evidence": "in force"} for f in self.open.values()])

@@ -170,6 +170,8 @@ def _judge_freshness(timeline: Timeline, bounds: dict[str, float], problems: Pro
         return
     within = bounds.get("within_s")
     never = [r for r in records if r["served_t"] is None]
+    if (running_at := timeline.facts.get("running_at_t")) is not None:  # a verdict so far: young changes pend
+        never = [r for r in never if r["t"] < running_at - (within or 0.0)]
     late = [r for r in records if within is not None and r["lag_s"] is not None and r["lag_s"] > within]
     served = [r["lag_s"] for r in records if r["lag_s"] is not None]
     said["freshness"] = (f"{len(served)} of {len(records)} changes served, worst {max(served, default=0):.1f} s"

@@ -119,3 +119,13 @@ def test_the_warm_up_is_not_growth():
     assert judge(tl, [FILES], speed=60, sources=1).category == "replay.files.end_delta"
     tl.fact("judged_from_t", 10.0)
     assert judge(tl, [FILES], speed=60, sources=1).verdict == "pass"
+
+
+def test_a_verdict_so_far_lets_a_change_younger_than_its_bound_pend():
+    tl = _timeline()
+    _commit(tl, 1.0, 0, "a", 2.0)
+    _commit(tl, 29.0, 1, "young", None)
+    tl.fact("running_at_t", 30.0)
+    assert judge(tl, [FRESH], speed=60, sources=2).verdict == "pass"
+    tl.facts.pop("running_at_t")
+    assert judge(tl, [FRESH], speed=60, sources=2).category == "replay.freshness.never_served"
