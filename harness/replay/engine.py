@@ -74,7 +74,8 @@ def plan(scenario: Scenario, duration_s: float) -> list[Planned]:
                 planned.append(Planned(scenario.harness_s(at), event, "action"))
             else:
                 planned.append(Planned(scenario.harness_s(at), event, "open"))
-                planned.append(Planned(scenario.harness_s(min(at + event.for_s, duration_s)), event, "close"))
+                end = min(at + event.for_s, duration_s)  # a one-off (a restart) closes just after it opens
+                planned.append(Planned(scenario.harness_s(end) + (0.001 if end <= at else 0.0), event, "close"))
     if len(planned) > MAX_ACTIONS:
         raise ValueError(f"the schedule makes {len(planned):,} steps; at most {MAX_ACTIONS:,}")
     return sorted(planned, key=lambda p: (p.at_h, p.kind != "close"))
@@ -138,6 +139,7 @@ class Runner:
         self.last_served: list[str | None] = [None] * len(sources.sources)
         self.started = 0.0
         self.reads = 0
+        self.latencies: list[float] = []  # the answers' seconds since the last snapshot
 
     def run(self) -> None:
         tl = self.ctx.timeline
@@ -173,6 +175,7 @@ class Runner:
             self._read()
             if self._elapsed() >= next_sample:
                 self.ctx.observe(f"{self._elapsed() * self.scenario.speed:.0f} s")
+                self._record_latency()
                 next_sample += sample_every
             if self._elapsed() >= next_say:
                 self._say()
@@ -181,6 +184,14 @@ class Runner:
         for step in queue:  # faults still to close at the very end
             if step.kind == "close":
                 self._fire(step)
+
+    def _record_latency(self) -> None:
+        """The answers' times since the last snapshot: p95 and max (one record an interval)."""
+        if self.latencies:
+            times = sorted(self.latencies)
+            self.ctx.timeline.record("latency", p95=round(times[int(0.95 * (len(times) - 1))], 4),
+                                     max=round(times[-1], 4), n=len(times))
+            self.latencies = []
 
     def _settle(self) -> None:
         """After the schedule: every source's last commit served, or the settle budget spent."""
@@ -250,12 +261,14 @@ class Runner:
     def _read(self) -> None:
         """What every attached source serves now: each change recorded, the errors counted."""
         ok = errors = 0
-        for index, (nonce, failed) in self.sources.read_all().items():
-            errors += failed
-            ok += not failed
-            if nonce is not None and nonce != self.last_served[index]:
-                self.last_served[index] = nonce
-                self.ctx.timeline.record("served", source=index, nonce=nonce)
+        for index, answer in self.sources.read_all().items():
+            errors += answer.failed
+            ok += not answer.failed
+            if not answer.failed and answer.seconds is not None:
+                self.latencies.append(answer.seconds)
+            if answer.nonce is not None and answer.nonce != self.last_served[index]:
+                self.last_served[index] = answer.nonce
+                self.ctx.timeline.record("served", source=index, nonce=answer.nonce)
         self.reads += ok + errors
         if errors:  # only the rounds with failures: a soak's timeline stays small
             self.ctx.timeline.record("answers", ok=ok, errors=errors)

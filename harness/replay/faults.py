@@ -8,7 +8,8 @@ timeline's fault window, healed on any exit) and closed with the evidence that i
   Took: the blackhole accepted a connection during the window.
 - `service` (stop | kill): a stack service stopped or SIGKILLed, then started. Took: its
   published port closed.
-- `server` (restart): the server restarted in place (its state kept). Took: new PIDs.
+- `server` (restart | kill): the server restarted in place (its state kept), or SIGKILLed and
+  started again. Took: new PIDs.
 """
 
 from __future__ import annotations
@@ -76,10 +77,18 @@ def _verbs(ctx: GateContext, event: Event, sources: ReplaySources,
         return _blackhole(stack, sources, list(scenario.groups[event.group].indexes()))
     if event.fault == "service":
         return _service(stack, event.service or "", event.mode or "stop")
+    return _server(stack, event.mode or "restart")
+
+
+def _server(stack: Any, mode: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]:
+    """`restart`: stopped and started in place, its state kept; `kill`: SIGKILLed first (an OOM
+    kill, a node loss), then started the same way."""
     pids_before: list[list[int]] = []
 
     def restart() -> None:
         pids_before.append(_pids(stack))
+        if mode == "kill":
+            stack.service("server").kill()
         stack.server.restart(fresh_state=False)
     return restart, lambda: None, lambda: _restart_evidence(stack, pids_before)
 

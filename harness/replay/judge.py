@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.gates.proof import NOT_EXERCISED
 from harness.gates.repeat_sync import theil_sen_slope
-from harness.replay.scenario import SNAPSHOT_FIGURES, UNITS
+from harness.replay.scenario import ANSWER_FIGURES, SNAPSHOT_FIGURES, UNITS
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict
 
@@ -145,6 +145,9 @@ def _judge_watch(timeline: Timeline, watch: dict[str, Any], speed: float, proble
     if figure == "errors":
         _judge_errors(timeline, bounds, problems, said)
         return
+    if figure == "latency":
+        _judge_latency(timeline, bounds, problems, said)
+        return
     found = series(timeline, figure)
     unit = UNITS.get(figure, "entries")
     if len(found.t) < 3:
@@ -222,6 +225,23 @@ def projected(table: dict[str, Any]) -> str:
     return said
 
 
+def _judge_latency(timeline: Timeline, bounds: dict[str, float], problems: Problems, said: dict[str, str]) -> None:
+    """The answers' p95 per snapshot interval, outside fault windows, against `p95_at_most_s`."""
+    faults = windows(timeline)
+    outside = [r for r in timeline.of_kind("latency") if not any(a <= r["t"] <= b for a, b, _ in faults)]
+    if not outside:
+        problems.add("replay.latency.no_data", "latency is watched but no answer was timed outside fault windows")
+        return
+    worst = max(outside, key=lambda r: r["p95"])
+    slowest = max(r["max"] for r in outside)
+    said["latency"] = f"p95 at most {worst['p95']:.3f} s outside fault windows (max {slowest:.3f} s)"
+    if (bound := bounds.get("p95_at_most_s")) is not None and worst["p95"] > bound:
+        slow = [r for r in outside if r["p95"] > bound]
+        problems.add("replay.latency.slow", f"the answers' p95 was above {bound:g} s in {len(slow)} of {len(outside)} "
+                     f"intervals outside fault windows, worst {worst['p95']:.3f} s at {worst['t']:.0f} s "
+                     f"({around(timeline, worst['t'] - 5, worst['t'] + 5)})", worst_s=worst["p95"], bound=bound)
+
+
 def projection(timeline: Timeline, watches: list[dict[str, Any]], speed: float, sources: int,
                reported: dict[str, Any]) -> dict[str, Any]:
     """Each snapshot figure's rate at production time: per hour, per source per hour, per
@@ -230,7 +250,7 @@ def projection(timeline: Timeline, watches: list[dict[str, Any]], speed: float, 
     rows = []
     for watch in watches:
         figure = watch["figure"]
-        if figure not in SNAPSHOT_FIGURES and figure in ("freshness", "errors"):
+        if figure in ANSWER_FIGURES:
             continue
         found = series(timeline, figure)
         per_hour, delta = found.slope_per_hour(speed), found.delta()

@@ -73,6 +73,13 @@ def _panel(ax: Any, timeline: Timeline, figure: str, scenario: dict[str, Any]) -
             ax.set_ylim(0, 1)
             ax.text(0.5, 0.5, "no failed answers", transform=ax.transAxes, ha="center", color="tab:gray")
         return
+    if figure == "latency":
+        records = timeline.of_kind("latency")
+        ax.plot([r["t"] for r in records], [r["p95"] for r in records], marker=".", label="p95")
+        ax.plot([r["t"] for r in records], [r["max"] for r in records], marker=".", alpha=0.5, label="max")
+        ax.set_ylabel("answer (s)")
+        ax.legend(loc="upper right", fontsize=7)
+        return
     found = series(timeline, figure, after_warmup=False)
     ax.plot(found.t, found.values, marker=".", color="tab:purple")
     if (since := timeline.facts.get("judged_from_t")) is not None and found.t:

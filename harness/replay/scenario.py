@@ -30,13 +30,15 @@ INCIDENTS_DIR = Path(__file__).resolve().parent.parent / "incidents"
 ACTIONS = ("commit", "force-push", "refresh", "put", "delete")
 FAULTS = ("git-front", "blackhole", "service", "server")
 FAULT_MODES = {"git-front": ("error", "auth", "reset", "hang"), "blackhole": ("dead",),
-               "service": ("stop", "kill", "pause"), "server": ("restart",)}
+               "service": ("stop", "kill"), "server": ("restart", "kill")}
 # what a watch reads: a figure of every snapshot, or an answer-side figure
 SNAPSHOT_FIGURES = {"rss": "worker_rss_kb", "files": "worker_files", "fds": "worker_fds",
                     "threads": "worker_threads", "clone_dirs": "clone_dirs"}
-ANSWER_FIGURES = ("freshness", "errors")
-BOUNDS = ("slope_per_hour_at_most", "end_delta_at_most", "within_s", "at_most")
-UNITS = {"rss": "MB", "files": "files", "fds": "fds", "threads": "threads", "clone_dirs": "dirs"}
+ANSWER_FIGURES = ("freshness", "errors", "latency")
+BOUNDS = ("slope_per_hour_at_most", "end_delta_at_most", "within_s", "at_most", "p95_at_most_s")
+UNITS = {"rss": "MB", "files": "files", "fds": "fds", "threads": "threads", "clone_dirs": "dirs", "latency": "s"}
+# the bounds each answer figure takes (a snapshot figure: a slope or an end delta)
+ANSWER_BOUNDS = {"freshness": ("within_s",), "errors": ("at_most",), "latency": ("p95_at_most_s",)}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
@@ -353,8 +355,7 @@ class _Reader:
         caches = SERVERS[scenario.server].caches
         figures = (*SNAPSHOT_FIGURES, *caches, *ANSWER_FIGURES)
         figure = self._choice(entry, "figure", figures, "watch", "", index)
-        allowed = ("within_s",) if figure == "freshness" else ("at_most",) if figure == "errors" else (
-            "slope_per_hour_at_most", "end_delta_at_most")
+        allowed = ANSWER_BOUNDS.get(figure, ("slope_per_hour_at_most", "end_delta_at_most"))
         watch = Watch(figure, self.line_of("watch", None, index))
         for bound in BOUNDS:
             if bound in entry:

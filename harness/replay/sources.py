@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, cast
 
 import requests
@@ -21,6 +22,15 @@ log = logging.getLogger(__name__)
 SCOPE_PREFIX = "replay-"
 READERS = 16  # answers read at once
 ANSWER_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a source served at one read: its nonce (None: not a 200), whether it failed, how long it took."""
+
+    nonce: str | None
+    failed: bool
+    seconds: float | None = None
 
 
 def needs(count: int, repoints: bool = False) -> frozenset[Capability]:
@@ -49,8 +59,8 @@ class ReplaySources:
     def attach_all(self) -> None:
         raise NotImplementedError
 
-    def served(self, index: int) -> tuple[str | None, bool]:
-        """(the nonce source `index` serves now, whether the answer was an error)."""
+    def served(self, index: int) -> Answer:
+        """What source `index` serves now."""
         raise NotImplementedError
 
     def refresh(self, index: int) -> None:
@@ -77,22 +87,22 @@ class ReplaySources:
                 list(pool.map(self.refresh, indexes))
         return [self.pushed[i] for i in indexes]
 
-    def read_all(self) -> dict[int, tuple[str | None, bool]]:
+    def read_all(self) -> dict[int, Answer]:
         """What every attached source serves, read side by side (at most READERS at once):
         a server that hangs its answers costs one answer timeout a round, not one per source."""
         indexes = [i for i in range(len(self.sources)) if i not in self.detached]
         with ThreadPoolExecutor(max_workers=max(1, min(READERS, len(indexes)))) as pool:
             return dict(zip(indexes, pool.map(self._served_or_failed, indexes), strict=True))
 
-    def _served_or_failed(self, index: int) -> tuple[str | None, bool]:
+    def _served_or_failed(self, index: int) -> Answer:
         try:
             return self.served(index)
         except requests.RequestException:
-            return None, True
+            return Answer(None, True)
 
     def late(self) -> list[int]:
         """The attached sources not serving their remote's nonce now."""
-        return [i for i, (nonce, _) in self.read_all().items() if nonce != self.pushed[i]]
+        return [i for i, answer in self.read_all().items() if answer.nonce != self.pushed[i]]
 
     def wait_served(self, budget_s: float) -> list[int]:
         """Every attached source serving its remote's nonce within the budget; the late ones."""
@@ -108,9 +118,9 @@ class AttachedSource(ReplaySources):
         # fresh: a server that keeps its checkout across restarts ignores a new URL (Cerbos)
         self.control.attach(self.sources[0], fresh=True)
 
-    def served(self, index: int) -> tuple[str | None, bool]:
+    def served(self, index: int) -> Answer:
         answer = self.control.served(timeout=ANSWER_TIMEOUT_S)
-        return answer.nonce, answer.status != 200
+        return Answer(answer.nonce, answer.status != 200, answer.seconds)
 
     def refresh(self, index: int) -> None:
         self.control.nudge()
@@ -133,9 +143,9 @@ class Scopes(ReplaySources):
         for index in range(len(self.sources)):
             self.put(index)
 
-    def served(self, index: int) -> tuple[str | None, bool]:
+    def served(self, index: int) -> Answer:
         result = self.client.get_policy(self.scope(index), timeout=ANSWER_TIMEOUT_S)
-        return (result.hash if result.status == 200 else None), result.status != 200
+        return Answer(result.hash if result.status == 200 else None, result.status != 200, result.seconds)
 
     def refresh(self, index: int) -> None:
         try:

@@ -129,3 +129,14 @@ def test_a_verdict_so_far_lets_a_change_younger_than_its_bound_pend():
     assert judge(tl, [FRESH], speed=60, sources=2).verdict == "pass"
     tl.facts.pop("running_at_t")
     assert judge(tl, [FRESH], speed=60, sources=2).category == "replay.freshness.never_served"
+
+
+def test_the_answers_p95_outside_fault_windows_is_bounded():
+    tl = _timeline(faults=[("git-front hang on all", 3.0, 10.0, True)])
+    for t, p95 in ((2.0, 0.01), (5.0, 2.5), (20.0, 0.02)):  # the slow one is in the fault window
+        tl.samples.append({"t": t, "kind": "latency", "p95": p95, "max": p95 * 2, "n": 10})
+    latency = {"figure": "latency", "bounds": {"p95_at_most_s": 0.5}}
+    assert judge(tl, [latency], speed=60, sources=1).verdict == "pass"
+    tl.samples.append({"t": 30.0, "kind": "latency", "p95": 0.9, "max": 1.0, "n": 10})
+    verdict = judge(tl, [latency], speed=60, sources=1)
+    assert verdict.category == "replay.latency.slow" and verdict.problems[0].figures["worst_s"] == 0.9
