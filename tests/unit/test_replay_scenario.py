@@ -136,3 +136,13 @@ def test_scope_churn_on_a_server_without_runtime_sources_is_refused_before_any_s
                                         "runtime-sources"):
         refuse_missing(load(_write(tmp_path, text)), "local")
     refuse_missing(load(_write(tmp_path, text.replace('action = "delete"', 'action = "commit"'))), "local")
+
+
+def test_the_readmes_example_file_is_a_valid_scenario(tmp_path):
+    import re
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", text[text.index("### The file"):], re.S)
+    assert block is not None
+    scenario = load(_write(tmp_path, block.group(1)))
+    assert {w.figure for w in scenario.watches} == {"freshness", "rss", "errors", "latency"}
+    assert scenario.warmup == 120 and scenario.reported["per_hour"] == 129
