@@ -6,6 +6,8 @@ timeline's fault window, healed on any exit) and closed with the evidence that i
   that mode during the window.
 - `blackhole` (dead): the group's sources repointed to the blackhole listener and back.
   Took: the blackhole accepted a connection during the window.
+- `latency` (slow): the group's sources repointed through the latency proxy (HARNESS_LATENCY_MS
+  each way) and back. Took: the proxy accepted a connection during the window.
 - `service` (stop | kill): a stack service stopped or SIGKILLed, then started. Took: its
   published port closed.
 - `server` (restart | kill): the server restarted in place (its state kept), or SIGKILLed and
@@ -73,8 +75,8 @@ def _verbs(ctx: GateContext, event: Event, sources: ReplaySources,
         before = _lines(front)
         return (lambda: set_mode(url, mode), lambda: set_mode(url, "ok"),
                 lambda: _front_evidence(front, before, mode))
-    if event.fault == "blackhole":
-        return _blackhole(stack, sources, list(scenario.groups[event.group].indexes()))
+    if event.fault in ("blackhole", "latency"):
+        return _repointed(stack, sources, list(scenario.groups[event.group].indexes()), event.fault)
     if event.fault == "service":
         return _service(stack, event.service or "", event.mode or "stop")
     return _server(stack, event.mode or "restart")
@@ -93,17 +95,21 @@ def _server(stack: Any, mode: str) -> tuple[Callable[[], None], Callable[[], Non
     return restart, lambda: None, lambda: _restart_evidence(stack, pids_before)
 
 
-def _blackhole(stack: Any, sources: ReplaySources,
-               indexes: list[int]) -> tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]:
-    blackhole = stack.service("blackhole")
-    accepted = blackhole.accepted_connections()
+def _repointed(stack: Any, sources: ReplaySources, indexes: list[int],
+               fault: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]:
+    """The group's sources repointed to a listener for the window — the blackhole (never
+    answers) or the latency proxy (a slow link to their repos) — and back to the front."""
+    listener, via = ("blackhole", "dead") if fault == "blackhole" else ("latency", "slow")
+    handle = stack.service(listener)
+    accepted = handle.accepted_connections()
 
-    def repoint(via: str) -> Callable[[], None]:
+    def repoint(to: str) -> Callable[[], None]:
         def run() -> None:
             for index in indexes:
-                sources.repoint(index, via)
+                sources.repoint(index, to)
         return run
-    return repoint("dead"), repoint("front"), lambda: _accepted_evidence(blackhole, accepted)
+    said = "the latency proxy" if listener == "latency" else "the blackhole"
+    return repoint(via), repoint("front"), lambda: _accepted_evidence(handle, said, accepted)
 
 
 def _service(stack: Any, name: str,
@@ -131,9 +137,9 @@ def _front_evidence(front: Any, before: int, mode: str) -> tuple[bool, str]:
     return answered > 0, f"the git front answered {answered} ref advertisement(s) with {mode}"
 
 
-def _accepted_evidence(blackhole: Any, before: int) -> tuple[bool, str]:
-    taken = blackhole.accepted_connections() - before
-    return taken > 0, f"the blackhole accepted {taken} connection(s)"
+def _accepted_evidence(handle: Any, name: str, before: int) -> tuple[bool, str]:
+    taken = handle.accepted_connections() - before
+    return taken > 0, f"{name} accepted {taken} connection(s)"
 
 
 def _pids(stack: Any) -> list[int]:

@@ -28,8 +28,8 @@ else:  # pragma: no cover - the harness runs on 3.10 too
 INCIDENTS_DIR = Path(__file__).resolve().parent.parent / "incidents"
 
 ACTIONS = ("commit", "force-push", "refresh", "put", "delete")
-FAULTS = ("git-front", "blackhole", "service", "server")
-FAULT_MODES = {"git-front": ("error", "auth", "reset", "hang"), "blackhole": ("dead",),
+FAULTS = ("git-front", "blackhole", "latency", "service", "server")
+FAULT_MODES = {"git-front": ("error", "auth", "reset", "hang"), "blackhole": ("dead",), "latency": ("slow",),
                "service": ("stop", "kill"), "server": ("restart", "kill")}
 # what a watch reads: a figure of every snapshot, or an answer-side figure
 SNAPSHOT_FIGURES = {"rss": "worker_rss_kb", "files": "worker_files", "fds": "worker_fds",
@@ -78,7 +78,7 @@ class Event:
     def label(self) -> str:
         if self.fault:
             what = f"{self.fault} {self.mode}" + (f" {self.service}" if self.service else "")
-            return f"{what} on {self.group}" if self.fault in ("git-front", "blackhole") else what
+            return f"{what} on {self.group}" if self.fault in ("git-front", "blackhole", "latency") else what
         return f"{self.action} {self.group}"
 
 
@@ -118,7 +118,7 @@ class Scenario:
     @property
     def repoints(self) -> bool:
         """Whether the schedule deletes, puts or black-holes sources (runtime sources only)."""
-        return any(e.action in ("put", "delete") or e.fault == "blackhole" for e in self.schedule)
+        return any(e.action in ("put", "delete") or e.fault in ("blackhole", "latency") for e in self.schedule)
 
     def harness_s(self, production_s: float) -> float:
         return production_s / self.speed

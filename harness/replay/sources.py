@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -131,9 +132,9 @@ class Scopes(ReplaySources):
     that only fetches when told gets the refresh call after each push, as a webhook)."""
 
     def __init__(self, control: SourceControl, client: Any, count: int, policies: int,
-                 capabilities: frozenset[Capability]):
+                 capabilities: frozenset[Capability], slow_url: Callable[[str], str]):
         super().__init__(control, count, policies)
-        self.client = client
+        self.client, self.slow_url = client, slow_url
         self.tell_after_push = Capability.REFRESH_CALL in capabilities and Capability.POLLING not in capabilities
 
     def scope(self, index: int) -> str:
@@ -172,7 +173,9 @@ class Scopes(ReplaySources):
             log.warning(f"[replay] DELETE of scope {self.scope(index)} failed: {exc}")
 
     def _put(self, index: int, via: str) -> None:
-        url = self.sources[index].url(via)
+        """`via`: front, dead (the blackhole) or slow (the latency proxy)."""
+        source = self.sources[index]
+        url = self.slow_url(source.name) if via == "slow" else source.url(via)
         try:
             status = self.client.put_scope(self.scope(index), url)
         except requests.RequestException as exc:
@@ -192,7 +195,8 @@ def open_sources(stack: Any, count: int, policies: int, capabilities: frozenset[
     if count == 1 and Capability.RUNTIME_SOURCES not in capabilities:
         sources = AttachedSource(control, count, policies)
     else:
-        sources = Scopes(control, stack.server.client.fresh(ANSWER_TIMEOUT_S), count, policies, capabilities)
+        sources = Scopes(control, stack.server.client.fresh(ANSWER_TIMEOUT_S), count, policies, capabilities,
+                         slow_url=lambda name: stack.repo_url(name, via_latency=True))
     started = time.monotonic()
     sources.attach_all()
     late = sources.wait_served(budget_s)
