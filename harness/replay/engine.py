@@ -18,12 +18,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.fds import fd_census
 from harness.gates.base import Gate, GateContext
 from harness.gates.settings import GateSettings
 from harness.replay import faults as fault_kit
 from harness.replay import plot  # noqa: F401 - registers the replay's plot with the report
 from harness.replay.judge import judge
-from harness.replay.scenario import Event, Scenario, load
+from harness.replay.scenario import FD_FIGURES, Event, Scenario, load
 from harness.replay.sources import ReplaySources, needs, open_sources
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Verdict
@@ -140,10 +141,11 @@ class Runner:
         self.started = 0.0
         self.reads = 0
         self.latencies: list[float] = []  # the answers' seconds since the last snapshot
+        self.fd_kinds = any(w.figure in FD_FIGURES for w in scenario.watches)
 
     def run(self) -> None:
         tl = self.ctx.timeline
-        self.ctx.observe("start")
+        self._snapshot("start")
         self.started = time.monotonic()
         # slopes and deltas skip the warm-up's snapshots (harness/replay/judge.py)
         tl.fact("judged_from_t", round(tl.now() + self.scenario.harness_s(self.scenario.warmup), 2))
@@ -161,7 +163,7 @@ class Runner:
             tl.facts.pop("running_at_t", None)  # judged at its end from here on
             tl.fact("faults", sorted(self.closed, key=lambda f: f["start_t"]))
             tl.fact("answers_read", self.reads)
-        self.ctx.observe("end")
+        self._snapshot("end")
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -174,7 +176,7 @@ class Runner:
                 self._fire(queue.pop(0))
             self._read()
             if self._elapsed() >= next_sample:
-                self.ctx.observe(f"{self._elapsed() * self.scenario.speed:.0f} s")
+                self._snapshot(f"{self._elapsed() * self.scenario.speed:.0f} s")
                 self._record_latency()
                 next_sample += sample_every
             if self._elapsed() >= next_say:
@@ -184,6 +186,16 @@ class Runner:
         for step in queue:  # faults still to close at the very end
             if step.kind == "close":
                 self._fire(step)
+
+    def _snapshot(self, label: str) -> None:
+        """GateContext.observe, plus the worker's fds by kind when a watch asks for one."""
+        shot = self.ctx.observe(label)
+        if self.fd_kinds and (pid := shot.get("worker_pid") or next(iter(shot.get("worker_pids") or []), None)):
+            census = fd_census(pid)
+            if census is not None:
+                by_kind = dict(census.by_kind)
+                by_kind["anon"] = sum(n for kind, n in by_kind.items() if kind.startswith("anon_inode:"))
+                shot["fds_by_kind"] = by_kind
 
     def _record_latency(self) -> None:
         """The answers' times since the last snapshot: p95 and max (one record an interval)."""

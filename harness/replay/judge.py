@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.gates.proof import NOT_EXERCISED
 from harness.gates.repeat_sync import theil_sen_slope
-from harness.replay.scenario import ANSWER_FIGURES, SNAPSHOT_FIGURES, UNITS
+from harness.replay.scenario import ANSWER_FIGURES, FD_FIGURES, SNAPSHOT_FIGURES, UNITS
 from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict
 
@@ -47,12 +47,20 @@ class Series:
 
 def series(timeline: Timeline, figure: str, after_warmup: bool = True) -> Series:
     """A snapshot figure over the run (after its warm-up: what is judged), in its unit (RSS in MB)."""
-    key = SNAPSHOT_FIGURES.get(figure, figure)  # a cache's name is its own key
     since = timeline.facts.get("judged_from_t", 0.0) if after_warmup else 0.0
-    points = [(s["t"], float(s[key])) for s in timeline.of_kind("snapshot")
-              if s.get(key) is not None and s["t"] >= since]
+    points = [(s["t"], value) for s in timeline.of_kind("snapshot")
+              if (value := _value(s, figure)) is not None and s["t"] >= since]
     scale = 1 / 1024 if figure == "rss" else 1.0
     return Series(figure, [t for t, _ in points], [v * scale for _, v in points])
+
+
+def _value(snapshot: dict[str, Any], figure: str) -> float | None:
+    """A figure of one snapshot: its field (a cache's name is its own), or an fd kind's count."""
+    if figure in FD_FIGURES:
+        kinds = snapshot.get("fds_by_kind")
+        return None if kinds is None else float(kinds.get(figure.removeprefix("fds."), 0))
+    value = snapshot.get(SNAPSHOT_FIGURES.get(figure, figure))
+    return None if value is None else float(value)
 
 
 def windows(timeline: Timeline) -> list[tuple[float, float, str]]:

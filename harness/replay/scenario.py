@@ -34,9 +34,12 @@ FAULT_MODES = {"git-front": ("error", "auth", "reset", "hang"), "blackhole": ("d
 # what a watch reads: a figure of every snapshot, or an answer-side figure
 SNAPSHOT_FIGURES = {"rss": "worker_rss_kb", "files": "worker_files", "fds": "worker_fds",
                     "threads": "worker_threads", "clone_dirs": "clone_dirs"}
+# the worker's fds of one kind (harness.fds: anon counts every anon_inode kind)
+FD_FIGURES = ("fds.file", "fds.socket", "fds.pipe", "fds.anon", "fds.dev", "fds.other")
 ANSWER_FIGURES = ("freshness", "errors", "latency")
 BOUNDS = ("slope_per_hour_at_most", "end_delta_at_most", "within_s", "at_most", "p95_at_most_s")
-UNITS = {"rss": "MB", "files": "files", "fds": "fds", "threads": "threads", "clone_dirs": "dirs", "latency": "s"}
+UNITS = {"rss": "MB", "files": "files", "fds": "fds", "threads": "threads", "clone_dirs": "dirs", "latency": "s",
+         **dict.fromkeys(FD_FIGURES, "fds")}
 # the bounds each answer figure takes (a snapshot figure: a slope or an end delta)
 ANSWER_BOUNDS = {"freshness": ("within_s",), "errors": ("at_most",), "latency": ("p95_at_most_s",)}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -353,7 +356,7 @@ class _Reader:
             raise self.fail(f"watch[{index}]", "a [[watch]] table", "watch", None, index)
         self._known(entry, {"figure", *BOUNDS}, "watch", f"[[watch]] #{index + 1}", index)
         caches = SERVERS[scenario.server].caches
-        figures = (*SNAPSHOT_FIGURES, *caches, *ANSWER_FIGURES)
+        figures = (*SNAPSHOT_FIGURES, *FD_FIGURES, *caches, *ANSWER_FIGURES)
         figure = self._choice(entry, "figure", figures, "watch", "", index)
         allowed = ANSWER_BOUNDS.get(figure, ("slope_per_hour_at_most", "end_delta_at_most"))
         watch = Watch(figure, self.line_of("watch", None, index))

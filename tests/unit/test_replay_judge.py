@@ -140,3 +140,14 @@ def test_the_answers_p95_outside_fault_windows_is_bounded():
     tl.samples.append({"t": 30.0, "kind": "latency", "p95": 0.9, "max": 1.0, "n": 10})
     verdict = judge(tl, [latency], speed=60, sources=1)
     assert verdict.category == "replay.latency.slow" and verdict.problems[0].figures["worst_s"] == 0.9
+
+
+def test_an_fd_kind_is_a_figure_of_its_own():
+    tl = _timeline()
+    for i, snapshot in enumerate(tl.of_kind("snapshot")):
+        snapshot["fds_by_kind"] = {"socket": 5 + 3 * i, "file": 10}
+    sockets = {"figure": "fds.socket", "bounds": {"end_delta_at_most": 2}}
+    files = {"figure": "fds.file", "bounds": {"end_delta_at_most": 2}}
+    verdict = judge(tl, [sockets, files], speed=60, sources=1)
+    assert [p.category for p in verdict.problems] == ["replay.fds.socket.end_delta"]
+    assert "+9.00 fds" in verdict.reason
