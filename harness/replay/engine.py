@@ -142,6 +142,7 @@ class Runner:
         self.reads = 0
         self.latencies: list[float] = []  # the answers' seconds since the last snapshot
         self.fd_kinds = any(w.figure in FD_FIGURES for w in scenario.watches)
+        self.late_s = 0.0  # how late the schedule ran at worst
 
     def run(self) -> None:
         tl = self.ctx.timeline
@@ -241,6 +242,10 @@ class Runner:
 
     def _fire(self, step: Planned) -> None:
         event, tl = step.event, self.ctx.timeline
+        late = self._elapsed() - step.at_h  # the server held an earlier step's calls this long
+        if late > self.late_s:
+            self.late_s = round(late, 2)
+            tl.fact("schedule_late_s", self.late_s)
         if step.kind == "open":
             self.open[id(event)] = fault_kit.open_fault(self.ctx, event, self.sources, self.scenario)
             return
@@ -258,15 +263,15 @@ class Runner:
             for index in indexes:
                 self.sources.refresh(index)
         elif event.action == "put":
+            self.sources.side_by_side(self.sources.put, indexes)
             for index in indexes:
-                self.sources.put(index)
                 self.last_served[index] = None  # read anew: what it serves after the put
                 tl.record("churn", source=index, action="put")
                 # a put is a change the server must serve: the source's content, anew
                 tl.record("commit", source=index, nonce=self.sources.pushed[index], action="put", detached=False)
         else:
+            self.sources.side_by_side(self.sources.delete, indexes)
             for index in indexes:
-                self.sources.delete(index)
                 self.last_served[index] = None  # its next put must be served again to count
                 tl.record("churn", source=index, action="delete")
 

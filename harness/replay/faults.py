@@ -8,8 +8,8 @@ timeline's fault window, healed on any exit) and closed with the evidence that i
   Took: the blackhole accepted a connection during the window.
 - `latency` (slow): the group's sources repointed through the latency proxy (HARNESS_LATENCY_MS
   each way) and back. Took: the proxy accepted a connection during the window.
-- `service` (stop | kill): a stack service stopped or SIGKILLed, then started. Took: its
-  published port closed.
+- `service` (stop | kill | pause): a stack service stopped or SIGKILLed, then started — took:
+  its published port closed; or paused, then resumed — took: no answer to its own protocol.
 - `server` (restart | kill): the server restarted in place (its state kept), or SIGKILLed and
   started again. Took: new PIDs.
 """
@@ -21,11 +21,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness import redisdb
 from harness.errors import ConfigError
 from harness.gates.base import GateContext
 from harness.gitfront import set_mode
 from harness.replay.scenario import Event, Scenario
 from harness.replay.sources import ReplaySources
+from harness.services.postgres import answers
 from harness.waiting import port_open
 
 
@@ -48,6 +50,9 @@ def check_faults(scenario: Scenario) -> None:
         if event.fault == "service" and event.service not in services:
             raise ConfigError(f"{scenario.path}:{event.line or '?'}: schedule: service {event.service!r} is not in "
                               f"a {scenario.server} stack; its services: {', '.join(services) or 'none'}")
+        if event.fault == "service" and event.mode == "pause" and event.service not in PAUSE_PROBES:
+            raise ConfigError(f"{scenario.path}:{event.line or '?'}: schedule: pausing {event.service} cannot be "
+                              f"proven (no probe of its protocol); pause one of {', '.join(PAUSE_PROBES)}")
 
 
 def open_fault(ctx: GateContext, event: Event, sources: ReplaySources, scenario: Scenario) -> OpenFault:
@@ -114,17 +119,33 @@ def _repointed(stack: Any, sources: ReplaySources, indexes: list[int],
 
 def _service(stack: Any, name: str,
              mode: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]:
+    """stop | kill: down, then started; took: its port closed. pause: frozen with its
+    connections open (SIGSTOP; compose: docker pause), then resumed; took: no answer to its
+    own protocol (the kernel still accepts TCP, so a port check cannot tell)."""
     handle, address = stack.service(name), stack.published(name)
-    closed: list[bool] = []
+    down_seen: list[bool] = []
 
     def down() -> None:
+        if mode == "pause":
+            handle.pause()
+            down_seen.append(not PAUSE_PROBES[name](address))
+            return
         (handle.kill if mode == "kill" else handle.stop)()
-        closed.append(not port_open(address.port, address.host))
+        down_seen.append(not port_open(address.port, address.host))
 
     def evidence() -> tuple[bool, str]:
-        took = bool(closed) and closed[0]
+        took = bool(down_seen) and down_seen[0]
+        if mode == "pause":
+            return took, f"{name} {'did not answer' if took else 'still answered'} its protocol while paused"
         return took, f"{name}'s port {'closed' if took else 'still open'} after the {mode}"
-    return down, handle.start, evidence
+    return down, handle.resume if mode == "pause" else handle.start, evidence
+
+
+# How a paused service is told from a running one: its own protocol, within a second or two.
+PAUSE_PROBES: dict[str, Callable[[Any], bool]] = {
+    "postgres": lambda address: answers(address.port, address.host),
+    "redis": lambda address: redisdb.ping(address.url),
+}
 
 
 def _lines(handle: Any) -> int:

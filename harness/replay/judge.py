@@ -22,7 +22,8 @@ from harness.timeline import Timeline
 from harness.verdict import ERROR, Problems, Verdict
 
 PRODUCTION_HOUR = 3600.0
-NOT_ENOUGH = (".no_data", ".no_commits")  # problems of a run too short to judge a figure
+NOT_ENOUGH = (".no_data", ".no_commits")
+LATE_S = 1.0  # a schedule later than this is said in the verdict  # problems of a run too short to judge a figure
 ASSUMPTIONS = ("growth follows the events (commits, fetches, scope churn), which the schedule compresses by "
                "`speed`; the server's own timers (poll interval, timeouts, backoffs) run at real speed, so "
                "growth driven by them is under-projected by the same factor",
@@ -120,9 +121,13 @@ def judge(timeline: Timeline, watches: list[dict[str, Any]], speed: float, sourc
     for watch in watches:
         _judge_watch(timeline, watch, speed, problems, metrics["watch"])
     metrics["projection"] = projection(timeline, watches, speed, sources, reported or {})
-    said = projected(metrics["projection"])
-    if said:
-        problems.note(said)
+    notes = [said] if (said := projected(metrics["projection"])) else []
+    if (late := timeline.facts.get("schedule_late_s") or 0.0) > LATE_S:
+        metrics["schedule_late_s"] = late
+        notes.append(f"the schedule ran up to {late:.1f} s late (the server held the harness's calls): "
+                     "production times are approximate")
+    for note in notes:
+        problems.note(note)
     faults = timeline.facts.get("faults") or []
     unproven = [f for f in faults if not f.get("took")]
     interrupted = timeline.facts.get("interrupted_at_t")
@@ -141,7 +146,7 @@ def judge(timeline: Timeline, watches: list[dict[str, Any]], speed: float, sourc
         return Verdict(ERROR, f"interrupted at {interrupted:.0f} s of harness time; every bound held on what was "
                        "recorded", "error.interrupted", metrics)
     return problems.verdict("; ".join(["every bound held: " + "; ".join(
-        f"{figure} {text}" for figure, text in metrics["watch"].items()), *([said] if said else [])]), metrics)
+        f"{figure} {text}" for figure, text in metrics["watch"].items()), *notes]), metrics)
 
 
 def _judge_watch(timeline: Timeline, watch: dict[str, Any], speed: float, problems: Problems,

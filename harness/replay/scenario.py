@@ -30,7 +30,7 @@ INCIDENTS_DIR = Path(__file__).resolve().parent.parent / "incidents"
 ACTIONS = ("commit", "force-push", "refresh", "put", "delete")
 FAULTS = ("git-front", "blackhole", "latency", "service", "server")
 FAULT_MODES = {"git-front": ("error", "auth", "reset", "hang"), "blackhole": ("dead",), "latency": ("slow",),
-               "service": ("stop", "kill"), "server": ("restart", "kill")}
+               "service": ("stop", "kill", "pause"), "server": ("restart", "kill")}
 # what a watch reads: a figure of every snapshot, or an answer-side figure
 SNAPSHOT_FIGURES = {"rss": "worker_rss_kb", "files": "worker_files", "fds": "worker_fds",
                     "threads": "worker_threads", "clone_dirs": "clone_dirs"}

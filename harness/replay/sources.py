@@ -84,8 +84,7 @@ class ReplaySources:
             source = self.sources[index]
             self.pushed[index] = source.force_push() if force else source.commit()
         if self.tell_after_push:
-            with ThreadPoolExecutor(max_workers=max(1, min(READERS, len(indexes)))) as pool:
-                list(pool.map(self.refresh, indexes))
+            self.side_by_side(self.refresh, indexes)
         return [self.pushed[i] for i in indexes]
 
     def read_all(self) -> dict[int, Answer]:
@@ -100,6 +99,12 @@ class ReplaySources:
             return self.served(index)
         except requests.RequestException:
             return Answer(None, True)
+
+    def side_by_side(self, call: Callable[[int], Any], indexes: list[int]) -> None:
+        """`call` on every index at once (at most READERS): a server that holds its answers
+        costs one timeout, not one per source."""
+        with ThreadPoolExecutor(max_workers=max(1, min(READERS, len(indexes)))) as pool:
+            list(pool.map(call, indexes))
 
     def late(self) -> list[int]:
         """The attached sources not serving their remote's nonce now."""

@@ -151,3 +151,11 @@ def test_an_fd_kind_is_a_figure_of_its_own():
     verdict = judge(tl, [sockets, files], speed=60, sources=1)
     assert [p.category for p in verdict.problems] == ["replay.fds.socket.end_delta"]
     assert "+9.00 fds" in verdict.reason
+
+
+def test_a_schedule_the_server_held_back_is_said():
+    tl = _timeline()
+    _commit(tl, 1.0, 0, "a", 2.0)
+    tl.fact("schedule_late_s", 12.5)
+    verdict = judge(tl, [FRESH], speed=60, sources=1)
+    assert verdict.verdict == "pass" and "the schedule ran up to 12.5 s late" in verdict.reason
