@@ -16,7 +16,7 @@ timeline's fault window, healed on any exit) and closed with the evidence that i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,9 @@ from harness.replay.scenario import Event, Scenario
 from harness.replay.sources import ReplaySources
 from harness.services.postgres import answers
 from harness.waiting import port_open
+
+# (start, heal, evidence): how a fault is made, undone, and told to have taken (took, how)
+Verbs = tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]
 
 
 @dataclass
@@ -71,8 +74,7 @@ def close_fault(ctx: GateContext, fault: OpenFault) -> dict[str, Any]:
     return fault.record
 
 
-def _verbs(ctx: GateContext, event: Event, sources: ReplaySources,
-           scenario: Scenario) -> tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]:
+def _verbs(ctx: GateContext, event: Event, sources: ReplaySources, scenario: Scenario) -> Verbs:
     """(start, heal, evidence) of a fault."""
     stack = ctx.stack
     if event.fault == "git-front":
@@ -87,7 +89,7 @@ def _verbs(ctx: GateContext, event: Event, sources: ReplaySources,
     return _server(stack, event.mode or "restart")
 
 
-def _server(stack: Any, mode: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]:
+def _server(stack: Any, mode: str) -> Verbs:
     """`restart`: stopped and started in place, its state kept; `kill`: SIGKILLed first (an OOM
     kill, a node loss), then started the same way."""
     pids_before: list[list[int]] = []
@@ -100,8 +102,7 @@ def _server(stack: Any, mode: str) -> tuple[Callable[[], None], Callable[[], Non
     return restart, lambda: None, lambda: _restart_evidence(stack, pids_before)
 
 
-def _repointed(stack: Any, sources: ReplaySources, indexes: list[int],
-               fault: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]:
+def _repointed(stack: Any, sources: ReplaySources, indexes: list[int], fault: str) -> Verbs:
     """The group's sources repointed to a listener for the window — the blackhole (never
     answers) or the latency proxy (a slow link to their repos) — and back to the front."""
     listener, via = ("blackhole", "dead") if fault == "blackhole" else ("latency", "slow")
@@ -117,8 +118,7 @@ def _repointed(stack: Any, sources: ReplaySources, indexes: list[int],
     return repoint(via), repoint("front"), lambda: _accepted_evidence(handle, said, accepted)
 
 
-def _service(stack: Any, name: str,
-             mode: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], tuple[bool, str]]]:
+def _service(stack: Any, name: str, mode: str) -> Verbs:
     """stop | kill: down, then started; took: its port closed. pause: frozen with its
     connections open (SIGSTOP; compose: docker pause), then resumed; took: no answer to its
     own protocol (the kernel still accepts TCP, so a port check cannot tell)."""
@@ -172,9 +172,3 @@ def _restart_evidence(stack: Any, before: list[list[int]]) -> tuple[bool, str]:
     after = _pids(stack)
     changed = bool(before) and bool(after) and not set(before[0]) & set(after)
     return changed, f"server PIDs {before[0] if before else '?'} → {after}"
-
-
-def heal_all(ctx: GateContext, faults: list[OpenFault]) -> Iterator[dict[str, Any]]:
-    """Every fault still in force healed (the end of the run, an error, Ctrl-C)."""
-    while faults:
-        yield close_fault(ctx, faults.pop())
