@@ -219,3 +219,12 @@ def test_each_bounce_has_repos_of_its_own_the_server_never_cloned():
     first, second = bounce_repos(1, 16), bounce_repos(2, 16)
     assert first[0] == 660 and len(first) == 17 and not set(first) & set(second)
     assert bounce_repos(5, 16)[-1] == 660 + 5 * 17 - 1
+
+
+def test_a_put_logged_just_before_the_leaders_listener_line_is_not_proof():
+    # it publishes after its log line, on a fresh connection: it may meet the LISTEN
+    tl = _timeline([_put("spread-a-09", 0.3, 12)])
+    tl.facts["bounce_log"]["put_logged_s"]["spread-a-09"] = 0.33  # 0.07 s before the line at +0.40
+    assert check(tl).category == "error.not_exercised"
+    tl.facts["bounce_log"]["put_logged_s"]["spread-a-09"] = 0.30  # 0.1 s before it
+    assert check(tl).verdict == "pass"
