@@ -11,10 +11,11 @@ that lets slow fetches take every thread it also serves from is seen to stall.
 For each mode, in order (`modes`): a new commit is pushed to every failing repo (carrying
 `payload_kb` of incompressible data, so a throttled pack takes long to arrive), the front
 switches to the mode, and every failing scope is refreshed:
-- `auth`, `error`, `reset` fail fast. They are refreshed twice while broken; after each
+- `auth`, `error`, `reset` fail fast. They are refreshed three times while broken; after each
   attempt has reached the front (one request per failing scope at least) the worker's open
-  files, threads and clone dirs are recorded. What the second attempt added over the first
-  is what one failure leaves behind, and must stay within its tolerance.
+  files, threads and clone dirs are recorded. The first attempt fills the server's pools; what
+  the last added over the one before is what one failure leaves behind, and must stay within
+  its tolerance.
 - `throttle` is held for the server's git fetch timeout plus slack (a fallback, said so,
   for a server without one), so a server that bounds a slow fetch has bounded it. What a
   fetch in flight holds (its thread, its temporary pack) is not a leftover; what the pool
@@ -57,6 +58,11 @@ from harness.waiting import poll_until
 MODES = {"auth": "credentials required (401)", "error": "HTTP 500 from the git endpoint",
          "throttle": "a throttled link", "reset": "a connection reset mid-pack"}
 FAST = ("auth", "error", "reset")
+# Failed attempts per fast mode: the first fills the server's thread pools (0.9.9's asyncio
+# executor grows a thread per concurrent call up to its size: 5 → 7 threads from the first
+# attempt to the second of the first mode, stable at each reading, in a CI rehearsal); what
+# the last attempt added over the one before is what a failure keeps.
+FAST_ATTEMPTS = 3
 # snapshot key -> (threshold, category, what one unit is)
 KEPT = {"worker_files": ("files_tolerance", "failures.files_kept", "open files"),
         "worker_threads": ("threads_tolerance", "failures.threads_kept", "threads"),
@@ -169,7 +175,7 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
                 polling.enter_context(Poller(ctx, scope, p.poll_interval_s, p.poll_timeout_s, label=mode))
             with ctx.fault(mode, start=lambda: set_mode(front_url, _front_mode(mode, p)),
                            heal=lambda: set_mode(front_url, "ok")):
-                attempts = 2 if mode in FAST else 1
+                attempts = FAST_ATTEMPTS if mode in FAST else 1
                 for attempt in range(1, attempts + 1):
                     before = front.accepted_connections()
                     for scope in failing:
@@ -254,7 +260,7 @@ class RemoteFailuresGate(Gate, id="remote-failures", params=Params, thresholds=T
         return problems.verdict(
             f"healthy scopes served through every failure ({shares}); {derived['failing_scopes']} failing scopes, "
             f"each tried in every window, recovered after each (slowest {metrics['slowest_recovery_s']} s, budget "
-            f"{derived['budget_how']}); a second failed attempt kept no more than the first", metrics)
+            f"{derived['budget_how']}); a further failed attempt kept no more than the one before", metrics)
 
 
 def _reached(front: ServiceHandle, before: int, repos: set[str], budget: float) -> float | None:
@@ -300,15 +306,18 @@ def _unsettled(attempts: list[dict[str, Any]], mode: str) -> str:
 
 
 def _kept_per_failure(attempts: list[dict[str, Any]]) -> dict[str, dict[str, int | None]]:
-    """mode -> what its second failed attempt added over its first, per KEPT count."""
+    """mode -> what its last failed attempt added over the one before, per KEPT count (a
+    recording from before the pool-filling attempt has two: the second over the first)."""
     by_mode: dict[str, dict[int, dict[str, Any]]] = {}
     for snapshot in attempts:
         by_mode.setdefault(snapshot["mode"], {})[snapshot["attempt"]] = snapshot
     kept: dict[str, dict[str, int | None]] = {}
     for mode, shots in by_mode.items():
-        if 1 in shots and 2 in shots:
-            kept[mode] = {key: (shots[2][key] - shots[1][key]
-                                if shots[1].get(key) is not None and shots[2].get(key) is not None else None)
+        last = max(shots)
+        if last >= 2 and last - 1 in shots:  # the last attempt over the one before it
+            before, after = shots[last - 1], shots[last]
+            kept[mode] = {key: (after[key] - before[key]
+                                if before.get(key) is not None and after.get(key) is not None else None)
                           for key in KEPT}
     return kept
 

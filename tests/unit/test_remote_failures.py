@@ -117,3 +117,11 @@ def test_a_clone_dir_count_that_could_not_be_taken_is_an_error_not_zero():
     verdict = check(tl)
     assert (verdict.verdict, verdict.category) == ("error", "error.count_unavailable")
     assert "exec in the server's container failed" in verdict.reason
+
+
+def test_the_pool_filling_first_attempt_is_not_what_a_failure_keeps():
+    from harness.gates.remote_failures import _kept_per_failure
+    shots = [{"mode": "auth", "attempt": n, "worker_files": 20, "worker_threads": threads, "clone_dirs": 14}
+             for n, threads in ((1, 5), (2, 7), (3, 7))]
+    assert _kept_per_failure(shots)["auth"]["worker_threads"] == 0  # 3 over 2, not 2 over 1
+    assert _kept_per_failure(shots[:2])["auth"]["worker_threads"] == 2  # a recording of two: 2 over 1
