@@ -205,16 +205,17 @@ class Stack(ABC):
 
     def _report_failed_up(self, exc: BaseException) -> None:
         """reports/<run id>/ with every service's log and the service that failed: down()
-        removes the run dir, and a stack that fails to start must not take its logs along."""
-        if not self.run_dir.exists():
-            return  # failed before anything ran (bad settings, no engine): the message says all
+        removes the run dir, and a stack that fails to start must not take its logs along.
+        A stack that failed before it started anything (no engine, no image) leaves the report
+        with its message and no logs: what failed is never lost."""
         service = getattr(exc, "service", None) or self.starting
         report = RunReport(self.settings.reports_dir, self.run_id, self.settings.target.label, self.backend,
                            self.settings.server_profile, meta=settings_metadata(self.settings, self.backend))
-        try:
-            report.collect_logs(self.logs_dir())
-        except Exception as log_exc:  # the engine may be the thing that failed
-            log.warning(f"[harness] could not collect the logs of the failed stack: {log_exc}")
+        if self.run_dir.exists():
+            try:
+                report.collect_logs(self.logs_dir())
+            except Exception as log_exc:  # the engine may be the thing that failed
+                log.warning(f"[harness] could not collect the logs of the failed stack: {log_exc}")
         message = str(exc) or type(exc).__name__
         report.stack_failed(service, message)
         log.info(f"[harness] the stack did not come up ({service or 'unknown service'}); logs kept in {report.dir}")

@@ -139,10 +139,12 @@ def test_a_compose_stack_that_fails_to_come_up_leaves_its_logs_and_the_failed_se
                OPAL_VERSION="0.9.9", OPAL_POLICY_REFRESH_INTERVAL="not-a-number")
     done = subprocess.run([sys.executable, "-m", "harness", "gates", "--gate", "leak", "--reports-dir",
                            str(tmp_path / "r")], env=env, text=True, capture_output=True, timeout=600)
-    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    said = done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 2, said
+    assert (tmp_path / "r").is_dir(), said  # a stack that fails, however early, leaves its report
     [run_dir] = [p for p in (tmp_path / "r").iterdir() if p.name != "latest"]
     report = json.loads((run_dir / "report.json").read_text())
     assert schema_errors(report) == []
-    assert report["error"]["service"] == "server", report["error"]
+    assert report["error"]["service"] == "server", (report["error"], said)
     assert "not-a-number" in (run_dir / "logs" / "server.log").read_text()
     assert labelled_resources(run_dir.name) == []
