@@ -13,9 +13,9 @@ For each mode, in order (`modes`): a new commit is pushed to every failing repo 
 switches to the mode, and every failing scope is refreshed:
 - `auth`, `error`, `reset` fail fast. They are refreshed three times while broken; after each
   attempt has reached the front (one request per failing scope at least) the worker's open
-  files, threads and clone dirs are recorded. The first attempt fills the server's pools; what
-  the last added over the one before is what one failure leaves behind, and must stay within
-  its tolerance.
+  files, threads and clone dirs are recorded. A pool fills as calls find no idle thread, on
+  some attempts; a leak adds on every one: the least that attempt 2 and attempt 3 each
+  added is what one failure leaves behind, and must stay within its tolerance.
 - `throttle` is held for the server's git fetch timeout plus slack (a fallback, said so,
   for a server without one), so a server that bounds a slow fetch has bounded it. What a
   fetch in flight holds (its thread, its temporary pack) is not a leftover; what the pool
@@ -58,10 +58,11 @@ from harness.waiting import poll_until
 MODES = {"auth": "credentials required (401)", "error": "HTTP 500 from the git endpoint",
          "throttle": "a throttled link", "reset": "a connection reset mid-pack"}
 FAST = ("auth", "error", "reset")
-# Failed attempts per fast mode: the first fills the server's thread pools (0.9.9's asyncio
-# executor grows a thread per concurrent call up to its size: 5 → 7 threads from the first
-# attempt to the second of the first mode, stable at each reading, in a CI rehearsal); what
-# the last attempt added over the one before is what a failure keeps.
+# Failed attempts per fast mode. A failure keeps what every further attempt adds: 0.9.9's
+# asyncio executor grows a thread only when a call finds none idle, up to its size, so its
+# filling is spread over attempts by timing (5 → 7 → 7 in one CI rehearsal, 7 → 7 → 9 in a
+# serial bench run, each reading stable), while a per-failure leak adds on every attempt.
+# Judged: the least that attempts 2→3 and 1→2 added (a recording of two: 2 over 1).
 FAST_ATTEMPTS = 3
 # snapshot key -> (threshold, category, what one unit is)
 KEPT = {"worker_files": ("files_tolerance", "failures.files_kept", "open files"),
@@ -306,20 +307,24 @@ def _unsettled(attempts: list[dict[str, Any]], mode: str) -> str:
 
 
 def _kept_per_failure(attempts: list[dict[str, Any]]) -> dict[str, dict[str, int | None]]:
-    """mode -> what its last failed attempt added over the one before, per KEPT count (a
-    recording from before the pool-filling attempt has two: the second over the first)."""
+    """mode -> what every further failed attempt added, per KEPT count: the least of the
+    steps between consecutive attempts (a leak per failure shows on each step, a pool that
+    fills as calls find no idle thread on some only)."""
     by_mode: dict[str, dict[int, dict[str, Any]]] = {}
     for snapshot in attempts:
         by_mode.setdefault(snapshot["mode"], {})[snapshot["attempt"]] = snapshot
     kept: dict[str, dict[str, int | None]] = {}
     for mode, shots in by_mode.items():
-        last = max(shots)
-        if last >= 2 and last - 1 in shots:  # the last attempt over the one before it
-            before, after = shots[last - 1], shots[last]
-            kept[mode] = {key: (after[key] - before[key]
-                                if before.get(key) is not None and after.get(key) is not None else None)
-                          for key in KEPT}
+        pairs = [(shots[n - 1], shots[n]) for n in sorted(shots) if n - 1 in shots]
+        if pairs:
+            kept[mode] = {key: _least_step(pairs, key) for key in KEPT}
     return kept
+
+
+def _least_step(pairs: list[tuple[dict[str, Any], dict[str, Any]]], key: str) -> int | None:
+    steps = [after[key] - before[key] for before, after in pairs
+             if before.get(key) is not None and after.get(key) is not None]
+    return min(steps) if len(steps) == len(pairs) else None
 
 
 def _short_windows(timeline: Timeline, params: Params, attempts: list[dict[str, Any]],

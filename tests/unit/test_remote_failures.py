@@ -123,5 +123,19 @@ def test_the_pool_filling_first_attempt_is_not_what_a_failure_keeps():
     from harness.gates.remote_failures import _kept_per_failure
     shots = [{"mode": "auth", "attempt": n, "worker_files": 20, "worker_threads": threads, "clone_dirs": 14}
              for n, threads in ((1, 5), (2, 7), (3, 7))]
-    assert _kept_per_failure(shots)["auth"]["worker_threads"] == 0  # 3 over 2, not 2 over 1
+    assert _kept_per_failure(shots)["auth"]["worker_threads"] == 0  # 3 over 2 kept nothing
     assert _kept_per_failure(shots[:2])["auth"]["worker_threads"] == 2  # a recording of two: 2 over 1
+
+
+def test_a_pool_filling_late_is_not_kept_but_a_leak_on_every_attempt_is():
+    from harness.gates.remote_failures import _kept_per_failure
+
+    def shots(threads: tuple[int, ...]) -> list[dict[str, object]]:
+        return [{"mode": "auth", "attempt": n, "worker_files": 20, "worker_threads": count, "clone_dirs": 14}
+                for n, count in enumerate(threads, start=1)]
+
+    assert _kept_per_failure(shots((7, 7, 9)))["auth"]["worker_threads"] == 0  # serial bench, 0.9.9
+    assert _kept_per_failure(shots((7, 9, 11)))["auth"]["worker_threads"] == 2
+    unread = shots((7, 9, 11))
+    unread[1]["worker_threads"] = None
+    assert _kept_per_failure(unread)["auth"]["worker_threads"] is None
