@@ -135,17 +135,22 @@ def _gates_argv(release: str, reports: Path, jobs: str) -> list[str]:
 class SuiteRun:
     """One release's suite as its report tells it."""
 
-    verdicts: dict[str, tuple[str, ...]]  # gate -> (verdict, category, every problem's category)
+    # gate -> (verdict, category, the kinds of problem, sorted): what a test's cell expects. How
+    # many phases or modes showed a kind is a figure, and moves with the load (orphan-clones on
+    # 0.9.9: mid-sync's +6 pipes to git in a serial run, none beside 16 other groups)
+    verdicts: dict[str, tuple[str, ...]]
     harness_s: dict[str, float]  # gate -> the harness's seconds (fresh server, snapshots, teardown)
     duration_s: dict[str, float]  # gate -> the gate's seconds
+    parts: int = 1  # the stacks the run used one after another or side by side (`--jobs` groups)
 
     @classmethod
     def read(cls, reports: Path) -> SuiteRun:
-        gates = json.loads((reports / "latest" / "report.json").read_text())["gates"]
-        return cls({g["id"]: (g["verdict"], g["category"], *(p["category"] for p in g.get("problems") or []))
+        report = json.loads((reports / "latest" / "report.json").read_text())
+        gates = report["gates"]
+        return cls({g["id"]: (g["verdict"], g["category"], *sorted({p["category"] for p in g.get("problems") or []}))
                     for g in gates},
                    {g["id"]: float((g.get("timing") or {}).get("harness_s", 0.0)) for g in gates},
-                   {g["id"]: float(g["duration_s"]) for g in gates})
+                   {g["id"]: float(g["duration_s"]) for g in gates}, len(report.get("parts") or [None]))
 
 
 def _differences(reference: dict[str, SuiteRun], other: dict[str, SuiteRun]) -> list[str]:
@@ -183,16 +188,14 @@ def measure_matrix(bench: Bench, releases: list[str], jobs: str, repeats: int, w
                                            for r in releases])
     serial = {r: SuiteRun.read(work / "serial" / r) for r in releases}
     parallel: list[dict[str, SuiteRun]] = []
-    if jobs == "auto":  # what the children will pick (parallel.LOAD is read when they start)
-        from harness.gates.registry import GATES
-        from harness.runner.parallel import default_jobs
-        bench.figures["auto_jobs"] = float(default_jobs(list(GATES)))
     for n in range(1, repeats + 1):
         argvs = {r: _gates_argv(r, work / f"parallel-{n}" / r, jobs) for r in releases}
         bench.time(f"matrix_parallel_{n}_s", partial(run_children, argvs))
         parallel.append({r: SuiteRun.read(work / f"parallel-{n}" / r) for r in releases})
     # The machine may be shared: its load, beside the figures, says how far they travel.
     bench.figures["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
+    if jobs == "auto":  # what the runs picked for the gates the release takes (boot-timing's own group too)
+        bench.figures["auto_groups"] = float(max(run.parts for by_release in parallel for run in by_release.values()))
     slowest = max(bench.figures[f"matrix_parallel_{n}_s"] for n in range(1, repeats + 1))
     bench.figures["matrix_parallel_slowest_s"] = slowest
     bench.figures["parallel_over_serial"] = round(slowest / bench.figures["matrix_serial_s"], 3)
@@ -211,7 +214,7 @@ def measure_matrix(bench: Bench, releases: list[str], jobs: str, repeats: int, w
                                   for by_release in parallel],
                      "gate_seconds_serial": {r: run.duration_s for r, run in serial.items()}}
     print(f"[bench] slowest parallel / serial = {bench.figures['parallel_over_serial']} (--jobs {jobs}"
-          + (f" = {bench.figures['auto_jobs']:.0f} groups" if "auto_jobs" in bench.figures else "")
+          + (f": {bench.figures['auto_groups']:.0f} groups" if "auto_groups" in bench.figures else "")
           + f"; load average {bench.figures['loadavg_1m_start']} → {bench.figures['loadavg_1m_end']})"
           + f"; the {repeats} parallel "
           f"runs {'agree' if not across else 'DIFFER: ' + '; '.join(across)}; serial vs parallel "

@@ -58,3 +58,26 @@ def test_a_process_tree_s_peak_memory_counts_its_children():
     peak = _sample_tree(proc)
     assert proc.wait() == 0
     assert peak >= 80 * 2**20  # the grandchild's 80 MB, seen through its parent
+
+
+def test_runs_that_differ_only_in_how_many_phases_showed_a_kind_are_the_same_outcome(tmp_path):
+    import json
+
+    from harness.bench import SuiteRun, _differences
+
+    def report(folder: str, problems: list[str]) -> SuiteRun:
+        latest = tmp_path / folder / "latest"
+        latest.mkdir(parents=True)
+        gate = {"id": "orphan-clones", "verdict": "fail", "category": problems[0], "duration_s": 60.0,
+                "problems": [{"category": c, "text": "", "figures": {}} for c in problems]}
+        (latest / "report.json").write_text(json.dumps({"gates": [gate]}))
+        return SuiteRun.read(tmp_path / folder)
+
+    serial = report("serial", ["orphan.fds_kept", "orphan.rss_grew", "orphan.fds_kept"])  # burst and mid-sync
+    parallel = report("parallel", ["orphan.fds_kept", "orphan.rss_grew"])  # burst only
+    assert serial.verdicts["orphan-clones"] == ("fail", "orphan.fds_kept", "orphan.fds_kept", "orphan.rss_grew")
+    assert _differences({"0.9.9": serial}, {"0.9.9": parallel}) == []
+    fewer = report("fewer", ["orphan.fds_kept"])
+    assert _differences({"0.9.9": serial}, {"0.9.9": fewer}) == [
+        "0.9.9 orphan-clones: fail orphan.fds_kept orphan.fds_kept orphan.rss_grew vs fail orphan.fds_kept "
+        "orphan.fds_kept"]
