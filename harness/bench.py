@@ -14,9 +14,9 @@ also given as a rate, which travels better between machines than seconds do.
                serially (one gate at a time, one release after another), then --repeats
                times (default 3) side by side (each release its own `harness gates --jobs
                J`, default auto), in one run: the wall times, the slowest parallel run over
-               the serial one, whether every verdict, category and kind of problem agrees across the parallel
-               runs and with the serial one, and the harness's share of each gate's time
-               (report timing: harness_s over duration_s)
+               the serial one, whether every verdict, category and kind of problem agrees
+               across the parallel runs and with the serial one, and the harness's share of
+               each gate's time (report timing: harness_s over duration_s)
   --installs   instead: the server's venv installed the way it was (pip, a tree rebuilt whole)
                and the way it is (uv where present, a tree on its cached third-party layer),
                in one run, each in an empty cache of its own: 0.9.9 cold (empty installer
@@ -181,8 +181,8 @@ def harness_share_by_gate(runs: list[dict[str, SuiteRun]]) -> dict[str, float]:
 def measure_matrix(bench: Bench, releases: list[str], jobs: str, repeats: int, work: Path) -> None:
     """The suite on every release one gate at a time, one release after another; then
     `repeats` times every release side by side, each with `--jobs jobs`. The ratio is the
-    slowest parallel run over the serial one; verdicts, categories and the kinds of problem must agree across all
-    of the parallel runs (and are compared with the serial run)."""
+    slowest parallel run over the serial one; verdicts, categories and the kinds of problem
+    must agree across all of the parallel runs (and are compared with the serial run)."""
     bench.figures["loadavg_1m_start"] = round(os.getloadavg()[0], 2)
     bench.time("matrix_serial_s", lambda: [run_children({r: _gates_argv(r, work / "serial" / r, "1")})
                                            for r in releases])
