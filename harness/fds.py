@@ -39,7 +39,7 @@ class FdCensus:
     by_kind: dict[str, int]
     examples: dict[str, list[str]] = field(default_factory=dict)
     sockets_by_peer: dict[str, int] = field(default_factory=dict)  # "127.0.0.1:6379 ESTABLISHED" -> n
-    pipes_by_peer: dict[str, int] = field(default_factory=dict)  # "git (pid 123)" / "none (own pipe)" -> n
+    pipes_by_peer: dict[str, int] = field(default_factory=dict)  # "git fetch (pid 123)" / "none (own pipe)" -> n
 
     @property
     def total(self) -> int:
@@ -87,12 +87,30 @@ def tcp_sockets(pid: int) -> dict[str, str]:
 
 
 def _process_name(pid: int) -> str:
+    """The program's name, and a git child's subcommand ("git cat-file"): a fetch that is
+    still running and a batch process a repository object keeps until it is collected are
+    different findings."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            argv = cmdline.read().split(b"\0")
-        return os.path.basename(argv[0].decode(errors="replace")) or "?"
+            argv = [arg.decode(errors="replace") for arg in cmdline.read().split(b"\0")]
     except OSError:
         return "?"
+    name = os.path.basename(argv[0]) or "?"
+    subcommand = _git_subcommand(argv[1:]) if name == "git" else None
+    return f"{name} {subcommand}" if subcommand else name
+
+
+def _git_subcommand(args: list[str]) -> str | None:
+    """The first argument that is neither an option nor the value of `-c`/`-C`."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-c", "-C"):
+            skip = True
+        elif arg and not arg.startswith("-"):
+            return arg
+    return None
 
 
 def pipe_peers(pid: int, inodes: list[str]) -> dict[str, int]:

@@ -429,7 +429,7 @@ def _grown(before: dict[str, int], after: dict[str, int]) -> list[tuple[int, str
 
 
 def _pipe_peers(data: dict[str, Any]) -> str:
-    """' (pipes to git (pid 4242) +2)' — which processes hold the other ends of kept pipes."""
+    """' (pipes to git cat-file (pid 4242) +2)' — which processes hold the other ends of kept pipes."""
     grown = _grown(data["fds_start"].get("pipes_by_peer", {}), data["fds_after"].get("pipes_by_peer", {}))
     return f" (pipes to {'; '.join(f'{peer} +{n}' for n, peer in grown[:3])})" if grown else ""
 

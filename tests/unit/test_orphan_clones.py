@@ -117,6 +117,22 @@ def test_a_failed_load_is_an_error():
     assert (verdict.verdict, verdict.category) == ("error", "error.load")
 
 
+def test_a_pipe_to_a_git_child_names_its_subcommand(tmp_path):
+    import subprocess
+
+    from harness.fds import _git_subcommand
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    child = subprocess.Popen(["git", "-C", str(tmp_path), "-c", "core.quotePath=false", "cat-file", "--batch-check"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        census = fd_census(os.getpid())
+        assert census.pipes_by_peer.get(f"git cat-file (pid {child.pid})") == 2  # its stdin and stdout
+    finally:
+        child.communicate(b"")
+    assert _git_subcommand(["--no-pager", "-C", "/x", "fetch", "origin"]) == "fetch"
+    assert _git_subcommand(["--version"]) is None
+
+
 def test_fd_census_counts_kinds_and_names_tcp_peers():
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
