@@ -164,3 +164,28 @@ def test_server_log_lines_are_counted_by_message_with_ids_folded():
     assert "orphan-<id>" not in first.template and "<hex>" in first.template
     assert second.template == "Could not clone repo at <url> TimeoutError()"
     assert template("keeping clone /tmp/a/b/c for scope s-12") == "keeping clone <path> for scope <id>"
+
+
+def _pipes_after(tl, phase, peers):
+    """The phase's after-census with `peers` ({"git cat-file (pid 9)": 3, ...}) added."""
+    censuses = {s["label"]: s for s in tl.samples if s.get("kind") == "fds"}
+    censuses[f"{phase} start"]["pipes_by_peer"] = {"none (own pipe)": 4}
+    censuses[f"{phase} after"]["by_kind"]["pipe"] = 4 + sum(peers.values())
+    censuses[f"{phase} after"]["pipes_by_peer"] = {"none (own pipe)": 4, **peers}
+
+
+def test_pipes_to_git_s_batch_readers_are_noted_not_kept_but_a_fetch_s_are_kept():
+    tl = Timeline("orphan-clones")
+    _phase(tl, "burst", 500)
+    _phase(tl, "mid-sync", 50)
+    _pipes_after(tl, "mid-sync", {"git cat-file (pid 18323)": 3, "git cat-file (pid 18140)": 3})
+    verdict = check(OrphanClonesGate(), tl, Thresholds())
+    assert verdict.verdict == "pass", verdict.reason  # 0.9.9's serial bench run read these as +6 pipes kept
+    assert verdict.metrics["leftovers"]["mid-sync"]["git_cat_file_pipes"] == 6
+
+    _pipes_after(tl, "mid-sync", {"git cat-file (pid 18323)": 3, "git fetch (pid 18400)": 3,
+                                  "git fetch (pid 18401)": 3})
+    verdict = check(OrphanClonesGate(), tl, Thresholds())
+    assert (verdict.verdict, verdict.category) == ("fail", "orphan.fds_kept")
+    assert "fds kept pipe +6 (pipes to git fetch (pid 18401) +3; git fetch (pid 18400) +3)" in verdict.reason
+    assert "mid-sync: +3 pipes to live git cat-file processes, not counted as kept" in verdict.reason
