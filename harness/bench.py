@@ -137,7 +137,7 @@ class SuiteRun:
 
     # gate -> (verdict, category, the kinds of problem, sorted): what a test's cell expects. How
     # many phases or modes showed a kind is a figure, and moves with the load (orphan-clones on
-    # 0.9.9: mid-sync's +6 pipes to git in a serial run, none beside 16 other groups)
+    # 0.9.9 showed fds_kept in both phases in a serial run, in the burst only beside 16 groups)
     verdicts: dict[str, tuple[str, ...]]
     harness_s: dict[str, float]  # gate -> the harness's seconds (fresh server, snapshots, teardown)
     duration_s: dict[str, float]  # gate -> the gate's seconds
