@@ -244,8 +244,8 @@ class OrphanClonesGate(Gate, id="orphan-clones", params=Params, thresholds=Thres
                              **{f"{k}_tail": tail for k, tail in falling.items()})
             for kind, text, figures in _describe(name, data, left, thresholds, kinds):
                 problems.add(f"orphan.{kind}", text, **figures)
-            if left.get("git_cat_file_pipes"):
-                problems.note(f"{name}: +{left['git_cat_file_pipes']} pipes to live {BATCH_PROCESS} processes, not "
+            if (batch := left.get("git_cat_file_pipes")) and batch[1] > batch[0]:
+                problems.note(f"{name}: pipes to live {BATCH_PROCESS} processes {batch[0]} → {batch[1]}, not "
                               "counted as kept: GitPython's batch readers, closed when their repository objects "
                               "are collected")
             if kinds and (said := _server_said(timeline.facts.get(f"log {name}", []))):
@@ -387,15 +387,15 @@ def _leftovers(data: dict[str, Any], th: Thresholds) -> tuple[dict[str, Any], li
     caches = {c: after[c] - start[c] for c in data["caches"] if after[c] - start[c] > th.cache_tolerance}
     dirs = after["clone_dirs"] - start["clone_dirs"]
     fd_start, fd_after = data["fds_start"]["by_kind"], data["fds_after"]["by_kind"]
-    batch_pipes = _batch_process_pipes(data)
-    grew = {k: fd_after.get(k, 0) - fd_start.get(k, 0) - (batch_pipes if k == "pipe" else 0)
+    batch_pipes = [_batch_process_pipes(data["fds_start"]), _batch_process_pipes(data["fds_after"])]
+    grew = {k: fd_after.get(k, 0) - fd_start.get(k, 0) - (batch_pipes[1] - batch_pipes[0] if k == "pipe" else 0)
             for k in set(fd_start) | set(fd_after)}
     fds = {k: n for k, n in grew.items() if n > th.fd_tolerance}
     threads = after["threads"] - start["threads"]
     rss_bound = start["rss_kb"] + data["size"] * th.rss_kb_per_scope + th.rss_floor_kb
     left = {"caches": caches, "clone_dirs": dirs, "fds": fds, "threads": threads,
             "rss_kb": [start["rss_kb"], after["rss_kb"]], "rss_bound_kb": round(rss_bound),
-            **({"git_cat_file_pipes": batch_pipes} if batch_pipes else {})}
+            **({"git_cat_file_pipes": batch_pipes} if any(batch_pipes) else {})}
     kinds = [kind for kind, bad in (
         ("caches_kept", bool(caches)), ("clone_dirs_kept", dirs > th.clone_dir_tolerance), ("fds_kept", bool(fds)),
         ("threads_kept", threads > th.thread_tolerance), ("rss_grew", after["rss_kb"] > rss_bound)) if bad]
@@ -429,14 +429,13 @@ def _describe(name: str, data: dict[str, Any], left: dict[str, Any], th: Thresho
     return found
 
 
-def _batch_process_pipes(data: dict[str, Any]) -> int:
-    """Pipes the phase added to live `git cat-file` children: the batch processes GitPython
-    keeps for a repository object until the object is collected. Not kept: both releases'
-    come and go with the collector (0.9.6: 78 pipes to them at mid-sync's start, 9 at its
-    end; 0.9.9: the warm-up's two gone by the burst's end), so counted they made the problem
-    set a matter of when the collector last ran."""
-    grown = _grown(data["fds_start"].get("pipes_by_peer", {}), data["fds_after"].get("pipes_by_peer", {}))
-    return sum(n for n, peer in grown if peer.startswith(f"{BATCH_PROCESS} "))
+def _batch_process_pipes(census: dict[str, Any]) -> int:
+    """The census's pipes to live `git cat-file` children: the batch processes GitPython
+    keeps for a repository object until the object is collected. Left out of the pipes a
+    phase kept, on both sides: both releases' come and go with the collector (0.9.6: 78 pipes
+    to them at mid-sync's start, 9 at its end; 0.9.9: the warm-up's two gone by the burst's
+    end), so counted they made the problem set a matter of when the collector last ran."""
+    return sum(n for peer, n in census.get("pipes_by_peer", {}).items() if peer.startswith(f"{BATCH_PROCESS} "))
 
 
 def _server_said(log: list[dict[str, Any]]) -> str:

@@ -181,11 +181,24 @@ def test_pipes_to_git_s_batch_readers_are_noted_not_kept_but_a_fetch_s_are_kept(
     _pipes_after(tl, "mid-sync", {"git cat-file (pid 18323)": 3, "git cat-file (pid 18140)": 3})
     verdict = check(OrphanClonesGate(), tl, Thresholds())
     assert verdict.verdict == "pass", verdict.reason  # 0.9.9's serial bench run read these as +6 pipes kept
-    assert verdict.metrics["leftovers"]["mid-sync"]["git_cat_file_pipes"] == 6
+    assert verdict.metrics["leftovers"]["mid-sync"]["git_cat_file_pipes"] == [0, 6]
 
     _pipes_after(tl, "mid-sync", {"git cat-file (pid 18323)": 3, "git fetch (pid 18400)": 3,
                                   "git fetch (pid 18401)": 3})
     verdict = check(OrphanClonesGate(), tl, Thresholds())
     assert (verdict.verdict, verdict.category) == ("fail", "orphan.fds_kept")
     assert "fds kept pipe +6 (pipes to git fetch (pid 18401) +3; git fetch (pid 18400) +3)" in verdict.reason
-    assert "mid-sync: +3 pipes to live git cat-file processes, not counted as kept" in verdict.reason
+    assert "mid-sync: pipes to live git cat-file processes 0 → 3, not counted as kept" in verdict.reason
+
+
+def test_batch_readers_gone_by_the_end_do_not_hide_pipes_kept_to_others():
+    tl = Timeline("orphan-clones")
+    _phase(tl, "burst", 500)
+    _phase(tl, "mid-sync", 50)
+    _pipes_after(tl, "mid-sync", {"git fetch (pid 18400)": 3, "git fetch (pid 18401)": 3})
+    start = next(s for s in tl.samples if s.get("kind") == "fds" and s["label"] == "mid-sync start")
+    start["by_kind"]["pipe"] += 15  # five batch readers at the start, collected during the phase
+    start["pipes_by_peer"] = {"none (own pipe)": 4, **{f"git cat-file (pid {n})": 3 for n in range(5)}}
+    verdict = check(OrphanClonesGate(), tl, Thresholds())
+    assert (verdict.verdict, verdict.category) == ("fail", "orphan.fds_kept")  # the net count fell by 9
+    assert "fds kept pipe +6" in verdict.reason and "cat-file processes" not in verdict.reason
