@@ -124,6 +124,9 @@ SENSITIVE_SHARE = 2.0
 CPU_HEADROOM = 0.75
 # Of the memory, what the groups' stacks may hold at their peaks together.
 MEMORY_HEADROOM = 0.6
+# How much longer than the longest gate a group may be expected to run: the estimates are
+# one run's, and a group a little longer beats one stack more.
+FLOOR_SLACK = 1.1
 
 
 @dataclass(frozen=True)
@@ -153,28 +156,45 @@ def demand(groups: Sequence[Sequence[str]]) -> tuple[float, int]:
 
 
 def default_jobs(gates: Sequence[str], machine: Machine | None = None) -> int:
+    """The fewest groups that bring the run down to its floor — its longest gate — within
+    FLOOR_SLACK, and never more than fit the machine (`most_groups_that_fit`): a group more
+    than that does not shorten the run, it only adds a stack's load for the gates whose
+    judgement races the server to feel (orphan-clones on 0.9.9 kept clone dirs, its sibling
+    check timing out, in 1 of 2 runs of 13 groups side by side; none serially)."""
+    machine = machine or Machine.this()
+    concurrent = [g for g in gates if g not in TIMED]
+    most = most_groups_that_fit(concurrent, machine)
+    if not concurrent:
+        return most
+    floor = max(expected_s(g) for g in concurrent) * FLOOR_SLACK
+    return next((jobs for jobs in range(1, most + 1)
+                 if max(sum(expected_s(g) for g in group) for group in plan(concurrent, jobs)) <= floor), most)
+
+
+def most_groups_that_fit(concurrent: Sequence[str], machine: Machine) -> int:
     """The most groups whose summed CPU demand fits the cores with headroom and whose
     stacks fit the memory: from the measured table, not the core count (most gate time is
     the server's waiting)."""
-    machine = machine or Machine.this()
-    concurrent = [g for g in gates if g not in TIMED]
     for jobs in range(len(concurrent), 1, -1):
-        groups = plan(concurrent, jobs)
-        cores, memory = demand(groups)
+        cores, memory = demand(plan(concurrent, jobs))
         if cores <= machine.cores * CPU_HEADROOM and memory <= machine.memory_mb * MEMORY_HEADROOM:
             return jobs
     return 1
 
 
+def expected_s(gate: str) -> float:
+    return EXPECTED_S.get(gate, 60)
+
+
 def plan(gates: Sequence[str], jobs: int) -> list[list[str]]:
     """Groups of gates (longest first into the least loaded group, a sensitive gate into
     the least loaded group without one), then the timed gates as a last group of their own."""
-    concurrent = sorted((g for g in gates if g not in TIMED), key=lambda g: -EXPECTED_S.get(g, 60))
+    concurrent = sorted((g for g in gates if g not in TIMED), key=lambda g: -expected_s(g))
     count = max(1, min(jobs, len(concurrent))) if concurrent else 0
     groups: list[list[str]] = [[] for _ in range(count)]
     for gate in concurrent:
         candidates = [group for group in groups if gate not in SENSITIVE or not set(group) & set(SENSITIVE)]
-        min(candidates or groups, key=lambda group: sum(EXPECTED_S.get(g, 60) for g in group)).append(gate)
+        min(candidates or groups, key=lambda group: sum(expected_s(g) for g in group)).append(gate)
     timed = [g for g in gates if g in TIMED]
     return [group for group in groups if group] + ([timed] if timed else [])
 

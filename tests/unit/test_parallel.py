@@ -11,6 +11,7 @@ from harness.runinfo import settings_metadata
 from harness.runner import parallel
 from harness.runner.parallel import (
     CPU_HEADROOM,
+    FLOOR_SLACK,
     LOAD,
     MEMORY_HEADROOM,
     SENSITIVE,
@@ -19,7 +20,9 @@ from harness.runner.parallel import (
     Machine,
     default_jobs,
     demand,
+    expected_s,
     merge,
+    most_groups_that_fit,
     plan,
 )
 from harness.verdict import GateResult
@@ -37,8 +40,21 @@ def test_groups_are_balanced_longest_first_and_timed_gates_run_alone():
 
 def test_default_jobs_never_exceeds_the_gates_that_may_run_together():
     assert default_jobs(["leak", "boot-timing"], Machine(64, 2**20)) == 1
-    assert default_jobs(list(GATES), Machine(64, 2**20)) == len(GATES) - len(TIMED)
+    assert most_groups_that_fit([g for g in GATES if g not in TIMED], Machine(64, 2**20)) == len(GATES) - len(TIMED)
     assert 1 <= default_jobs(list(GATES)) <= len(GATES) - len(TIMED)  # this machine
+
+
+def _longest(groups):
+    return max(sum(expected_s(g) for g in group) for group in groups)
+
+
+def test_auto_stops_adding_groups_once_the_run_is_down_to_its_longest_gate():
+    concurrent = [g for g in GATES if g not in TIMED]
+    jobs = default_jobs(list(GATES), Machine(64, 2**20))
+    floor = max(expected_s(g) for g in concurrent)
+    assert 1 < jobs < len(concurrent)  # a group per gate would only add load
+    assert _longest(plan(concurrent, jobs)) <= floor * FLOOR_SLACK  # the run is at its floor
+    assert _longest(plan(concurrent, jobs - 1)) > floor * FLOOR_SLACK  # one fewer group is not
 
 
 def test_every_gate_has_a_measured_load():
@@ -54,8 +70,9 @@ def test_on_two_cores_auto_runs_more_groups_than_cores_and_their_cpu_fits_with_h
     assert jobs > TWO_CORES.cores  # the gates mostly wait: more stacks than cores
     cores, memory = demand(plan(list(GATES), jobs)[:-1])
     assert cores <= TWO_CORES.cores * CPU_HEADROOM and memory <= TWO_CORES.memory_mb * MEMORY_HEADROOM
-    if jobs < len(GATES) - len(TIMED):  # one more group would not have fit
-        assert demand(plan(list(GATES), jobs + 1)[:-1])[0] > TWO_CORES.cores * CPU_HEADROOM
+    most = most_groups_that_fit([g for g in GATES if g not in TIMED], TWO_CORES)
+    if most < len(GATES) - len(TIMED):  # one more group than the most would not have fit
+        assert demand(plan(list(GATES), most + 1)[:-1])[0] > TWO_CORES.cores * CPU_HEADROOM
 
 
 def test_memory_bounds_the_groups_when_it_is_short():
