@@ -160,7 +160,7 @@ def default_jobs(gates: Sequence[str], machine: Machine | None = None) -> int:
     FLOOR_SLACK, and never more than fit the machine (`most_groups_that_fit`): a group more
     than that does not shorten the run, it only adds a stack's load for the gates whose
     judgement races the server to feel (orphan-clones on 0.9.9 kept clone dirs, its sibling
-    check timing out, in 1 of 2 runs of 13 groups side by side; none serially)."""
+    check failing, in 1 of 5 runs of 13 groups side by side; none serially)."""
     machine = machine or Machine.this()
     concurrent = [g for g in gates if g not in TIMED]
     most = most_groups_that_fit(concurrent, machine)
