@@ -157,8 +157,8 @@ def _jobs(value: str, gates: Sequence[str]) -> int:
     if value == "auto":
         return default_jobs(gates)
     if not value.isdigit() or int(value) < 1:
-        raise HarnessError(f"--jobs {value}: give a number of stacks ≥ 1, or auto (as many as the gates' "
-                           "measured CPU and memory fit)")
+        raise HarnessError(f"--jobs {value}: give a number of stacks ≥ 1, or auto (as many as bring the run "
+                           "down to its longest gate, within what the gates' measured CPU and memory fit)")
     return int(value)
 
 
@@ -460,8 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "budgets, time limits and the machine's limits moving with N (or HARNESS_SCALE)")
     gates.add_argument("--jobs", default="1", metavar="N|auto",
                        help="run the gates in N groups side by side, each on its own stack, one merged report "
-                            "(auto: as many as the gates' measured CPU and memory fit the machine; boot-timing "
-                            "runs alone after them; default 1)")
+                            "(auto: as many as bring the run down to its longest gate, within what the gates' "
+                            "measured CPU and memory fit the machine; boot-timing runs alone after them; default 1)")
     gates.add_argument("--shard", metavar="I/N",
                        help="run shard I of N of the selected gates (a CI matrix; split by measured durations, "
                             "boot-timing alone), a complete report each; `harness merge` joins them")

@@ -5,8 +5,9 @@ groups overlap their waiting.
 
 Groups are balanced by each gate's measured duration (longest first). Gates that time the
 server (`TIMED`) run after the groups, alone: concurrency must not be what they measure.
-`--jobs auto` is not the core count: it is the most groups whose measured CPU (LOAD) fits
-the cores with headroom over the run's length and whose stacks fit the memory.
+`--jobs auto` is not the core count: it is the fewest groups that bring the run down to its
+longest gate, never more than the most whose measured CPU (LOAD) fits the cores with
+headroom over the run's length and whose stacks fit the memory.
 """
 
 from __future__ import annotations
