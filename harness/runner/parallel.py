@@ -62,10 +62,10 @@ class GateLoad:
 # Re-measured on a quiet machine (2026-12-06 14:55–15:02 UTC, load average under 1): CPU about
 # half of the figures below (orphan-clones 45 s in 68.5 s, leak 5.9 s in 14 s; the 13 gates
 # 0.9.9 runs side by side 138 s together), walls shorter. Those 138 CPU-seconds over the 100 s
-# the `auto` run spent side by side are 1.4 of 2 cores, inside CPU_HEADROOM; over the quiet
-# longest wall (68.5 s) they would read 2.0 and plan fewer groups than the 13 that measured
-# 0.28 of serial with the serial outcomes (README). The table stays the loaded machine's: a
-# shared CI runner's figures, and it plans what was measured.
+# a group-per-gate run (13 groups) spent side by side are 1.4 of 2 cores, inside CPU_HEADROOM;
+# over the quiet longest wall (68.5 s) they would read 2.0. The table stays the loaded
+# machine's, a shared CI runner's figures: it only caps `auto`, which on 0.9.9 stops at 5
+# groups, where the run is down to its longest gate (`default_jobs`), far under that cap.
 LOAD: dict[str, GateLoad] = {
     "leak": GateLoad(wall_s=24.5, cpu_s=10.3, peak_mb=594),
     "repeat-sync": GateLoad(wall_s=48.8, cpu_s=21.7, peak_mb=883),
